@@ -1,0 +1,360 @@
+//! `ActorRef`: the stable address of a supervised slot, and the `tell`/`ask` builders.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::actor::Actor;
+use crate::clock::Instant;
+use crate::envelope::{Envelope, Header, TraceContext};
+use crate::error::{Error, SendError};
+use crate::mailbox::PushError;
+use crate::registry::ActorId;
+use crate::slot::{Slot, Stats};
+use crate::sync::Arc;
+
+/// The address of an actor, stable across its restarts.
+///
+/// The mailbox belongs to the supervised slot, not to an actor instance: messages sent while the
+/// actor restarts wait and are handled by the new instance, within their deadline. Once the slot is
+/// gone for good (a temporary child that crashed, a transient one that ended), every send gets
+/// [`Error::Dead`].
+pub struct ActorRef<A: Actor> {
+    slot: Arc<Slot<A>>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("id", &self.slot.id)
+            .field("path", &self.slot.path)
+            .finish()
+    }
+}
+
+impl<A: Actor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.slot, &other.slot)
+    }
+}
+
+impl<A: Actor> Eq for ActorRef<A> {}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn from_slot(slot: Arc<Slot<A>>) -> Self {
+        ActorRef { slot }
+    }
+
+    pub(crate) fn slot(&self) -> &Arc<Slot<A>> {
+        &self.slot
+    }
+
+    /// The id in the system's registry.
+    pub fn id(&self) -> ActorId {
+        self.slot.id
+    }
+
+    /// The path in the supervision tree, such as `/app/cart`.
+    pub fn path(&self) -> &str {
+        &self.slot.path
+    }
+
+    /// Whether the slot still accepts messages (false once it is dead for good).
+    pub fn is_alive(&self) -> bool {
+        !self.slot.mailbox.is_closed()
+    }
+
+    /// Progress counters of this slot.
+    pub fn stats(&self) -> Stats {
+        self.slot.stats()
+    }
+
+    /// Sends `msg` without waiting for a reply; `.await` waits for room in the mailbox until the
+    /// deadline (the default TTL unless set with [`Tell::ttl`] or [`Tell::deadline`]).
+    pub fn tell(&self, msg: A::Msg) -> Tell<'_, A> {
+        Tell {
+            opts: Opts::new(self),
+            msg,
+        }
+    }
+
+    /// Sends `msg` at once or fails: [`Error::MailboxFull`] or [`Error::Dead`], with the message back.
+    pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        let env = Opts::new(self).envelope(msg, None);
+        self.slot
+            .mailbox
+            .try_push(env)
+            .map_err(|e| push_error(e, true))
+    }
+
+    /// Sends `msg` and waits for the reply, never past the deadline (the default TTL unless set).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use std::time::Duration;
+    /// # struct Echo;
+    /// # impl Actor for Echo {
+    /// #     type Args = (); type Msg = String; type Reply = String; type Error = std::convert::Infallible;
+    /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
+    /// #     async fn handle(&mut self, m: String, _: &mut Context<Self>) -> Result<String, Self::Error> { Ok(m) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let echo = system.spawn(ActorSpec::<Echo>::new(())).unwrap();
+    /// let reply = echo.ask("hi".to_string()).ttl(Duration::from_millis(700)).idempotent().await;
+    /// assert_eq!(reply.as_deref(), Ok("hi"));
+    /// # }
+    /// ```
+    pub fn ask(&self, msg: A::Msg) -> Ask<'_, A> {
+        Ask {
+            opts: Opts::new(self),
+            msg,
+        }
+    }
+}
+
+fn push_error<M, R>(e: PushError<Envelope<M, R>>, _fast: bool) -> SendError<M> {
+    match e {
+        PushError::Full(env) => SendError::new(Error::MailboxFull, env.payload),
+        PushError::Closed(env) => SendError::new(Error::Dead, env.payload),
+    }
+}
+
+/// Envelope settings shared by `tell` and `ask`.
+struct Opts<'a, A: Actor> {
+    target: &'a ActorRef<A>,
+    ttl: Option<Duration>,
+    deadline: Option<Instant>,
+    idempotent: bool,
+    trace: Option<TraceContext>,
+}
+
+impl<'a, A: Actor> Opts<'a, A> {
+    fn new(target: &'a ActorRef<A>) -> Self {
+        Opts {
+            target,
+            ttl: None,
+            deadline: None,
+            idempotent: false,
+            trace: None,
+        }
+    }
+
+    /// The deadline is the earliest of: an explicit deadline, now + ttl, and (when neither is given)
+    /// now + the configured default TTL.
+    fn envelope(
+        &self,
+        payload: A::Msg,
+        reply: Option<crate::envelope::ReplyTo<A::Reply>>,
+    ) -> Envelope<A::Msg, A::Reply> {
+        let shared = &self.target.slot.shared;
+        let now = shared.clock.now();
+        let ttl_deadline = self.ttl.map(|ttl| now + ttl);
+        let deadline = match (self.deadline, ttl_deadline) {
+            (Some(d), Some(t)) => d.min(t),
+            (Some(d), None) => d,
+            (None, Some(t)) => t,
+            (None, None) => now + shared.config.default_ttl,
+        };
+        let id = shared.next_envelope_id();
+        let trace = self.trace.unwrap_or(TraceContext {
+            trace_id: id.get(),
+            parent: None,
+        });
+        Envelope {
+            header: Header {
+                id,
+                deadline,
+                idempotent: self.idempotent,
+                attempt: 1,
+                trace,
+            },
+            payload,
+            reply,
+        }
+    }
+}
+
+macro_rules! builder_methods {
+    () => {
+        /// Sets the time to live from now.
+        pub fn ttl(mut self, ttl: Duration) -> Self {
+            self.opts.ttl = Some(ttl);
+            self
+        }
+
+        /// Sets an absolute deadline (the earlier of this and a TTL wins).
+        pub fn deadline(mut self, deadline: Instant) -> Self {
+            self.opts.deadline = Some(deadline);
+            self
+        }
+
+        /// Marks the message idempotent: after a crash it may be handed to the next instance
+        /// (at-least-once). Messages are at-most-once otherwise.
+        pub fn idempotent(mut self) -> Self {
+            self.opts.idempotent = true;
+            self
+        }
+
+        /// Sets the idempotency flag explicitly.
+        pub fn set_idempotent(mut self, idempotent: bool) -> Self {
+            self.opts.idempotent = idempotent;
+            self
+        }
+
+        /// Sets the trace context (by default a message starts a new trace).
+        pub fn trace(mut self, trace: TraceContext) -> Self {
+            self.opts.trace = Some(trace);
+            self
+        }
+
+        /// Inherits deadline and trace from an envelope being handled (a sub-request).
+        pub fn within(self, parent: &Header) -> Self {
+            self.deadline(parent.deadline).trace(TraceContext {
+                trace_id: parent.trace.trace_id,
+                parent: Some(parent.id),
+            })
+        }
+    };
+}
+
+/// A `tell` being built; `.await` it to send.
+#[must_use = "a tell does nothing until it is awaited"]
+pub struct Tell<'a, A: Actor> {
+    opts: Opts<'a, A>,
+    msg: A::Msg,
+}
+
+impl<'a, A: Actor> fmt::Debug for Tell<'a, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tell")
+            .field("to", &self.opts.target.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, A: Actor> Tell<'a, A> {
+    builder_methods!();
+}
+
+/// The future of an awaited [`Tell`].
+#[must_use = "futures do nothing unless polled"]
+pub struct TellFuture<'a, M> {
+    state: TellState<'a, M>,
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+enum TellState<'a, M> {
+    Done(Option<Result<(), SendError<M>>>),
+    Waiting(BoxFut<'a, Result<(), SendError<M>>>),
+}
+
+impl<M> fmt::Debug for TellFuture<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TellFuture").finish_non_exhaustive()
+    }
+}
+
+// No field is structurally pinned: the waiting future is boxed.
+impl<M> Unpin for TellFuture<'_, M> {}
+
+impl<M> Future for TellFuture<'_, M> {
+    type Output = Result<(), SendError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            TellState::Done(out) => {
+                Poll::Ready(out.take().expect("TellFuture polled after completion"))
+            }
+            TellState::Waiting(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
+    type Output = Result<(), SendError<A::Msg>>;
+    type IntoFuture = TellFuture<'a, A::Msg>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let env = self.opts.envelope(self.msg, None);
+        let slot = &self.opts.target.slot;
+        // Fast path: room in the mailbox; no allocation, no timer.
+        let state = match slot.mailbox.try_push(env) {
+            Ok(()) => TellState::Done(Some(Ok(()))),
+            Err(PushError::Closed(env)) => {
+                TellState::Done(Some(Err(SendError::new(Error::Dead, env.payload))))
+            }
+            Err(PushError::Full(env)) => TellState::Waiting(Box::pin(async move {
+                let deadline = env.header.deadline;
+                slot.mailbox
+                    .push_until(env, deadline, &slot.shared.clock)
+                    .await
+                    .map_err(|e| push_error(e, false))
+            })),
+        };
+        TellFuture { state }
+    }
+}
+
+/// An `ask` being built; `.await` it for the reply.
+#[must_use = "an ask does nothing until it is awaited"]
+pub struct Ask<'a, A: Actor> {
+    opts: Opts<'a, A>,
+    msg: A::Msg,
+}
+
+impl<'a, A: Actor> fmt::Debug for Ask<'a, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ask")
+            .field("to", &self.opts.target.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, A: Actor> Ask<'a, A> {
+    builder_methods!();
+}
+
+impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
+    type Output = Result<A::Reply, Error>;
+    type IntoFuture = BoxFut<'a, Result<A::Reply, Error>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let (tx, rx) = oneshot::channel();
+        let env = self.opts.envelope(self.msg, Some(tx));
+        let slot = &self.opts.target.slot;
+        Box::pin(async move {
+            let deadline = env.header.deadline;
+            let clock = &slot.shared.clock;
+            match slot.mailbox.try_push(env) {
+                Ok(()) => {}
+                Err(PushError::Closed(_)) => return Err(Error::Dead),
+                Err(PushError::Full(env)) => slot
+                    .mailbox
+                    .push_until(env, deadline, clock)
+                    .await
+                    .map_err(|e| push_error(e, false).error().clone())?,
+            }
+            match clock.timeout_at(deadline, rx).await {
+                Some(Ok(outcome)) => outcome,
+                // The envelope was dropped unanswered: its slot was torn down with it.
+                Some(Err(_)) => Err(Error::Dead),
+                None => Err(Error::Expired),
+            }
+        })
+    }
+}

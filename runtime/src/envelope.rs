@@ -1,0 +1,103 @@
+//! Self-describing envelopes: every message carries its id, deadline, idempotency, attempt and trace.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::clock::Instant;
+use crate::error::Error;
+
+/// A message id, unique within one [`System`](crate::System).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnvelopeId(pub(crate) u64);
+
+impl EnvelopeId {
+    /// The numeric value of the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for EnvelopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "env-{}", self.0)
+    }
+}
+
+/// Trace context: the request tree a message belongs to.
+///
+/// A request entering the system starts a trace (its `trace_id` is its own envelope id); every
+/// sub-request made while handling it keeps the `trace_id` and names its parent envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceContext {
+    /// Id of the request tree (the id of the envelope that started it).
+    pub trace_id: u64,
+    /// The envelope whose handling sent this one, if any.
+    pub parent: Option<EnvelopeId>,
+}
+
+/// Everything an envelope says about itself, apart from the payload and the reply channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Unique id.
+    pub id: EnvelopeId,
+    /// After this instant the message is not handled; its asker gets [`Error::Expired`].
+    pub deadline: Instant,
+    /// Whether handling it twice is harmless; decides at-least-once (true) vs at-most-once (false).
+    pub idempotent: bool,
+    /// 1 for the first delivery; incremented each time the message is handed to a new instance.
+    pub attempt: u32,
+    /// Trace context.
+    pub trace: TraceContext,
+}
+
+impl Header {
+    /// Time left until the deadline at `now` (zero when expired).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        now >= self.deadline
+    }
+}
+
+pub(crate) type ReplyTo<R> = oneshot::Sender<Result<R, Error>>;
+
+/// A message in transit: header, payload and, for an `ask`, the reply channel.
+pub struct Envelope<M, R> {
+    pub(crate) header: Header,
+    pub(crate) payload: M,
+    pub(crate) reply: Option<ReplyTo<R>>,
+}
+
+impl<M, R> Envelope<M, R> {
+    /// The envelope's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The message.
+    pub fn payload(&self) -> &M {
+        &self.payload
+    }
+}
+
+/// Sends the outcome to the asker, if there is one still waiting.
+pub(crate) fn answer<R>(reply: Option<ReplyTo<R>>, outcome: Result<R, Error>) {
+    if let Some(tx) = reply {
+        // The asker may have given up at its deadline; nobody is left to tell.
+        let _ = tx.send(outcome);
+    }
+}
+
+impl<M, R> fmt::Debug for Envelope<M, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("header", &self.header)
+            .field("ask", &self.reply.is_some())
+            .finish_non_exhaustive()
+    }
+}

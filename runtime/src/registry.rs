@@ -1,0 +1,155 @@
+//! The registry: a slab of slots with generation counters, and names.
+//!
+//! Invariant: an [`ActorId`] names one slot forever. When a slot dies its index may be reused, but
+//! with a new generation, so a stale id never reaches a newer actor.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+
+use slab::Slab;
+
+use crate::error::SpawnError;
+use crate::sync::{Arc, Mutex, Weak};
+
+/// The id of a slot in its system's registry: an index and a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId {
+    index: u32,
+    generation: u64,
+}
+
+impl ActorId {
+    /// The slab index (reused after the slot dies).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The generation (never reused within a system).
+    pub fn generation(self) -> u64 {
+        self.generation
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.index, self.generation)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slots: Slab<Entry>,
+    generation: u64,
+    names: HashMap<Arc<str>, ActorId>,
+}
+
+struct Entry {
+    generation: u64,
+    path: Option<Arc<str>>,
+    slot: Weak<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("generation", &self.generation)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Registers a new slot made by `make(id, path)`. A named slot's path is `parent/name` and must be
+    /// free; an unnamed one gets `parent/#generation`.
+    pub(crate) fn insert<T, F>(
+        &self,
+        parent: &str,
+        name: Option<&str>,
+        make: F,
+    ) -> Result<Arc<T>, SpawnError>
+    where
+        T: Any + Send + Sync,
+        F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
+    {
+        let sep = if parent.ends_with('/') { "" } else { "/" };
+        let mut inner = self.inner.lock();
+        inner.generation += 1;
+        let generation = inner.generation;
+        let named = match name {
+            Some(n) if n.is_empty() || n.contains('/') => {
+                return Err(SpawnError::BadName(n.to_owned()))
+            }
+            Some(n) => {
+                let path: Arc<str> = format!("{parent}{sep}{n}").into();
+                if inner.names.contains_key(&path) {
+                    return Err(SpawnError::NameTaken(path.to_string()));
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let entry = inner.slots.vacant_entry();
+        let id = ActorId {
+            index: entry.key() as u32,
+            generation,
+        };
+        let path = named
+            .clone()
+            .unwrap_or_else(|| format!("{parent}{sep}#{generation}").into());
+        let slot = make(id, path);
+        let weak: Weak<dyn Any + Send + Sync> = {
+            let any: Arc<dyn Any + Send + Sync> = slot.clone();
+            Arc::downgrade(&any)
+        };
+        entry.insert(Entry {
+            generation,
+            path: named.clone(),
+            slot: weak,
+        });
+        if let Some(path) = named {
+            inner.names.insert(path, id);
+        }
+        Ok(slot)
+    }
+
+    /// Forgets a dead slot; its index may be reused with a new generation.
+    pub(crate) fn remove(&self, id: ActorId) {
+        let mut inner = self.inner.lock();
+        if inner
+            .slots
+            .get(id.index as usize)
+            .is_some_and(|e| e.generation == id.generation)
+        {
+            let entry = inner.slots.remove(id.index as usize);
+            if let Some(path) = entry.path {
+                inner.names.remove(&path);
+            }
+        }
+    }
+
+    /// The slot with this id, if it is still the same one and alive.
+    pub(crate) fn get(&self, id: ActorId) -> Option<Arc<dyn Any + Send + Sync>> {
+        let inner = self.inner.lock();
+        let entry = inner.slots.get(id.index as usize)?;
+        if entry.generation != id.generation {
+            return None;
+        }
+        entry.slot.upgrade()
+    }
+
+    /// The id registered under a path.
+    pub(crate) fn lookup(&self, path: &str) -> Option<ActorId> {
+        self.inner.lock().names.get(path).copied()
+    }
+
+    /// Number of live slots (actors and supervisors).
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().slots.len()
+    }
+}

@@ -1,0 +1,53 @@
+//! The one switch for concurrency primitives.
+//!
+//! Every other module takes its locks and atomics from here, never from `std::sync` directly
+//! (`clippy.toml` bans it). Under `--cfg crashonly_loom` the same names come from `loom`, so the code
+//! that loom checks is the code that runs in production.
+//!
+//! Invariant: no lock from this module is held across an `.await`, and no lock is taken while another
+//! one is held, except `SupState` -> `Life` in the supervisor (the documented lock order).
+
+#![allow(clippy::disallowed_types)]
+
+pub(crate) use std::sync::{Arc, Weak};
+
+#[cfg(not(crashonly_loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+#[cfg(crashonly_loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+#[cfg(not(crashonly_loom))]
+use std::sync::Mutex as Inner;
+
+#[cfg(crashonly_loom)]
+use loom::sync::Mutex as Inner;
+
+/// A mutex that ignores poisoning.
+///
+/// A panicking actor is a crash the runtime already handles; the data behind our locks is only ever
+/// mutated in short sections that cannot panic half-way, so a poisoned lock carries no broken state.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(Inner<T>);
+
+pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(Inner::new(value))
+    }
+
+    #[cfg(not(crashonly_loom))]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[cfg(crashonly_loom)]
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
