@@ -197,6 +197,9 @@ impl<A: Actor> Slot<A> {
                 }
                 Decision::Ignore => return,
                 other => {
+                    if let Decision::Restart { scope, .. } = other {
+                        parent.abort_group(self.identity(), scope);
+                    }
                     let me: Arc<dyn ChildHandle> = self.clone();
                     parent.submit(me, other);
                     return;

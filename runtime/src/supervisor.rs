@@ -513,6 +513,25 @@ impl SupNode {
         Decision::Restart { scope, delay }
     }
 
+    /// Aborts, at once, the siblings a group restart will restart (the crashed child is ending on its
+    /// own). The supervisor's task joins and relaunches them; this only stops them sooner.
+    pub(crate) fn abort_group(&self, who: *const (), scope: Scope) {
+        let group: Vec<Arc<dyn ChildHandle>> = {
+            let st = self.state.lock();
+            let Some(idx) = st.children.iter().position(|e| e.handle.identity() == who) else {
+                return;
+            };
+            let from = if scope == Scope::Rest { idx } else { 0 };
+            st.children[from..]
+                .iter()
+                .map(|e| e.handle.clone())
+                .collect()
+        };
+        for c in group.iter().rev().filter(|c| c.identity() != who) {
+            c.abort();
+        }
+    }
+
     /// Hands a decision to this supervisor's task.
     pub(crate) fn submit(&self, child: Arc<dyn ChildHandle>, decision: Decision) {
         // The queue is unbounded and only closed when the node is killed, when nothing is left to do.

@@ -1,0 +1,35 @@
+//! Every public type is Send and Sync where it should be.
+
+mod common;
+
+use common::Probe;
+use crashonly::*;
+
+fn send_sync<T: Send + Sync>() {}
+fn send<T: Send>() {}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    send_sync::<System>();
+    send_sync::<ActorRef<Probe>>();
+    send_sync::<SupervisorRef>();
+    send_sync::<Error>();
+    send_sync::<SendError<String>>();
+    send_sync::<SpawnError>();
+    send_sync::<SystemError>();
+    send_sync::<CrashReport>();
+    send_sync::<Header>();
+    send_sync::<Down>();
+    send_sync::<Timer>();
+    send_sync::<Config>();
+    send_sync::<Stats>();
+    send_sync::<Envelope<String, u32>>();
+    send::<Context<Probe>>();
+    send::<ActorSpec<Probe>>();
+    send::<SupervisorSpec>();
+    send::<ChildSpec>();
+    send::<MonitorStream>();
+    send::<Tell<'static, Probe>>();
+    send::<Ask<'static, Probe>>();
+    send::<TellFuture<'static, String>>();
+}

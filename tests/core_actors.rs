@@ -1,0 +1,296 @@
+//! Actors, envelopes and refs: restarts keep the ref, in-flight semantics, expiry, backpressure.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{get, Cmd, Probe, Probes};
+use crashonly::prelude::*;
+use crashonly::{CrashReason, SlotState};
+use tokio::sync::Semaphore;
+
+fn probe(system: &System, name: &str, p: &Probes) -> ActorRef<Probe> {
+    system
+        .spawn(ActorSpec::<Probe>::named(name, p.clone()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_runs_on_every_start_and_ref_is_stable() {
+    let system = System::new();
+    let p = Probes::default();
+    let a = probe(&system, "a", &p);
+    a.tell(Cmd::Add(5)).await.unwrap();
+    assert_eq!(get(&a).await.n, 5);
+    a.tell(Cmd::Panic("boom")).await.unwrap();
+    // Same ref, new instance, state rebuilt by start (volatile state reset to 0).
+    let seen = get(&a).await;
+    assert_eq!((seen.instance, seen.n), (2, 0));
+    assert_eq!(p.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(a.stats().restarts, 1);
+    assert_eq!(a.stats().crashes, 1);
+    assert_eq!(system.lookup::<Probe>("/a"), Some(a));
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_report_names_path_panic_location_and_envelope() {
+    let system = System::new();
+    let a = probe(&system, "reporter", &Probes::default());
+    let err = a.ask(Cmd::Panic("kaboom")).await.unwrap_err();
+    let Error::Crashed(report) = err else {
+        panic!("expected Crashed, got {err:?}")
+    };
+    assert_eq!(report.path, "/reporter");
+    match &report.reason {
+        CrashReason::Panic { message, location } => {
+            assert_eq!(message, "kaboom");
+            assert!(
+                location.as_deref().unwrap().contains("tests/common/mod.rs"),
+                "{location:?}"
+            );
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    let env = report.envelope.expect("the envelope being handled");
+    assert_eq!(env.attempt, 1);
+    assert!(!env.idempotent);
+
+    let err = a.ask(Cmd::Fail).await.unwrap_err();
+    let Error::Crashed(report) = err else {
+        panic!("expected Crashed")
+    };
+    assert_eq!(
+        report.reason,
+        CrashReason::HandleFailed("told to fail".into())
+    );
+    assert!(report
+        .to_string()
+        .contains("/reporter handle failed: told to fail"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_idempotent_is_redelivered_non_idempotent_is_not() {
+    let system = System::new();
+    let p = Probes::default();
+    let a = probe(&system, "a", &p);
+
+    // At-least-once: the idempotent message is handed to the next instance, attempt 2.
+    let once = Arc::new(AtomicBool::new(false));
+    let seen = a
+        .ask(Cmd::PanicOnce(once.clone()))
+        .idempotent()
+        .await
+        .unwrap();
+    assert_eq!(seen.instance, 2);
+    assert_eq!(seen.header.unwrap().attempt, 2);
+
+    // At-most-once: the asker gets Crashed and the message is not handled again.
+    let once = Arc::new(AtomicBool::new(false));
+    let err = a.ask(Cmd::PanicOnce(once)).await.unwrap_err();
+    assert!(matches!(err, Error::Crashed(_)));
+    assert_eq!(get(&a).await.instance, 3);
+    let log = p.log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|l| l.contains("PanicOnce")).count(),
+        3,
+        "{log:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotent_redelivery_respects_the_deadline() {
+    let system = System::new();
+    let p = Probes::default();
+    let a = probe(&system, "slow", &p);
+    // Crashes at 200 ms, after its 100 ms deadline: not redelivered although idempotent.
+    let err = a
+        .ask(Cmd::SleepThenPanic(Duration::from_millis(200)))
+        .ttl(Duration::from_millis(100))
+        .idempotent()
+        .await;
+    assert_eq!(err.unwrap_err(), Error::Expired);
+    let seen = get(&a).await;
+    assert_eq!(seen.instance, 2);
+    let log = p.log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|l| l.contains("SleepThenPanic")).count(),
+        1,
+        "{log:?}"
+    );
+    // Within its deadline, the same message is redelivered (and crashes again).
+    let err = a
+        .ask(Cmd::SleepThenPanic(Duration::from_millis(10)))
+        .ttl(Duration::from_millis(25))
+        .idempotent()
+        .await;
+    assert!(
+        matches!(err, Err(Error::Expired) | Err(Error::Crashed(_))),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = p.log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("SleepThenPanic(10ms)"))
+            .count(),
+        2,
+        "{log:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_sent_during_restart_go_to_the_new_instance() {
+    let system = System::new();
+    let p = Probes {
+        start_delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let a = probe(&system, "a", &p);
+    assert_eq!(get(&a).await.instance, 1);
+    a.tell(Cmd::Panic("x")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.stats().state, SlotState::Starting);
+    for _ in 0..10 {
+        a.tell(Cmd::Add(1)).await.unwrap();
+    }
+    let seen = get(&a).await;
+    assert_eq!((seen.instance, seen.n), (2, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_envelopes_are_dropped_with_an_error() {
+    let system = System::new();
+    let p = Probes::default();
+    let a = probe(&system, "a", &p);
+    get(&a).await;
+    a.tell(Cmd::Sleep(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    // Queued behind a 100 ms message with 10 ms to live: never handled.
+    a.tell(Cmd::Add(7))
+        .ttl(Duration::from_millis(10))
+        .await
+        .unwrap();
+    let err = a
+        .ask(Cmd::Add(9))
+        .ttl(Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::Expired);
+    assert_eq!(get(&a).await.n, 0);
+    let log = p.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.contains("Add")), "{log:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_has_a_default_deadline() {
+    let system = System::builder()
+        .config(Config {
+            default_ttl: Duration::from_millis(250),
+            ..Config::default()
+        })
+        .start()
+        .unwrap();
+    let a = probe(&system, "a", &Probes::default());
+    let started = system.clock().now();
+    let err = a
+        .ask(Cmd::Sleep(Duration::from_secs(3600)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::Expired);
+    assert_eq!(system.clock().now() - started, Duration::from_millis(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_mailbox_applies_backpressure() {
+    let system = System::new();
+    let a = system
+        .spawn(ActorSpec::<Probe>::named("small", Probes::default()).mailbox_capacity(2))
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    a.tell(Cmd::Wait(gate.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await; // the actor takes it and blocks
+    a.try_tell(Cmd::Add(1)).unwrap();
+    a.try_tell(Cmd::Add(1)).unwrap();
+    // try_tell fails fast and gives the message back.
+    let err = a.try_tell(Cmd::Add(100)).unwrap_err();
+    assert_eq!(err.error(), &Error::MailboxFull);
+    assert!(matches!(err.into_inner(), Cmd::Add(100)));
+    // tell waits for room until its deadline.
+    let err = a
+        .tell(Cmd::Add(100))
+        .ttl(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error(), &Error::MailboxFull);
+    // ... and gets in once there is room.
+    let a2 = a.clone();
+    let waiting = tokio::spawn(async move {
+        a2.tell(Cmd::Add(1))
+            .ttl(Duration::from_secs(10))
+            .await
+            .is_ok()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    gate.add_permits(1);
+    assert!(waiting.await.unwrap());
+    assert_eq!(get(&a).await.n, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sub_requests_inherit_deadline_and_trace() {
+    struct Front {
+        back: ActorRef<Probe>,
+    }
+    impl Actor for Front {
+        type Args = ActorRef<Probe>;
+        type Msg = ();
+        type Reply = (crashonly::Header, crashonly::Header);
+        type Error = Error;
+        async fn start(back: &ActorRef<Probe>, _: &mut Context<Self>) -> Result<Self, Error> {
+            Ok(Front { back: back.clone() })
+        }
+        async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, Error> {
+            let seen = ctx.ask(&self.back, Cmd::Get).await?;
+            Ok((*ctx.header().unwrap(), seen.header.unwrap()))
+        }
+    }
+    let system = System::new();
+    let back = probe(&system, "back", &Probes::default());
+    let front = system
+        .spawn(ActorSpec::<Front>::named("front", back))
+        .unwrap();
+    let (outer, inner) = front.ask(()).ttl(Duration::from_millis(700)).await.unwrap();
+    assert_eq!(inner.deadline, outer.deadline);
+    assert_eq!(inner.trace.trace_id, outer.trace.trace_id);
+    assert_eq!(inner.trace.parent, Some(outer.id));
+    assert_ne!(inner.id, outer.id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_failure_is_a_crash_and_is_retried() {
+    let system = System::builder()
+        .root(
+            SupervisorSpec::new("root", Strategy::OneForOne)
+                .intensity(100, Duration::from_secs(60)),
+        )
+        .start()
+        .unwrap();
+    let p = Probes::default();
+    p.fail_start.store(true, Ordering::SeqCst);
+    let a = probe(&system, "flaky", &p);
+    let mut downs = system.monitor(&a);
+    let down = downs.recv().await.unwrap();
+    let DownReason::Crashed(report) = down.reason else {
+        panic!("expected a crash")
+    };
+    assert_eq!(
+        report.reason,
+        CrashReason::StartFailed("refusing to start".into())
+    );
+    p.fail_start.store(false, Ordering::SeqCst);
+    assert!(get(&a).await.instance >= 2);
+}
