@@ -37,7 +37,9 @@ impl Actor for Ledger {
     type Error = std::convert::Infallible;
 
     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Ledger { values: HashMap::new() })
+        Ok(Ledger {
+            values: HashMap::new(),
+        })
     }
 
     async fn handle(&mut self, msg: LedgerMsg, _: &mut Context<Self>) -> Result<u64, Self::Error> {
@@ -74,7 +76,11 @@ impl Actor for Counter {
     async fn start((key, ledger): &Self::Args, ctx: &mut Context<Self>) -> Result<Self, Error> {
         let cached = ctx.ask(ledger, LedgerMsg::Get(*key)).idempotent().await?;
         tracing::info!(key, cached, "counter recovered");
-        Ok(Counter { key: *key, cached, ledger: ledger.clone() })
+        Ok(Counter {
+            key: *key,
+            cached,
+            ledger: ledger.clone(),
+        })
     }
 
     async fn handle(&mut self, msg: CounterMsg, ctx: &mut Context<Self>) -> Result<u64, Error> {
@@ -95,17 +101,27 @@ struct Opts {
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { seconds: 5, chaos_ms: 100, give_up: false };
+    let mut o = Opts {
+        seconds: 5,
+        chaos_ms: 100,
+        give_up: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Result<u64, String> {
-            args.next().and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a whole number"))
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{name} needs a whole number"))
         };
         match a.as_str() {
             "--seconds" => o.seconds = num("--seconds")?,
             "--chaos-ms" => o.chaos_ms = num("--chaos-ms")?.max(1),
             "--give-up" => o.give_up = true,
-            other => return Err(format!("unknown argument {other:?} (try --seconds N, --chaos-ms N, --give-up)")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (try --seconds N, --chaos-ms N, --give-up)"
+                ))
+            }
         }
     }
     Ok(o)
@@ -115,7 +131,9 @@ const WORKERS: u32 = 8;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => {
@@ -123,17 +141,30 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (max, period) = if opts.give_up { (3, Duration::from_secs(60)) } else { (1_000, Duration::from_secs(10)) };
+    let (max, period) = if opts.give_up {
+        (3, Duration::from_secs(60))
+    } else {
+        (1_000, Duration::from_secs(10))
+    };
     let workers = SupervisorSpec::new("workers", Strategy::OneForOne).intensity(max, period);
     let root = SupervisorSpec::new("root", Strategy::RestForOne)
         .intensity(if opts.give_up { 1 } else { 100 }, Duration::from_secs(60))
         .child(ActorSpec::<Ledger>::named("ledger", ()))
         .child(workers);
-    let system = System::builder().root(root).start().expect("static names are valid");
+    let system = System::builder()
+        .root(root)
+        .start()
+        .expect("static names are valid");
     let ledger = system.lookup::<Ledger>("/ledger").expect("declared above");
-    let sup = system.lookup_supervisor("/workers").expect("declared above");
-    let counters: Vec<ActorRef<Counter>> =
-        (0..WORKERS).map(|k| sup.spawn(ActorSpec::named(format!("c{k}"), (k, ledger.clone()))).expect("unique")).collect();
+    let sup = system
+        .lookup_supervisor("/workers")
+        .expect("declared above");
+    let counters: Vec<ActorRef<Counter>> = (0..WORKERS)
+        .map(|k| {
+            sup.spawn(ActorSpec::named(format!("c{k}"), (k, ledger.clone())))
+                .expect("unique")
+        })
+        .collect();
 
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let unknown: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
@@ -142,16 +173,27 @@ async fn main() -> ExitCode {
 
     let mut clients = Vec::new();
     for c in 0..4u32 {
-        let (counters, acked, unknown, errors) = (counters.clone(), acked.clone(), unknown.clone(), errors.clone());
+        let (counters, acked, unknown, errors) = (
+            counters.clone(),
+            acked.clone(),
+            unknown.clone(),
+            errors.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut i = c;
             while tokio::time::Instant::now() < deadline {
                 i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let k = (i >> 8) % WORKERS;
-                match counters[k as usize].ask(CounterMsg::Incr).ttl(Duration::from_millis(500)).await {
+                match counters[k as usize]
+                    .ask(CounterMsg::Incr)
+                    .ttl(Duration::from_millis(500))
+                    .await
+                {
                     Ok(_) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
                     // Not idempotent: the increment may or may not have reached the ledger.
-                    Err(Error::Crashed(_)) | Err(Error::Expired) => unknown[k as usize].fetch_add(1, Ordering::Relaxed),
+                    Err(Error::Crashed(_)) | Err(Error::Expired) => {
+                        unknown[k as usize].fetch_add(1, Ordering::Relaxed)
+                    }
                     Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -183,8 +225,14 @@ async fn main() -> ExitCode {
     let mut consistent = true;
     let (mut total_acked, mut total_unknown, mut crashes, mut restarts) = (0, 0, 0, 0);
     for (k, c) in counters.iter().enumerate() {
-        let stored = ledger.ask(LedgerMsg::Get(k as u32)).await.expect("ledger answers");
-        let (a, u) = (acked[k].load(Ordering::Relaxed), unknown[k].load(Ordering::Relaxed));
+        let stored = ledger
+            .ask(LedgerMsg::Get(k as u32))
+            .await
+            .expect("ledger answers");
+        let (a, u) = (
+            acked[k].load(Ordering::Relaxed),
+            unknown[k].load(Ordering::Relaxed),
+        );
         let ok = stored >= a && stored <= a + u;
         consistent &= ok;
         let s = c.stats();

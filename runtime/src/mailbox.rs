@@ -3,11 +3,18 @@
 //! Invariants:
 //! - Any task may consume, one at a time: each new instance of the actor picks up where the last one
 //!   stopped, so nothing queued is lost across a restart (the paper's stall proxy).
+//! - Producers push to `inner.queue`; the consumer moves the whole queue into `local` with one lock
+//!   and then pops from `local`, so producers and the consumer rarely contend. Both halves live in
+//!   the mailbox: an aborted consumer loses nothing.
+//! - `inner.in_local` counts the messages of `local` not yet reported as taken; the consumer reports
+//!   (under `inner`) every `REPORT_EVERY` messages and whenever it next finds `local` empty. So producers, which
+//!   check `queue.len() + in_local` under `inner`, never exceed the capacity, and the consumer
+//!   touches `inner` once per `REPORT_EVERY` messages rather than once per message.
 //! - `push_front` (redelivery of an in-flight idempotent message) ignores the capacity: the message
 //!   already held a place.
 //! - Once closed, nothing is accepted and `close` hands back everything still queued, so that every
 //!   asker gets an answer.
-//! - Wakers are woken after the lock is released.
+//! - Lock order: `local` before `inner`.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -27,16 +34,42 @@ pub(crate) enum PushError<T> {
 #[derive(Debug)]
 pub(crate) struct Mailbox<T> {
     inner: Mutex<Inner<T>>,
+    /// On its own cache lines: the consumer locks it for every message, producers lock `inner`.
+    local: Padded<Mutex<Local<T>>>,
     capacity: usize,
+}
+
+/// Keeps a value on cache lines of its own (128 bytes: adjacent-line prefetch pairs lines).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// How many taken messages the consumer may leave unreported (they still count as queued).
+const REPORT_EVERY: usize = 32;
+
+#[derive(Debug)]
+struct Local<T> {
+    queue: VecDeque<T>,
+    /// Taken since the last report to `inner.in_local`.
+    unreported: usize,
 }
 
 #[derive(Debug)]
 struct Inner<T> {
     queue: VecDeque<T>,
-    /// The consumer, parked on an empty queue.
+    /// The consumer, parked on an empty mailbox.
     consumer: Option<Waker>,
-    /// Producers parked on a full queue.
+    /// Producers parked on a full mailbox.
     producers: Vec<Waker>,
+    /// Size of the batch in `local` until it is used up.
+    in_local: usize,
     closed: bool,
 }
 
@@ -47,14 +80,20 @@ impl<T> Mailbox<T> {
                 queue: VecDeque::new(),
                 consumer: None,
                 producers: Vec::new(),
+                in_local: 0,
                 closed: false,
             }),
+            local: Padded(Mutex::new(Local {
+                queue: VecDeque::new(),
+                unreported: 0,
+            })),
             capacity: capacity.max(1),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().queue.len()
+        let local = self.local.lock();
+        local.queue.len() + self.inner.lock().queue.len()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -71,7 +110,7 @@ impl<T> Mailbox<T> {
         if inner.closed {
             return Err(PushError::Closed(item));
         }
-        if inner.queue.len() >= self.capacity {
+        if inner.queue.len() + inner.in_local >= self.capacity {
             if let Some(cx) = cx {
                 if !inner.producers.iter().any(|w| w.will_wake(cx.waker())) {
                     inner.producers.push(cx.waker().clone());
@@ -118,46 +157,74 @@ impl<T> Mailbox<T> {
 
     /// Puts an item back at the head of the queue (redelivery); fails only when closed.
     pub(crate) fn push_front(&self, item: T) -> Result<(), T> {
+        let mut local = self.local.lock();
         let mut inner = self.inner.lock();
         if inner.closed {
             return Err(item);
         }
-        inner.queue.push_front(item);
+        local.queue.push_front(item);
+        inner.in_local += 1;
         let consumer = inner.consumer.take();
         drop(inner);
+        drop(local);
         if let Some(w) = consumer {
             w.wake();
         }
         Ok(())
     }
 
+    /// Takes the next item from `local`, refilling it from the producers' queue when empty.
+    /// `Err(closed)` when there is nothing.
+    fn take(&self, cx: Option<&mut Context<'_>>) -> Result<T, bool> {
+        let mut local = self.local.lock();
+        if let Some(item) = local.queue.pop_front() {
+            local.unreported += 1;
+            if local.unreported >= REPORT_EVERY {
+                Self::report(&mut local, &mut self.inner.lock());
+            }
+            return Ok(item);
+        }
+        let mut inner = self.inner.lock();
+        Self::report(&mut local, &mut inner);
+        let Some(item) = inner.queue.pop_front() else {
+            if let Some(cx) = cx {
+                if !inner
+                    .consumer
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    inner.consumer = Some(cx.waker().clone());
+                }
+            }
+            return Err(inner.closed);
+        };
+        std::mem::swap(&mut inner.queue, &mut local.queue);
+        // The item taken now is reported at once; the rest of the batch stays counted.
+        inner.in_local += local.queue.len();
+        Ok(item)
+    }
+
+    /// Frees the places of the messages taken since the last report; parked producers retry.
+    fn report(local: &mut Local<T>, inner: &mut Inner<T>) {
+        inner.in_local -= local.unreported;
+        local.unreported = 0;
+        // Only the rare full-mailbox path pays for this. Waking while holding the lock is fine:
+        // a woken task runs only after we return.
+        inner.producers.drain(..).for_each(Waker::wake);
+    }
+
     /// Takes the next item; `None` once the mailbox is closed.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut inner = self.inner.lock();
-        if let Some(item) = inner.queue.pop_front() {
-            let producers = if inner.producers.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::take(&mut inner.producers)
-            };
-            drop(inner);
-            // Every parked producer retries; only the rare full-mailbox path pays for this.
-            producers.into_iter().for_each(Waker::wake);
-            return Poll::Ready(Some(item));
+        match self.take(Some(cx)) {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(true) => Poll::Ready(None),
+            Err(false) => Poll::Pending,
         }
-        if inner.closed {
-            return Poll::Ready(None);
-        }
-        match &inner.consumer {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => inner.consumer = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 
     /// Takes the next item if there is one.
     pub(crate) fn try_pop(&self) -> Option<T> {
-        self.inner.lock().queue.pop_front()
+        self.take(None).ok()
     }
 
     pub(crate) async fn pop(&self) -> Option<T> {
@@ -166,12 +233,16 @@ impl<T> Mailbox<T> {
 
     /// Closes the mailbox and returns what was still queued.
     pub(crate) fn close(&self) -> Vec<T> {
+        let mut local = self.local.lock();
         let mut inner = self.inner.lock();
         inner.closed = true;
-        let left: Vec<T> = inner.queue.drain(..).collect();
+        let left: Vec<T> = local.queue.drain(..).chain(inner.queue.drain(..)).collect();
+        local.unreported = 0;
+        inner.in_local = 0;
         let consumer = inner.consumer.take();
         let producers = std::mem::take(&mut inner.producers);
         drop(inner);
+        drop(local);
         consumer.into_iter().chain(producers).for_each(Waker::wake);
         left
     }
@@ -214,6 +285,32 @@ mod tests {
         mb.push_until(3, deadline, &clock).await.unwrap();
         assert_eq!(popper.await.unwrap(), Some(1));
         assert_eq!(mb.pop().await, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_never_exceed_capacity_and_reports_wake_producers() {
+        let clock = Clock::default();
+        let mb = std::sync::Arc::new(Mailbox::new(4));
+        for i in 0..4 {
+            mb.try_push(i).unwrap();
+        }
+        assert_eq!(mb.pop().await, Some(0)); // takes the batch [1, 2, 3]
+        mb.try_push(4).unwrap(); // the taken one freed its place
+        assert!(matches!(mb.try_push(5), Err(PushError::Full(5))));
+        let (m2, deadline) = (mb.clone(), clock.now() + std::time::Duration::from_secs(1));
+        let waiting =
+            tokio::spawn(
+                async move { m2.push_until(5, deadline, &Clock::default()).await.is_ok() },
+            );
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.push(mb.pop().await.unwrap());
+        }
+        assert!(waiting.await.unwrap());
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        assert_eq!(mb.len(), 0);
     }
 
     #[tokio::test]

@@ -55,7 +55,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn next_envelope_id(&self) -> EnvelopeId {
-        EnvelopeId(self.ids.fetch_add(1, Ordering::Relaxed) + 1)
+        let id = self.ids.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        EnvelopeId(std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN))
     }
 
     /// A random value (SplitMix64 over a shared counter): for jitter, not for secrets.
