@@ -249,6 +249,7 @@ impl<T> Mailbox<T> {
 }
 
 #[cfg(all(test, not(crashonly_loom)))]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
     use std::time::Duration;

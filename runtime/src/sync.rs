@@ -11,11 +11,40 @@
 
 pub(crate) use std::sync::{Arc, Weak};
 
+pub(crate) use std::sync::atomic::Ordering;
+
 #[cfg(not(crashonly_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic as atomic_impl;
 
 #[cfg(crashonly_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use loom::sync::atomic as atomic_impl;
+
+macro_rules! atomic {
+    ($name:ident, $int:ty) => {
+        /// A loom-switchable atomic integer with the methods the runtime uses.
+        #[derive(Debug, Default)]
+        pub(crate) struct $name(atomic_impl::$name);
+
+        #[allow(dead_code)]
+        impl $name {
+            pub(crate) fn new(v: $int) -> Self {
+                $name(atomic_impl::$name::new(v))
+            }
+            pub(crate) fn load(&self, order: Ordering) -> $int {
+                self.0.load(order)
+            }
+            pub(crate) fn store(&self, v: $int, order: Ordering) {
+                self.0.store(v, order)
+            }
+            pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
+                self.0.fetch_add(v, order)
+            }
+        }
+    };
+}
+
+atomic!(AtomicU64, u64);
+atomic!(AtomicU8, u8);
 
 #[cfg(not(crashonly_loom))]
 use std::sync::Mutex as Inner;
