@@ -70,6 +70,8 @@ mod sync;
 mod system;
 mod timer;
 
+pub mod store;
+
 pub use actor::{Actor, Context};
 pub use actor_ref::{ActorRef, Ask, Tell, TellFuture};
 pub use clock::{Clock, Instant};

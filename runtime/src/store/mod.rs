@@ -1,0 +1,189 @@
+//! Crash-only state stores.
+//!
+//! Actors hold only volatile state; what must survive goes through a [`Store`]: key/value with
+//! versions, per-key TTL, leases with fencing tokens and durable idempotency keys. No SQL: the
+//! weakest abstraction that serves actors (section 3.1 of the paper).
+//!
+//! Every write is a [`Txn`] committed atomically: version checks, puts and deletes, an optional
+//! fence (a lease token that must still be current) and an optional idempotency key
+//! ([`StoreExt::apply_once`]). An acknowledged commit is durable unless the store was opened with
+//! [`Durability::LoseUpTo`], whose name says what it may lose.
+//!
+//! Backends: [`MemoryStore`] (volatile), [`RedbStore`] (embedded, the default) and, with the
+//! `postgres` feature, a PostgreSQL store for many processes on many machines.
+//!
+//! ```
+//! use crashonly::store::{MemoryStore, Store, StoreExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), crashonly::store::StoreError> {
+//! let store = MemoryStore::new();
+//! let v1 = store.put(b"cart/42", b"[book]".to_vec()).await?;
+//! let v2 = store.compare_and_set(b"cart/42", v1, b"[book, pen]".to_vec()).await?;
+//! assert!(store.compare_and_set(b"cart/42", v1, b"stale".to_vec()).await.is_err());
+//! assert_eq!(store.get(b"cart/42").await?.unwrap().version, v2);
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod error;
+mod memory;
+mod redb;
+mod state;
+mod time;
+mod txn;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use self::memory::MemoryStore;
+pub use self::redb::{RedbOptions, RedbStore};
+pub use error::{Conflict, StoreError};
+pub use state::DurableState;
+pub use time::{ManualTime, SystemTime, TimeSource};
+pub use txn::{Committed, Txn, Write};
+
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PgOptions, PgStore};
+
+/// A boxed future returned by [`Store`] methods (the trait is object safe: `Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A value with its version.
+///
+/// Versions come from one counter per store that only grows, so a key deleted and written again
+/// never gets an old version back (no ABA for compare-and-set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its version (never 0; 0 means "absent" in a compare-and-set).
+    pub version: u64,
+}
+
+/// A lease on a named resource: held by `holder` until `expires_at_ms` (wall clock, ms since the
+/// Unix epoch), proven by `token`. Tokens only grow, so a write fenced with an old token is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The resource.
+    pub name: String,
+    /// Who holds it.
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
+    /// When it lapses unless renewed.
+    pub expires_at_ms: u64,
+}
+
+/// When an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledged means durable: nothing acknowledged is lost by `kill -9` or a power cut.
+    /// Concurrent writers share one sync (group commit), so this stays fast under load.
+    #[default]
+    Durable,
+    /// Acknowledged before it is synced; a sync follows within the duration, so a crash may lose
+    /// the writes acknowledged during the last such window. Opt-in, for soft state.
+    LoseUpTo(Duration),
+}
+
+/// Bounds on what a store accepts; past them, [`StoreError::BadInput`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key, in bytes.
+    pub max_key: usize,
+    /// Largest value, in bytes.
+    pub max_value: usize,
+    /// Longest per-key TTL.
+    pub max_ttl: Duration,
+    /// Longest lease.
+    pub max_lease: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for Limits {
+    /// Keys up to 1 KiB, values up to 4 MiB, TTLs up to 30 days, leases up to 10 minutes,
+    /// idempotency keys kept 24 hours.
+    fn default() -> Self {
+        Limits {
+            max_key: 1024,
+            max_value: 4 << 20,
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_lease: Duration::from_secs(600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A crash-only state store.
+///
+/// Implementations must be crash-only themselves: nothing acknowledged under
+/// [`Durability::Durable`] is lost by `kill -9`, and reopening is fast.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The current value of `key`, if present and not expired.
+    fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Versioned>>;
+
+    /// Up to `limit` live entries whose key starts with `prefix`, in key order.
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>>;
+
+    /// Applies a transaction atomically: all of it or none of it.
+    fn commit(&self, txn: Txn) -> StoreFuture<'_, Committed>;
+
+    /// Takes the lease `name` for `holder` for `ttl`. Granted when it is free, expired, or already
+    /// held by the same holder (a restarted owner takes over, with a new token that fences out its
+    /// previous incarnation); otherwise [`Conflict::LeaseHeld`].
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease>;
+
+    /// Extends a lease that is still current; [`Conflict::LeaseLost`] otherwise.
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease>;
+
+    /// Gives a lease up (a no-op when it is no longer current).
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()>;
+
+    /// When acknowledged writes are durable.
+    fn durability(&self) -> Durability;
+
+    /// What the store accepts.
+    fn limits(&self) -> &Limits;
+}
+
+/// Convenience methods on every [`Store`], built on [`Store::commit`].
+pub trait StoreExt: Store {
+    /// Writes `value`; returns the new version.
+    fn put<'a>(&'a self, key: &'a [u8], value: Vec<u8>) -> StoreFuture<'a, u64> {
+        let txn = Txn::new().put(key, value);
+        Box::pin(async move { Ok(self.commit(txn).await?.versions[0]) })
+    }
+
+    /// Writes `value` that expires after `ttl` (session state).
+    fn put_with_ttl<'a>(&'a self, key: &'a [u8], value: Vec<u8>, ttl: Duration) -> StoreFuture<'a, u64> {
+        let txn = Txn::new().put_ttl(key, value, ttl);
+        Box::pin(async move { Ok(self.commit(txn).await?.versions[0]) })
+    }
+
+    /// Writes `value` only if the current version is `expected` (0: only if absent).
+    fn compare_and_set<'a>(&'a self, key: &'a [u8], expected: u64, value: Vec<u8>) -> StoreFuture<'a, u64> {
+        let txn = Txn::new().check(key, expected).put(key, value);
+        Box::pin(async move { Ok(self.commit(txn).await?.versions[0]) })
+    }
+
+    /// Deletes `key`; true if it was present.
+    fn delete<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, bool> {
+        let txn = Txn::new().delete(key);
+        Box::pin(async move { Ok(self.commit(txn).await?.existed[0]) })
+    }
+
+    /// Applies `txn` once per `idempotency_key`: a retry, even after a crash, gets the first
+    /// outcome back (with `replayed: true`) and writes nothing.
+    fn apply_once<'a>(&'a self, idempotency_key: &'a [u8], txn: Txn) -> StoreFuture<'a, Committed> {
+        self.commit(txn.once(idempotency_key))
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}

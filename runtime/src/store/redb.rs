@@ -1,0 +1,419 @@
+//! `RedbStore`: the embedded default, on redb (pure Rust, copy-on-write B-trees).
+//!
+//! Invariants:
+//! - One writer thread owns every write. It takes whatever requests are queued (up to
+//!   `max_batch`), applies them in one redb transaction, commits once (one sync for all: group
+//!   commit), and only then answers them. A refused transaction (conflict, bad input) writes nothing
+//!   and does not disturb the others; any storage error fails the whole batch, answers every
+//!   request with `Unavailable`, and stops the writer: the store is then unusable and its owner is
+//!   expected to crash and reopen it (crash-only), rather than retry a failed sync.
+//! - Every commit sets quick-repair, so reopening after `kill -9` loads the saved allocator state
+//!   instead of walking the trees.
+//! - Each open bumps the durable `epoch`; leases granted before are void at once (their holders died
+//!   with the process that owned the file).
+//! - Reads use redb read transactions on the caller's thread (snapshots; never blocked by the
+//!   writer).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant as StdInstant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::engine::{self, Table, Tables};
+use super::{Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned};
+use crate::sync::{Arc, Mutex};
+
+const DEFS: [TableDefinition<'static, &'static [u8], &'static [u8]>; 5] = [
+    TableDefinition::new("data"),
+    TableDefinition::new("expiry"),
+    TableDefinition::new("lease"),
+    TableDefinition::new("idem"),
+    TableDefinition::new("meta"),
+];
+
+/// Options of [`RedbStore::open`].
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// When acknowledged writes are durable (durable by default).
+    pub durability: Durability,
+    /// What the store accepts.
+    pub limits: Limits,
+    /// Wall-clock time for TTLs and leases.
+    pub time: Arc<dyn TimeSource>,
+    /// Most requests folded into one commit.
+    pub max_batch: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions { durability: Durability::Durable, limits: Limits::default(), time: Arc::new(SystemTime), max_batch: 1024 }
+    }
+}
+
+enum Op {
+    Commit(Txn),
+    Acquire { name: String, holder: String, ttl: Duration },
+    Renew { lease: Lease, ttl: Duration },
+    Release { lease: Lease },
+}
+
+enum Done {
+    Committed(Committed),
+    Lease(Lease),
+    Released,
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// The embedded, crash-only default store. One process owns a file at a time.
+///
+/// ```
+/// use crashonly::store::{RedbStore, Store, StoreExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), crashonly::store::StoreError> {
+/// let dir = std::env::temp_dir().join(format!("crashonly-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("state.redb");
+/// {
+///     let store = RedbStore::open(&path)?;
+///     store.put(b"greeting", b"hello".to_vec()).await?; // durable once acknowledged
+/// }
+/// let store = RedbStore::open(&path)?; // what a restart does
+/// assert_eq!(store.get(b"greeting").await?.unwrap().value, b"hello");
+/// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+pub struct RedbStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    epoch: u64,
+    opts: RedbOptions,
+    opened_in: Duration,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).field("epoch", &self.epoch).finish_non_exhaustive()
+    }
+}
+
+fn storage_error(e: impl fmt::Display) -> StoreError {
+    StoreError::unavailable(format!("redb: {e}"))
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable {
+            retry_after: Duration::from_secs(1),
+            reason: format!("{} is already open in another process (one process owns a store file)", path.display()),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => {
+            StoreError::Corrupt(format!("{}: {m}", path.display()))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt(format!("{}: {io}", path.display()))
+        }
+        redb::DatabaseError::UpgradeRequired(v) => {
+            StoreError::Corrupt(format!("{}: not a store file of this version (format {v})", path.display()))
+        }
+        other => StoreError::unavailable(format!("cannot open {}: {other}", path.display())),
+    }
+}
+
+/// A redb write transaction's tables, for the engine.
+struct RedbTables<'t> {
+    t: Vec<redb::Table<'t, &'static [u8], &'static [u8]>>,
+}
+
+impl Tables for RedbTables<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let got = self.t[table as usize].get(key).map_err(storage_error)?;
+        Ok(got.map(|v| v.value().to_vec()))
+    }
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.t[table as usize].insert(key, value).map_err(storage_error)?;
+        Ok(())
+    }
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        self.t[table as usize].remove(key).map_err(storage_error)?;
+        Ok(())
+    }
+    fn expiry_until(&self, end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let range = self.t[Table::Expiry as usize].range::<&[u8]>(..end).map_err(storage_error)?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, _) = item.map_err(storage_error)?;
+            out.push(k.value().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+fn open_tables(wtx: &redb::WriteTransaction) -> Result<RedbTables<'_>, StoreError> {
+    let t = DEFS.iter().map(|d| wtx.open_table(*d).map_err(storage_error)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RedbTables { t })
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`, durable by default.
+    pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
+        Self::open_with(path, RedbOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path` with options.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when another process has the file open,
+    /// [`StoreError::Corrupt`] when the file is not a readable store.
+    pub fn open_with(path: impl AsRef<Path>, opts: RedbOptions) -> Result<RedbStore, StoreError> {
+        let started = StdInstant::now();
+        let path = path.as_ref().to_path_buf();
+        let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
+        let epoch = {
+            let mut wtx = db.begin_write().map_err(storage_error)?;
+            wtx.set_quick_repair(true);
+            let epoch = {
+                let mut tables = open_tables(&wtx)?;
+                let epoch = engine::meta_get(&tables, "epoch")? + 1;
+                engine::meta_put(&mut tables, "epoch", epoch)?;
+                epoch
+            };
+            wtx.commit().map_err(storage_error)?;
+            epoch
+        };
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let (db, opts) = (db.clone(), opts.clone());
+            std::thread::Builder::new()
+                .name("crashonly-redb-writer".into())
+                .spawn(move || writer_loop(&db, &rx, epoch, &opts))
+                .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
+        };
+        Ok(RedbStore {
+            db,
+            path,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            epoch,
+            opts,
+            opened_in: started.elapsed(),
+        })
+    }
+
+    /// How many times the file has been opened (leases from earlier epochs are void).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// How long `open` took (the recovery time after a crash).
+    pub fn opened_in(&self) -> Duration {
+        self.opened_in
+    }
+
+    fn submit(&self, op: Op) -> StoreFuture<'_, Done> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match &*self.tx.lock() {
+            Some(tx) => tx.send(Request { op, reply }).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::unavailable("the store's writer has stopped; reopen the store"));
+            }
+            rx.await.unwrap_or_else(|_| Err(StoreError::unavailable("the store's writer has stopped; reopen the store")))
+        })
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let rtx = self.db.begin_read().map_err(storage_error)?;
+        let table = rtx.open_table(DEFS[Table::Data as usize]).map_err(storage_error)?;
+        f(&table)
+    }
+}
+
+impl Drop for RedbStore {
+    /// Not needed for correctness (it may never run: stop = crash). It lets a process reopen the
+    /// same file after dropping the store, by waiting for the writer to let go of it.
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &RedbOptions) {
+    let mut unsynced = false;
+    let mut last_sync = StdInstant::now();
+    loop {
+        let first = match opts.durability {
+            Durability::LoseUpTo(window) if unsynced => match rx.recv_timeout(window) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return sync_and_stop(db, unsynced),
+            },
+            _ => match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return sync_and_stop(db, unsynced),
+            },
+        };
+        let mut batch: Vec<Request> = first.into_iter().collect();
+        while batch.len() < opts.max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let durable = match opts.durability {
+            Durability::Durable => true,
+            Durability::LoseUpTo(window) => batch.is_empty() || last_sync.elapsed() >= window,
+        };
+        match commit_batch(db, &batch, epoch, opts, durable) {
+            Ok(results) => {
+                if durable {
+                    unsynced = false;
+                    last_sync = StdInstant::now();
+                } else {
+                    unsynced = true;
+                }
+                for (req, res) in batch.into_iter().zip(results) {
+                    let _ = req.reply.send(res);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the writer stops and the store must be reopened");
+                for req in batch {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+                // Nothing more is accepted: queued and later requests get `Unavailable`.
+                return;
+            }
+        }
+    }
+}
+
+fn sync_and_stop(db: &Database, unsynced: bool) {
+    if unsynced {
+        let _ = commit_batch(db, &[], 0, &RedbOptions::default(), true);
+    }
+}
+
+/// Applies a batch in one redb transaction and commits it. `Err` fails the whole batch.
+fn commit_batch(
+    db: &Database,
+    batch: &[Request],
+    epoch: u64,
+    opts: &RedbOptions,
+    durable: bool,
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    let now = opts.time.now_ms();
+    let mut wtx = db.begin_write().map_err(storage_error)?;
+    wtx.set_quick_repair(true);
+    wtx.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })
+        .map_err(storage_error)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut t = open_tables(&wtx)?;
+        for req in batch {
+            let res = match &req.op {
+                Op::Commit(txn) => engine::apply(&mut t, txn, now, epoch, &opts.limits).map(Done::Committed),
+                Op::Acquire { name, holder, ttl } => {
+                    engine::acquire(&mut t, name, holder, *ttl, now, epoch, &opts.limits).map(Done::Lease)
+                }
+                Op::Renew { lease, ttl } => engine::renew(&mut t, lease, *ttl, now, epoch, &opts.limits).map(Done::Lease),
+                Op::Release { lease } => engine::release(&mut t, lease, now, epoch).map(|()| Done::Released),
+            };
+            match res {
+                // Refusals are decided before any write: the batch goes on.
+                Err(e @ (StoreError::Conflict(_) | StoreError::BadInput(_))) => results.push(Err(e)),
+                Err(fatal) => return Err(fatal),
+                Ok(done) => results.push(Ok(done)),
+            }
+        }
+        engine::reclaim(&mut t, now, 256)?;
+    }
+    wtx.commit().map_err(storage_error)?;
+    Ok(results)
+}
+
+impl Store for RedbStore {
+    fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Versioned>> {
+        let now = self.opts.time.now_ms();
+        let out = self.read(|t| {
+            let raw = t.get(key).map_err(storage_error)?;
+            engine::read_live(key, raw.as_ref().map(|g| g.value()), now)
+        });
+        Box::pin(async move { out })
+    }
+
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+        let now = self.opts.time.now_ms();
+        let out = self.read(|t| {
+            let mut out = Vec::new();
+            for item in t.range::<&[u8]>(prefix..).map_err(storage_error)? {
+                let (k, v) = item.map_err(storage_error)?;
+                if !k.value().starts_with(prefix) || out.len() >= limit {
+                    break;
+                }
+                if let Some(v) = engine::read_live(k.value(), Some(v.value()), now)? {
+                    out.push((k.value().to_vec(), v));
+                }
+            }
+            Ok(out)
+        });
+        Box::pin(async move { out })
+    }
+
+    fn commit(&self, txn: Txn) -> StoreFuture<'_, Committed> {
+        if let Err(e) = txn.validate(&self.opts.limits) {
+            return Box::pin(async move { Err(e) });
+        }
+        let fut = self.submit(Op::Commit(txn));
+        Box::pin(async move {
+            match fut.await? {
+                Done::Committed(c) => Ok(c),
+                _ => Err(StoreError::Corrupt("writer answered a commit with something else".into())),
+            }
+        })
+    }
+
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+        let fut = self.submit(Op::Acquire { name: name.to_owned(), holder: holder.to_owned(), ttl });
+        Box::pin(async move { lease_of(fut.await?) })
+    }
+
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+        let fut = self.submit(Op::Renew { lease: lease.clone(), ttl });
+        Box::pin(async move { lease_of(fut.await?) })
+    }
+
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        let fut = self.submit(Op::Release { lease: lease.clone() });
+        Box::pin(async move { fut.await.map(|_| ()) })
+    }
+
+    fn durability(&self) -> Durability {
+        self.opts.durability
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.opts.limits
+    }
+}
+
+fn lease_of(done: Done) -> Result<Lease, StoreError> {
+    match done {
+        Done::Lease(l) => Ok(l),
+        _ => Err(StoreError::Corrupt("writer answered a lease request with something else".into())),
+    }
+}
