@@ -36,11 +36,15 @@ pub(crate) trait Tables {
 }
 
 fn corrupt(what: &str, key: &[u8]) -> StoreError {
-    StoreError::Corrupt(format!("{what} record for {:?} is malformed", String::from_utf8_lossy(key)))
+    StoreError::Corrupt(format!(
+        "{what} record for {:?} is malformed",
+        String::from_utf8_lossy(key)
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    b.get(at..at + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
 /// A decoded data record.
@@ -58,7 +62,11 @@ impl DataRecord {
         if version == 0 {
             return Err(corrupt("data", key));
         }
-        Ok(DataRecord { version, expires_ms, value: b[16..].to_vec() })
+        Ok(DataRecord {
+            version,
+            expires_ms,
+            value: b[16..].to_vec(),
+        })
     }
 
     fn encode(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
@@ -74,12 +82,19 @@ impl DataRecord {
     }
 
     pub(crate) fn into_versioned(self) -> Versioned {
-        Versioned { value: self.value, version: self.version }
+        Versioned {
+            value: self.value,
+            version: self.version,
+        }
     }
 }
 
 /// Decodes a raw data record into a live value, or `None` when it has expired.
-pub(crate) fn read_live(key: &[u8], raw: Option<&[u8]>, now_ms: u64) -> Result<Option<Versioned>, StoreError> {
+pub(crate) fn read_live(
+    key: &[u8],
+    raw: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<Option<Versioned>, StoreError> {
     match raw {
         None => Ok(None),
         Some(b) => {
@@ -131,11 +146,18 @@ struct LeaseRecord {
 
 impl LeaseRecord {
     fn decode(name: &[u8], b: &[u8]) -> Result<Self, StoreError> {
-        let (Some(token), Some(expires_ms), Some(epoch)) = (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16)) else {
+        let (Some(token), Some(expires_ms), Some(epoch)) =
+            (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16))
+        else {
             return Err(corrupt("lease", name));
         };
         let holder = String::from_utf8(b[24..].to_vec()).map_err(|_| corrupt("lease", name))?;
-        Ok(LeaseRecord { token, expires_ms, epoch, holder })
+        Ok(LeaseRecord {
+            token,
+            expires_ms,
+            epoch,
+            holder,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -154,7 +176,12 @@ impl LeaseRecord {
     }
 }
 
-fn current_lease<T: Tables>(t: &T, name: &str, now_ms: u64, epoch: u64) -> Result<Option<LeaseRecord>, StoreError> {
+fn current_lease<T: Tables>(
+    t: &T,
+    name: &str,
+    now_ms: u64,
+    epoch: u64,
+) -> Result<Option<LeaseRecord>, StoreError> {
     match t.get(Table::Lease, name.as_bytes())? {
         None => Ok(None),
         Some(b) => {
@@ -183,13 +210,22 @@ pub(crate) fn apply<T: Tables>(
     if let Some((name, token)) = &txn.fence {
         match current_lease(t, name, now_ms, epoch)? {
             Some(rec) if rec.token == *token => {}
-            _ => return Err(StoreError::Conflict(Conflict::Fenced { lease: name.clone(), token: *token })),
+            _ => {
+                return Err(StoreError::Conflict(Conflict::Fenced {
+                    lease: name.clone(),
+                    token: *token,
+                }))
+            }
         }
     }
     for (key, expected) in &txn.checks {
         let actual = live_data(t, key, now_ms)?.map_or(0, |r| r.version);
         if actual != *expected {
-            return Err(StoreError::Conflict(Conflict::Version { key: key.clone(), expected: *expected, actual }));
+            return Err(StoreError::Conflict(Conflict::Version {
+                key: key.clone(),
+                expected: *expected,
+                actual,
+            }));
         }
     }
     let version = meta_get(t, "seq")? + 1;
@@ -213,7 +249,11 @@ pub(crate) fn apply<T: Tables>(
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |ttl| now_ms + ms(ttl));
-                t.put(Table::Data, key, &DataRecord::encode(version, expires, value))?;
+                t.put(
+                    Table::Data,
+                    key,
+                    &DataRecord::encode(version, expires, value),
+                )?;
                 if expires != 0 {
                     t.put(Table::Expiry, &expiry_key(expires, 0, key), &[])?;
                 }
@@ -228,7 +268,11 @@ pub(crate) fn apply<T: Tables>(
         }
     }
     meta_put(t, "seq", version)?;
-    let committed = Committed { versions, existed, replayed: false };
+    let committed = Committed {
+        versions,
+        existed,
+        replayed: false,
+    };
     if let Some(k) = &txn.once {
         let expires = now_ms + ms(limits.idempotency_ttl);
         let mut b = Vec::with_capacity(12 + 9 * committed.versions.len());
@@ -245,7 +289,9 @@ pub(crate) fn apply<T: Tables>(
 }
 
 fn decode_replay(k: &[u8], b: &[u8]) -> Result<Committed, StoreError> {
-    let n = b.get(8..12).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize);
+    let n = b
+        .get(8..12)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize);
     let n = n.ok_or_else(|| corrupt("idempotency", k))?;
     let mut versions = Vec::with_capacity(n);
     let mut existed = Vec::with_capacity(n);
@@ -254,12 +300,19 @@ fn decode_replay(k: &[u8], b: &[u8]) -> Result<Committed, StoreError> {
         versions.push(u64_at(b, at).ok_or_else(|| corrupt("idempotency", k))?);
         existed.push(*b.get(at + 8).ok_or_else(|| corrupt("idempotency", k))? != 0);
     }
-    Ok(Committed { versions, existed, replayed: true })
+    Ok(Committed {
+        versions,
+        existed,
+        replayed: true,
+    })
 }
 
 fn check_lease_args(name: &str, ttl: Duration, limits: &Limits) -> Result<(), StoreError> {
     if name.is_empty() || name.len() > limits.max_key {
-        return Err(StoreError::BadInput(format!("lease name must be 1 to {} bytes", limits.max_key)));
+        return Err(StoreError::BadInput(format!(
+            "lease name must be 1 to {} bytes",
+            limits.max_key
+        )));
     }
     check_ttl("lease", ttl, limits.max_lease)
 }
@@ -285,9 +338,19 @@ pub(crate) fn acquire<T: Tables>(
     }
     let token = meta_get(t, "token")? + 1;
     meta_put(t, "token", token)?;
-    let rec = LeaseRecord { token, expires_ms: now_ms + ms(ttl), epoch, holder: holder.to_owned() };
+    let rec = LeaseRecord {
+        token,
+        expires_ms: now_ms + ms(ttl),
+        epoch,
+        holder: holder.to_owned(),
+    };
     t.put(Table::Lease, name.as_bytes(), &rec.encode())?;
-    Ok(Lease { name: name.to_owned(), holder: rec.holder, token, expires_at_ms: rec.expires_ms })
+    Ok(Lease {
+        name: name.to_owned(),
+        holder: rec.holder,
+        token,
+        expires_at_ms: rec.expires_ms,
+    })
 }
 
 pub(crate) fn renew<T: Tables>(
@@ -303,13 +366,24 @@ pub(crate) fn renew<T: Tables>(
         Some(mut rec) if rec.token == lease.token => {
             rec.expires_ms = now_ms + ms(ttl);
             t.put(Table::Lease, lease.name.as_bytes(), &rec.encode())?;
-            Ok(Lease { expires_at_ms: rec.expires_ms, ..lease.clone() })
+            Ok(Lease {
+                expires_at_ms: rec.expires_ms,
+                ..lease.clone()
+            })
         }
-        _ => Err(StoreError::Conflict(Conflict::LeaseLost { lease: lease.name.clone(), token: lease.token })),
+        _ => Err(StoreError::Conflict(Conflict::LeaseLost {
+            lease: lease.name.clone(),
+            token: lease.token,
+        })),
     }
 }
 
-pub(crate) fn release<T: Tables>(t: &mut T, lease: &Lease, now_ms: u64, epoch: u64) -> Result<(), StoreError> {
+pub(crate) fn release<T: Tables>(
+    t: &mut T,
+    lease: &Lease,
+    now_ms: u64,
+    epoch: u64,
+) -> Result<(), StoreError> {
     if let Some(rec) = current_lease(t, &lease.name, now_ms, epoch)? {
         if rec.token == lease.token {
             t.remove(Table::Lease, lease.name.as_bytes())?;
@@ -319,12 +393,18 @@ pub(crate) fn release<T: Tables>(t: &mut T, lease: &Lease, now_ms: u64, epoch: u
 }
 
 /// Deletes up to `limit` expired data records and idempotency keys; returns how many.
-pub(crate) fn reclaim<T: Tables>(t: &mut T, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+pub(crate) fn reclaim<T: Tables>(
+    t: &mut T,
+    now_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
     let end = (now_ms + 1).to_be_bytes();
     let due = t.expiry_until(&end, limit)?;
     for ek in &due {
         let (Some(&kind), Some(key)) = (ek.get(8), ek.get(9..)) else {
-            return Err(StoreError::Corrupt("expiry index entry is malformed".into()));
+            return Err(StoreError::Corrupt(
+                "expiry index entry is malformed".into(),
+            ));
         };
         let table = if kind == 0 { Table::Data } else { Table::Idem };
         t.remove(table, key)?;

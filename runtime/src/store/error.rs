@@ -69,15 +69,25 @@ impl StoreError {
     }
 
     pub(crate) fn unavailable(reason: impl fmt::Display) -> Self {
-        StoreError::Unavailable { retry_after: Duration::from_millis(100), reason: reason.to_string() }
+        StoreError::Unavailable {
+            retry_after: Duration::from_millis(100),
+            reason: reason.to_string(),
+        }
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Unavailable { retry_after, reason } => {
-                write!(f, "store unavailable ({reason}), retry after {} ms", retry_after.as_millis())
+            StoreError::Unavailable {
+                retry_after,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "store unavailable ({reason}), retry after {} ms",
+                    retry_after.as_millis()
+                )
             }
             StoreError::Conflict(c) => write!(f, "conflict: {c}"),
             StoreError::Corrupt(m) => write!(f, "store corrupt: {m}"),
@@ -89,16 +99,32 @@ impl fmt::Display for StoreError {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conflict::Version { key, expected, actual } => write!(
+            Conflict::Version {
+                key,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "key {:?} is at version {actual}, not {expected}",
                 String::from_utf8_lossy(key)
             ),
-            Conflict::Fenced { lease, token } => write!(f, "token {token} of lease {lease:?} is no longer current"),
-            Conflict::LeaseHeld { lease, holder, remaining } => {
-                write!(f, "lease {lease:?} is held by {holder:?} for {} ms more", remaining.as_millis())
+            Conflict::Fenced { lease, token } => {
+                write!(f, "token {token} of lease {lease:?} is no longer current")
             }
-            Conflict::LeaseLost { lease, token } => write!(f, "lease {lease:?} with token {token} was lost"),
+            Conflict::LeaseHeld {
+                lease,
+                holder,
+                remaining,
+            } => {
+                write!(
+                    f,
+                    "lease {lease:?} is held by {holder:?} for {} ms more",
+                    remaining.as_millis()
+                )
+            }
+            Conflict::LeaseLost { lease, token } => {
+                write!(f, "lease {lease:?} with token {token} was lost")
+            }
         }
     }
 }

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::engine::{self, Table, Tables};
-use super::{Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned};
+use super::{
+    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource,
+    Txn, Versioned,
+};
 use crate::sync::{Arc, Mutex};
 
 /// A store in memory: same semantics as the durable backends, nothing survives the process.
@@ -33,7 +36,11 @@ impl Tables for MemTables {
         Ok(())
     }
     fn expiry_until(&self, end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self.t[Table::Expiry as usize].range(..end.to_vec()).take(limit).map(|(k, _)| k.clone()).collect())
+        Ok(self.t[Table::Expiry as usize]
+            .range(..end.to_vec())
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 }
 
@@ -48,10 +55,17 @@ impl MemoryStore {
 
     /// An empty store with these limits and this time source.
     pub fn with(limits: Limits, time: Arc<dyn TimeSource>) -> Self {
-        MemoryStore { tables: Mutex::new(MemTables::default()), limits, time }
+        MemoryStore {
+            tables: Mutex::new(MemTables::default()),
+            limits,
+            time,
+        }
     }
 
-    fn write<R>(&self, f: impl FnOnce(&mut MemTables, u64) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut MemTables, u64) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let now = self.time.now_ms();
         let mut t = self.tables.lock();
         engine::reclaim(&mut *t, now, 64)?;
@@ -72,7 +86,11 @@ impl Store for MemoryStore {
         Box::pin(async move { engine::read_live(key, raw?.as_deref(), now) })
     }
 
-    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
         let now = self.time.now_ms();
         let out = (|| {
             let t = self.tables.lock();
@@ -98,8 +116,14 @@ impl Store for MemoryStore {
         Box::pin(async move { out })
     }
 
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
-        let out = self.write(|t, now| engine::acquire(t, name, holder, ttl, now, EPOCH, &self.limits));
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        let out =
+            self.write(|t, now| engine::acquire(t, name, holder, ttl, now, EPOCH, &self.limits));
         Box::pin(async move { out })
     }
 

@@ -24,7 +24,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::engine::{self, Table, Tables};
-use super::{Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned};
+use super::{
+    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource,
+    Txn, Versioned,
+};
 use crate::sync::{Arc, Mutex};
 
 const DEFS: [TableDefinition<'static, &'static [u8], &'static [u8]>; 5] = [
@@ -50,15 +53,29 @@ pub struct RedbOptions {
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        RedbOptions { durability: Durability::Durable, limits: Limits::default(), time: Arc::new(SystemTime), max_batch: 1024 }
+        RedbOptions {
+            durability: Durability::Durable,
+            limits: Limits::default(),
+            time: Arc::new(SystemTime),
+            max_batch: 1024,
+        }
     }
 }
 
 enum Op {
     Commit(Txn),
-    Acquire { name: String, holder: String, ttl: Duration },
-    Renew { lease: Lease, ttl: Duration },
-    Release { lease: Lease },
+    Acquire {
+        name: String,
+        holder: String,
+        ttl: Duration,
+    },
+    Renew {
+        lease: Lease,
+        ttl: Duration,
+    },
+    Release {
+        lease: Lease,
+    },
 }
 
 enum Done {
@@ -103,7 +120,10 @@ pub struct RedbStore {
 
 impl fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,17 +135,23 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable {
             retry_after: Duration::from_secs(1),
-            reason: format!("{} is already open in another process (one process owns a store file)", path.display()),
+            reason: format!(
+                "{} is already open in another process (one process owns a store file)",
+                path.display()
+            ),
         },
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => {
             StoreError::Corrupt(format!("{}: {m}", path.display()))
         }
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
             StoreError::Corrupt(format!("{}: {io}", path.display()))
         }
-        redb::DatabaseError::UpgradeRequired(v) => {
-            StoreError::Corrupt(format!("{}: not a store file of this version (format {v})", path.display()))
-        }
+        redb::DatabaseError::UpgradeRequired(v) => StoreError::Corrupt(format!(
+            "{}: not a store file of this version (format {v})",
+            path.display()
+        )),
         other => StoreError::unavailable(format!("cannot open {}: {other}", path.display())),
     }
 }
@@ -141,7 +167,9 @@ impl Tables for RedbTables<'_> {
         Ok(got.map(|v| v.value().to_vec()))
     }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.t[table as usize].insert(key, value).map_err(storage_error)?;
+        self.t[table as usize]
+            .insert(key, value)
+            .map_err(storage_error)?;
         Ok(())
     }
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError> {
@@ -149,7 +177,9 @@ impl Tables for RedbTables<'_> {
         Ok(())
     }
     fn expiry_until(&self, end: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let range = self.t[Table::Expiry as usize].range::<&[u8]>(..end).map_err(storage_error)?;
+        let range = self.t[Table::Expiry as usize]
+            .range::<&[u8]>(..end)
+            .map_err(storage_error)?;
         let mut out = Vec::new();
         for item in range.take(limit) {
             let (k, _) = item.map_err(storage_error)?;
@@ -160,7 +190,10 @@ impl Tables for RedbTables<'_> {
 }
 
 fn open_tables(wtx: &redb::WriteTransaction) -> Result<RedbTables<'_>, StoreError> {
-    let t = DEFS.iter().map(|d| wtx.open_table(*d).map_err(storage_error)).collect::<Result<Vec<_>, _>>()?;
+    let t = DEFS
+        .iter()
+        .map(|d| wtx.open_table(*d).map_err(storage_error))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(RedbTables { t })
 }
 
@@ -197,7 +230,9 @@ impl RedbStore {
             std::thread::Builder::new()
                 .name("crashonly-redb-writer".into())
                 .spawn(move || writer_loop(&db, &rx, epoch, &opts))
-                .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
+                .map_err(|e| {
+                    StoreError::unavailable(format!("cannot start the writer thread: {e}"))
+                })?
         };
         Ok(RedbStore {
             db,
@@ -228,15 +263,26 @@ impl RedbStore {
         };
         Box::pin(async move {
             if !sent {
-                return Err(StoreError::unavailable("the store's writer has stopped; reopen the store"));
+                return Err(StoreError::unavailable(
+                    "the store's writer has stopped; reopen the store",
+                ));
             }
-            rx.await.unwrap_or_else(|_| Err(StoreError::unavailable("the store's writer has stopped; reopen the store")))
+            rx.await.unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the store's writer has stopped; reopen the store",
+                ))
+            })
         })
     }
 
-    fn read<R>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let rtx = self.db.begin_read().map_err(storage_error)?;
-        let table = rtx.open_table(DEFS[Table::Data as usize]).map_err(storage_error)?;
+        let table = rtx
+            .open_table(DEFS[Table::Data as usize])
+            .map_err(storage_error)?;
         f(&table)
     }
 }
@@ -319,23 +365,36 @@ fn commit_batch(
     let now = opts.time.now_ms();
     let mut wtx = db.begin_write().map_err(storage_error)?;
     wtx.set_quick_repair(true);
-    wtx.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })
-        .map_err(storage_error)?;
+    wtx.set_durability(if durable {
+        redb::Durability::Immediate
+    } else {
+        redb::Durability::None
+    })
+    .map_err(storage_error)?;
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut t = open_tables(&wtx)?;
         for req in batch {
             let res = match &req.op {
-                Op::Commit(txn) => engine::apply(&mut t, txn, now, epoch, &opts.limits).map(Done::Committed),
-                Op::Acquire { name, holder, ttl } => {
-                    engine::acquire(&mut t, name, holder, *ttl, now, epoch, &opts.limits).map(Done::Lease)
+                Op::Commit(txn) => {
+                    engine::apply(&mut t, txn, now, epoch, &opts.limits).map(Done::Committed)
                 }
-                Op::Renew { lease, ttl } => engine::renew(&mut t, lease, *ttl, now, epoch, &opts.limits).map(Done::Lease),
-                Op::Release { lease } => engine::release(&mut t, lease, now, epoch).map(|()| Done::Released),
+                Op::Acquire { name, holder, ttl } => {
+                    engine::acquire(&mut t, name, holder, *ttl, now, epoch, &opts.limits)
+                        .map(Done::Lease)
+                }
+                Op::Renew { lease, ttl } => {
+                    engine::renew(&mut t, lease, *ttl, now, epoch, &opts.limits).map(Done::Lease)
+                }
+                Op::Release { lease } => {
+                    engine::release(&mut t, lease, now, epoch).map(|()| Done::Released)
+                }
             };
             match res {
                 // Refusals are decided before any write: the batch goes on.
-                Err(e @ (StoreError::Conflict(_) | StoreError::BadInput(_))) => results.push(Err(e)),
+                Err(e @ (StoreError::Conflict(_) | StoreError::BadInput(_))) => {
+                    results.push(Err(e))
+                }
                 Err(fatal) => return Err(fatal),
                 Ok(done) => results.push(Ok(done)),
             }
@@ -356,7 +415,11 @@ impl Store for RedbStore {
         Box::pin(async move { out })
     }
 
-    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+    fn scan<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
         let now = self.opts.time.now_ms();
         let out = self.read(|t| {
             let mut out = Vec::new();
@@ -382,23 +445,39 @@ impl Store for RedbStore {
         Box::pin(async move {
             match fut.await? {
                 Done::Committed(c) => Ok(c),
-                _ => Err(StoreError::Corrupt("writer answered a commit with something else".into())),
+                _ => Err(StoreError::Corrupt(
+                    "writer answered a commit with something else".into(),
+                )),
             }
         })
     }
 
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
-        let fut = self.submit(Op::Acquire { name: name.to_owned(), holder: holder.to_owned(), ttl });
+    fn acquire_lease<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        let fut = self.submit(Op::Acquire {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            ttl,
+        });
         Box::pin(async move { lease_of(fut.await?) })
     }
 
     fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
-        let fut = self.submit(Op::Renew { lease: lease.clone(), ttl });
+        let fut = self.submit(Op::Renew {
+            lease: lease.clone(),
+            ttl,
+        });
         Box::pin(async move { lease_of(fut.await?) })
     }
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
-        let fut = self.submit(Op::Release { lease: lease.clone() });
+        let fut = self.submit(Op::Release {
+            lease: lease.clone(),
+        });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 
@@ -414,6 +493,8 @@ impl Store for RedbStore {
 fn lease_of(done: Done) -> Result<Lease, StoreError> {
     match done {
         Done::Lease(l) => Ok(l),
-        _ => Err(StoreError::Corrupt("writer answered a lease request with something else".into())),
+        _ => Err(StoreError::Corrupt(
+            "writer answered a lease request with something else".into(),
+        )),
     }
 }

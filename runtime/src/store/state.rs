@@ -53,13 +53,21 @@ impl DurableState {
         holder: &str,
         lease_ttl: Duration,
     ) -> Result<DurableState, StoreError> {
-        let lease = store.acquire_lease(&format!("lease:{key}"), holder, lease_ttl).await?;
+        let lease = store
+            .acquire_lease(&format!("lease:{key}"), holder, lease_ttl)
+            .await?;
         let current = store.get(key.as_bytes()).await?;
         let (version, value) = match current {
             Some(v) => (v.version, Some(v.value)),
             None => (0, None),
         };
-        Ok(DurableState { store, key: key.as_bytes().to_vec(), lease, version, value })
+        Ok(DurableState {
+            store,
+            key: key.as_bytes().to_vec(),
+            lease,
+            version,
+            value,
+        })
     }
 
     /// The value loaded or last saved.
@@ -79,7 +87,10 @@ impl DurableState {
 
     /// Writes `value` durably, if this incarnation still holds the lease and nobody else wrote since.
     pub async fn save(&mut self, value: Vec<u8>) -> Result<u64, StoreError> {
-        let txn = Txn::new().check(&self.key, self.version).put(&self.key, value.clone()).fenced(&self.lease);
+        let txn = Txn::new()
+            .check(&self.key, self.version)
+            .put(&self.key, value.clone())
+            .fenced(&self.lease);
         let committed = self.store.commit(txn).await?;
         self.version = committed.versions[0];
         self.value = Some(value);

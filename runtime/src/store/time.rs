@@ -17,7 +17,10 @@ pub struct SystemTime;
 
 impl TimeSource for SystemTime {
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -38,7 +41,9 @@ pub struct ManualTime {
 impl ManualTime {
     /// Starts at `ms`.
     pub fn new(ms: u64) -> Self {
-        ManualTime { ms: Arc::new(AtomicU64::new(ms)) }
+        ManualTime {
+            ms: Arc::new(AtomicU64::new(ms)),
+        }
     }
 
     /// Moves forward.

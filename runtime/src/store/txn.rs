@@ -69,13 +69,21 @@ impl Txn {
 
     /// Puts `value` at `key`.
     pub fn put(mut self, key: &[u8], value: Vec<u8>) -> Self {
-        self.writes.push(Write::Put { key: key.to_vec(), value, ttl: None });
+        self.writes.push(Write::Put {
+            key: key.to_vec(),
+            value,
+            ttl: None,
+        });
         self
     }
 
     /// Puts `value` at `key`, expiring after `ttl`.
     pub fn put_ttl(mut self, key: &[u8], value: Vec<u8>, ttl: Duration) -> Self {
-        self.writes.push(Write::Put { key: key.to_vec(), value, ttl: Some(ttl) });
+        self.writes.push(Write::Put {
+            key: key.to_vec(),
+            value,
+            ttl: Some(ttl),
+        });
         self
     }
 
@@ -151,7 +159,9 @@ impl Txn {
 /// A TTL must be at least 1 ms and at most `max`.
 pub(crate) fn check_ttl(what: &str, ttl: Duration, max: Duration) -> Result<(), StoreError> {
     if ttl.as_millis() == 0 {
-        return Err(StoreError::BadInput(format!("{what} must be at least 1 ms")));
+        return Err(StoreError::BadInput(format!(
+            "{what} must be at least 1 ms"
+        )));
     }
     if ttl > max {
         return Err(StoreError::BadInput(format!(
