@@ -64,10 +64,7 @@ impl Actor for Bench {
     type Reply = u64;
     type Error = std::convert::Infallible;
 
-    async fn start(
-        starts: &Option<Arc<Starts>>,
-        _: &mut Context<Self>,
-    ) -> Result<Self, Self::Error> {
+    async fn start(starts: &Option<Arc<Starts>>, _: &mut Context<Self>) -> Result<Self, Self::Error> {
         if let Some(s) = starts {
             s.started();
         }
@@ -191,8 +188,7 @@ fn spawn_100k(c: &mut Criterion) {
                     let starts = Starts::new(SPAWN_N);
                     let t = Instant::now();
                     for _ in 0..SPAWN_N {
-                        sys.spawn(ActorSpec::<Bench>::new(Some(starts.clone())))
-                            .unwrap();
+                        sys.spawn(ActorSpec::<Bench>::new(Some(starts.clone()))).unwrap();
                     }
                     starts.done.notified().await;
                     total += t.elapsed();
@@ -209,9 +205,7 @@ fn spawn_100k(c: &mut Criterion) {
                 for _ in 0..iters {
                     let starts = Starts::new(SPAWN_N);
                     let t = Instant::now();
-                    let txs: Vec<_> = (0..SPAWN_N)
-                        .map(|_| floor_spawn(Some(starts.clone())))
-                        .collect();
+                    let txs: Vec<_> = (0..SPAWN_N).map(|_| floor_spawn(Some(starts.clone()))).collect();
                     starts.done.notified().await;
                     total += t.elapsed();
                     drop(txs);
@@ -255,8 +249,7 @@ fn ask_round_trip(c: &mut Criterion) {
     g.bench_function("crashonly", |b| {
         let sys = rt.block_on(async { system(Strategy::OneForOne) });
         let a = rt.block_on(async { sys.spawn(ActorSpec::<Bench>::new(None)).unwrap() });
-        b.to_async(&rt)
-            .iter(|| async { a.ask(Msg::Get).await.unwrap() })
+        b.to_async(&rt).iter(|| async { a.ask(Msg::Get).await.unwrap() })
     });
     g.bench_function("floor", |b| {
         let tx = rt.block_on(async { floor_spawn(None) });
@@ -300,12 +293,7 @@ fn one_for_all_1000(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             refs[0].tell(Msg::Panic).await.unwrap();
             refs[0].ask(Msg::Get).await.unwrap();
-            join_all(
-                refs[1..]
-                    .iter()
-                    .map(|r| async move { r.ask(Msg::Get).await.unwrap() }),
-            )
-            .await
+            join_all(refs[1..].iter().map(|r| async move { r.ask(Msg::Get).await.unwrap() })).await
         })
     });
     g.bench_function("floor", |b| {

@@ -37,9 +37,7 @@ impl Actor for Ledger {
     type Error = std::convert::Infallible;
 
     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Ledger {
-            values: HashMap::new(),
-        })
+        Ok(Ledger { values: HashMap::new() })
     }
 
     async fn handle(&mut self, msg: LedgerMsg, _: &mut Context<Self>) -> Result<u64, Self::Error> {
@@ -151,14 +149,9 @@ async fn main() -> ExitCode {
         .intensity(if opts.give_up { 1 } else { 100 }, Duration::from_secs(60))
         .child(ActorSpec::<Ledger>::named("ledger", ()))
         .child(workers);
-    let system = System::builder()
-        .root(root)
-        .start()
-        .expect("static names are valid");
+    let system = System::builder().root(root).start().expect("static names are valid");
     let ledger = system.lookup::<Ledger>("/ledger").expect("declared above");
-    let sup = system
-        .lookup_supervisor("/workers")
-        .expect("declared above");
+    let sup = system.lookup_supervisor("/workers").expect("declared above");
     let counters: Vec<ActorRef<Counter>> = (0..WORKERS)
         .map(|k| {
             sup.spawn(ActorSpec::named(format!("c{k}"), (k, ledger.clone())))
@@ -173,12 +166,7 @@ async fn main() -> ExitCode {
 
     let mut clients = Vec::new();
     for c in 0..4u32 {
-        let (counters, acked, unknown, errors) = (
-            counters.clone(),
-            acked.clone(),
-            unknown.clone(),
-            errors.clone(),
-        );
+        let (counters, acked, unknown, errors) = (counters.clone(), acked.clone(), unknown.clone(), errors.clone());
         clients.push(tokio::spawn(async move {
             let mut i = c;
             while tokio::time::Instant::now() < deadline {
@@ -191,9 +179,7 @@ async fn main() -> ExitCode {
                 {
                     Ok(_) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
                     // Not idempotent: the increment may or may not have reached the ledger.
-                    Err(Error::Crashed(_)) | Err(Error::Expired) => {
-                        unknown[k as usize].fetch_add(1, Ordering::Relaxed)
-                    }
+                    Err(Error::Crashed(_)) | Err(Error::Expired) => unknown[k as usize].fetch_add(1, Ordering::Relaxed),
                     Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -225,14 +211,8 @@ async fn main() -> ExitCode {
     let mut consistent = true;
     let (mut total_acked, mut total_unknown, mut crashes, mut restarts) = (0, 0, 0, 0);
     for (k, c) in counters.iter().enumerate() {
-        let stored = ledger
-            .ask(LedgerMsg::Get(k as u32))
-            .await
-            .expect("ledger answers");
-        let (a, u) = (
-            acked[k].load(Ordering::Relaxed),
-            unknown[k].load(Ordering::Relaxed),
-        );
+        let stored = ledger.ask(LedgerMsg::Get(k as u32)).await.expect("ledger answers");
+        let (a, u) = (acked[k].load(Ordering::Relaxed), unknown[k].load(Ordering::Relaxed));
         let ok = stored >= a && stored <= a + u;
         consistent &= ok;
         let s = c.stats();
@@ -240,7 +220,11 @@ async fn main() -> ExitCode {
         restarts += s.restarts;
         total_acked += a;
         total_unknown += u;
-        println!("counter {k}: stored {stored:>6}  acknowledged {a:>6}  unknown {u:>3}  restarts {:>3}  {}", s.restarts, if ok { "ok" } else { "LOST" });
+        println!(
+            "counter {k}: stored {stored:>6}  acknowledged {a:>6}  unknown {u:>3}  restarts {:>3}  {}",
+            s.restarts,
+            if ok { "ok" } else { "LOST" }
+        );
     }
     println!(
         "{} s: {total_acked} acknowledged increments, {total_unknown} unknown (crashed in flight), {crashes} crashes, {restarts} restarts, {} other errors",

@@ -12,9 +12,7 @@ use crashonly::{CrashReason, SlotState};
 use tokio::sync::Semaphore;
 
 fn probe(system: &System, name: &str, p: &Probes) -> ActorRef<Probe> {
-    system
-        .spawn(ActorSpec::<Probe>::named(name, p.clone()))
-        .unwrap()
+    system.spawn(ActorSpec::<Probe>::named(name, p.clone())).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -61,13 +59,8 @@ async fn crash_report_names_path_panic_location_and_envelope() {
     let Error::Crashed(report) = err else {
         panic!("expected Crashed")
     };
-    assert_eq!(
-        report.reason,
-        CrashReason::HandleFailed("told to fail".into())
-    );
-    assert!(report
-        .to_string()
-        .contains("/reporter handle failed: told to fail"));
+    assert_eq!(report.reason, CrashReason::HandleFailed("told to fail".into()));
+    assert!(report.to_string().contains("/reporter handle failed: told to fail"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -78,11 +71,7 @@ async fn in_flight_idempotent_is_redelivered_non_idempotent_is_not() {
 
     // At-least-once: the idempotent message is handed to the next instance, attempt 2.
     let once = Arc::new(AtomicBool::new(false));
-    let seen = a
-        .ask(Cmd::PanicOnce(once.clone()))
-        .idempotent()
-        .await
-        .unwrap();
+    let seen = a.ask(Cmd::PanicOnce(once.clone())).idempotent().await.unwrap();
     assert_eq!(seen.instance, 2);
     assert_eq!(seen.header.unwrap().attempt, 2);
 
@@ -92,11 +81,7 @@ async fn in_flight_idempotent_is_redelivered_non_idempotent_is_not() {
     assert!(matches!(err, Error::Crashed(_)));
     assert_eq!(get(&a).await.instance, 3);
     let log = p.log.lock().unwrap().clone();
-    assert_eq!(
-        log.iter().filter(|l| l.contains("PanicOnce")).count(),
-        3,
-        "{log:?}"
-    );
+    assert_eq!(log.iter().filter(|l| l.contains("PanicOnce")).count(), 3, "{log:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,16 +110,11 @@ async fn idempotent_redelivery_respects_the_deadline() {
         .ttl(Duration::from_millis(25))
         .idempotent()
         .await;
-    assert!(
-        matches!(err, Err(Error::Expired) | Err(Error::Crashed(_))),
-        "{err:?}"
-    );
+    assert!(matches!(err, Err(Error::Expired) | Err(Error::Crashed(_))), "{err:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = p.log.lock().unwrap().clone();
     assert_eq!(
-        log.iter()
-            .filter(|l| l.contains("SleepThenPanic(10ms)"))
-            .count(),
+        log.iter().filter(|l| l.contains("SleepThenPanic(10ms)")).count(),
         2,
         "{log:?}"
     );
@@ -165,19 +145,10 @@ async fn expired_envelopes_are_dropped_with_an_error() {
     let p = Probes::default();
     let a = probe(&system, "a", &p);
     get(&a).await;
-    a.tell(Cmd::Sleep(Duration::from_millis(100)))
-        .await
-        .unwrap();
+    a.tell(Cmd::Sleep(Duration::from_millis(100))).await.unwrap();
     // Queued behind a 100 ms message with 10 ms to live: never handled.
-    a.tell(Cmd::Add(7))
-        .ttl(Duration::from_millis(10))
-        .await
-        .unwrap();
-    let err = a
-        .ask(Cmd::Add(9))
-        .ttl(Duration::from_millis(10))
-        .await
-        .unwrap_err();
+    a.tell(Cmd::Add(7)).ttl(Duration::from_millis(10)).await.unwrap();
+    let err = a.ask(Cmd::Add(9)).ttl(Duration::from_millis(10)).await.unwrap_err();
     assert_eq!(err, Error::Expired);
     assert_eq!(get(&a).await.n, 0);
     let log = p.log.lock().unwrap().clone();
@@ -195,10 +166,7 @@ async fn ask_has_a_default_deadline() {
         .unwrap();
     let a = probe(&system, "a", &Probes::default());
     let started = system.clock().now();
-    let err = a
-        .ask(Cmd::Sleep(Duration::from_secs(3600)))
-        .await
-        .unwrap_err();
+    let err = a.ask(Cmd::Sleep(Duration::from_secs(3600))).await.unwrap_err();
     assert_eq!(err, Error::Expired);
     assert_eq!(system.clock().now() - started, Duration::from_millis(250));
 }
@@ -219,20 +187,11 @@ async fn full_mailbox_applies_backpressure() {
     assert_eq!(err.error(), &Error::MailboxFull);
     assert!(matches!(err.into_inner(), Cmd::Add(100)));
     // tell waits for room until its deadline.
-    let err = a
-        .tell(Cmd::Add(100))
-        .ttl(Duration::from_millis(50))
-        .await
-        .unwrap_err();
+    let err = a.tell(Cmd::Add(100)).ttl(Duration::from_millis(50)).await.unwrap_err();
     assert_eq!(err.error(), &Error::MailboxFull);
     // ... and gets in once there is room.
     let a2 = a.clone();
-    let waiting = tokio::spawn(async move {
-        a2.tell(Cmd::Add(1))
-            .ttl(Duration::from_secs(10))
-            .await
-            .is_ok()
-    });
+    let waiting = tokio::spawn(async move { a2.tell(Cmd::Add(1)).ttl(Duration::from_secs(10)).await.is_ok() });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiting.is_finished());
     gate.add_permits(1);
@@ -260,9 +219,7 @@ async fn sub_requests_inherit_deadline_and_trace() {
     }
     let system = System::new();
     let back = probe(&system, "back", &Probes::default());
-    let front = system
-        .spawn(ActorSpec::<Front>::named("front", back))
-        .unwrap();
+    let front = system.spawn(ActorSpec::<Front>::named("front", back)).unwrap();
     let (outer, inner) = front.ask(()).ttl(Duration::from_millis(700)).await.unwrap();
     assert_eq!(inner.deadline, outer.deadline);
     assert_eq!(inner.trace.trace_id, outer.trace.trace_id);
@@ -273,10 +230,7 @@ async fn sub_requests_inherit_deadline_and_trace() {
 #[tokio::test(start_paused = true)]
 async fn start_failure_is_a_crash_and_is_retried() {
     let system = System::builder()
-        .root(
-            SupervisorSpec::new("root", Strategy::OneForOne)
-                .intensity(100, Duration::from_secs(60)),
-        )
+        .root(SupervisorSpec::new("root", Strategy::OneForOne).intensity(100, Duration::from_secs(60)))
         .start()
         .unwrap();
     let p = Probes::default();
@@ -287,10 +241,7 @@ async fn start_failure_is_a_crash_and_is_retried() {
     let DownReason::Crashed(report) = down.reason else {
         panic!("expected a crash")
     };
-    assert_eq!(
-        report.reason,
-        CrashReason::StartFailed("refusing to start".into())
-    );
+    assert_eq!(report.reason, CrashReason::StartFailed("refusing to start".into()));
     p.fail_start.store(false, Ordering::SeqCst);
     assert!(get(&a).await.instance >= 2);
 }

@@ -22,9 +22,7 @@ async fn group_restarts_never_overlap_instances_and_never_drop_queued_messages()
         .root(SupervisorSpec::new("root", Strategy::OneForOne).child(spec))
         .start()
         .unwrap();
-    let refs: Vec<ActorRef<Probe>> = (0..4)
-        .map(|i| system.lookup(&format!("/g/p{i}")).unwrap())
-        .collect();
+    let refs: Vec<ActorRef<Probe>> = (0..4).map(|i| system.lookup(&format!("/g/p{i}")).unwrap()).collect();
 
     const PER_SENDER: u64 = 2_000;
     let mut senders = Vec::new();

@@ -74,9 +74,7 @@ async fn rest_for_one_restarts_the_child_and_those_after_it() {
 #[tokio::test(start_paused = true)]
 async fn permanent_restarts_after_crash_and_after_normal_end() {
     let system = System::new();
-    let a = system
-        .spawn(ActorSpec::<Probe>::named("p", Probes::default()))
-        .unwrap();
+    let a = system.spawn(ActorSpec::<Probe>::named("p", Probes::default())).unwrap();
     a.tell(Cmd::Panic("x")).await.unwrap();
     assert_eq!(get(&a).await.instance, 2);
     a.tell(Cmd::Stop).await.unwrap();
@@ -127,9 +125,7 @@ async fn temporary_is_removed_after_a_crash_and_stale_refs_and_ids_get_dead() {
 #[tokio::test(start_paused = true)]
 async fn names_are_unique_per_parent_and_validated() {
     let system = System::new();
-    system
-        .spawn(ActorSpec::<Probe>::named("x", Probes::default()))
-        .unwrap();
+    system.spawn(ActorSpec::<Probe>::named("x", Probes::default())).unwrap();
     let err = system
         .spawn(ActorSpec::<Probe>::named("x", Probes::default()))
         .unwrap_err();
@@ -138,9 +134,7 @@ async fn names_are_unique_per_parent_and_validated() {
         .spawn(ActorSpec::<Probe>::named("a/b", Probes::default()))
         .unwrap_err();
     assert!(matches!(err, crashonly::SpawnError::BadName(_)));
-    let anon = system
-        .spawn(ActorSpec::<Probe>::new(Probes::default()))
-        .unwrap();
+    let anon = system.spawn(ActorSpec::<Probe>::new(Probes::default())).unwrap();
     assert!(anon.path().starts_with("/#"));
 }
 
@@ -170,11 +164,7 @@ async fn intensity_exceeded_escalates_one_level() {
     leaf.tell(Cmd::Panic("2")).await.unwrap(); // mid gives up; root restarts mid's subtree
     assert_eq!(get(&leaf).await.instance, 3);
     let s = get(&sibling).await;
-    assert_eq!(
-        (s.instance, s.n),
-        (2, 0),
-        "the sibling was restarted with its subtree"
-    );
+    assert_eq!((s.instance, s.n), (2, 0), "the sibling was restarted with its subtree");
     assert!(system.failure().is_none());
     // mid's restart history is fresh after its own restart: one more leaf crash is absorbed.
     leaf.tell(Cmd::Panic("3")).await.unwrap();
@@ -200,18 +190,11 @@ async fn escalation_reaches_the_root_and_the_system_fails() {
     assert_eq!(err.report.path, "/");
     assert!(matches!(
         err.report.reason,
-        CrashReason::IntensityExceeded {
-            max_restarts: 1,
-            ..
-        }
+        CrashReason::IntensityExceeded { max_restarts: 1, .. }
     ));
     assert!(err.to_string().starts_with("root supervisor gave up"));
     // The whole tree was aborted: nothing answers any more.
-    let e = leaf
-        .ask(Cmd::Get)
-        .ttl(Duration::from_millis(100))
-        .await
-        .unwrap_err();
+    let e = leaf.ask(Cmd::Get).ttl(Duration::from_millis(100)).await.unwrap_err();
     assert_eq!(e, Error::Expired);
 }
 
@@ -229,10 +212,7 @@ async fn three_level_tree_restarts_the_right_subtree_only() {
         .child(ActorSpec::<Probe>::named("d", Probes::default()));
     let system = System::builder().root(root).start().unwrap();
     let names = ["/a/b/b1", "/a/b/b2", "/a/c", "/d"];
-    let refs: Vec<_> = names
-        .iter()
-        .map(|n| system.lookup::<Probe>(n).unwrap())
-        .collect();
+    let refs: Vec<_> = names.iter().map(|n| system.lookup::<Probe>(n).unwrap()).collect();
     fill(&refs).await;
     refs[0].tell(Cmd::Panic("b1")).await.unwrap();
     get(&refs[0]).await;
@@ -254,12 +234,8 @@ async fn dynamic_children_and_subtrees() {
         .root()
         .spawn_supervisor(SupervisorSpec::new("workers", Strategy::OneForAll))
         .unwrap();
-    let w1 = sup
-        .spawn(ActorSpec::<Probe>::named("w1", Probes::default()))
-        .unwrap();
-    let w2 = sup
-        .spawn(ActorSpec::<Probe>::named("w2", Probes::default()))
-        .unwrap();
+    let w1 = sup.spawn(ActorSpec::<Probe>::named("w1", Probes::default())).unwrap();
+    let w2 = sup.spawn(ActorSpec::<Probe>::named("w2", Probes::default())).unwrap();
     assert_eq!(w2.path(), "/workers/w2");
     w2.tell(Cmd::Add(2)).await.unwrap();
     assert_eq!(get(&w2).await.n, 2);
@@ -280,9 +256,7 @@ async fn backoff_delays_repeated_restarts() {
             cap: Duration::from_millis(400),
         });
     let system = System::builder().root(root).start().unwrap();
-    let a = system
-        .spawn(ActorSpec::<Probe>::named("a", Probes::default()))
-        .unwrap();
+    let a = system.spawn(ActorSpec::<Probe>::named("a", Probes::default())).unwrap();
     let clock = system.clock().clone();
     let mut waits = Vec::new();
     for _ in 0..5 {
@@ -295,11 +269,7 @@ async fn backoff_delays_repeated_restarts() {
     // Then 100, 200, 400, 400 ms, each jittered over its upper half.
     for (w, full) in waits[1..].iter().zip([100u64, 200, 400, 400]) {
         let full = Duration::from_millis(full);
-        assert!(
-            *w >= full / 2 && *w <= full,
-            "{w:?} not in [{:?}, {full:?}]",
-            full / 2
-        );
+        assert!(*w >= full / 2 && *w <= full, "{w:?} not in [{:?}, {full:?}]", full / 2);
     }
 }
 
@@ -379,20 +349,14 @@ async fn actors_monitor_actors() {
 #[tokio::test(start_paused = true)]
 async fn timers_fire_and_die_with_their_instance() {
     let system = System::new();
-    let a = system
-        .spawn(ActorSpec::<Probe>::named("t", Probes::default()))
-        .unwrap();
-    a.tell(Cmd::After(Duration::from_millis(500)))
-        .await
-        .unwrap();
+    let a = system.spawn(ActorSpec::<Probe>::named("t", Probes::default())).unwrap();
+    a.tell(Cmd::After(Duration::from_millis(500))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(499)).await;
     assert_eq!(get(&a).await.n, 0);
     tokio::time::sleep(Duration::from_millis(2)).await;
     assert_eq!(get(&a).await.n, 1);
 
-    a.tell(Cmd::Every(Duration::from_millis(100)))
-        .await
-        .unwrap();
+    a.tell(Cmd::Every(Duration::from_millis(100))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(550)).await;
     assert_eq!(get(&a).await.n, 6);
     // A crash cancels the instance's timers: the new instance's count stays 0.

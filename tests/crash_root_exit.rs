@@ -40,10 +40,7 @@ fn survives_chaos_without_losing_acknowledged_increments() {
 
 #[test]
 fn bad_arguments_get_a_clear_error() {
-    let out = Command::new(DEMO)
-        .args(["--seconds", "soon"])
-        .output()
-        .unwrap();
+    let out = Command::new(DEMO).args(["--seconds", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seconds needs a whole number"));
 }

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crashonly::store::{
-    Conflict, DurableState, Limits, ManualTime, Store, StoreError, StoreExt, Txn,
-};
+use crashonly::store::{Conflict, DurableState, Limits, ManualTime, Store, StoreError, StoreExt, Txn};
 
 type S = Arc<dyn Store>;
 
@@ -44,11 +42,7 @@ pub async fn versions_grow_and_never_repeat(s: S, _t: ManualTime) {
 
 pub async fn compare_and_set(s: S, _t: ManualTime) {
     let v1 = s.compare_and_set(b"c", 0, b"first".to_vec()).await.unwrap();
-    let c = conflict(
-        s.compare_and_set(b"c", 0, b"again".to_vec())
-            .await
-            .unwrap_err(),
-    );
+    let c = conflict(s.compare_and_set(b"c", 0, b"again".to_vec()).await.unwrap_err());
     assert_eq!(
         c,
         Conflict::Version {
@@ -57,15 +51,8 @@ pub async fn compare_and_set(s: S, _t: ManualTime) {
             actual: v1
         }
     );
-    let v2 = s
-        .compare_and_set(b"c", v1, b"second".to_vec())
-        .await
-        .unwrap();
-    let c = conflict(
-        s.compare_and_set(b"c", v1, b"stale".to_vec())
-            .await
-            .unwrap_err(),
-    );
+    let v2 = s.compare_and_set(b"c", v1, b"second".to_vec()).await.unwrap();
+    let c = conflict(s.compare_and_set(b"c", v1, b"stale".to_vec()).await.unwrap_err());
     assert_eq!(
         c,
         Conflict::Version {
@@ -89,16 +76,10 @@ pub async fn prefix_scan(s: S, t: ManualTime) {
             .map(|(k, _)| String::from_utf8(k).unwrap())
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        keys(s.scan(b"a/", 100).await.unwrap()),
-        ["a/1", "a/2", "a/3", "a/4"]
-    );
+    assert_eq!(keys(s.scan(b"a/", 100).await.unwrap()), ["a/1", "a/2", "a/3", "a/4"]);
     assert_eq!(keys(s.scan(b"a/", 2).await.unwrap()), ["a/1", "a/2"]);
     t.advance(Duration::from_secs(2));
-    assert_eq!(
-        keys(s.scan(b"a/", 100).await.unwrap()),
-        ["a/1", "a/2", "a/3"]
-    );
+    assert_eq!(keys(s.scan(b"a/", 100).await.unwrap()), ["a/1", "a/2", "a/3"]);
     assert!(s.scan(b"zzz", 10).await.unwrap().is_empty());
 }
 
@@ -139,9 +120,7 @@ pub async fn ttl_hides_and_reclaims(s: S, t: ManualTime) {
     assert_eq!(s.get(b"session/1").await.unwrap(), None);
     // Expired counts as absent everywhere: compare-and-set against 0 succeeds, delete finds nothing.
     assert!(!s.delete(b"session/1").await.unwrap());
-    s.compare_and_set(b"session/1", 0, b"new".to_vec())
-        .await
-        .unwrap();
+    s.compare_and_set(b"session/1", 0, b"new".to_vec()).await.unwrap();
     // A write without a TTL makes the key permanent again.
     s.put_with_ttl(b"session/2", b"s".to_vec(), Duration::from_millis(10))
         .await
@@ -156,9 +135,7 @@ pub async fn leases_and_fencing(s: S, t: ManualTime) {
     let a = s.acquire_lease("job/1", "worker-a", ttl).await.unwrap();
     assert_eq!(a.expires_at_ms, T0 + 10_000);
     match conflict(s.acquire_lease("job/1", "worker-b", ttl).await.unwrap_err()) {
-        Conflict::LeaseHeld {
-            holder, remaining, ..
-        } => {
+        Conflict::LeaseHeld { holder, remaining, .. } => {
             assert_eq!(holder, "worker-a");
             assert_eq!(remaining, ttl);
         }
@@ -238,20 +215,12 @@ pub async fn bad_input_is_refused_clearly(s: S, _t: ManualTime) {
     assert!(bad_input(s.put(b"", b"v".to_vec()).await).contains("empty key"));
     let big = vec![0u8; limits.max_value + 1];
     assert!(bad_input(s.put(b"k", big).await).contains("value of"));
-    assert!(
-        bad_input(s.put_with_ttl(b"k", b"v".to_vec(), Duration::ZERO).await)
-            .contains("at least 1 ms")
-    );
+    assert!(bad_input(s.put_with_ttl(b"k", b"v".to_vec(), Duration::ZERO).await).contains("at least 1 ms"));
     let too_long = limits.max_ttl + Duration::from_secs(1);
-    assert!(
-        bad_input(s.put_with_ttl(b"k", b"v".to_vec(), too_long).await)
-            .contains("exceeds the limit")
-    );
+    assert!(bad_input(s.put_with_ttl(b"k", b"v".to_vec(), too_long).await).contains("exceeds the limit"));
     assert!(bad_input(s.acquire_lease("l", "h", Duration::ZERO).await).contains("lease"));
     assert!(bad_input(s.acquire_lease("l", "h", limits.max_lease * 2).await).contains("lease"));
-    assert!(
-        bad_input(s.acquire_lease("", "h", Duration::from_secs(1)).await).contains("lease name")
-    );
+    assert!(bad_input(s.acquire_lease("", "h", Duration::from_secs(1)).await).contains("lease name"));
     assert!(bad_input(s.commit(Txn::new()).await).contains("empty transaction"));
     assert_eq!(s.get(b"k").await.unwrap(), None, "nothing was written");
 }
@@ -275,9 +244,7 @@ pub async fn durable_state_fences_old_incarnations(s: S, _t: ManualTime) {
     new.renew(ttl).await.unwrap();
     assert_eq!(s.get(b"acct/9").await.unwrap().unwrap().value, b"20");
     // Another holder cannot take it while it is held.
-    assert!(DurableState::recover(s.clone(), "acct/9", "/other", ttl)
-        .await
-        .is_err());
+    assert!(DurableState::recover(s.clone(), "acct/9", "/other", ttl).await.is_err());
 }
 
 pub fn limits() -> Limits {
@@ -323,20 +290,14 @@ mod redb {
     use crashonly::store::{RedbOptions, RedbStore};
 
     async fn make(t: ManualTime) -> Option<S> {
-        let dir = std::env::temp_dir().join(format!(
-            "crashonly-conf-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let dir = std::env::temp_dir().join(format!("crashonly-conf-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         let opts = RedbOptions {
             limits: limits(),
             time: Arc::new(t),
             ..RedbOptions::default()
         };
-        Some(Arc::new(
-            RedbStore::open_with(dir.join("s.redb"), opts).unwrap(),
-        ))
+        Some(Arc::new(RedbStore::open_with(dir.join("s.redb"), opts).unwrap()))
     }
 
     fn rand_suffix() -> u64 {

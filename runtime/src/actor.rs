@@ -59,10 +59,7 @@ pub trait Actor: Sized + Send + 'static {
     type Error: fmt::Display + Send + 'static;
 
     /// The recovery path: build the volatile state (typically by reading it from a store).
-    fn start(
-        args: &Self::Args,
-        ctx: &mut Context<Self>,
-    ) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+    fn start(args: &Self::Args, ctx: &mut Context<Self>) -> impl Future<Output = Result<Self, Self::Error>> + Send;
 
     /// Handle one message.
     fn handle(
@@ -185,14 +182,11 @@ impl<A: Actor> Context<A> {
         F: Fn(Down) -> A::Msg + Send + Sync + 'static,
     {
         let me = self.myself.clone();
-        target
-            .slot()
-            .monitors
-            .add(Some(me.id()), move |down: &Down| {
-                match me.try_tell(to_msg(down.clone())) {
-                    Ok(()) => true,
-                    Err(e) => !matches!(e.error(), crate::Error::Dead),
-                }
-            });
+        target.slot().monitors.add(Some(me.id()), move |down: &Down| {
+            match me.try_tell(to_msg(down.clone())) {
+                Ok(()) => true,
+                Err(e) => !matches!(e.error(), crate::Error::Dead),
+            }
+        });
     }
 }

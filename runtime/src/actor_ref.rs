@@ -93,10 +93,7 @@ impl<A: Actor> ActorRef<A> {
     /// Sends `msg` at once or fails: [`Error::MailboxFull`] or [`Error::Dead`], with the message back.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         let env = Opts::new(self).envelope(msg, None);
-        self.slot
-            .mailbox
-            .try_push(env)
-            .map_err(|e| push_error(e, true))
+        self.slot.mailbox.try_push(env).map_err(|e| push_error(e, true))
     }
 
     /// Sends `msg` and waits for the reply, never past the deadline (the default TTL unless set).
@@ -277,9 +274,7 @@ impl<M> Future for TellFuture<'_, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            TellState::Done(out) => {
-                Poll::Ready(out.take().expect("TellFuture polled after completion"))
-            }
+            TellState::Done(out) => Poll::Ready(out.take().expect("TellFuture polled after completion")),
             TellState::Waiting(fut) => fut.as_mut().poll(cx),
         }
     }
@@ -295,9 +290,7 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
         // Fast path: room in the mailbox; no allocation, no timer.
         let state = match slot.mailbox.try_push(env) {
             Ok(()) => TellState::Done(Some(Ok(()))),
-            Err(PushError::Closed(env)) => {
-                TellState::Done(Some(Err(SendError::new(Error::Dead, env.payload))))
-            }
+            Err(PushError::Closed(env)) => TellState::Done(Some(Err(SendError::new(Error::Dead, env.payload)))),
             Err(PushError::Full(env)) => TellState::Waiting(Box::pin(async move {
                 let deadline = env.header.deadline;
                 slot.mailbox

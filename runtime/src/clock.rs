@@ -32,11 +32,7 @@ impl Clock {
     }
 
     /// Runs `fut` until `deadline`; `None` when the deadline came first.
-    pub(crate) async fn timeout_at<F: Future>(
-        &self,
-        deadline: Instant,
-        fut: F,
-    ) -> Option<F::Output> {
+    pub(crate) async fn timeout_at<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
         tokio::time::timeout_at(deadline, fut).await.ok()
     }
 }

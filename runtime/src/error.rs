@@ -26,10 +26,7 @@ pub enum Error {
 impl Error {
     /// Whether sending the same message again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::MailboxFull | Error::RetryAfter(_) | Error::Crashed(_)
-        )
+        matches!(self, Error::MailboxFull | Error::RetryAfter(_) | Error::Crashed(_))
     }
 }
 
@@ -110,10 +107,7 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::NameTaken(n) => write!(f, "a child named {n:?} already exists"),
-            SpawnError::BadName(n) => write!(
-                f,
-                "invalid child name {n:?}: it must be non-empty and contain no '/'"
-            ),
+            SpawnError::BadName(n) => write!(f, "invalid child name {n:?}: it must be non-empty and contain no '/'"),
             SpawnError::SupervisorDown(p) => write!(f, "supervisor {p} is down"),
         }
     }

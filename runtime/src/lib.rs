@@ -81,16 +81,14 @@ pub use error::{Error, SendError, SpawnError, SystemError};
 pub use monitor::{Down, DownReason, MonitorStream};
 pub use registry::ActorId;
 pub use slot::{SlotState, Stats};
-pub use supervisor::{
-    ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorRef, SupervisorSpec,
-};
+pub use supervisor::{ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorRef, SupervisorSpec};
 pub use system::{Config, System, SystemBuilder};
 pub use timer::Timer;
 
 /// The names most code needs: `use crashonly::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Restart,
-        Strategy, SupervisorSpec, System,
+        Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Restart, Strategy,
+        SupervisorSpec, System,
     };
 }

@@ -128,12 +128,7 @@ impl<T> Mailbox<T> {
     }
 
     /// Pushes, waiting for room until `deadline`; `Full` when the deadline came first.
-    pub(crate) async fn push_until(
-        &self,
-        item: T,
-        deadline: Instant,
-        clock: &Clock,
-    ) -> Result<(), PushError<T>> {
+    pub(crate) async fn push_until(&self, item: T, deadline: Instant, clock: &Clock) -> Result<(), PushError<T>> {
         let mut item = match self.try_push(item) {
             Err(PushError::Full(item)) => Some(item),
             other => return other,
@@ -188,11 +183,7 @@ impl<T> Mailbox<T> {
         Self::report(&mut local, &mut inner);
         let Some(item) = inner.queue.pop_front() else {
             if let Some(cx) = cx {
-                if !inner
-                    .consumer
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
+                if !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     inner.consumer = Some(cx.waker().clone());
                 }
             }
@@ -299,10 +290,7 @@ mod tests {
         mb.try_push(4).unwrap(); // the taken one freed its place
         assert!(matches!(mb.try_push(5), Err(PushError::Full(5))));
         let (m2, deadline) = (mb.clone(), clock.now() + std::time::Duration::from_secs(1));
-        let waiting =
-            tokio::spawn(
-                async move { m2.push_until(5, deadline, &Clock::default()).await.is_ok() },
-            );
+        let waiting = tokio::spawn(async move { m2.push_until(5, deadline, &Clock::default()).await.is_ok() });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         let mut got = Vec::new();

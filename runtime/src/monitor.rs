@@ -48,11 +48,7 @@ impl fmt::Debug for Monitors {
 
 impl Monitors {
     /// Adds a watcher; a keyed watcher replaces an earlier one with the same key.
-    pub(crate) fn add(
-        &self,
-        key: Option<ActorId>,
-        notify: impl Fn(&Down) -> bool + Send + Sync + 'static,
-    ) {
+    pub(crate) fn add(&self, key: Option<ActorId>, notify: impl Fn(&Down) -> bool + Send + Sync + 'static) {
         let mut list = self.list.lock();
         if key.is_some() {
             list.retain(|(k, _)| *k != key);

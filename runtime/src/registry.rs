@@ -67,12 +67,7 @@ impl fmt::Debug for Entry {
 impl Registry {
     /// Registers a new slot made by `make(id, path)`. A named slot's path is `parent/name` and must be
     /// free; an unnamed one gets `parent/#generation`.
-    pub(crate) fn insert<T, F>(
-        &self,
-        parent: &str,
-        name: Option<&str>,
-        make: F,
-    ) -> Result<Arc<T>, SpawnError>
+    pub(crate) fn insert<T, F>(&self, parent: &str, name: Option<&str>, make: F) -> Result<Arc<T>, SpawnError>
     where
         T: Any + Send + Sync,
         F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
@@ -82,9 +77,7 @@ impl Registry {
         inner.generation += 1;
         let generation = inner.generation;
         let named = match name {
-            Some(n) if n.is_empty() || n.contains('/') => {
-                return Err(SpawnError::BadName(n.to_owned()))
-            }
+            Some(n) if n.is_empty() || n.contains('/') => return Err(SpawnError::BadName(n.to_owned())),
             Some(n) => {
                 let path: Arc<str> = format!("{parent}{sep}{n}").into();
                 if inner.names.contains_key(&path) {

@@ -311,11 +311,7 @@ struct InFlight<'a, A: Actor> {
 
 impl<'a, A: Actor> InFlight<'a, A> {
     fn take(env: Envelope<A::Msg, A::Reply>, slot: &'a Slot<A>) -> (A::Msg, Self) {
-        let Envelope {
-            header,
-            payload,
-            reply,
-        } = env;
+        let Envelope { header, payload, reply } = env;
         let keep = header.idempotent.then(|| payload.clone());
         (
             payload,

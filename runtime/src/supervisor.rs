@@ -235,11 +235,9 @@ impl<A: Actor> ActorSpec<A> {
         let capacity = self.capacity.unwrap_or(shared.config.mailbox_capacity);
         let weak = Arc::downgrade(parent);
         let args = self.args;
-        let slot = shared
-            .registry
-            .insert(&parent.path, self.name.as_deref(), |id, path| {
-                Slot::<A>::new(id, path, shared.clone(), args, capacity, weak)
-            })?;
+        let slot = shared.registry.insert(&parent.path, self.name.as_deref(), |id, path| {
+            Slot::<A>::new(id, path, shared.clone(), args, capacity, weak)
+        })?;
         parent.adopt(slot.clone(), self.restart)?;
         Ok(slot)
     }
@@ -304,10 +302,7 @@ impl SupervisorSpec {
 
     /// At most `max_restarts` within `period`.
     pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
-        self.intensity = Intensity {
-            max_restarts,
-            period,
-        };
+        self.intensity = Intensity { max_restarts, period };
         self
     }
 
@@ -416,9 +411,7 @@ impl SupNode {
     fn add(self: &Arc<Self>, child: ChildSpec) -> Result<Arc<dyn ChildHandle>, SpawnError> {
         match child.kind {
             Kind::Actor(make) => make(self),
-            Kind::Supervisor(spec) => {
-                SupNode::build(spec, self.shared.clone(), Some(self)).map(|n| n as _)
-            }
+            Kind::Supervisor(spec) => SupNode::build(spec, self.shared.clone(), Some(self)).map(|n| n as _),
         }
     }
 
@@ -435,20 +428,14 @@ impl SupNode {
     }
 
     /// Adds and starts a dynamic actor child.
-    pub(crate) fn spawn<A: Actor>(
-        self: &Arc<Self>,
-        spec: ActorSpec<A>,
-    ) -> Result<ActorRef<A>, SpawnError> {
+    pub(crate) fn spawn<A: Actor>(self: &Arc<Self>, spec: ActorSpec<A>) -> Result<ActorRef<A>, SpawnError> {
         let slot = spec.build(self)?;
         slot.launch_child();
         Ok(ActorRef::from_slot(slot))
     }
 
     /// Adds and starts a dynamic supervisor child.
-    pub(crate) fn spawn_supervisor(
-        self: &Arc<Self>,
-        spec: SupervisorSpec,
-    ) -> Result<Arc<SupNode>, SpawnError> {
+    pub(crate) fn spawn_supervisor(self: &Arc<Self>, spec: SupervisorSpec) -> Result<Arc<SupNode>, SpawnError> {
         let node = SupNode::build(spec, self.shared.clone(), Some(self))?;
         node.launch();
         Ok(node)
@@ -522,10 +509,7 @@ impl SupNode {
                 return;
             };
             let from = if scope == Scope::Rest { idx } else { 0 };
-            st.children[from..]
-                .iter()
-                .map(|e| e.handle.clone())
-                .collect()
+            st.children[from..].iter().map(|e| e.handle.clone()).collect()
         };
         for c in group.iter().rev().filter(|c| c.identity() != who) {
             c.abort();
@@ -555,11 +539,7 @@ impl SupNode {
     async fn restart(&self, child: Arc<dyn ChildHandle>, scope: Scope, delay: Duration) {
         let group: Vec<Arc<dyn ChildHandle>> = {
             let st = self.state.lock();
-            let Some(idx) = st
-                .children
-                .iter()
-                .position(|e| e.handle.identity() == child.identity())
-            else {
+            let Some(idx) = st.children.iter().position(|e| e.handle.identity() == child.identity()) else {
                 return;
             };
             let range = match scope {
@@ -567,10 +547,7 @@ impl SupNode {
                 Scope::All => 0..st.children.len(),
                 Scope::Rest => idx..st.children.len(),
             };
-            st.children[range]
-                .iter()
-                .map(|e| e.handle.clone())
-                .collect()
+            st.children[range].iter().map(|e| e.handle.clone()).collect()
         };
         for c in group.iter().rev() {
             c.abort();
@@ -593,13 +570,7 @@ impl SupNode {
     /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
     async fn give_up(&self, report: Arc<CrashReport>) {
         tracing::error!(supervisor = %self.path, crash = %report, "supervisor gave up, escalating");
-        let children: Vec<Arc<dyn ChildHandle>> = self
-            .state
-            .lock()
-            .children
-            .iter()
-            .map(|e| e.handle.clone())
-            .collect();
+        let children: Vec<Arc<dyn ChildHandle>> = self.state.lock().children.iter().map(|e| e.handle.clone()).collect();
         for c in children.iter().rev() {
             c.abort();
         }
@@ -623,12 +594,7 @@ impl SupNode {
     }
 
     fn snapshot(&self) -> Vec<Arc<dyn ChildHandle>> {
-        self.state
-            .lock()
-            .children
-            .iter()
-            .map(|e| e.handle.clone())
-            .collect()
+        self.state.lock().children.iter().map(|e| e.handle.clone()).collect()
     }
 }
 

@@ -190,9 +190,7 @@ impl System {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn new() -> System {
-        System::builder()
-            .start()
-            .expect("an empty root has no names to clash")
+        System::builder().start().expect("an empty root has no names to clash")
     }
 
     /// The configuration.

@@ -97,10 +97,7 @@ impl Actor for Probe {
     }
 
     async fn handle(&mut self, cmd: Cmd, ctx: &mut Context<Self>) -> Result<Seen, String> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("{}:{cmd:?}", self.instance));
+        self.log.lock().unwrap().push(format!("{}:{cmd:?}", self.instance));
         let stop = matches!(cmd, Cmd::Stop);
         match cmd {
             Cmd::Get | Cmd::Stop => {}

@@ -90,11 +90,7 @@ impl DataRecord {
 }
 
 /// Decodes a raw data record into a live value, or `None` when it has expired.
-pub(crate) fn read_live(
-    key: &[u8],
-    raw: Option<&[u8]>,
-    now_ms: u64,
-) -> Result<Option<Versioned>, StoreError> {
+pub(crate) fn read_live(key: &[u8], raw: Option<&[u8]>, now_ms: u64) -> Result<Option<Versioned>, StoreError> {
     match raw {
         None => Ok(None),
         Some(b) => {
@@ -146,9 +142,7 @@ struct LeaseRecord {
 
 impl LeaseRecord {
     fn decode(name: &[u8], b: &[u8]) -> Result<Self, StoreError> {
-        let (Some(token), Some(expires_ms), Some(epoch)) =
-            (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16))
-        else {
+        let (Some(token), Some(expires_ms), Some(epoch)) = (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16)) else {
             return Err(corrupt("lease", name));
         };
         let holder = String::from_utf8(b[24..].to_vec()).map_err(|_| corrupt("lease", name))?;
@@ -176,12 +170,7 @@ impl LeaseRecord {
     }
 }
 
-fn current_lease<T: Tables>(
-    t: &T,
-    name: &str,
-    now_ms: u64,
-    epoch: u64,
-) -> Result<Option<LeaseRecord>, StoreError> {
+fn current_lease<T: Tables>(t: &T, name: &str, now_ms: u64, epoch: u64) -> Result<Option<LeaseRecord>, StoreError> {
     match t.get(Table::Lease, name.as_bytes())? {
         None => Ok(None),
         Some(b) => {
@@ -249,11 +238,7 @@ pub(crate) fn apply<T: Tables>(
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |ttl| now_ms + ms(ttl));
-                t.put(
-                    Table::Data,
-                    key,
-                    &DataRecord::encode(version, expires, value),
-                )?;
+                t.put(Table::Data, key, &DataRecord::encode(version, expires, value))?;
                 if expires != 0 {
                     t.put(Table::Expiry, &expiry_key(expires, 0, key), &[])?;
                 }
@@ -378,12 +363,7 @@ pub(crate) fn renew<T: Tables>(
     }
 }
 
-pub(crate) fn release<T: Tables>(
-    t: &mut T,
-    lease: &Lease,
-    now_ms: u64,
-    epoch: u64,
-) -> Result<(), StoreError> {
+pub(crate) fn release<T: Tables>(t: &mut T, lease: &Lease, now_ms: u64, epoch: u64) -> Result<(), StoreError> {
     if let Some(rec) = current_lease(t, &lease.name, now_ms, epoch)? {
         if rec.token == lease.token {
             t.remove(Table::Lease, lease.name.as_bytes())?;
@@ -393,18 +373,12 @@ pub(crate) fn release<T: Tables>(
 }
 
 /// Deletes up to `limit` expired data records and idempotency keys; returns how many.
-pub(crate) fn reclaim<T: Tables>(
-    t: &mut T,
-    now_ms: u64,
-    limit: usize,
-) -> Result<usize, StoreError> {
+pub(crate) fn reclaim<T: Tables>(t: &mut T, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
     let end = (now_ms + 1).to_be_bytes();
     let due = t.expiry_until(&end, limit)?;
     for ek in &due {
         let (Some(&kind), Some(key)) = (ek.get(8), ek.get(9..)) else {
-            return Err(StoreError::Corrupt(
-                "expiry index entry is malformed".into(),
-            ));
+            return Err(StoreError::Corrupt("expiry index entry is malformed".into()));
         };
         let table = if kind == 0 { Table::Data } else { Table::Idem };
         t.remove(table, key)?;

@@ -79,10 +79,7 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Unavailable {
-                retry_after,
-                reason,
-            } => {
+            StoreError::Unavailable { retry_after, reason } => {
                 write!(
                     f,
                     "store unavailable ({reason}), retry after {} ms",
@@ -99,11 +96,7 @@ impl fmt::Display for StoreError {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conflict::Version {
-                key,
-                expected,
-                actual,
-            } => write!(
+            Conflict::Version { key, expected, actual } => write!(
                 f,
                 "key {:?} is at version {actual}, not {expected}",
                 String::from_utf8_lossy(key)

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::engine::{self, Table, Tables};
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource,
-    Txn, Versioned,
+    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned,
 };
 use crate::sync::{Arc, Mutex};
 
@@ -62,10 +61,7 @@ impl MemoryStore {
         }
     }
 
-    fn write<R>(
-        &self,
-        f: impl FnOnce(&mut MemTables, u64) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    fn write<R>(&self, f: impl FnOnce(&mut MemTables, u64) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let now = self.time.now_ms();
         let mut t = self.tables.lock();
         engine::reclaim(&mut *t, now, 64)?;
@@ -86,11 +82,7 @@ impl Store for MemoryStore {
         Box::pin(async move { engine::read_live(key, raw?.as_deref(), now) })
     }
 
-    fn scan<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
         let now = self.time.now_ms();
         let out = (|| {
             let t = self.tables.lock();
@@ -116,14 +108,8 @@ impl Store for MemoryStore {
         Box::pin(async move { out })
     }
 
-    fn acquire_lease<'a>(
-        &'a self,
-        name: &'a str,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Lease> {
-        let out =
-            self.write(|t, now| engine::acquire(t, name, holder, ttl, now, EPOCH, &self.limits));
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+        let out = self.write(|t, now| engine::acquire(t, name, holder, ttl, now, EPOCH, &self.limits));
         Box::pin(async move { out })
     }
 

@@ -130,11 +130,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Versioned>>;
 
     /// Up to `limit` live entries whose key starts with `prefix`, in key order.
-    fn scan<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>>;
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>>;
 
     /// Applies a transaction atomically: all of it or none of it.
     fn commit(&self, txn: Txn) -> StoreFuture<'_, Committed>;
@@ -142,12 +138,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Takes the lease `name` for `holder` for `ttl`. Granted when it is free, expired, or already
     /// held by the same holder (a restarted owner takes over, with a new token that fences out its
     /// previous incarnation); otherwise [`Conflict::LeaseHeld`].
-    fn acquire_lease<'a>(
-        &'a self,
-        name: &'a str,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Lease>;
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease>;
 
     /// Extends a lease that is still current; [`Conflict::LeaseLost`] otherwise.
     fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease>;
@@ -171,23 +162,13 @@ pub trait StoreExt: Store {
     }
 
     /// Writes `value` that expires after `ttl` (session state).
-    fn put_with_ttl<'a>(
-        &'a self,
-        key: &'a [u8],
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, u64> {
+    fn put_with_ttl<'a>(&'a self, key: &'a [u8], value: Vec<u8>, ttl: Duration) -> StoreFuture<'a, u64> {
         let txn = Txn::new().put_ttl(key, value, ttl);
         Box::pin(async move { Ok(self.commit(txn).await?.versions[0]) })
     }
 
     /// Writes `value` only if the current version is `expected` (0: only if absent).
-    fn compare_and_set<'a>(
-        &'a self,
-        key: &'a [u8],
-        expected: u64,
-        value: Vec<u8>,
-    ) -> StoreFuture<'a, u64> {
+    fn compare_and_set<'a>(&'a self, key: &'a [u8], expected: u64, value: Vec<u8>) -> StoreFuture<'a, u64> {
         let txn = Txn::new().check(key, expected).put(key, value);
         Box::pin(async move { Ok(self.commit(txn).await?.versions[0]) })
     }

@@ -24,8 +24,7 @@ use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 use super::error::Conflict;
 use super::txn::check_ttl;
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource,
-    Txn, Versioned, Write,
+    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned, Write,
 };
 use crate::rt::Executor;
 use crate::sync::{Arc, Mutex};
@@ -96,15 +95,27 @@ struct Statements {
     reclaim: Statement,
 }
 
+/// Marks the serialization failures and deadlocks that `run` retries.
+const RETRY_MARK: &str = " [retryable]";
+
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let reason = match e.as_db_error() {
+        Some(db) => {
+            let retry = [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(db.code());
+            let mark = if retry { RETRY_MARK } else { "" };
+            format!("postgres: {} ({}){mark}", db.message(), db.code().code())
+        }
+        None => format!("postgres: {e}"),
+    };
     StoreError::Unavailable {
         retry_after: Duration::from_millis(500),
-        reason: format!("postgres: {e}"),
+        reason,
     }
 }
 
 fn is_retryable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable { reason, .. } if reason.contains("could not serialize") || reason.contains("deadlock"))
+    matches!(e, StoreError::Unavailable { reason, .. } if reason.ends_with(RETRY_MARK))
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -130,12 +141,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 impl PgStore {
     /// Connects (one connection at first, the rest on demand) and creates the schema if missing.
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore, StoreError> {
-        if opts.schema.is_empty()
-            || !opts
-                .schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if opts.schema.is_empty() || !opts.schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(StoreError::BadInput(format!(
                 "schema name {:?} must be [A-Za-z0-9_]+",
                 opts.schema
@@ -154,13 +160,11 @@ impl PgStore {
     }
 
     async fn open_conn(&self, create: bool) -> Result<Conn, StoreError> {
-        let (mut client, connection) = tokio::time::timeout(
-            self.opts.connect_timeout,
-            tokio_postgres::connect(&self.url, NoTls),
-        )
-        .await
-        .map_err(|_| StoreError::unavailable("postgres: connect timed out"))?
-        .map_err(pg_error)?;
+        let (mut client, connection) =
+            tokio::time::timeout(self.opts.connect_timeout, tokio_postgres::connect(&self.url, NoTls))
+                .await
+                .map_err(|_| StoreError::unavailable("postgres: connect timed out"))?
+                .map_err(pg_error)?;
         self.exec.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres connection ended");
@@ -281,16 +285,11 @@ impl PgStore {
                         .await
                         .map(Done::Committed),
                     Op::Acquire { name, holder, ttl } => {
-                        acquire(&tx, &conn.st, name, holder, *ttl, now)
-                            .await
-                            .map(Done::Lease)
+                        acquire(&tx, &conn.st, name, holder, *ttl, now).await.map(Done::Lease)
                     }
-                    Op::Renew { lease, ttl } => renew(&tx, &conn.st, lease, *ttl, now)
-                        .await
-                        .map(Done::Lease),
+                    Op::Renew { lease, ttl } => renew(&tx, &conn.st, lease, *ttl, now).await.map(Done::Lease),
                     Op::Release { lease } => {
-                        let args: [&(dyn ToSql + Sync); 3] =
-                            [&lease.name, &i64_of(lease.token), &i64_of(now)];
+                        let args: [&(dyn ToSql + Sync); 3] = [&lease.name, &i64_of(lease.token), &i64_of(now)];
                         tx.execute(&conn.st.release, &args)
                             .await
                             .map_err(pg_error)
@@ -310,7 +309,11 @@ impl PgStore {
             }
             .await;
             match out {
-                Err(e) if is_retryable(&e) && attempt < 5 => continue,
+                Err(e) if is_retryable(&e) && attempt < 20 => {
+                    // Spread the retries of transactions that collided.
+                    let jitter = (now ^ (attempt as u64).wrapping_mul(0x9E37_79B9)) % 4;
+                    tokio::time::sleep(Duration::from_millis(jitter + attempt as u64)).await;
+                }
                 other => return other,
             }
         }
@@ -361,11 +364,7 @@ impl Store for PgStore {
             let pooled = self.conn().await?;
             let c = pooled.conn.as_ref().expect("present until drop");
             let now = i64_of(self.opts.time.now_ms());
-            let row = c
-                .client
-                .query_opt(&c.st.get, &[&key, &now])
-                .await
-                .map_err(pg_error)?;
+            let row = c.client.query_opt(&c.st.get, &[&key, &now]).await.map_err(pg_error)?;
             Ok(row.map(|r| Versioned {
                 value: r.get(0),
                 version: r.get::<_, i64>(1) as u64,
@@ -373,11 +372,7 @@ impl Store for PgStore {
         })
     }
 
-    fn scan<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
         Box::pin(async move {
             let pooled = self.conn().await?;
             let c = pooled.conn.as_ref().expect("present until drop");
@@ -414,12 +409,7 @@ impl Store for PgStore {
         })
     }
 
-    fn acquire_lease<'a>(
-        &'a self,
-        name: &'a str,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
         Box::pin(async move {
             check_lease(name, ttl, &self.opts.limits)?;
             lease_of(self.run(Op::Acquire { name, holder, ttl }).await?)
@@ -490,12 +480,7 @@ async fn renew(
     now: u64,
 ) -> Result<Lease, StoreError> {
     let expires = now + ms(ttl);
-    let args: [&(dyn ToSql + Sync); 4] = [
-        &lease.name,
-        &i64_of(lease.token),
-        &i64_of(expires),
-        &i64_of(now),
-    ];
+    let args: [&(dyn ToSql + Sync); 4] = [&lease.name, &i64_of(lease.token), &i64_of(expires), &i64_of(now)];
     match tx.query_opt(&st.renew, &args).await.map_err(pg_error)? {
         Some(_) => Ok(Lease {
             expires_at_ms: expires,
@@ -528,11 +513,7 @@ async fn apply(
 ) -> Result<Committed, StoreError> {
     let now_i = i64_of(now);
     if let Some(k) = &txn.once {
-        if let Some(r) = tx
-            .query_opt(&st.idem_get, &[k, &now_i])
-            .await
-            .map_err(pg_error)?
-        {
+        if let Some(r) = tx.query_opt(&st.idem_get, &[k, &now_i]).await.map_err(pg_error)? {
             let versions: Vec<i64> = r.get(0);
             let existed: Vec<bool> = r.get(1);
             return Ok(Committed {
@@ -543,10 +524,7 @@ async fn apply(
         }
     }
     if let Some((name, token)) = &txn.fence {
-        let row = tx
-            .query_opt(&st.fence, &[name, &now_i])
-            .await
-            .map_err(pg_error)?;
+        let row = tx.query_opt(&st.fence, &[name, &now_i]).await.map_err(pg_error)?;
         if row.map(|r| r.get::<_, i64>(0) as u64) != Some(*token) {
             return Err(StoreError::Conflict(Conflict::Fenced {
                 lease: name.clone(),
@@ -555,10 +533,7 @@ async fn apply(
         }
     }
     for (key, expected) in &txn.checks {
-        let row = tx
-            .query_opt(&st.lock_version, &[key, &now_i])
-            .await
-            .map_err(pg_error)?;
+        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await.map_err(pg_error)?;
         let actual = match row {
             Some(r) if r.get::<_, bool>(1) => r.get::<_, i64>(0) as u64,
             _ => 0,
@@ -582,20 +557,14 @@ async fn apply(
         let key = match w {
             Write::Put { key, .. } | Write::Delete { key } => key,
         };
-        let row = tx
-            .query_opt(&st.lock_version, &[key, &now_i])
-            .await
-            .map_err(pg_error)?;
+        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await.map_err(pg_error)?;
         existed.push(row.is_some_and(|r| r.get::<_, bool>(1)));
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |t| now + ms(t));
-                tx.execute(
-                    &st.upsert,
-                    &[key, value, &i64_of(version), &i64_of(expires)],
-                )
-                .await
-                .map_err(pg_error)?;
+                tx.execute(&st.upsert, &[key, value, &i64_of(version), &i64_of(expires)])
+                    .await
+                    .map_err(pg_error)?;
                 versions.push(version);
             }
             Write::Delete { .. } => {
@@ -613,9 +582,7 @@ async fn apply(
     }
     // Reclaim a few expired keys now and then (every 64th version), in the same transaction.
     if version % 64 == 0 {
-        tx.query_one(&st.reclaim, &[&now_i])
-            .await
-            .map_err(pg_error)?;
+        tx.query_one(&st.reclaim, &[&now_i]).await.map_err(pg_error)?;
     }
     Ok(Committed {
         versions,

@@ -25,8 +25,7 @@ use tokio::sync::oneshot;
 
 use super::engine::{self, Table, Tables};
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource,
-    Txn, Versioned,
+    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned,
 };
 use crate::sync::{Arc, Mutex};
 
@@ -143,9 +142,7 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => {
             StoreError::Corrupt(format!("{}: {m}", path.display()))
         }
-        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
-        {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
             StoreError::Corrupt(format!("{}: {io}", path.display()))
         }
         redb::DatabaseError::UpgradeRequired(v) => StoreError::Corrupt(format!(
@@ -167,9 +164,7 @@ impl Tables for RedbTables<'_> {
         Ok(got.map(|v| v.value().to_vec()))
     }
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.t[table as usize]
-            .insert(key, value)
-            .map_err(storage_error)?;
+        self.t[table as usize].insert(key, value).map_err(storage_error)?;
         Ok(())
     }
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError> {
@@ -230,9 +225,7 @@ impl RedbStore {
             std::thread::Builder::new()
                 .name("crashonly-redb-writer".into())
                 .spawn(move || writer_loop(&db, &rx, epoch, &opts))
-                .map_err(|e| {
-                    StoreError::unavailable(format!("cannot start the writer thread: {e}"))
-                })?
+                .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
         };
         Ok(RedbStore {
             db,
@@ -280,9 +273,7 @@ impl RedbStore {
         f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let rtx = self.db.begin_read().map_err(storage_error)?;
-        let table = rtx
-            .open_table(DEFS[Table::Data as usize])
-            .map_err(storage_error)?;
+        let table = rtx.open_table(DEFS[Table::Data as usize]).map_err(storage_error)?;
         f(&table)
     }
 }
@@ -376,25 +367,18 @@ fn commit_batch(
         let mut t = open_tables(&wtx)?;
         for req in batch {
             let res = match &req.op {
-                Op::Commit(txn) => {
-                    engine::apply(&mut t, txn, now, epoch, &opts.limits).map(Done::Committed)
-                }
+                Op::Commit(txn) => engine::apply(&mut t, txn, now, epoch, &opts.limits).map(Done::Committed),
                 Op::Acquire { name, holder, ttl } => {
-                    engine::acquire(&mut t, name, holder, *ttl, now, epoch, &opts.limits)
-                        .map(Done::Lease)
+                    engine::acquire(&mut t, name, holder, *ttl, now, epoch, &opts.limits).map(Done::Lease)
                 }
                 Op::Renew { lease, ttl } => {
                     engine::renew(&mut t, lease, *ttl, now, epoch, &opts.limits).map(Done::Lease)
                 }
-                Op::Release { lease } => {
-                    engine::release(&mut t, lease, now, epoch).map(|()| Done::Released)
-                }
+                Op::Release { lease } => engine::release(&mut t, lease, now, epoch).map(|()| Done::Released),
             };
             match res {
                 // Refusals are decided before any write: the batch goes on.
-                Err(e @ (StoreError::Conflict(_) | StoreError::BadInput(_))) => {
-                    results.push(Err(e))
-                }
+                Err(e @ (StoreError::Conflict(_) | StoreError::BadInput(_))) => results.push(Err(e)),
                 Err(fatal) => return Err(fatal),
                 Ok(done) => results.push(Ok(done)),
             }
@@ -415,11 +399,7 @@ impl Store for RedbStore {
         Box::pin(async move { out })
     }
 
-    fn scan<'a>(
-        &'a self,
-        prefix: &'a [u8],
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
         let now = self.opts.time.now_ms();
         let out = self.read(|t| {
             let mut out = Vec::new();
@@ -452,12 +432,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn acquire_lease<'a>(
-        &'a self,
-        name: &'a str,
-        holder: &'a str,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
         let fut = self.submit(Op::Acquire {
             name: name.to_owned(),
             holder: holder.to_owned(),
@@ -475,9 +450,7 @@ impl Store for RedbStore {
     }
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
-        let fut = self.submit(Op::Release {
-            lease: lease.clone(),
-        });
+        let fut = self.submit(Op::Release { lease: lease.clone() });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
 

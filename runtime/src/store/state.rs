@@ -53,9 +53,7 @@ impl DurableState {
         holder: &str,
         lease_ttl: Duration,
     ) -> Result<DurableState, StoreError> {
-        let lease = store
-            .acquire_lease(&format!("lease:{key}"), holder, lease_ttl)
-            .await?;
+        let lease = store.acquire_lease(&format!("lease:{key}"), holder, lease_ttl).await?;
         let current = store.get(key.as_bytes()).await?;
         let (version, value) = match current {
             Some(v) => (v.version, Some(v.value)),

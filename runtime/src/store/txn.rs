@@ -159,9 +159,7 @@ impl Txn {
 /// A TTL must be at least 1 ms and at most `max`.
 pub(crate) fn check_ttl(what: &str, ttl: Duration, max: Duration) -> Result<(), StoreError> {
     if ttl.as_millis() == 0 {
-        return Err(StoreError::BadInput(format!(
-            "{what} must be at least 1 ms"
-        )));
+        return Err(StoreError::BadInput(format!("{what} must be at least 1 ms")));
     }
     if ttl > max {
         return Err(StoreError::BadInput(format!(
