@@ -8,12 +8,16 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use crashonly::store::{RedbStore, Store, StoreExt, Txn};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn data_dir() -> std::path::PathBuf {
@@ -30,7 +34,10 @@ async fn durable_puts(store: Arc<dyn Store>, writers: usize, per_writer: usize) 
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..per_writer {
-                    store.put(format!("bench/{w}/{i}").as_bytes(), vec![7u8; 100]).await.unwrap();
+                    store
+                        .put(format!("bench/{w}/{i}").as_bytes(), vec![7u8; 100])
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -62,7 +69,10 @@ fn writes(c: &mut Criterion, name: &str, rt: &Runtime, store: Arc<dyn Store>) {
     g.finish();
     let mut g = c.benchmark_group(format!("{name}_get"));
     rt.block_on(store.put(b"bench/get", vec![1u8; 100])).unwrap();
-    g.bench_function("hit", |b| b.to_async(rt).iter(|| async { store.get(b"bench/get").await.unwrap().unwrap() }));
+    g.bench_function("hit", |b| {
+        b.to_async(rt)
+            .iter(|| async { store.get(b"bench/get").await.unwrap().unwrap() })
+    });
     g.finish();
 }
 
@@ -135,8 +145,13 @@ fn postgres(c: &mut Criterion) {
         return;
     };
     let rt = runtime();
-    let opts = crashonly::store::PgOptions { schema: "bench".into(), pool_size: 16, ..Default::default() };
-    let store: Arc<dyn Store> = rt.block_on(async { Arc::new(crashonly::store::PgStore::connect(&url, opts).await.unwrap()) });
+    let opts = crashonly::store::PgOptions {
+        schema: "bench".into(),
+        pool_size: 16,
+        ..Default::default()
+    };
+    let store: Arc<dyn Store> =
+        rt.block_on(async { Arc::new(crashonly::store::PgStore::connect(&url, opts).await.unwrap()) });
     writes(c, "postgres", &rt, store);
 }
 

@@ -1,62 +1,28 @@
-//! A small supervised service that crashes on purpose and recovers.
+//! A small supervised service on the embedded store that crashes on purpose and recovers.
 //!
-//! A `Ledger` actor is the state store (durable state, here kept in the ledger's own process
-//! memory until the store issue brings real stores). `Counter` workers hold only volatile state:
-//! each `start` (first or restart) recovers its count from the ledger. Clients increment counters
-//! through the workers while a chaos task panics a random worker every `--chaos-ms`. At the end the
-//! demo checks, for every counter, that the ledger holds at least every acknowledged increment and
-//! at most those plus the ones whose outcome the client could not know (at-most-once).
+//! `Counter` workers hold only volatile state: each `start` (first or restart) is the recovery path,
+//! which takes the counter's lease and loads its value from the redb store ([`DurableState`]).
+//! Every increment is a durable, fenced write. Clients increment counters through the workers while
+//! a chaos task panics a random worker every `--chaos-ms`. At the end the demo checks, for every
+//! counter, that the store holds at least every acknowledged increment and at most those plus the
+//! ones whose outcome the client could not know (at-most-once).
 //!
-//! `cargo run --release --bin supervised-demo -- --seconds 5`
+//! `cargo run --release --bin supervised-demo -- --seconds 5 [--data DIR]`
 //! `--give-up` makes the workers crash faster than the root's intensity allows: the process exits
 //! with status 1 so that an OS-level manager would restart it.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crashonly::prelude::*;
+use crashonly::store::{DurableState, RedbStore, Store, StoreError};
 
-/// The state store: a map from counter to value, never restarted with a loss in this demo.
-struct Ledger {
-    values: HashMap<u32, u64>,
-}
-
-#[derive(Clone, Debug)]
-enum LedgerMsg {
-    Add(u32),
-    Get(u32),
-}
-
-impl Actor for Ledger {
-    type Args = ();
-    type Msg = LedgerMsg;
-    type Reply = u64;
-    type Error = std::convert::Infallible;
-
-    async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Ledger { values: HashMap::new() })
-    }
-
-    async fn handle(&mut self, msg: LedgerMsg, _: &mut Context<Self>) -> Result<u64, Self::Error> {
-        Ok(match msg {
-            LedgerMsg::Add(k) => {
-                let v = self.values.entry(k).or_default();
-                *v += 1;
-                *v
-            }
-            LedgerMsg::Get(k) => self.values.get(&k).copied().unwrap_or(0),
-        })
-    }
-}
-
-/// A worker: volatile cache of one counter, recovered from the ledger in `start`.
+/// A worker: a volatile copy of one counter, recovered from the store in `start`.
 struct Counter {
-    key: u32,
-    cached: u64,
-    ledger: ActorRef<Ledger>,
+    state: DurableState,
+    value: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -65,37 +31,43 @@ enum CounterMsg {
     Crash,
 }
 
+fn decode(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+}
+
 impl Actor for Counter {
-    type Args = (u32, ActorRef<Ledger>);
+    type Args = (u32, Arc<dyn Store>);
     type Msg = CounterMsg;
     type Reply = u64;
-    type Error = Error;
+    type Error = StoreError;
 
-    async fn start((key, ledger): &Self::Args, ctx: &mut Context<Self>) -> Result<Self, Error> {
-        let cached = ctx.ask(ledger, LedgerMsg::Get(*key)).idempotent().await?;
-        tracing::info!(key, cached, "counter recovered");
-        Ok(Counter {
-            key: *key,
-            cached,
-            ledger: ledger.clone(),
-        })
+    async fn start((key, store): &Self::Args, ctx: &mut Context<Self>) -> Result<Self, StoreError> {
+        let holder = ctx.myself().path().to_owned();
+        let state = DurableState::recover(store.clone(), &format!("counter/{key}"), &holder, LEASE).await?;
+        let value = decode(state.value());
+        tracing::info!(key, value, "counter recovered");
+        Ok(Counter { state, value })
     }
 
-    async fn handle(&mut self, msg: CounterMsg, ctx: &mut Context<Self>) -> Result<u64, Error> {
+    async fn handle(&mut self, msg: CounterMsg, _ctx: &mut Context<Self>) -> Result<u64, StoreError> {
         match msg {
             CounterMsg::Incr => {
-                self.cached = ctx.ask(&self.ledger, LedgerMsg::Add(self.key)).await?;
-                Ok(self.cached)
+                self.state.save((self.value + 1).to_le_bytes().to_vec()).await?;
+                self.value += 1;
+                Ok(self.value)
             }
-            CounterMsg::Crash => panic!("chaos crashed counter {}", self.key),
+            CounterMsg::Crash => panic!("chaos crashed a counter at {}", self.value),
         }
     }
 }
+
+const LEASE: Duration = Duration::from_secs(60);
 
 struct Opts {
     seconds: u64,
     chaos_ms: u64,
     give_up: bool,
+    data: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -103,6 +75,7 @@ fn parse() -> Result<Opts, String> {
         seconds: 5,
         chaos_ms: 100,
         give_up: false,
+        data: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -115,9 +88,10 @@ fn parse() -> Result<Opts, String> {
             "--seconds" => o.seconds = num("--seconds")?,
             "--chaos-ms" => o.chaos_ms = num("--chaos-ms")?.max(1),
             "--give-up" => o.give_up = true,
+            "--data" => o.data = Some(args.next().ok_or("--data needs a directory")?.into()),
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (try --seconds N, --chaos-ms N, --give-up)"
+                    "unknown argument {other:?} (try --seconds N, --chaos-ms N, --data DIR, --give-up)"
                 ))
             }
         }
@@ -126,6 +100,8 @@ fn parse() -> Result<Opts, String> {
 }
 
 const WORKERS: u32 = 8;
+/// Concurrent clients: their durable writes share each sync (group commit).
+const CLIENTS: u32 = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -139,25 +115,51 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let dir = opts
+        .data
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("crashonly-demo-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    let store: Arc<dyn Store> = match RedbStore::open(dir.join("demo.redb")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (max, period) = if opts.give_up {
         (3, Duration::from_secs(60))
     } else {
         (1_000, Duration::from_secs(10))
     };
     let workers = SupervisorSpec::new("workers", Strategy::OneForOne).intensity(max, period);
-    let root = SupervisorSpec::new("root", Strategy::RestForOne)
+    let root = SupervisorSpec::new("root", Strategy::OneForOne)
         .intensity(if opts.give_up { 1 } else { 100 }, Duration::from_secs(60))
-        .child(ActorSpec::<Ledger>::named("ledger", ()))
         .child(workers);
     let system = System::builder().root(root).start().expect("static names are valid");
-    let ledger = system.lookup::<Ledger>("/ledger").expect("declared above");
     let sup = system.lookup_supervisor("/workers").expect("declared above");
     let counters: Vec<ActorRef<Counter>> = (0..WORKERS)
         .map(|k| {
-            sup.spawn(ActorSpec::named(format!("c{k}"), (k, ledger.clone())))
+            sup.spawn(ActorSpec::named(format!("c{k}"), (k, store.clone())))
                 .expect("unique")
         })
         .collect();
+    // What the store held before this run (a data directory may be reused across runs).
+    let mut before = Vec::new();
+    for k in 0..WORKERS {
+        before.push(decode(
+            store
+                .get(format!("counter/{k}").as_bytes())
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.value)
+                .as_deref(),
+        ));
+    }
 
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let unknown: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
@@ -165,7 +167,7 @@ async fn main() -> ExitCode {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(opts.seconds);
 
     let mut clients = Vec::new();
-    for c in 0..4u32 {
+    for c in 0..CLIENTS {
         let (counters, acked, unknown, errors) = (counters.clone(), acked.clone(), unknown.clone(), errors.clone());
         clients.push(tokio::spawn(async move {
             let mut i = c;
@@ -178,7 +180,7 @@ async fn main() -> ExitCode {
                     .await
                 {
                     Ok(_) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
-                    // Not idempotent: the increment may or may not have reached the ledger.
+                    // Not idempotent: the increment may or may not have reached the store.
                     Err(Error::Crashed(_)) | Err(Error::Expired) => unknown[k as usize].fetch_add(1, Ordering::Relaxed),
                     Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                 };
@@ -211,7 +213,15 @@ async fn main() -> ExitCode {
     let mut consistent = true;
     let (mut total_acked, mut total_unknown, mut crashes, mut restarts) = (0, 0, 0, 0);
     for (k, c) in counters.iter().enumerate() {
-        let stored = ledger.ask(LedgerMsg::Get(k as u32)).await.expect("ledger answers");
+        let stored = decode(
+            store
+                .get(format!("counter/{k}").as_bytes())
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.value)
+                .as_deref(),
+        ) - before[k];
         let (a, u) = (acked[k].load(Ordering::Relaxed), unknown[k].load(Ordering::Relaxed));
         let ok = stored >= a && stored <= a + u;
         consistent &= ok;
@@ -232,7 +242,7 @@ async fn main() -> ExitCode {
         errors.load(Ordering::Relaxed)
     );
     if consistent {
-        println!("consistent: every acknowledged increment is in the ledger");
+        println!("consistent: every acknowledged increment is in the store");
         ExitCode::SUCCESS
     } else {
         println!("INCONSISTENT: acknowledged increments were lost");

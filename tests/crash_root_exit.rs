@@ -32,7 +32,7 @@ fn survives_chaos_without_losing_acknowledged_increments() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("consistent: every acknowledged increment is in the ledger"),
+        stdout.contains("consistent: every acknowledged increment is in the store"),
         "{stdout}"
     );
     assert!(!stdout.contains("LOST"), "{stdout}");

@@ -36,7 +36,7 @@ fn run_and_kill(args: &[&str], acks_before_kill: u64) -> (Vec<u64>, Duration) {
     let open_time = Duration::from_micros(opened.strip_prefix("opened ").unwrap().parse().unwrap());
     let mut acked = vec![0u64; WRITERS];
     let mut seen = 0;
-    let mut record = |line: &str, acked: &mut Vec<u64>| {
+    let record = |line: &str, acked: &mut Vec<u64>| {
         let mut parts = line.split_whitespace().skip(1);
         let (w, n): (usize, u64) = (
             parts.next().unwrap().parse().unwrap(),

@@ -17,7 +17,10 @@ struct Cluster {
 }
 
 fn su(cmd: &str) -> std::process::Output {
-    Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", cmd]).output().unwrap()
+    Command::new("su")
+        .args(["postgres", "-s", "/bin/sh", "-c", cmd])
+        .output()
+        .unwrap()
 }
 
 impl Cluster {
@@ -26,21 +29,45 @@ impl Cluster {
         let out = su(&format!(
             "{b}/pg_ctl -D {d}/data -l {d}/pg.log -w -t 30 -o \"-c listen_addresses=127.0.0.1 -p {p} -k {d}\" start"
         ));
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn crash(&self) {
-        let out = su(&format!("{}/pg_ctl -D {}/data -m immediate -w stop", self.bin, self.dir.display()));
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        let out = su(&format!(
+            "{}/pg_ctl -D {}/data -m immediate -w stop",
+            self.bin,
+            self.dir.display()
+        ));
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn create(port: u16) -> Cluster {
         let bin = String::from_utf8(Command::new("pg_config").arg("--bindir").output().unwrap().stdout).unwrap();
         let dir = std::env::temp_dir().join(format!("crashonly-pg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap().success());
-        let c = Cluster { dir, bin: bin.trim().to_owned(), port };
-        let out = su(&format!("{}/initdb -D {}/data -U postgres -A trust --no-sync", c.bin, c.dir.display()));
+        assert!(Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success());
+        let c = Cluster {
+            dir,
+            bin: bin.trim().to_owned(),
+            port,
+        };
+        let out = su(&format!(
+            "{}/initdb -D {}/data -U postgres -A trust --no-sync",
+            c.bin,
+            c.dir.display()
+        ));
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         c.start();
         c
@@ -49,7 +76,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        su(&format!("{}/pg_ctl -D {}/data -m fast -w stop", self.bin, self.dir.display()));
+        su(&format!(
+            "{}/pg_ctl -D {}/data -m fast -w stop",
+            self.bin,
+            self.dir.display()
+        ));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -62,11 +93,17 @@ async fn server_crash_gives_unavailable_then_reconnects_without_loss() {
     }
     let cluster = Cluster::create(55433);
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
-    let opts = PgOptions { connect_timeout: Duration::from_millis(500), ..PgOptions::default() };
+    let opts = PgOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..PgOptions::default()
+    };
     let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url, opts).await.unwrap());
     let mut acked = Vec::new();
     for i in 0..50u32 {
-        store.put(format!("k{i}").as_bytes(), i.to_le_bytes().to_vec()).await.unwrap();
+        store
+            .put(format!("k{i}").as_bytes(), i.to_le_bytes().to_vec())
+            .await
+            .unwrap();
         acked.push(i);
     }
     cluster.crash();
@@ -91,7 +128,11 @@ async fn server_crash_gives_unavailable_then_reconnects_without_loss() {
     }
     assert!(ok, "the store reconnected");
     for i in acked {
-        let v = store.get(format!("k{i}").as_bytes()).await.unwrap().expect("acknowledged write kept");
+        let v = store
+            .get(format!("k{i}").as_bytes())
+            .await
+            .unwrap()
+            .expect("acknowledged write kept");
         assert_eq!(v.value, i.to_le_bytes());
     }
 }

@@ -58,16 +58,27 @@ async fn reopening_bumps_the_epoch_and_voids_every_older_lease() {
     let path = temp("epoch");
     let (lease, epoch) = {
         let s = RedbStore::open(&path).unwrap();
-        let lease = s.acquire_lease("job", "worker-1", Duration::from_secs(600)).await.unwrap();
-        s.commit(Txn::new().put(b"out", b"1".to_vec()).fenced(&lease)).await.unwrap();
+        let lease = s
+            .acquire_lease("job", "worker-1", Duration::from_secs(600))
+            .await
+            .unwrap();
+        s.commit(Txn::new().put(b"out", b"1".to_vec()).fenced(&lease))
+            .await
+            .unwrap();
         (lease, s.epoch())
     };
     let s = RedbStore::open(&path).unwrap();
     assert_eq!(s.epoch(), epoch + 1);
-    let e = s.commit(Txn::new().put(b"out", b"2".to_vec()).fenced(&lease)).await.unwrap_err();
+    let e = s
+        .commit(Txn::new().put(b"out", b"2".to_vec()).fenced(&lease))
+        .await
+        .unwrap_err();
     assert!(matches!(e, StoreError::Conflict(Conflict::Fenced { .. })));
     // Free for anyone at once, with a larger token.
-    let other = s.acquire_lease("job", "worker-2", Duration::from_secs(600)).await.unwrap();
+    let other = s
+        .acquire_lease("job", "worker-2", Duration::from_secs(600))
+        .await
+        .unwrap();
     assert!(other.token > lease.token);
     assert_eq!(s.get(b"out").await.unwrap().unwrap().value, b"1");
 }
@@ -76,11 +87,16 @@ async fn reopening_bumps_the_epoch_and_voids_every_older_lease() {
 async fn loss_window_mode_is_opt_in_and_named() {
     let path = temp("window");
     let window = Duration::from_millis(50);
-    let opts = RedbOptions { durability: Durability::LoseUpTo(window), ..RedbOptions::default() };
+    let opts = RedbOptions {
+        durability: Durability::LoseUpTo(window),
+        ..RedbOptions::default()
+    };
     let s = RedbStore::open_with(&path, opts).unwrap();
     assert_eq!(s.durability(), Durability::LoseUpTo(window));
     for i in 0..100u32 {
-        s.put(format!("k{i}").as_bytes(), i.to_le_bytes().to_vec()).await.unwrap();
+        s.put(format!("k{i}").as_bytes(), i.to_le_bytes().to_vec())
+            .await
+            .unwrap();
     }
     drop(s); // the writer syncs what is pending on its way out
     let s = RedbStore::open(&path).unwrap();

@@ -581,7 +581,7 @@ async fn apply(
             .map_err(pg_error)?;
     }
     // Reclaim a few expired keys now and then (every 64th version), in the same transaction.
-    if version % 64 == 0 {
+    if version.is_multiple_of(64) {
         tx.query_one(&st.reclaim, &[&now_i]).await.map_err(pg_error)?;
     }
     Ok(Committed {
