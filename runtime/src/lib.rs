@@ -85,6 +85,11 @@ pub use supervisor::{ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy
 pub use system::{Config, System, SystemBuilder};
 pub use timer::Timer;
 
+/// The README's code blocks compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// The names most code needs: `use crashonly::prelude::*;`.
 pub mod prelude {
     pub use crate::{
