@@ -245,3 +245,30 @@ async fn start_failure_is_a_crash_and_is_retried() {
     p.fail_start.store(false, Ordering::SeqCst);
     assert!(get(&a).await.instance >= 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_caps_every_ttl() {
+    let policy = Policy::builder().max_ttl(Duration::from_secs(2)).default_ttl(Duration::from_secs(1)).build().unwrap();
+    let system = System::builder().config(Config { policy, ..Config::default() }).start().unwrap();
+    let a = probe(&system, "capped", &Probes::default());
+    let now = system.clock().now();
+    let seen = a.ask(Cmd::Get).ttl(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(seen.header.unwrap().deadline, now + Duration::from_secs(2));
+    let far = now + Duration::from_secs(3600);
+    let seen = a.ask(Cmd::Get).deadline(far).await.unwrap();
+    assert_eq!(seen.header.unwrap().deadline, now + Duration::from_secs(2));
+    let seen = a.ask(Cmd::Get).await.unwrap();
+    assert_eq!(seen.header.unwrap().deadline, now + Duration::from_secs(1));
+}
+
+#[test]
+fn unbounded_policies_are_refused() {
+    let zero = Policy::builder().max_handling(Duration::ZERO).build().unwrap_err();
+    assert!(zero.to_string().contains("max_handling is zero"), "{zero}");
+    let inf = Policy::builder().max_ttl(Duration::MAX).build().unwrap_err();
+    assert!(inf.to_string().contains("max_ttl is infinite"), "{inf}");
+    let retries = Policy::builder().max_retries(u32::MAX).build().unwrap_err();
+    assert!(retries.to_string().contains("infinite"));
+    let odd = Policy::builder().default_ttl(Duration::from_secs(10)).max_ttl(Duration::from_secs(1)).build();
+    assert!(odd.unwrap_err().to_string().contains("exceeds max_ttl"));
+}

@@ -159,12 +159,13 @@ impl<'a, A: Actor> Opts<'a, A> {
     ) -> Envelope<A::Msg, A::Reply> {
         let shared = &self.target.slot.shared;
         let now = shared.clock.now();
-        let ttl_deadline = self.ttl.map(|ttl| now + ttl);
-        let deadline = match (self.deadline, ttl_deadline) {
-            (Some(d), Some(t)) => d.min(t),
-            (Some(d), None) => d,
-            (None, Some(t)) => t,
-            (None, None) => now + shared.config.default_ttl,
+        // The policy caps every TTL; an explicit deadline can only tighten it.
+        let policy = &shared.config.policy;
+        let by_ttl = now + policy.ttl(self.ttl);
+        let deadline = match self.deadline {
+            Some(d) if self.ttl.is_none() => d.min(now + policy.max_ttl()),
+            Some(d) => d.min(by_ttl),
+            None => by_ttl,
         };
         let id = shared.next_envelope_id();
         let trace = self.trace.unwrap_or(TraceContext {

@@ -62,6 +62,7 @@ mod envelope;
 mod error;
 mod mailbox;
 mod monitor;
+mod policy;
 mod registry;
 mod rt;
 mod slot;
@@ -79,6 +80,7 @@ pub use crash::{CrashReason, CrashReport};
 pub use envelope::{Envelope, EnvelopeId, Header, TraceContext};
 pub use error::{Error, SendError, SpawnError, SystemError};
 pub use monitor::{Down, DownReason, MonitorStream};
+pub use policy::{Policy, PolicyBuilder, PolicyError};
 pub use registry::ActorId;
 pub use slot::{SlotState, Stats};
 pub use supervisor::{ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorRef, SupervisorSpec};
@@ -93,7 +95,7 @@ struct ReadmeDoctests;
 /// The names most code needs: `use crashonly::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Restart, Strategy,
+        Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Policy, Restart, Strategy,
         SupervisorSpec, System,
     };
 }

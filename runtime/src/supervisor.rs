@@ -276,19 +276,19 @@ impl From<SupervisorSpec> for ChildSpec {
 pub struct SupervisorSpec {
     name: String,
     strategy: Strategy,
-    intensity: Intensity,
+    intensity: Option<Intensity>,
     backoff: Backoff,
     restart: Restart,
     children: Vec<ChildSpec>,
 }
 
 impl SupervisorSpec {
-    /// A permanent supervisor with default intensity and backoff and no children yet.
+    /// A permanent supervisor with the policy's intensity, default backoff and no children yet.
     pub fn new(name: impl Into<String>, strategy: Strategy) -> Self {
         SupervisorSpec {
             name: name.into(),
             strategy,
-            intensity: Intensity::default(),
+            intensity: None,
             backoff: Backoff::default(),
             restart: Restart::Permanent,
             children: Vec::new(),
@@ -302,7 +302,7 @@ impl SupervisorSpec {
 
     /// At most `max_restarts` within `period`.
     pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
-        self.intensity = Intensity { max_restarts, period };
+        self.intensity = Some(Intensity { max_restarts, period });
         self
     }
 
@@ -390,7 +390,7 @@ impl SupNode {
                 path,
                 shared: shared.clone(),
                 strategy: spec.strategy,
-                intensity: spec.intensity,
+                intensity: spec.intensity.unwrap_or(shared.config.policy.intensity()),
                 backoff: spec.backoff,
                 parent: weak_parent,
                 me: me.clone(),

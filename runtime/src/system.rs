@@ -14,6 +14,7 @@ use crate::crash::CrashReport;
 use crate::envelope::EnvelopeId;
 use crate::error::{Error, SpawnError, SystemError};
 use crate::monitor::MonitorStream;
+use crate::policy::Policy;
 use crate::registry::{ActorId, Registry};
 use crate::rt::Executor;
 use crate::slot::Slot;
@@ -23,19 +24,18 @@ use crate::sync::{Arc, AtomicU64, Ordering};
 /// System-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// TTL of a message sent without one (there is no infinite ask).
-    pub default_ttl: Duration,
+    /// The bounds on every timeout, lease and retry (there is no infinite ask).
+    pub policy: Policy,
     /// Mailbox capacity of an actor whose spec sets none.
     pub mailbox_capacity: usize,
+    /// How often the watchdog looks for actors past their handling lease.
+    pub watchdog_every: Duration,
 }
 
 impl Default for Config {
-    /// 5 s default TTL, mailboxes of 1024.
+    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms.
     fn default() -> Self {
-        Config {
-            default_ttl: Duration::from_secs(5),
-            mailbox_capacity: 1024,
-        }
+        Config { policy: Policy::default(), mailbox_capacity: 1024, watchdog_every: Duration::from_millis(50) }
     }
 }
 

@@ -1,0 +1,195 @@
+//! The application-global `Policy`: every timeout, lease and retry is bounded by it.
+//!
+//! "Infinite timeouts or leases are not acceptable; the maximum-allowed timeout and lease are
+//! specified in an application-global policy" (the paper, section 3.2). Per-actor and per-message
+//! settings may tighten the policy, never exceed it: a TTL above `max_ttl` is cut to `max_ttl`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::supervisor::{Backoff, Intensity};
+
+/// Bounds for every interaction of a [`System`](crate::System).
+///
+/// ```
+/// use crashonly::Policy;
+/// use std::time::Duration;
+///
+/// let policy = Policy::builder().default_ttl(Duration::from_millis(700)).max_retries(3).build().unwrap();
+/// assert_eq!(policy.ttl(Some(Duration::from_secs(3600))), policy.max_ttl());
+/// assert!(Policy::builder().max_lease(Duration::ZERO).build().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    default_ttl: Duration,
+    max_ttl: Duration,
+    max_lease: Duration,
+    max_retries: u32,
+    retry_backoff: Backoff,
+    intensity: Intensity,
+    max_handling: Duration,
+    abandon_after: Duration,
+    max_abandoned: u32,
+}
+
+/// A policy that cannot be built: a bound that is zero or infinite, or bounds that contradict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError(String);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid policy: {}", self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Builds a [`Policy`]; unset fields keep the defaults of [`Policy::default`].
+#[derive(Clone, Debug, Default)]
+pub struct PolicyBuilder {
+    p: Option<Policy>,
+}
+
+impl Default for Policy {
+    /// TTL 5 s by default and at most 60 s; leases at most 60 s; 5 retries with backoff from 10 ms
+    /// to 1 s; 10 restarts in 10 s; a message may run 30 s; a hung task is abandoned after 1 s and
+    /// the process gives up past 8 abandoned tasks.
+    fn default() -> Self {
+        Policy {
+            default_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(60),
+            max_lease: Duration::from_secs(60),
+            max_retries: 5,
+            retry_backoff: Backoff { base: Duration::from_millis(10), cap: Duration::from_secs(1) },
+            intensity: Intensity::default(),
+            max_handling: Duration::from_secs(30),
+            abandon_after: Duration::from_secs(1),
+            max_abandoned: 8,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.p.get_or_insert_with(Policy::default).$name = v;
+            self
+        }
+    };
+}
+
+impl PolicyBuilder {
+    setter!(/// TTL of a message sent without one.
+        default_ttl: Duration);
+    setter!(/// Longest TTL any message may have.
+        max_ttl: Duration);
+    setter!(/// Longest lease.
+        max_lease: Duration);
+    setter!(/// Most resends of one idempotent request.
+        max_retries: u32);
+    setter!(/// Backoff between retries (randomized, exponential, capped).
+        retry_backoff: Backoff);
+    setter!(/// Restart intensity of supervisors that set none.
+        intensity: Intensity);
+    setter!(/// Longest time one message may be handled before the watchdog restarts the actor.
+        max_handling: Duration);
+    setter!(/// How long a restart waits for an aborted task before abandoning it (stuck in blocking code).
+        abandon_after: Duration);
+    setter!(/// Abandoned tasks tolerated before the system gives up (so the process is restarted).
+        max_abandoned: u32);
+
+    /// Checks the bounds.
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        let p = self.p.unwrap_or_default();
+        let bounded = [
+            ("default_ttl", p.default_ttl),
+            ("max_ttl", p.max_ttl),
+            ("max_lease", p.max_lease),
+            ("max_handling", p.max_handling),
+            ("abandon_after", p.abandon_after),
+            ("intensity period", p.intensity.period),
+        ];
+        for (name, d) in bounded {
+            if d.is_zero() {
+                return Err(PolicyError(format!("{name} is zero; it must be a positive bound")));
+            }
+            if d == Duration::MAX {
+                return Err(PolicyError(format!("{name} is infinite; every bound must be finite")));
+            }
+        }
+        if p.retry_backoff.cap == Duration::MAX {
+            return Err(PolicyError("retry backoff cap is infinite".into()));
+        }
+        if p.max_retries == u32::MAX {
+            return Err(PolicyError("max_retries is infinite".into()));
+        }
+        if p.default_ttl > p.max_ttl {
+            return Err(PolicyError(format!(
+                "default_ttl ({} ms) exceeds max_ttl ({} ms)",
+                p.default_ttl.as_millis(),
+                p.max_ttl.as_millis()
+            )));
+        }
+        Ok(p)
+    }
+}
+
+impl Policy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// The TTL a message gets: the requested one (or the default), never above `max_ttl`.
+    pub fn ttl(&self, requested: Option<Duration>) -> Duration {
+        requested.unwrap_or(self.default_ttl).min(self.max_ttl)
+    }
+
+    /// A lease duration: the requested one, never above `max_lease`.
+    pub fn lease(&self, requested: Duration) -> Duration {
+        requested.min(self.max_lease)
+    }
+
+    /// A handling lease: the requested one (or the maximum), never above `max_handling`.
+    pub fn handling(&self, requested: Option<Duration>) -> Duration {
+        requested.unwrap_or(self.max_handling).min(self.max_handling)
+    }
+
+    /// Default TTL.
+    pub fn default_ttl(&self) -> Duration {
+        self.default_ttl
+    }
+    /// Longest TTL.
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+    /// Longest lease.
+    pub fn max_lease(&self) -> Duration {
+        self.max_lease
+    }
+    /// Most resends of one request.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+    /// Retry backoff.
+    pub fn retry_backoff(&self) -> Backoff {
+        self.retry_backoff
+    }
+    /// Default restart intensity.
+    pub fn intensity(&self) -> Intensity {
+        self.intensity
+    }
+    /// Longest handling of one message.
+    pub fn max_handling(&self) -> Duration {
+        self.max_handling
+    }
+    /// How long a restart waits for an aborted task.
+    pub fn abandon_after(&self) -> Duration {
+        self.abandon_after
+    }
+    /// Abandoned tasks tolerated.
+    pub fn max_abandoned(&self) -> u32 {
+        self.max_abandoned
+    }
+}
