@@ -159,7 +159,10 @@ async fn expired_envelopes_are_dropped_with_an_error() {
 async fn ask_has_a_default_deadline() {
     let system = System::builder()
         .config(Config {
-            default_ttl: Duration::from_millis(250),
+            policy: Policy::builder()
+                .default_ttl(Duration::from_millis(250))
+                .build()
+                .unwrap(),
             ..Config::default()
         })
         .start()
@@ -248,8 +251,18 @@ async fn start_failure_is_a_crash_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn the_policy_caps_every_ttl() {
-    let policy = Policy::builder().max_ttl(Duration::from_secs(2)).default_ttl(Duration::from_secs(1)).build().unwrap();
-    let system = System::builder().config(Config { policy, ..Config::default() }).start().unwrap();
+    let policy = Policy::builder()
+        .max_ttl(Duration::from_secs(2))
+        .default_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let system = System::builder()
+        .config(Config {
+            policy,
+            ..Config::default()
+        })
+        .start()
+        .unwrap();
     let a = probe(&system, "capped", &Probes::default());
     let now = system.clock().now();
     let seen = a.ask(Cmd::Get).ttl(Duration::from_secs(3600)).await.unwrap();
@@ -269,6 +282,9 @@ fn unbounded_policies_are_refused() {
     assert!(inf.to_string().contains("max_ttl is infinite"), "{inf}");
     let retries = Policy::builder().max_retries(u32::MAX).build().unwrap_err();
     assert!(retries.to_string().contains("infinite"));
-    let odd = Policy::builder().default_ttl(Duration::from_secs(10)).max_ttl(Duration::from_secs(1)).build();
+    let odd = Policy::builder()
+        .default_ttl(Duration::from_secs(10))
+        .max_ttl(Duration::from_secs(1))
+        .build();
     assert!(odd.unwrap_err().to_string().contains("exceeds max_ttl"));
 }

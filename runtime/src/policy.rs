@@ -60,7 +60,10 @@ impl Default for Policy {
             max_ttl: Duration::from_secs(60),
             max_lease: Duration::from_secs(60),
             max_retries: 5,
-            retry_backoff: Backoff { base: Duration::from_millis(10), cap: Duration::from_secs(1) },
+            retry_backoff: Backoff {
+                base: Duration::from_millis(10),
+                cap: Duration::from_secs(1),
+            },
             intensity: Intensity::default(),
             max_handling: Duration::from_secs(30),
             abandon_after: Duration::from_secs(1),

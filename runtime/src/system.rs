@@ -35,7 +35,11 @@ pub struct Config {
 impl Default for Config {
     /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms.
     fn default() -> Self {
-        Config { policy: Policy::default(), mailbox_capacity: 1024, watchdog_every: Duration::from_millis(50) }
+        Config {
+            policy: Policy::default(),
+            mailbox_capacity: 1024,
+            watchdog_every: Duration::from_millis(50),
+        }
     }
 }
 
