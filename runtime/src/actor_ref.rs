@@ -76,6 +76,13 @@ impl<A: Actor> ActorRef<A> {
         !self.slot.mailbox.is_closed()
     }
 
+    /// Restarts the actor preemptively through the crash path (software rejuvenation): the running
+    /// instance ends after its current message and a new one starts; messages wait meanwhile. Not
+    /// counted against the restart intensity.
+    pub fn rejuvenate(&self) {
+        self.slot.request_rejuvenation();
+    }
+
     /// Progress counters of this slot.
     pub fn stats(&self) -> Stats {
         self.slot.stats()
@@ -93,6 +100,9 @@ impl<A: Actor> ActorRef<A> {
     /// Sends `msg` at once or fails: [`Error::MailboxFull`] or [`Error::Dead`], with the message back.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         let env = Opts::new(self).envelope(msg, None);
+        if let Some(wait) = self.slot.retry_after(env.header.deadline) {
+            return Err(SendError::new(Error::RetryAfter(wait), env.payload));
+        }
         self.slot.mailbox.try_push(env).map_err(|e| push_error(e, true))
     }
 
@@ -137,6 +147,9 @@ struct Opts<'a, A: Actor> {
     deadline: Option<Instant>,
     idempotent: bool,
     trace: Option<TraceContext>,
+    key: Option<std::num::NonZeroU64>,
+    attempt: u32,
+    retrying: bool,
 }
 
 impl<'a, A: Actor> Opts<'a, A> {
@@ -147,26 +160,31 @@ impl<'a, A: Actor> Opts<'a, A> {
             deadline: None,
             idempotent: false,
             trace: None,
+            key: None,
+            attempt: 1,
+            retrying: false,
         }
     }
 
-    /// The deadline is the earliest of: an explicit deadline, now + ttl, and (when neither is given)
-    /// now + the configured default TTL.
+    /// The deadline: the earlier of an explicit deadline and now + TTL (the default TTL when
+    /// neither is given), never past now + the policy's `max_ttl`.
+    fn deadline(&self, now: Instant) -> Instant {
+        let policy = &self.target.slot.shared.config.policy;
+        let by_ttl = now + policy.ttl(self.ttl);
+        match self.deadline {
+            Some(d) if self.ttl.is_none() => d.min(now + policy.max_ttl()),
+            Some(d) => d.min(by_ttl),
+            None => by_ttl,
+        }
+    }
+
     fn envelope(
         &self,
         payload: A::Msg,
         reply: Option<crate::envelope::ReplyTo<A::Reply>>,
     ) -> Envelope<A::Msg, A::Reply> {
         let shared = &self.target.slot.shared;
-        let now = shared.clock.now();
-        // The policy caps every TTL; an explicit deadline can only tighten it.
-        let policy = &shared.config.policy;
-        let by_ttl = now + policy.ttl(self.ttl);
-        let deadline = match self.deadline {
-            Some(d) if self.ttl.is_none() => d.min(now + policy.max_ttl()),
-            Some(d) => d.min(by_ttl),
-            None => by_ttl,
-        };
+        let deadline = self.deadline(shared.clock.now());
         let id = shared.next_envelope_id();
         let trace = self.trace.unwrap_or(TraceContext {
             trace_id: id.get(),
@@ -177,8 +195,9 @@ impl<'a, A: Actor> Opts<'a, A> {
                 id,
                 deadline,
                 idempotent: self.idempotent,
-                attempt: 1,
+                attempt: self.attempt,
                 trace,
+                key: self.key,
             },
             payload,
             reply,
@@ -216,6 +235,20 @@ macro_rules! builder_methods {
         /// Sets the trace context (by default a message starts a new trace).
         pub fn trace(mut self, trace: TraceContext) -> Self {
             self.opts.trace = Some(trace);
+            self
+        }
+
+        /// Sets an idempotency key: an actor keeping a window of keys
+        /// ([`ActorSpec::dedup`](crate::ActorSpec::dedup)) executes a keyed request once and answers
+        /// repeats from its window. Marks the message idempotent.
+        pub fn key(mut self, key: impl std::hash::Hash) -> Self {
+            use std::hash::Hasher;
+            // Deterministic: the same key hashes the same in every process of one build.
+            #[allow(deprecated)]
+            let mut h = std::hash::SipHasher::new();
+            key.hash(&mut h);
+            self.opts.key = std::num::NonZeroU64::new(h.finish()).or(std::num::NonZeroU64::new(1));
+            self.opts.idempotent = true;
             self
         }
 
@@ -288,6 +321,12 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
     fn into_future(self) -> Self::IntoFuture {
         let env = self.opts.envelope(self.msg, None);
         let slot = &self.opts.target.slot;
+        if let Some(wait) = slot.retry_after(env.header.deadline) {
+            let err = SendError::new(Error::RetryAfter(wait), env.payload);
+            return TellFuture {
+                state: TellState::Done(Some(Err(err))),
+            };
+        }
         // Fast path: room in the mailbox; no allocation, no timer.
         let state = match slot.mailbox.try_push(env) {
             Ok(()) => TellState::Done(Some(Ok(()))),
@@ -321,6 +360,42 @@ impl<'a, A: Actor> fmt::Debug for Ask<'a, A> {
 
 impl<'a, A: Actor> Ask<'a, A> {
     builder_methods!();
+
+    /// Resends an idempotent request after `RetryAfter`, `MailboxFull` or `Crashed`, with
+    /// randomized exponential backoff (the policy's), honouring `RetryAfter` hints, until it
+    /// succeeds, its deadline passes or the policy's maximum retries are spent. Each attempt carries
+    /// its attempt number. A request that is not idempotent is sent once (at-most-once).
+    pub fn retrying(mut self) -> Self {
+        self.opts.retrying = true;
+        self
+    }
+}
+
+/// One attempt of an ask.
+async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply, Error> {
+    let (tx, rx) = oneshot::channel();
+    let env = opts.envelope(msg, Some(tx));
+    let slot = &opts.target.slot;
+    let deadline = env.header.deadline;
+    if let Some(wait) = slot.retry_after(deadline) {
+        return Err(Error::RetryAfter(wait));
+    }
+    let clock = &slot.shared.clock;
+    match slot.mailbox.try_push(env) {
+        Ok(()) => {}
+        Err(PushError::Closed(_)) => return Err(Error::Dead),
+        Err(PushError::Full(env)) => slot
+            .mailbox
+            .push_until(env, deadline, clock)
+            .await
+            .map_err(|e| push_error(e, false).error().clone())?,
+    }
+    match clock.timeout_at(deadline, rx).await {
+        Some(Ok(outcome)) => outcome,
+        // The envelope was dropped unanswered: its slot was torn down with it.
+        Some(Err(_)) => Err(Error::Dead),
+        None => Err(Error::Expired),
+    }
 }
 
 impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
@@ -328,26 +403,36 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
     type IntoFuture = BoxFut<'a, Result<A::Reply, Error>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let (tx, rx) = oneshot::channel();
-        let env = self.opts.envelope(self.msg, Some(tx));
-        let slot = &self.opts.target.slot;
+        let Ask { mut opts, msg } = self;
         Box::pin(async move {
-            let deadline = env.header.deadline;
-            let clock = &slot.shared.clock;
-            match slot.mailbox.try_push(env) {
-                Ok(()) => {}
-                Err(PushError::Closed(_)) => return Err(Error::Dead),
-                Err(PushError::Full(env)) => slot
-                    .mailbox
-                    .push_until(env, deadline, clock)
-                    .await
-                    .map_err(|e| push_error(e, false).error().clone())?,
+            if !(opts.retrying && opts.idempotent) {
+                return ask_once(&opts, msg).await;
             }
-            match clock.timeout_at(deadline, rx).await {
-                Some(Ok(outcome)) => outcome,
-                // The envelope was dropped unanswered: its slot was torn down with it.
-                Some(Err(_)) => Err(Error::Dead),
-                None => Err(Error::Expired),
+            let shared = opts.target.slot.shared.clone();
+            let policy = &shared.config.policy;
+            // One deadline for all attempts.
+            let deadline = opts.deadline(shared.clock.now());
+            opts.deadline = Some(deadline);
+            opts.ttl = None;
+            loop {
+                let err = match ask_once(&opts, msg.clone()).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(e @ (Error::RetryAfter(_) | Error::MailboxFull | Error::Crashed(_))) => e,
+                    Err(e) => return Err(e),
+                };
+                if opts.attempt > policy.max_retries() {
+                    return Err(err);
+                }
+                let backoff = policy.retry_backoff().delay(opts.attempt as usize + 1, shared.random());
+                let wait = match &err {
+                    Error::RetryAfter(hint) => backoff.max(*hint),
+                    _ => backoff,
+                };
+                if shared.clock.now() + wait >= deadline {
+                    return Err(err);
+                }
+                shared.clock.sleep(wait).await;
+                opts.attempt += 1;
             }
         })
     }

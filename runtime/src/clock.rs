@@ -10,12 +10,31 @@ use std::time::Duration;
 pub type Instant = tokio::time::Instant;
 
 /// The runtime's clock. One belongs to each [`System`](crate::System).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Clock {
-    _private: (),
+    epoch: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock { epoch: Instant::now() }
+    }
 }
 
 impl Clock {
+    /// `t` as nanoseconds since this clock was made, plus one (0 is kept for "none").
+    pub(crate) fn nanos_of(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u64::MAX as u128 - 1) as u64
+            + 1
+    }
+
+    /// Now, as [`nanos_of`](Self::nanos_of).
+    pub(crate) fn nanos(&self) -> u64 {
+        self.nanos_of(self.now())
+    }
+
     /// The current time.
     pub fn now(&self) -> Instant {
         Instant::now()

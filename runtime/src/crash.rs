@@ -30,6 +30,18 @@ pub enum CrashReason {
     HandleFailed(String),
     /// The supervisor aborted the instance from outside (a sibling's crash, or its subtree restarted).
     Aborted,
+    /// The watchdog found it handling one message past its handling lease.
+    Hung {
+        /// How long it had been handling, in milliseconds.
+        busy_ms: u128,
+        /// Its handling lease, in milliseconds.
+        lease_ms: u128,
+    },
+    /// More tasks were abandoned (stuck in blocking code, deaf to abort) than the policy allows.
+    TooManyAbandoned {
+        /// Tasks abandoned so far.
+        abandoned: u32,
+    },
     /// A supervisor exceeded its restart intensity and gave up.
     IntensityExceeded {
         /// Restarts allowed within the period.
@@ -64,6 +76,18 @@ impl fmt::Display for CrashReason {
             CrashReason::StartFailed(e) => write!(f, "start failed: {e}"),
             CrashReason::HandleFailed(e) => write!(f, "handle failed: {e}"),
             CrashReason::Aborted => write!(f, "aborted by its supervisor"),
+            CrashReason::Hung { busy_ms, lease_ms } => {
+                write!(
+                    f,
+                    "hung: handling one message for {busy_ms} ms, past its {lease_ms} ms lease"
+                )
+            }
+            CrashReason::TooManyAbandoned { abandoned } => {
+                write!(
+                    f,
+                    "{abandoned} tasks abandoned in blocking code, more than the policy allows"
+                )
+            }
             CrashReason::IntensityExceeded {
                 max_restarts,
                 period_ms,

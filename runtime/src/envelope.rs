@@ -50,6 +50,9 @@ pub struct Header {
     pub attempt: u32,
     /// Trace context.
     pub trace: TraceContext,
+    /// Idempotency key: an actor that keeps a window of keys answers a repeated key from the window
+    /// instead of handling the message again.
+    pub key: Option<std::num::NonZeroU64>,
 }
 
 impl Header {
@@ -105,9 +108,9 @@ impl<M, R> fmt::Debug for Envelope<M, R> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn an_envelope_of_a_small_message_fits_in_72_bytes() {
+    fn an_envelope_of_a_small_message_fits_in_80_bytes() {
         // Message passing moves envelopes between cores: their size is cache traffic.
-        assert_eq!(std::mem::size_of::<super::Header>(), 48);
-        assert!(std::mem::size_of::<super::Envelope<u64, u64>>() <= 72);
+        assert_eq!(std::mem::size_of::<super::Header>(), 56);
+        assert!(std::mem::size_of::<super::Envelope<u64, u64>>() <= 80);
     }
 }

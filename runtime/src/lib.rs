@@ -81,7 +81,7 @@ pub use envelope::{Envelope, EnvelopeId, Header, TraceContext};
 pub use error::{Error, SendError, SpawnError, SystemError};
 pub use monitor::{Down, DownReason, MonitorStream};
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use registry::ActorId;
+pub use registry::{ActorId, Snapshot};
 pub use slot::{SlotState, Stats};
 pub use supervisor::{ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorRef, SupervisorSpec};
 pub use system::{Config, System, SystemBuilder};

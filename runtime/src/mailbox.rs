@@ -127,6 +127,14 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Wakes the consumer, if it is parked, so that it looks at its flags again.
+    pub(crate) fn wake_consumer(&self) {
+        let consumer = self.inner.lock().consumer.take();
+        if let Some(w) = consumer {
+            w.wake();
+        }
+    }
+
     /// Pushes, waiting for room until `deadline`; `Full` when the deadline came first.
     pub(crate) async fn push_until(&self, item: T, deadline: Instant, clock: &Clock) -> Result<(), PushError<T>> {
         let mut item = match self.try_push(item) {

@@ -16,6 +16,8 @@ pub enum DownReason {
     Crashed(Arc<CrashReport>),
     /// It ended normally (`Context::stop`) or its mailbox was closed.
     Ended,
+    /// It was restarted preemptively (rejuvenation), after finishing its current message.
+    Rejuvenated,
 }
 
 /// The notice a monitor receives each time the watched actor crashes or ends.

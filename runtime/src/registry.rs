@@ -53,6 +53,30 @@ struct Entry {
     generation: u64,
     path: Option<Arc<str>>,
     slot: Weak<dyn Any + Send + Sync>,
+    inspect: Weak<dyn Inspect>,
+}
+
+/// What the watchdog and `System::snapshot` need from a slot or supervisor.
+pub(crate) trait Inspect: Send + Sync {
+    fn snapshot(&self) -> Snapshot;
+    /// Whether it has been handling one message for longer than its handling lease, at `now`
+    /// (clock nanos).
+    fn is_hung(&self, _now: u64) -> bool {
+        false
+    }
+    /// Crash-restarts it from outside (the watchdog's power-off switch).
+    fn hang(&self, _now: u64) {}
+}
+
+/// Progress of one slot (or supervisor) of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its id.
+    pub id: ActorId,
+    /// Its path.
+    pub path: String,
+    /// Counters of an actor; `None` for a supervisor.
+    pub stats: Option<crate::slot::Stats>,
 }
 
 impl fmt::Debug for Entry {
@@ -69,7 +93,7 @@ impl Registry {
     /// free; an unnamed one gets `parent/#generation`.
     pub(crate) fn insert<T, F>(&self, parent: &str, name: Option<&str>, make: F) -> Result<Arc<T>, SpawnError>
     where
-        T: Any + Send + Sync,
+        T: Any + Inspect + Send + Sync,
         F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
     {
         let sep = if parent.ends_with('/') { "" } else { "/" };
@@ -100,10 +124,15 @@ impl Registry {
             let any: Arc<dyn Any + Send + Sync> = slot.clone();
             Arc::downgrade(&any)
         };
+        let inspect: Weak<dyn Inspect> = {
+            let i: Arc<dyn Inspect> = slot.clone();
+            Arc::downgrade(&i)
+        };
         entry.insert(Entry {
             generation,
             path: named.clone(),
             slot: weak,
+            inspect,
         });
         if let Some(path) = named {
             inner.names.insert(path, id);
@@ -139,6 +168,29 @@ impl Registry {
     /// The id registered under a path.
     pub(crate) fn lookup(&self, path: &str) -> Option<ActorId> {
         self.inner.lock().names.get(path).copied()
+    }
+
+    /// Snapshots of every live slot, in index order.
+    pub(crate) fn snapshots(&self) -> Vec<Snapshot> {
+        let live: Vec<Arc<dyn Inspect>> = self
+            .inner
+            .lock()
+            .slots
+            .iter()
+            .filter_map(|(_, e)| e.inspect.upgrade())
+            .collect();
+        live.iter().map(|i| i.snapshot()).collect()
+    }
+
+    /// The slots past their handling lease at `now`.
+    pub(crate) fn hung(&self, now: u64) -> Vec<Arc<dyn Inspect>> {
+        let inner = self.inner.lock();
+        inner
+            .slots
+            .iter()
+            .filter_map(|(_, e)| e.inspect.upgrade())
+            .filter(|i| i.is_hung(now))
+            .collect()
     }
 
     /// Number of live slots (actors and supervisors).

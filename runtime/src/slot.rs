@@ -10,9 +10,13 @@
 //!   error, panic, or abort from outside), the guard either hands an idempotent envelope back to the
 //!   head of the mailbox (at-least-once) or answers its asker with `Crashed` (at-most-once).
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::poll_fn;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
 
 use crate::actor::{Actor, Context};
 use crate::actor_ref::ActorRef;
@@ -22,8 +26,9 @@ use crate::error::Error;
 use crate::mailbox::Mailbox;
 use crate::monitor::{Down, DownReason, Monitors};
 use crate::registry::ActorId;
+use crate::registry::{Inspect, Snapshot};
 use crate::rt::{AbortHandle, Task};
-use crate::supervisor::{ChildHandle, Decision, Exit, SupNode};
+use crate::supervisor::{ChildHandle, Decision, Exit, Scope, SupNode};
 use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, Weak};
 use crate::system::Shared;
 
@@ -54,6 +59,8 @@ impl SlotState {
 /// A snapshot of a slot's progress counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
+    /// How long the current message has been handled (`None` when idle).
+    pub busy_for: Option<Duration>,
     /// Messages handled to completion (successfully or not) by all instances.
     pub handled: u64,
     /// Instances that crashed (including ones aborted by their supervisor).
@@ -84,11 +91,69 @@ pub(crate) struct Slot<A: Actor> {
     parent: Weak<SupNode>,
     me: Weak<Slot<A>>,
     life: Mutex<Life>,
+    opts: SlotOptions,
+    dedup: Option<Dedup<A::Reply>>,
     // Relaxed: counters are statistics; nothing is ordered by them.
     handled: AtomicU64,
     crashes: AtomicU64,
     restarts: AtomicU64,
     state: AtomicU8,
+    /// Clock nanos when the current message started (0: idle). Read by the watchdog.
+    busy_since: AtomicU64,
+    /// Clock nanos when the slot is expected to serve again (0: serving). For `RetryAfter`.
+    ready_at: AtomicU64,
+    /// Moving average of `start` durations, in nanos.
+    start_ewma: AtomicU64,
+    /// Set to ask the instance to end after its current message (rejuvenation).
+    rejuvenate: AtomicU8,
+}
+
+/// Per-slot settings, already tightened by the policy.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SlotOptions {
+    pub(crate) handling: Duration,
+    pub(crate) rejuvenate_messages: Option<u64>,
+    pub(crate) rejuvenate_age: Option<Duration>,
+    pub(crate) dedicated: bool,
+}
+
+/// A bounded window of recent idempotency keys and their replies.
+pub(crate) struct Dedup<R> {
+    cap: usize,
+    clone: fn(&R) -> R,
+    seen: Mutex<(HashMap<u64, R>, VecDeque<u64>)>,
+}
+
+impl<R> Dedup<R> {
+    pub(crate) fn new(cap: usize, clone: fn(&R) -> R) -> Self {
+        Dedup {
+            cap: cap.max(1),
+            clone,
+            seen: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<R> {
+        self.seen.lock().0.get(&key).map(self.clone)
+    }
+
+    fn insert(&self, key: u64, reply: R) {
+        let mut seen = self.seen.lock();
+        let (map, order) = &mut *seen;
+        if map.insert(key, reply).is_none() {
+            order.push_back(key);
+            while order.len() > self.cap {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+enum Next<E> {
+    Envelope(Option<E>),
+    Rejuvenate,
 }
 
 impl<A: Actor> fmt::Debug for Slot<A> {
@@ -101,6 +166,7 @@ impl<A: Actor> fmt::Debug for Slot<A> {
 }
 
 impl<A: Actor> Slot<A> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: ActorId,
         path: Arc<str>,
@@ -108,6 +174,8 @@ impl<A: Actor> Slot<A> {
         args: A::Args,
         capacity: usize,
         parent: Weak<SupNode>,
+        opts: SlotOptions,
+        dedup: Option<Dedup<A::Reply>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Slot {
             id,
@@ -123,11 +191,20 @@ impl<A: Actor> Slot<A> {
             crashes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             state: AtomicU8::new(SlotState::Starting as u8),
+            opts,
+            dedup,
+            busy_since: AtomicU64::new(0),
+            ready_at: AtomicU64::new(0),
+            start_ewma: AtomicU64::new(0),
+            rejuvenate: AtomicU8::new(0),
         })
     }
 
     pub(crate) fn stats(&self) -> Stats {
+        let busy = self.busy_since.load(Ordering::Relaxed);
+        let now = self.shared.clock.nanos();
         Stats {
+            busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
             crashes: self.crashes.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
@@ -165,53 +242,95 @@ impl<A: Actor> Slot<A> {
         loop {
             let exit = self.clone().incarnation().await;
             self.cancel_timers();
+            if let Exit::Rejuvenated = exit {
+                // A planned restart through the same path: not a failure, not counted against
+                // the restart intensity.
+                self.fire_monitors(&exit, true);
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(actor = %self.path, "rejuvenating actor");
+                continue;
+            }
             let Some(parent) = self.parent.upgrade() else {
                 return;
             };
             let decision = parent.decide(self.identity(), &exit);
-            let restarting = matches!(decision, Decision::Restart { .. });
-            if let Exit::Crash(report) = &exit {
-                self.crashes.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(actor = %self.path, crash = %report, restarting, "actor crashed");
-            }
-            self.set_state(if restarting {
-                SlotState::Restarting
-            } else {
-                self.state()
-            });
-            self.fire_monitors(&exit, restarting);
-            match decision {
-                Decision::Restart {
-                    scope: crate::supervisor::Scope::One,
-                    delay,
-                } => {
+            match self.after_exit(&parent, &exit, decision) {
+                Some(delay) => {
+                    self.expect_ready_in(delay);
                     if !delay.is_zero() {
                         self.shared.clock.sleep(delay).await;
                     }
                     self.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
                 }
-                Decision::Remove => {
-                    self.kill();
-                    return;
-                }
-                Decision::Ignore => return,
-                other => {
-                    if let Decision::Restart { scope, .. } = other {
-                        parent.abort_group(self.identity(), scope);
-                    }
-                    let me: Arc<dyn ChildHandle> = self.clone();
-                    parent.submit(me, other);
-                    return;
-                }
+                None => return,
             }
         }
+    }
+
+    /// Reports an exit and carries out the decision, except a one-for-one restart, which it
+    /// returns (with its delay) for the caller to do.
+    fn after_exit(self: &Arc<Self>, parent: &Arc<SupNode>, exit: &Exit, decision: Decision) -> Option<Duration> {
+        let restarting = matches!(decision, Decision::Restart { .. });
+        if let Exit::Crash(report) = exit {
+            self.crashes.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(actor = %self.path, crash = %report, restarting, "actor crashed");
+        }
+        if restarting {
+            self.set_state(SlotState::Restarting);
+        }
+        self.fire_monitors(exit, restarting);
+        match decision {
+            Decision::Restart {
+                scope: Scope::One,
+                delay,
+            } => Some(delay),
+            Decision::Remove => {
+                self.kill();
+                None
+            }
+            Decision::Ignore => None,
+            other => {
+                if let Decision::Restart { scope, .. } = other {
+                    parent.abort_group(self.identity(), scope);
+                }
+                let me: Arc<dyn ChildHandle> = self.clone();
+                parent.submit(me, other);
+                None
+            }
+        }
+    }
+
+    /// Records when the slot should serve again: after `delay` and a typical `start`.
+    fn expect_ready_in(&self, delay: Duration) {
+        let at = self.shared.clock.nanos() + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
+        self.ready_at.store(at, Ordering::Relaxed);
+    }
+
+    /// `Some(estimate)` when the slot is recovering and will not serve before `deadline`: the
+    /// caller gets `RetryAfter` at once instead of waiting to time out. The estimate is spread
+    /// over [n, 1.5 n] so that callers do not all come back at the same instant.
+    pub(crate) fn retry_after(&self, deadline: crate::clock::Instant) -> Option<Duration> {
+        // Relaxed: a hint; a stale value only makes the caller wait in the mailbox or retry.
+        let ready = self.ready_at.load(Ordering::Relaxed);
+        if ready == 0 || ready <= self.shared.clock.nanos_of(deadline) {
+            return None;
+        }
+        let wait = ready.saturating_sub(self.shared.clock.nanos()).max(1_000_000);
+        Some(Duration::from_nanos(wait + self.shared.random() % (wait / 2 + 1)))
+    }
+
+    /// Asks the running instance to end after its current message and start again.
+    pub(crate) fn request_rejuvenation(&self) {
+        self.rejuvenate.store(1, Ordering::Relaxed);
+        self.mailbox.wake_consumer();
     }
 
     fn fire_monitors(&self, exit: &Exit, restarting: bool) {
         let reason = match exit {
             Exit::Crash(r) => DownReason::Crashed(r.clone()),
             Exit::Normal => DownReason::Ended,
+            Exit::Rejuvenated => DownReason::Rejuvenated,
         };
         self.monitors.fire(&Down {
             id: self.id,
@@ -224,32 +343,78 @@ impl<A: Actor> Slot<A> {
     /// One instance: recover in `start`, then handle messages until it crashes or stops.
     async fn incarnation(self: Arc<Self>) -> Exit {
         self.set_state(SlotState::Starting);
+        self.rejuvenate.store(0, Ordering::Relaxed);
+        let clock = self.shared.clock.clone();
+        let began = clock.nanos();
+        if self.ready_at.load(Ordering::Relaxed) == 0 {
+            self.expect_ready_in(Duration::ZERO);
+        }
         let mut ctx = Context::new(ActorRef::from_slot(self.clone()));
         let mut actor = match crash::catch(A::start(&self.args, &mut ctx)).await {
             Ok(Ok(actor)) => actor,
             Ok(Err(e)) => return self.crash(CrashReason::StartFailed(e.to_string()), None),
             Err(panic) => return self.crash(panic, None),
         };
+        let took = clock.nanos().saturating_sub(began);
+        let ewma = self.start_ewma.load(Ordering::Relaxed);
+        self.start_ewma.store(
+            if ewma == 0 { took.max(1) } else { (3 * ewma + took) / 4 },
+            Ordering::Relaxed,
+        );
+        self.ready_at.store(0, Ordering::Relaxed);
         self.set_state(SlotState::Running);
+        let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
+        let mut handled_here = 0u64;
         loop {
-            let Some(env) = self.mailbox.pop().await else {
-                return Exit::Normal;
+            let next = poll_fn(|cx| {
+                if self.rejuvenate.load(Ordering::Relaxed) != 0 {
+                    return Poll::Ready(Next::Rejuvenate);
+                }
+                if let Some(age) = age.as_mut() {
+                    if age.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Next::Rejuvenate);
+                    }
+                }
+                self.mailbox.poll_pop(cx).map(Next::Envelope)
+            })
+            .await;
+            let env = match next {
+                Next::Envelope(Some(env)) => env,
+                Next::Envelope(None) => return Exit::Normal,
+                Next::Rejuvenate => return Exit::Rejuvenated,
             };
-            let now = self.shared.clock.now();
+            let now = clock.now();
             if env.header.is_expired(now) {
                 expire(&self.path, env);
                 continue;
             }
             let (msg, guard) = InFlight::take(env, &self);
+            let key = guard.header.key.map(|k| k.get());
+            if let (Some(dedup), Some(k)) = (&self.dedup, key) {
+                if let Some(reply) = dedup.get(k) {
+                    // Seen before: answered from the window, not executed again.
+                    guard.reply(reply);
+                    continue;
+                }
+            }
             ctx.set_header(Some(guard.header));
             let span = tracing::debug_span!("envelope", actor = %self.path, id = guard.header.id.get(), attempt = guard.header.attempt);
+            // Relaxed: the watchdog only needs to see it eventually.
+            self.busy_since.store(clock.nanos_of(now), Ordering::Relaxed);
             let outcome = {
                 let _enter = span.enter();
                 crash::catch(actor.handle(msg, &mut ctx)).await
             };
+            self.busy_since.store(0, Ordering::Relaxed);
             self.handled.fetch_add(1, Ordering::Relaxed);
             match outcome {
-                Ok(Ok(reply)) => guard.reply(reply),
+                Ok(Ok(reply)) => match (&self.dedup, key) {
+                    (Some(dedup), Some(k)) => {
+                        dedup.insert(k, (dedup.clone)(&reply));
+                        guard.reply(reply);
+                    }
+                    _ => guard.reply(reply),
+                },
                 Ok(Err(e)) => {
                     let header = guard.header;
                     let exit = self.crash(CrashReason::HandleFailed(e.to_string()), Some(header));
@@ -266,6 +431,10 @@ impl<A: Actor> Slot<A> {
             ctx.set_header(None);
             if ctx.stop_requested() {
                 return Exit::Normal;
+            }
+            handled_here += 1;
+            if self.opts.rejuvenate_messages.is_some_and(|n| handled_here >= n) {
+                return Exit::Rejuvenated;
             }
         }
     }
@@ -334,7 +503,7 @@ impl<'a, A: Actor> InFlight<'a, A> {
         self.armed = false;
         let report = match exit {
             Exit::Crash(r) => r.clone(),
-            Exit::Normal => unreachable!("crashed() is only called with a crash"),
+            Exit::Normal | Exit::Rejuvenated => unreachable!("crashed() is only called with a crash"),
         };
         self.settle(report);
     }
@@ -385,6 +554,10 @@ impl<A: Actor> ChildHandle for Slot<A> {
         &self.path
     }
 
+    fn rejuvenate(&self) {
+        self.request_rejuvenation();
+    }
+
     fn identity(&self) -> *const () {
         Slot::identity(self)
     }
@@ -397,7 +570,11 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         life.launched = true;
         self.set_state(SlotState::Starting);
-        let task = self.shared.exec.spawn(me.run());
+        let task = if self.opts.dedicated {
+            self.shared.exec.spawn_thread(&self.path, me.run())
+        } else {
+            self.shared.exec.spawn(me.run())
+        };
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
     }
@@ -411,8 +588,11 @@ impl<A: Actor> ChildHandle for Slot<A> {
             a.abort();
         }
         life.timers.drain(..).for_each(|t| t.abort());
+        drop(life);
+        self.busy_since.store(0, Ordering::Relaxed);
         if self.state() != SlotState::Dead {
             self.set_state(SlotState::Restarting);
+            self.expect_ready_in(Duration::ZERO);
         }
     }
 
@@ -420,7 +600,10 @@ impl<A: Actor> ChildHandle for Slot<A> {
         let task = self.life.lock().task.take();
         Box::pin(async move {
             if let Some(task) = task {
-                task.join().await;
+                // A task stuck in blocking code never sees its abort: it is abandoned and counted.
+                if !task.join_within(self.shared.config.policy.abandon_after()).await {
+                    self.shared.abandoned(&self.path);
+                }
             }
         })
     }
@@ -428,5 +611,48 @@ impl<A: Actor> ChildHandle for Slot<A> {
     fn kill(&self) {
         ChildHandle::abort(self);
         Slot::kill(self);
+    }
+}
+
+impl<A: Actor> Inspect for Slot<A> {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            path: self.path.to_string(),
+            stats: Some(self.stats()),
+        }
+    }
+
+    fn is_hung(&self, now: u64) -> bool {
+        let busy = self.busy_since.load(Ordering::Relaxed);
+        busy != 0 && now.saturating_sub(busy) > self.opts.handling.as_nanos() as u64
+    }
+
+    /// The watchdog's crash-restart: power off from outside first, then the usual decision.
+    fn hang(&self, now: u64) {
+        let Some(me) = self.myself() else { return };
+        let busy = self.busy_since.swap_zero();
+        if busy == 0 {
+            return; // finished meanwhile
+        }
+        let reason = CrashReason::Hung {
+            busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
+            lease_ms: self.opts.handling.as_millis(),
+        };
+        ChildHandle::abort(self);
+        let exit = self.crash(reason, None);
+        let Some(parent) = self.parent.upgrade() else { return };
+        let decision = parent.decide(self.identity(), &exit);
+        if let Some(delay) = me.after_exit(&parent, &exit, decision) {
+            // The task is aborted (or stuck): the supervisor joins it, within bounds, and relaunches.
+            let me: Arc<dyn ChildHandle> = me.clone();
+            parent.submit(
+                me,
+                Decision::Restart {
+                    scope: Scope::One,
+                    delay,
+                },
+            );
+        }
     }
 }

@@ -27,8 +27,9 @@ use crate::crash::{CrashReason, CrashReport};
 use crate::error::SpawnError;
 use crate::mailbox::Mailbox;
 use crate::registry::ActorId;
+use crate::registry::{Inspect, Snapshot};
 use crate::rt::{AbortHandle, Task};
-use crate::slot::Slot;
+use crate::slot::{Dedup, Slot, SlotOptions};
 use crate::sync::{Arc, Mutex, Weak};
 use crate::system::Shared;
 
@@ -125,6 +126,8 @@ impl Backoff {
 pub(crate) enum Exit {
     Normal,
     Crash(Arc<CrashReport>),
+    /// Ended on purpose after its current message, to be started again (rejuvenation).
+    Rejuvenated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +158,8 @@ pub(crate) trait ChildHandle: Send + Sync + 'static {
     fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// Aborts and removes it for good.
     fn kill(&self);
+    /// Planned restart through the crash path, after the current message (a subtree: every actor).
+    fn rejuvenate(&self);
 }
 
 /// A declared child of a supervisor: an actor ([`ActorSpec`]) or a supervisor ([`SupervisorSpec`]).
@@ -185,6 +190,11 @@ pub struct ActorSpec<A: Actor> {
     args: A::Args,
     restart: Restart,
     capacity: Option<usize>,
+    handling: Option<Duration>,
+    rejuvenate_messages: Option<u64>,
+    rejuvenate_age: Option<Duration>,
+    dedicated: bool,
+    dedup: Option<Dedup<A::Reply>>,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -206,6 +216,11 @@ impl<A: Actor> ActorSpec<A> {
             args,
             restart: Restart::Permanent,
             capacity: None,
+            handling: None,
+            rejuvenate_messages: None,
+            rejuvenate_age: None,
+            dedicated: false,
+            dedup: None,
             _actor: PhantomData,
         }
     }
@@ -230,16 +245,64 @@ impl<A: Actor> ActorSpec<A> {
         self
     }
 
+    /// Sets the handling lease: the watchdog crash-restarts the actor when one message runs longer
+    /// (never longer than the policy's `max_handling`).
+    pub fn handling_lease(mut self, lease: Duration) -> Self {
+        self.handling = Some(lease);
+        self
+    }
+
+    /// Rejuvenation: restart the actor preemptively after it has handled `n` messages.
+    pub fn rejuvenate_after_messages(mut self, n: u64) -> Self {
+        self.rejuvenate_messages = Some(n.max(1));
+        self
+    }
+
+    /// Rejuvenation: restart the actor preemptively once an instance is `age` old.
+    pub fn rejuvenate_after(mut self, age: Duration) -> Self {
+        self.rejuvenate_age = Some(age);
+        self
+    }
+
+    /// Runs the actor on a dedicated OS thread, for actors that must block: blocking there starves
+    /// no other actor. Supervision, mailbox and watchdog are the same; an instance stuck for good is
+    /// abandoned with its thread and replaced on a new one.
+    pub fn blocking(mut self) -> Self {
+        self.dedicated = true;
+        self
+    }
+
     fn build(self, parent: &Arc<SupNode>) -> Result<Arc<Slot<A>>, SpawnError> {
         let shared = parent.shared.clone();
         let capacity = self.capacity.unwrap_or(shared.config.mailbox_capacity);
         let weak = Arc::downgrade(parent);
         let args = self.args;
+        let opts = SlotOptions {
+            handling: shared.config.policy.handling(self.handling),
+            rejuvenate_messages: self.rejuvenate_messages,
+            rejuvenate_age: self.rejuvenate_age,
+            dedicated: self.dedicated,
+        };
+        let dedup = self.dedup;
         let slot = shared.registry.insert(&parent.path, self.name.as_deref(), |id, path| {
-            Slot::<A>::new(id, path, shared.clone(), args, capacity, weak)
+            Slot::<A>::new(id, path, shared.clone(), args, capacity, weak, opts, dedup)
         })?;
         parent.adopt(slot.clone(), self.restart)?;
         Ok(slot)
+    }
+}
+
+impl<A: Actor> ActorSpec<A>
+where
+    A::Reply: Clone,
+{
+    /// Keeps a window of the last `window` idempotency keys and their replies: a keyed request
+    /// (see `Ask::key`) repeated within the window is answered from it and not executed again.
+    /// The window lives in the slot, so it survives restarts of the actor (not of the process: for
+    /// that, use `store::StoreExt::apply_once`).
+    pub fn dedup(mut self, window: usize) -> Self {
+        self.dedup = Some(Dedup::new(window, A::Reply::clone));
+        self
     }
 }
 
@@ -603,6 +666,10 @@ impl ChildHandle for SupNode {
         &self.path
     }
 
+    fn rejuvenate(&self) {
+        SupNode::rejuvenate(self);
+    }
+
     fn identity(&self) -> *const () {
         SupNode::identity(self)
     }
@@ -659,6 +726,26 @@ impl ChildHandle for SupNode {
     }
 }
 
+impl Inspect for SupNode {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            path: self.path.to_string(),
+            stats: None,
+        }
+    }
+}
+
+impl SupNode {
+    /// Rejuvenates every actor of the subtree: each ends after its current message and starts
+    /// again; requests meanwhile wait in the mailboxes (within their deadlines) instead of failing.
+    pub(crate) fn rejuvenate(&self) {
+        for child in self.snapshot() {
+            child.rejuvenate();
+        }
+    }
+}
+
 impl<A: Actor> Slot<A> {
     fn launch_child(&self) {
         ChildHandle::launch(self);
@@ -706,6 +793,11 @@ impl SupervisorRef {
     pub fn child<A: Actor>(&self, name: &str) -> Option<ActorRef<A>> {
         let path = join_path(&self.node.path, name);
         self.node.shared.lookup_actor(&path)
+    }
+
+    /// Rejuvenates the whole subtree (see [`ActorRef::rejuvenate`]).
+    pub fn rejuvenate(&self) {
+        self.node.rejuvenate();
     }
 
     /// A named supervisor child.

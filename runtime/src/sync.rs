@@ -39,6 +39,10 @@ macro_rules! atomic {
             pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
                 self.0.fetch_add(v, order)
             }
+            /// Takes the value, leaving 0. AcqRel: a single owner of what the value stood for.
+            pub(crate) fn swap_zero(&self) -> $int {
+                self.0.swap(0, Ordering::AcqRel)
+            }
         }
     };
 }

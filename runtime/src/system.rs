@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     ids: AtomicU64,
     rng: AtomicU64,
     failure: watch::Sender<Option<Arc<CrashReport>>>,
+    // Relaxed: a count compared with a threshold.
+    abandoned: AtomicU64,
 }
 
 impl Shared {
@@ -69,6 +71,29 @@ impl Shared {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// A task did not end after its abort (stuck in blocking code): it is left behind. Past the
+    /// policy's threshold the system gives up, so the process is restarted from outside.
+    pub(crate) fn abandoned(&self, path: &str) {
+        let n = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(actor = %path, abandoned = n, "task did not stop after its abort; abandoned");
+        if n > u64::from(self.config.policy.max_abandoned()) {
+            let report = CrashReport {
+                path: "/".into(),
+                reason: crate::crash::CrashReason::TooManyAbandoned { abandoned: n as u32 },
+                envelope: None,
+            };
+            self.fail(Arc::new(report));
+        }
+    }
+
+    /// One watchdog pass: crash-restart every actor past its handling lease.
+    fn watch(&self) {
+        let now = self.clock.nanos();
+        for hung in self.registry.hung(now) {
+            hung.hang(now);
+        }
     }
 
     pub(crate) fn fail(&self, report: Arc<CrashReport>) {
@@ -120,12 +145,14 @@ pub struct System {
 struct Inner {
     shared: Arc<Shared>,
     root: Arc<SupNode>,
+    watchdog: crate::rt::AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The power-off switch: abort every task of the tree. Nothing inside is asked to cooperate.
         ChildHandle::abort(&*self.root);
+        self.watchdog.abort();
     }
 }
 
@@ -171,14 +198,26 @@ impl SystemBuilder {
             ids: AtomicU64::new(0),
             rng: AtomicU64::new(seed),
             failure,
+            abandoned: AtomicU64::new(0),
         });
         let spec = self
             .root
             .unwrap_or_else(|| SupervisorSpec::new("root", Strategy::OneForOne));
         let root = SupNode::build(spec, shared.clone(), None)?;
         root.launch();
+        let watchdog = {
+            let shared = shared.clone();
+            let every = shared.config.watchdog_every.max(Duration::from_millis(1));
+            shared.exec.clone().spawn(async move {
+                loop {
+                    shared.clock.sleep(every).await;
+                    shared.watch();
+                }
+            })
+        };
+        let watchdog = watchdog.abort_handle();
         Ok(System {
-            inner: Arc::new(Inner { shared, root }),
+            inner: Arc::new(Inner { shared, root, watchdog }),
         })
     }
 }
@@ -231,6 +270,16 @@ impl System {
     /// been reused since) or an id of another type.
     pub fn get<A: Actor>(&self, id: ActorId) -> Result<ActorRef<A>, Error> {
         self.inner.shared.get_actor(id)
+    }
+
+    /// Progress counters of every actor and supervisor of the tree.
+    pub fn snapshot(&self) -> Vec<crate::registry::Snapshot> {
+        self.inner.shared.registry.snapshots()
+    }
+
+    /// Tasks abandoned so far (stuck in blocking code after their abort).
+    pub fn abandoned(&self) -> u64 {
+        self.inner.shared.abandoned.load(Ordering::Relaxed)
     }
 
     /// Number of live slots (actors and supervisors, the root included).
