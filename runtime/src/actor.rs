@@ -172,6 +172,32 @@ impl<A: Actor> Context<A> {
         crate::timer::send_interval(&self.myself, period, make)
     }
 
+    /// Takes a lease on `resource` for this actor (holder: its path), for `ttl` (cut to the
+    /// policy's `max_lease`). The runtime renews it every third of `ttl` while this instance runs;
+    /// when the instance crashes the renewals stop and the lease simply expires. A restarted
+    /// instance takes it over with a newer token.
+    pub fn lease(&self, resource: &str, ttl: Duration) -> Result<crate::Lease, crate::LeaseError> {
+        let slot = self.myself.slot();
+        let shared = slot.shared.clone();
+        let ttl = shared.config.policy.lease(ttl);
+        let lease = shared.leases.acquire(resource, self.myself.path(), ttl, shared.clock.now())?;
+        let mut current = lease.clone();
+        let renewals = shared.exec.spawn({
+            let shared = shared.clone();
+            async move {
+                loop {
+                    shared.clock.sleep(ttl / 3).await;
+                    match shared.leases.renew(&current, ttl, shared.clock.now()) {
+                        Ok(l) => current = l,
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        slot.add_timer(renewals.abort_handle());
+        Ok(lease)
+    }
+
     /// Watches `target`: every time it crashes or ends, `to_msg(down)` is sent to this actor.
     ///
     /// Registering the same target again (say, from `start` after a restart) replaces the earlier

@@ -150,6 +150,7 @@ struct Opts<'a, A: Actor> {
     key: Option<std::num::NonZeroU64>,
     attempt: u32,
     retrying: bool,
+    attempt_timeout: Option<Duration>,
 }
 
 impl<'a, A: Actor> Opts<'a, A> {
@@ -163,6 +164,7 @@ impl<'a, A: Actor> Opts<'a, A> {
             key: None,
             attempt: 1,
             retrying: false,
+            attempt_timeout: None,
         }
     }
 
@@ -369,6 +371,14 @@ impl<'a, A: Actor> Ask<'a, A> {
         self.opts.retrying = true;
         self
     }
+
+    /// Bounds each attempt of a retrying ask (by default an attempt may use all the time left):
+    /// an attempt that times out, or that gets `RetryAfter` because the actor will not recover
+    /// within it, is retried while the overall deadline allows.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.attempt_timeout = Some(timeout);
+        self
+    }
 }
 
 /// One attempt of an ask.
@@ -410,14 +420,16 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
             }
             let shared = opts.target.slot.shared.clone();
             let policy = &shared.config.policy;
-            // One deadline for all attempts.
+            // One deadline for all attempts; each attempt may be bounded more tightly.
             let deadline = opts.deadline(shared.clock.now());
-            opts.deadline = Some(deadline);
             opts.ttl = None;
             loop {
+                let now = shared.clock.now();
+                opts.deadline = Some(opts.attempt_timeout.map_or(deadline, |t| deadline.min(now + t)));
                 let err = match ask_once(&opts, msg.clone()).await {
                     Ok(reply) => return Ok(reply),
                     Err(e @ (Error::RetryAfter(_) | Error::MailboxFull | Error::Crashed(_))) => e,
+                    Err(Error::Expired) if shared.clock.now() < deadline => Error::Expired,
                     Err(e) => return Err(e),
                 };
                 if opts.attempt > policy.max_retries() {

@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     failure: watch::Sender<Option<Arc<CrashReport>>>,
     // Relaxed: a count compared with a threshold.
     abandoned: AtomicU64,
+    pub(crate) leases: crate::lease::Leases,
 }
 
 impl Shared {
@@ -199,6 +200,7 @@ impl SystemBuilder {
             rng: AtomicU64::new(seed),
             failure,
             abandoned: AtomicU64::new(0),
+            leases: Default::default(),
         });
         let spec = self
             .root
@@ -275,6 +277,11 @@ impl System {
     /// Progress counters of every actor and supervisor of the tree.
     pub fn snapshot(&self) -> Vec<crate::registry::Snapshot> {
         self.inner.shared.registry.snapshots()
+    }
+
+    /// The system's in-memory leases.
+    pub fn leases(&self) -> crate::lease::LeaseTable {
+        crate::lease::LeaseTable { shared: self.inner.shared.clone() }
     }
 
     /// Tasks abandoned so far (stuck in blocking code after their abort).

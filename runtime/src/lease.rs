@@ -1,0 +1,141 @@
+//! Leases on in-memory resources: held for a bounded time, renewed while the owner lives, and
+//! simply expiring when it crashes. Durable leases are the stores' (`store::Store::acquire_lease`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::clock::Instant;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::system::Shared;
+
+/// A lease: `holder` may use `resource` until `expires_at`, proven by a fencing `token` that only
+/// grows, so that work done under an older lease can be refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The resource.
+    pub resource: String,
+    /// Who holds it.
+    pub holder: String,
+    /// The fencing token.
+    pub token: u64,
+    /// When it lapses unless renewed.
+    pub expires_at: Instant,
+}
+
+/// Why a lease was not granted or renewed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseError {
+    /// Another holder has it.
+    Held {
+        /// Its holder.
+        holder: String,
+        /// Until it lapses.
+        remaining: Duration,
+    },
+    /// The lease expired or was taken over.
+    Lost,
+    /// A zero duration or an empty resource name.
+    BadInput(String),
+}
+
+impl fmt::Display for LeaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseError::Held { holder, remaining } => {
+                write!(f, "held by {holder} for {} ms more", remaining.as_millis())
+            }
+            LeaseError::Lost => write!(f, "lease lost"),
+            LeaseError::BadInput(m) => write!(f, "bad lease request: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for LeaseError {}
+
+#[derive(Debug)]
+struct Entry {
+    holder: String,
+    token: u64,
+    expires_at: Instant,
+}
+
+/// The leases of one system.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    map: Mutex<HashMap<String, Entry>>,
+    // Relaxed: only uniqueness and growth matter (taken under `map`'s lock).
+    tokens: AtomicU64,
+}
+
+impl Leases {
+    pub(crate) fn acquire(&self, resource: &str, holder: &str, ttl: Duration, now: Instant) -> Result<Lease, LeaseError> {
+        if resource.is_empty() || ttl.is_zero() {
+            return Err(LeaseError::BadInput("the resource name and the duration must not be empty".into()));
+        }
+        let mut map = self.map.lock();
+        if let Some(e) = map.get(resource) {
+            if e.expires_at > now && e.holder != holder {
+                return Err(LeaseError::Held { holder: e.holder.clone(), remaining: e.expires_at - now });
+            }
+        }
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
+        let expires_at = now + ttl;
+        map.insert(resource.to_owned(), Entry { holder: holder.to_owned(), token, expires_at });
+        Ok(Lease { resource: resource.to_owned(), holder: holder.to_owned(), token, expires_at })
+    }
+
+    pub(crate) fn renew(&self, lease: &Lease, ttl: Duration, now: Instant) -> Result<Lease, LeaseError> {
+        let mut map = self.map.lock();
+        match map.get_mut(&lease.resource) {
+            Some(e) if e.token == lease.token && e.expires_at > now => {
+                e.expires_at = now + ttl;
+                Ok(Lease { expires_at: e.expires_at, ..lease.clone() })
+            }
+            _ => Err(LeaseError::Lost),
+        }
+    }
+
+    pub(crate) fn release(&self, lease: &Lease) {
+        let mut map = self.map.lock();
+        if map.get(&lease.resource).is_some_and(|e| e.token == lease.token) {
+            map.remove(&lease.resource);
+        }
+    }
+
+    pub(crate) fn is_current(&self, lease: &Lease, now: Instant) -> bool {
+        self.map.lock().get(&lease.resource).is_some_and(|e| e.token == lease.token && e.expires_at > now)
+    }
+}
+
+/// The lease table of a [`System`](crate::System), for code outside actors (actors use
+/// [`Context::lease`](crate::Context::lease), which renews for them).
+#[derive(Clone, Debug)]
+pub struct LeaseTable {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LeaseTable {
+    /// Takes `resource` for `holder` for `ttl` (cut to the policy's `max_lease`). The same holder
+    /// takes it over with a new token.
+    pub fn acquire(&self, resource: &str, holder: &str, ttl: Duration) -> Result<Lease, LeaseError> {
+        let ttl = self.shared.config.policy.lease(ttl);
+        self.shared.leases.acquire(resource, holder, ttl, self.shared.clock.now())
+    }
+
+    /// Extends a current lease.
+    pub fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LeaseError> {
+        let ttl = self.shared.config.policy.lease(ttl);
+        self.shared.leases.renew(lease, ttl, self.shared.clock.now())
+    }
+
+    /// Gives a lease up (a no-op when it is no longer current).
+    pub fn release(&self, lease: &Lease) {
+        self.shared.leases.release(lease);
+    }
+
+    /// Whether `lease` is still the current one (the fencing check).
+    pub fn is_current(&self, lease: &Lease) -> bool {
+        self.shared.leases.is_current(lease, self.shared.clock.now())
+    }
+}
