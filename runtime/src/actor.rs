@@ -180,7 +180,9 @@ impl<A: Actor> Context<A> {
         let slot = self.myself.slot();
         let shared = slot.shared.clone();
         let ttl = shared.config.policy.lease(ttl);
-        let lease = shared.leases.acquire(resource, self.myself.path(), ttl, shared.clock.now())?;
+        let lease = shared
+            .leases
+            .acquire(resource, self.myself.path(), ttl, shared.clock.now())?;
         let mut current = lease.clone();
         let renewals = shared.exec.spawn({
             let shared = shared.clone();

@@ -69,20 +69,43 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
-    pub(crate) fn acquire(&self, resource: &str, holder: &str, ttl: Duration, now: Instant) -> Result<Lease, LeaseError> {
+    pub(crate) fn acquire(
+        &self,
+        resource: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<Lease, LeaseError> {
         if resource.is_empty() || ttl.is_zero() {
-            return Err(LeaseError::BadInput("the resource name and the duration must not be empty".into()));
+            return Err(LeaseError::BadInput(
+                "the resource name and the duration must not be empty".into(),
+            ));
         }
         let mut map = self.map.lock();
         if let Some(e) = map.get(resource) {
             if e.expires_at > now && e.holder != holder {
-                return Err(LeaseError::Held { holder: e.holder.clone(), remaining: e.expires_at - now });
+                return Err(LeaseError::Held {
+                    holder: e.holder.clone(),
+                    remaining: e.expires_at - now,
+                });
             }
         }
         let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         let expires_at = now + ttl;
-        map.insert(resource.to_owned(), Entry { holder: holder.to_owned(), token, expires_at });
-        Ok(Lease { resource: resource.to_owned(), holder: holder.to_owned(), token, expires_at })
+        map.insert(
+            resource.to_owned(),
+            Entry {
+                holder: holder.to_owned(),
+                token,
+                expires_at,
+            },
+        );
+        Ok(Lease {
+            resource: resource.to_owned(),
+            holder: holder.to_owned(),
+            token,
+            expires_at,
+        })
     }
 
     pub(crate) fn renew(&self, lease: &Lease, ttl: Duration, now: Instant) -> Result<Lease, LeaseError> {
@@ -90,7 +113,10 @@ impl Leases {
         match map.get_mut(&lease.resource) {
             Some(e) if e.token == lease.token && e.expires_at > now => {
                 e.expires_at = now + ttl;
-                Ok(Lease { expires_at: e.expires_at, ..lease.clone() })
+                Ok(Lease {
+                    expires_at: e.expires_at,
+                    ..lease.clone()
+                })
             }
             _ => Err(LeaseError::Lost),
         }
@@ -104,7 +130,10 @@ impl Leases {
     }
 
     pub(crate) fn is_current(&self, lease: &Lease, now: Instant) -> bool {
-        self.map.lock().get(&lease.resource).is_some_and(|e| e.token == lease.token && e.expires_at > now)
+        self.map
+            .lock()
+            .get(&lease.resource)
+            .is_some_and(|e| e.token == lease.token && e.expires_at > now)
     }
 }
 
@@ -120,7 +149,9 @@ impl LeaseTable {
     /// takes it over with a new token.
     pub fn acquire(&self, resource: &str, holder: &str, ttl: Duration) -> Result<Lease, LeaseError> {
         let ttl = self.shared.config.policy.lease(ttl);
-        self.shared.leases.acquire(resource, holder, ttl, self.shared.clock.now())
+        self.shared
+            .leases
+            .acquire(resource, holder, ttl, self.shared.clock.now())
     }
 
     /// Extends a current lease.

@@ -281,7 +281,9 @@ impl System {
 
     /// The system's in-memory leases.
     pub fn leases(&self) -> crate::lease::LeaseTable {
-        crate::lease::LeaseTable { shared: self.inner.shared.clone() }
+        crate::lease::LeaseTable {
+            shared: self.inner.shared.clone(),
+        }
     }
 
     /// Tasks abandoned so far (stuck in blocking code after their abort).
