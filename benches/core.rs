@@ -307,6 +307,49 @@ fn one_for_all_1000(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the communication layer (policy clamps, RetryAfter checks, retrying asks, the watchdog
+/// scanning every 50 ms) adds to a plain tell/ask on the same runtime.
+fn comm_overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let mk = |watchdog: Duration| {
+        rt.block_on(async {
+            let config = Config { watchdog_every: watchdog, ..Config::default() };
+            let sys = System::builder().config(config).start().unwrap();
+            // 1,000 idle actors for the watchdog to scan, as in a real service.
+            for _ in 0..1_000 {
+                sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+            }
+            let a = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+            (sys, a)
+        })
+    };
+    let (_plain_sys, plain) = mk(Duration::from_secs(3600));
+    let (_full_sys, full) = mk(Duration::from_millis(50));
+    let mut g = c.benchmark_group("comm_overhead");
+    g.bench_function("ask_plain", |b| b.to_async(&rt).iter(|| async { plain.ask(Msg::Get).await.unwrap() }));
+    g.bench_function("ask_full", |b| {
+        b.to_async(&rt).iter(|| async { full.ask(Msg::Get).ttl(Duration::from_secs(1)).idempotent().retrying().await.unwrap() })
+    });
+    g.sample_size(20);
+    g.bench_function("tell_100k_plain", |b| {
+        b.to_async(&rt).iter(|| async {
+            for _ in 0..100_000 {
+                plain.tell(Msg::Add(1)).await.unwrap();
+            }
+            plain.ask(Msg::Get).await.unwrap()
+        })
+    });
+    g.bench_function("tell_100k_full", |b| {
+        b.to_async(&rt).iter(|| async {
+            for _ in 0..100_000 {
+                full.tell(Msg::Add(1)).ttl(Duration::from_secs(1)).idempotent().await.unwrap();
+            }
+            full.ask(Msg::Get).await.unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));
 }
@@ -318,6 +361,7 @@ fn all(c: &mut Criterion) {
     ask_round_trip(c);
     restart_latency(c);
     one_for_all_1000(c);
+    comm_overhead(c);
 }
 
 criterion_group!(benches, all);
