@@ -313,7 +313,10 @@ fn comm_overhead(c: &mut Criterion) {
     let rt = runtime();
     let mk = |watchdog: Duration| {
         rt.block_on(async {
-            let config = Config { watchdog_every: watchdog, ..Config::default() };
+            let config = Config {
+                watchdog_every: watchdog,
+                ..Config::default()
+            };
             let sys = System::builder().config(config).start().unwrap();
             // 1,000 idle actors for the watchdog to scan, as in a real service.
             for _ in 0..1_000 {
@@ -326,9 +329,18 @@ fn comm_overhead(c: &mut Criterion) {
     let (_plain_sys, plain) = mk(Duration::from_secs(3600));
     let (_full_sys, full) = mk(Duration::from_millis(50));
     let mut g = c.benchmark_group("comm_overhead");
-    g.bench_function("ask_plain", |b| b.to_async(&rt).iter(|| async { plain.ask(Msg::Get).await.unwrap() }));
+    g.bench_function("ask_plain", |b| {
+        b.to_async(&rt).iter(|| async { plain.ask(Msg::Get).await.unwrap() })
+    });
     g.bench_function("ask_full", |b| {
-        b.to_async(&rt).iter(|| async { full.ask(Msg::Get).ttl(Duration::from_secs(1)).idempotent().retrying().await.unwrap() })
+        b.to_async(&rt).iter(|| async {
+            full.ask(Msg::Get)
+                .ttl(Duration::from_secs(1))
+                .idempotent()
+                .retrying()
+                .await
+                .unwrap()
+        })
     });
     g.sample_size(20);
     g.bench_function("tell_100k_plain", |b| {
@@ -342,7 +354,11 @@ fn comm_overhead(c: &mut Criterion) {
     g.bench_function("tell_100k_full", |b| {
         b.to_async(&rt).iter(|| async {
             for _ in 0..100_000 {
-                full.tell(Msg::Add(1)).ttl(Duration::from_secs(1)).idempotent().await.unwrap();
+                full.tell(Msg::Add(1))
+                    .ttl(Duration::from_secs(1))
+                    .idempotent()
+                    .await
+                    .unwrap();
             }
             full.ask(Msg::Get).await.unwrap()
         })

@@ -58,6 +58,8 @@ mod actor;
 mod actor_ref;
 mod clock;
 mod crash;
+#[cfg(feature = "macros")]
+pub mod derive;
 mod envelope;
 mod error;
 mod lease;
@@ -94,10 +96,16 @@ pub use timer::Timer;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "macros")]
+pub use crashonly_macros::{messages, Actor};
+
 /// The names most code needs: `use crashonly::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Policy, Restart, Strategy,
         SupervisorSpec, System,
     };
+
+    #[cfg(feature = "macros")]
+    pub use crate::messages;
 }

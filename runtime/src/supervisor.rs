@@ -233,6 +233,12 @@ impl<A: Actor> ActorSpec<A> {
         }
     }
 
+    /// Sets the name (the child can then be looked up at `supervisor_path/name`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Sets the restart type.
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;

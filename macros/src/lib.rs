@@ -1,0 +1,544 @@
+//! Derive macros for [crashonly](https://docs.rs/crashonly) actors.
+//!
+//! - `#[derive(Actor)]` on a struct, with `#[actor(args = T, mailbox = 64, restart = "transient",
+//!   ttl = "2s", store_key = "cart")]`, all optional.
+//! - `#[messages]` on an `impl` block: every `#[message]` method becomes a variant of the actor's
+//!   message type and a typed method on `ActorRef<Self>` (through a trait named `<Type>Api`);
+//!   `#[message(idempotent)]` and `#[message(ttl = "700ms")]` set the envelope defaults; one
+//!   optional `#[start]` function is the recovery path.
+//!
+//! Everything generated names the runtime by absolute paths (`::crashonly::...`), so it works
+//! whatever the user has imported.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{
+    parse_macro_input, Attribute, DeriveInput, Error, Expr, ExprLit, FnArg, ImplItem, ImplItemFn, ItemImpl, Lit,
+    LitStr, Meta, Pat, ReturnType, Token, Type, Visibility,
+};
+
+/// Parses "700ms", "2s", "1m", "250us" into tokens building a `Duration`.
+fn duration(lit: &LitStr) -> syn::Result<TokenStream2> {
+    let v = lit.value();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let bad = || {
+        Error::new(
+            lit.span(),
+            format!("invalid duration {v:?}: expected a whole number and a unit: us, ms, s or m (like \"700ms\")"),
+        )
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(Error::new(lit.span(), "a duration must be greater than zero"));
+    }
+    Ok(match unit {
+        "us" => quote!(::core::time::Duration::from_micros(#n)),
+        "ms" => quote!(::core::time::Duration::from_millis(#n)),
+        "s" => quote!(::core::time::Duration::from_secs(#n)),
+        "m" => quote!(::core::time::Duration::from_secs(#n * 60)),
+        _ => return Err(bad()),
+    })
+}
+
+fn lit_str(expr: &Expr, what: &str) -> syn::Result<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+        other => Err(Error::new(
+            other.span(),
+            format!("`{what}` takes a string, like {what} = \"...\""),
+        )),
+    }
+}
+
+/// `#[derive(Actor)]`: records the `#[actor(..)]` settings for `#[messages]` and adds
+/// `fn spec(args) -> ActorSpec<Self>` with them applied.
+#[proc_macro_derive(Actor, attributes(actor))]
+pub fn derive_actor(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    derive_actor_impl(input)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(
+            input.generics.span(),
+            "#[derive(Actor)] does not support generic actors",
+        ));
+    }
+    let name = &input.ident;
+    let mut args: Type = syn::parse_quote!(Self);
+    let mut consts = Vec::new();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("actor")) {
+        let metas = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+        for meta in metas {
+            let Meta::NameValue(nv) = &meta else {
+                return Err(Error::new(
+                    meta.span(),
+                    "expected `key = value`: args, mailbox, restart, ttl or store_key",
+                ));
+            };
+            let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+            match key.as_str() {
+                "args" => {
+                    args = match &nv.value {
+                        Expr::Path(p) => Type::Path(syn::TypePath {
+                            qself: None,
+                            path: p.path.clone(),
+                        }),
+                        other => {
+                            syn::parse2(quote!(#other)).map_err(|_| Error::new(other.span(), "`args` takes a type"))?
+                        }
+                    }
+                }
+                "mailbox" => match &nv.value {
+                    Expr::Lit(ExprLit { lit: Lit::Int(n), .. }) if n.base10_parse::<usize>().is_ok_and(|n| n > 0) => {
+                        consts.push(
+                            quote!(const MAILBOX: ::core::option::Option<usize> = ::core::option::Option::Some(#n);),
+                        )
+                    }
+                    other => return Err(Error::new(other.span(), "`mailbox` takes a positive whole number")),
+                },
+                "restart" => {
+                    let s = lit_str(&nv.value, "restart")?;
+                    let variant = match s.value().as_str() {
+                        "permanent" => quote!(Permanent),
+                        "transient" => quote!(Transient),
+                        "temporary" => quote!(Temporary),
+                        _ => {
+                            return Err(Error::new(
+                                s.span(),
+                                "`restart` is \"permanent\", \"transient\" or \"temporary\"",
+                            ))
+                        }
+                    };
+                    consts.push(quote!(const RESTART: ::crashonly::Restart = ::crashonly::Restart::#variant;));
+                }
+                "ttl" => {
+                    let d = duration(&lit_str(&nv.value, "ttl")?)?;
+                    consts.push(quote!(const TTL: ::core::option::Option<::core::time::Duration> = ::core::option::Option::Some(#d);));
+                }
+                "store_key" => {
+                    let s = lit_str(&nv.value, "store_key")?;
+                    consts.push(quote!(const STORE_KEY: ::core::option::Option<&'static str> = ::core::option::Option::Some(#s);));
+                }
+                _ => {
+                    return Err(Error::new(
+                        nv.path.span(),
+                        "unknown actor setting: expected args, mailbox, restart, ttl or store_key",
+                    ))
+                }
+            }
+        }
+    }
+    let vis = &input.vis;
+    let store_key = if consts.iter().any(|c| c.to_string().contains("STORE_KEY")) {
+        quote!(<Self as ::crashonly::derive::ActorDefaults>::STORE_KEY)
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    Ok(quote! {
+        impl ::crashonly::derive::ActorDefaults for #name {
+            type Args = #args;
+            #(#consts)*
+        }
+
+        impl #name {
+            /// The store key of `#[actor(store_key = "..")]`, if any.
+            #[allow(dead_code)]
+            #vis const STORE_KEY: ::core::option::Option<&'static str> = #store_key;
+
+            /// A spec for this actor with the settings of its `#[actor(..)]` attribute.
+            #[allow(dead_code)]
+            #vis fn spec(args: <Self as ::crashonly::derive::ActorDefaults>::Args) -> ::crashonly::ActorSpec<Self> {
+                ::crashonly::derive::spec::<Self>(args)
+            }
+        }
+    })
+}
+
+struct MessageAttr {
+    idempotent: bool,
+    ttl: Option<TokenStream2>,
+}
+
+fn message_attr(attr: &Attribute) -> syn::Result<MessageAttr> {
+    let mut out = MessageAttr {
+        idempotent: false,
+        ttl: None,
+    };
+    if let Meta::List(list) = &attr.meta {
+        let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(list.tokens.clone())?;
+        for meta in metas {
+            match &meta {
+                Meta::Path(p) if p.is_ident("idempotent") => out.idempotent = true,
+                Meta::NameValue(nv) if nv.path.is_ident("ttl") => {
+                    out.ttl = Some(duration(&lit_str(&nv.value, "ttl")?)?)
+                }
+                other => {
+                    return Err(Error::new(
+                        other.span(),
+                        "unknown message setting: expected `idempotent` or `ttl = \"..\"`",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_context(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(r) => is_context(&r.elem),
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Context"),
+        _ => false,
+    }
+}
+
+fn pascal(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| p[..1].to_uppercase() + &p[1..])
+        .collect()
+}
+
+/// `#[messages]`: implements `Actor` for the type from its `#[message]` methods and its optional
+/// `#[start]` function, and adds a typed method per message on `ActorRef<Self>`.
+///
+/// `#[messages(clone_replies)]` also derives `Clone` for the reply type (every method's return type
+/// must then be `Clone`), which `ActorSpec::dedup` needs.
+#[proc_macro_attribute]
+pub fn messages(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let clone_replies = match attr.to_string().as_str() {
+        "" => false,
+        "clone_replies" => true,
+        _ => {
+            return Error::new(attr.span(), "#[messages] takes no arguments, or `clone_replies`")
+                .into_compile_error()
+                .into()
+        }
+    };
+    let item = parse_macro_input!(item as ItemImpl);
+    let self_ty = item.self_ty.clone();
+    messages_impl(item, clone_replies)
+        .unwrap_or_else(|e| {
+            // The error, plus a stand-in `Actor` impl so that it is the only error reported.
+            let err = e.into_compile_error();
+            quote! {
+                #err
+                impl ::crashonly::Actor for #self_ty {
+                    type Args = <Self as ::crashonly::derive::ActorDefaults>::Args;
+                    type Msg = ();
+                    type Reply = ();
+                    type Error = ::core::convert::Infallible;
+                    async fn start(_: &Self::Args, _: &mut ::crashonly::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
+                        ::core::unreachable!()
+                    }
+                    async fn handle(&mut self, _: (), _: &mut ::crashonly::Context<Self>) -> ::core::result::Result<(), Self::Error> {
+                        ::core::unreachable!()
+                    }
+                }
+            }
+        })
+        .into()
+}
+
+struct Msg {
+    method: syn::Ident,
+    variant: syn::Ident,
+    args: Vec<(syn::Ident, Type)>,
+    /// Where the context goes among the arguments, if the method takes one.
+    ctx_at: Option<usize>,
+    output: Type,
+    is_async: bool,
+    attr: MessageAttr,
+    docs: Vec<Attribute>,
+    vis: Visibility,
+}
+
+fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenStream2> {
+    if let Some((_, path, _)) = &item.trait_ {
+        return Err(Error::new(
+            path.span(),
+            "#[messages] goes on an inherent impl block, not a trait impl",
+        ));
+    }
+    if !item.generics.params.is_empty() {
+        return Err(Error::new(
+            item.generics.span(),
+            "#[messages] does not support generic impl blocks",
+        ));
+    }
+    let self_ty = (*item.self_ty).clone();
+    let Type::Path(tp) = &self_ty else {
+        return Err(Error::new(self_ty.span(), "#[messages] needs a named actor type"));
+    };
+    let type_name = tp.path.segments.last().expect("a path has a segment").ident.clone();
+    let msg_enum = format_ident!("{}Message", type_name);
+    let reply_enum = format_ident!("{}Reply", type_name);
+    let api = format_ident!("{}Api", type_name);
+
+    let mut msgs = Vec::new();
+    let mut start: Option<(syn::Ident, Option<Type>, bool)> = None;
+    for it in item.items.iter_mut() {
+        let ImplItem::Fn(f) = it else { continue };
+        if let Some(pos) = f.attrs.iter().position(|a| a.path().is_ident("start")) {
+            f.attrs.remove(pos);
+            start = Some(start_fn(f)?);
+            continue;
+        }
+        let Some(pos) = f.attrs.iter().position(|a| a.path().is_ident("message")) else {
+            continue;
+        };
+        let attr = message_attr(&f.attrs.remove(pos))?;
+        msgs.push(message_fn(f, attr)?);
+    }
+    if msgs.is_empty() {
+        return Err(Error::new(Span::call_site(), "#[messages] found no #[message] method"));
+    }
+    let vis = msgs[0].vis.clone();
+
+    let variants = msgs.iter().map(|m| {
+        let v = &m.variant;
+        let tys = m.args.iter().map(|(_, t)| t);
+        let docs = &m.docs;
+        quote!(#(#docs)* #v(#(#tys),*))
+    });
+    let reply_variants = msgs.iter().map(|m| {
+        let (v, o) = (&m.variant, &m.output);
+        quote!(#v(#o))
+    });
+    let arms = msgs.iter().map(|m| {
+        let (v, method) = (&m.variant, &m.method);
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let mut call_args: Vec<TokenStream2> = names.iter().map(|n| quote!(#n)).collect();
+        if let Some(at) = m.ctx_at {
+            call_args.insert(at, quote!(__crashonly_ctx));
+        }
+        let call = if m.is_async {
+            quote!(self.#method(#(#call_args),*).await)
+        } else {
+            quote!(self.#method(#(#call_args),*))
+        };
+        quote!(#msg_enum::#v(#(#names),*) => ::core::result::Result::Ok(#reply_enum::#v(#call)))
+    });
+    let (start_body, error_ty) = match &start {
+        Some((f, Some(err), is_async)) => {
+            let call = if *is_async {
+                quote!(Self::#f(args, ctx).await)
+            } else {
+                quote!(Self::#f(args, ctx))
+            };
+            (call, quote!(#err))
+        }
+        Some((f, None, is_async)) => {
+            let call = if *is_async {
+                quote!(Self::#f(args, ctx).await)
+            } else {
+                quote!(Self::#f(args, ctx))
+            };
+            (
+                quote!(::core::result::Result::Ok(#call)),
+                quote!(::core::convert::Infallible),
+            )
+        }
+        None => (
+            quote_spanned!(self_ty.span()=> {
+                let _ = ctx;
+                // Without a #[start] function, an actor starts as a copy of its arguments
+                // (`#[actor(args = ..)]` needs a #[start] function).
+                ::core::result::Result::Ok(<Self as ::core::clone::Clone>::clone(args))
+            }),
+            quote!(::core::convert::Infallible),
+        ),
+    };
+    let api_methods = msgs.iter().map(|m| {
+        let (method, v, o, docs) = (&m.method, &m.variant, &m.output, &m.docs);
+        let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let idem = m.attr.idempotent;
+        let ttl = match &m.attr.ttl {
+            Some(d) => quote!(::core::option::Option::Some(#d)),
+            None => quote!(<#self_ty as ::crashonly::derive::ActorDefaults>::TTL),
+        };
+        let sig = quote!(fn #method(&self, #(#params),*) -> ::crashonly::derive::Call<'_, #self_ty, #o>);
+        (
+            quote!(#(#docs)* #sig;),
+            quote! {
+                #sig {
+                    let ask = self.ask(#msg_enum::#v(#(#names),*)).set_idempotent(#idem);
+                    let ask = match #ttl { ::core::option::Option::Some(t) => ask.ttl(t), ::core::option::Option::None => ask };
+                    ::crashonly::derive::Call::new(ask, |r| match r {
+                        #reply_enum::#v(v) => ::core::option::Option::Some(v),
+                        #[allow(unreachable_patterns)]
+                        _ => ::core::option::Option::None,
+                    })
+                }
+            },
+        )
+    });
+    let (decls, impls): (Vec<_>, Vec<_>) = api_methods.unzip();
+    let doc_msg = format!("The messages of [`{type_name}`], one variant per `#[message]` method.");
+    let doc_reply = format!("The replies of [`{type_name}`], one variant per `#[message]` method.");
+    let doc_api = format!("Typed requests to a [`{type_name}`] actor: `actor_ref.method(args).await`.");
+
+    let derive_clone = clone_replies.then(|| quote!(#[derive(Clone)]));
+    Ok(quote! {
+        #item
+
+        #[doc = #doc_msg]
+        #[derive(Clone, Debug)]
+        #[allow(dead_code)]
+        #vis enum #msg_enum {
+            #(#variants),*
+        }
+
+        #[doc = #doc_reply]
+        #[allow(dead_code)]
+        #derive_clone
+        #vis enum #reply_enum {
+            #(#reply_variants),*
+        }
+
+        impl ::crashonly::Actor for #self_ty {
+            type Args = <Self as ::crashonly::derive::ActorDefaults>::Args;
+            type Msg = #msg_enum;
+            type Reply = #reply_enum;
+            type Error = #error_ty;
+
+            async fn start(args: &Self::Args, ctx: &mut ::crashonly::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
+                #start_body
+            }
+
+            #[allow(unused_variables)]
+            async fn handle(
+                &mut self,
+                msg: #msg_enum,
+                __crashonly_ctx: &mut ::crashonly::Context<Self>,
+            ) -> ::core::result::Result<#reply_enum, Self::Error> {
+                match msg {
+                    #(#arms),*
+                }
+            }
+        }
+
+        #[doc = #doc_api]
+        #vis trait #api {
+            #(#decls)*
+        }
+
+        impl #api for ::crashonly::ActorRef<#self_ty> {
+            #(#impls)*
+        }
+    })
+}
+
+/// A `#[start]` function: `fn(args: &Args, ctx: &mut Context<Self>) -> Self` or `-> Result<Self, E>`.
+fn start_fn(f: &ImplItemFn) -> syn::Result<(syn::Ident, Option<Type>, bool)> {
+    if let Some(FnArg::Receiver(r)) = f.sig.inputs.first() {
+        return Err(Error::new(
+            r.span(),
+            "a #[start] function builds the actor: it takes no `self`",
+        ));
+    }
+    if f.sig.inputs.len() != 2 {
+        return Err(Error::new(
+            f.sig.inputs.span(),
+            "a #[start] function takes `(args: &Args, ctx: &mut Context<Self>)`",
+        ));
+    }
+    let err = match &f.sig.output {
+        ReturnType::Type(_, ty) => match &**ty {
+            Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Result") => {
+                let last = p.path.segments.last().expect("checked");
+                match &last.arguments {
+                    syn::PathArguments::AngleBracketed(a) if a.args.len() == 2 => match &a.args[1] {
+                        syn::GenericArgument::Type(t) => Some(t.clone()),
+                        _ => None,
+                    },
+                    _ => {
+                        return Err(Error::new(
+                            ty.span(),
+                            "a #[start] function returns `Self` or `Result<Self, E>`",
+                        ))
+                    }
+                }
+            }
+            _ => None,
+        },
+        ReturnType::Default => {
+            return Err(Error::new(
+                f.sig.span(),
+                "a #[start] function returns `Self` or `Result<Self, E>`",
+            ))
+        }
+    };
+    Ok((f.sig.ident.clone(), err, f.sig.asyncness.is_some()))
+}
+
+fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> {
+    let sig = &f.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(Error::new(
+            sig.generics.span(),
+            "a #[message] method cannot be generic: a message is one concrete type",
+        ));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() => {}
+        Some(FnArg::Receiver(r)) => {
+            return Err(Error::new(
+                r.span(),
+                "a #[message] method takes `&self` or `&mut self`: the actor lives on after a message",
+            ))
+        }
+        _ => {
+            return Err(Error::new(
+                sig.ident.span(),
+                "a #[message] method takes `&self` or `&mut self`",
+            ))
+        }
+    }
+    let mut args = Vec::new();
+    let mut ctx_at = None;
+    for (i, input) in sig.inputs.iter().skip(1).enumerate() {
+        let FnArg::Typed(pt) = input else { continue };
+        if is_context(&pt.ty) {
+            ctx_at = Some(i - ctx_at.map_or(0, |_| 1));
+            continue;
+        }
+        let name = match &*pt.pat {
+            Pat::Ident(p) => p.ident.clone(),
+            other => return Err(Error::new(other.span(), "message arguments need plain names")),
+        };
+        if matches!(&*pt.ty, Type::Reference(_)) {
+            return Err(Error::new(
+                pt.ty.span(),
+                "message arguments are owned values (they travel in an envelope)",
+            ));
+        }
+        args.push((name, (*pt.ty).clone()));
+    }
+    let output = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, t) => (**t).clone(),
+    };
+    Ok(Msg {
+        method: sig.ident.clone(),
+        variant: format_ident!("{}", pascal(&sig.ident.to_string())),
+        args,
+        ctx_at,
+        output,
+        is_async: sig.asyncness.is_some(),
+        attr,
+        docs: f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect(),
+        vis: f.vis.clone(),
+    })
+}

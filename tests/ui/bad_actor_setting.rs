@@ -1,0 +1,7 @@
+use crashonly::prelude::*;
+
+#[derive(Actor, Clone)]
+#[actor(restart = "sometimes")]
+struct Echo;
+
+fn main() {}
