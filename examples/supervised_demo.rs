@@ -19,29 +19,26 @@ use std::time::Duration;
 use crashonly::prelude::*;
 use crashonly::store::{DurableState, RedbStore, Store, StoreError};
 
-/// A worker: a volatile copy of one counter, recovered from the store in `start`.
+/// A worker: a volatile copy of one counter, recovered from the store in `#[start]`.
+#[derive(Actor)]
+#[actor(args = CounterArgs)]
 struct Counter {
     state: DurableState,
     value: u64,
 }
 
-#[derive(Clone, Debug)]
-enum CounterMsg {
-    Incr,
-    Crash,
-}
+/// Which counter, and the store it lives in.
+type CounterArgs = (u32, Arc<dyn Store>);
 
 fn decode(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
-impl Actor for Counter {
-    type Args = (u32, Arc<dyn Store>);
-    type Msg = CounterMsg;
-    type Reply = u64;
-    type Error = StoreError;
-
-    async fn start((key, store): &Self::Args, ctx: &mut Context<Self>) -> Result<Self, StoreError> {
+#[messages]
+impl Counter {
+    /// The recovery path, run on every start: take the counter's lease and load its value.
+    #[start]
+    async fn recover((key, store): &CounterArgs, ctx: &mut Context<Self>) -> Result<Self, StoreError> {
         let holder = ctx.myself().path().to_owned();
         let state = DurableState::recover(store.clone(), &format!("counter/{key}"), &holder, LEASE).await?;
         let value = decode(state.value());
@@ -49,15 +46,18 @@ impl Actor for Counter {
         Ok(Counter { state, value })
     }
 
-    async fn handle(&mut self, msg: CounterMsg, _ctx: &mut Context<Self>) -> Result<u64, StoreError> {
-        match msg {
-            CounterMsg::Incr => {
-                self.state.save((self.value + 1).to_le_bytes().to_vec()).await?;
-                self.value += 1;
-                Ok(self.value)
-            }
-            CounterMsg::Crash => panic!("chaos crashed a counter at {}", self.value),
-        }
+    /// Adds one, durably (fenced by this incarnation's lease); returns the new value.
+    #[message]
+    async fn incr(&mut self) -> Result<u64, StoreError> {
+        self.state.save((self.value + 1).to_le_bytes().to_vec()).await?;
+        self.value += 1;
+        Ok(self.value)
+    }
+
+    /// What the chaos task sends.
+    #[message]
+    fn crash(&mut self) {
+        panic!("chaos crashed a counter at {}", self.value);
     }
 }
 
@@ -164,25 +164,29 @@ async fn main() -> ExitCode {
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let unknown: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let errors = Arc::new(AtomicU64::new(0));
+    let retry_after = Arc::new(AtomicU64::new(0));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(opts.seconds);
 
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (counters, acked, unknown, errors) = (counters.clone(), acked.clone(), unknown.clone(), errors.clone());
+        let retry_after = retry_after.clone();
         clients.push(tokio::spawn(async move {
             let mut i = c;
             while tokio::time::Instant::now() < deadline {
                 i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let k = (i >> 8) % WORKERS;
-                match counters[k as usize]
-                    .ask(CounterMsg::Incr)
-                    .ttl(Duration::from_millis(500))
-                    .await
-                {
-                    Ok(_) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
+                match counters[k as usize].incr().ttl(Duration::from_millis(500)).await {
+                    Ok(Ok(_)) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
                     // Not idempotent: the increment may or may not have reached the store.
                     Err(Error::Crashed(_)) | Err(Error::Expired) => unknown[k as usize].fetch_add(1, Ordering::Relaxed),
-                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    // The worker is recovering and would not make the deadline: told when to come back.
+                    Err(Error::RetryAfter(wait)) => {
+                        retry_after.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(wait).await;
+                        0
+                    }
+                    Ok(Err(_)) | Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                 };
             }
         }));
@@ -194,7 +198,7 @@ async fn main() -> ExitCode {
             loop {
                 tokio::time::sleep(Duration::from_millis(opts.chaos_ms)).await;
                 i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                let _ = counters[((i >> 8) % WORKERS) as usize].try_tell(CounterMsg::Crash);
+                let _ = counters[((i >> 8) % WORKERS) as usize].try_tell(CounterMessage::Crash());
             }
         })
     };
@@ -237,8 +241,9 @@ async fn main() -> ExitCode {
         );
     }
     println!(
-        "{} s: {total_acked} acknowledged increments, {total_unknown} unknown (crashed in flight), {crashes} crashes, {restarts} restarts, {} other errors",
+        "{} s: {total_acked} acknowledged increments, {total_unknown} unknown (crashed in flight), {crashes} crashes, {restarts} restarts, {} told to retry after, {} other errors",
         opts.seconds,
+        retry_after.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed)
     );
     if consistent {
