@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crashonly::prelude::*;
-use crashonly::store::{RedbStore, Store, StoreError, Txn};
+use crashonly::store::{Durability, RedbOptions, RedbStore, Store, StoreError, Txn};
 use crashonly::SupervisorRef;
 use serde::{Deserialize, Serialize};
 
@@ -245,23 +245,31 @@ async fn health(State(app): State<App>) -> Response {
     }
 }
 
-fn parse() -> Result<(String, std::path::PathBuf), String> {
-    let (mut listen, mut data) = ("127.0.0.1:8080".to_owned(), std::path::PathBuf::from("cart-data"));
+struct Opts {
+    listen: String,
+    data: std::path::PathBuf,
+    /// Acknowledge writes before they are synced (for showing what the litmus harness catches).
+    ack_before_sync: bool,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts { listen: "127.0.0.1:8080".to_owned(), data: "cart-data".into(), ack_before_sync: false };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => listen = args.next().ok_or("--listen needs an address")?,
-            "--data" => data = args.next().ok_or("--data needs a directory")?.into(),
+            "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
+            "--data" => o.data = args.next().ok_or("--data needs a directory")?.into(),
+            "--ack-before-sync" => o.ack_before_sync = true,
             other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
         }
     }
-    Ok((listen, data))
+    Ok(o)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let (listen, data) = match parse() {
+    let Opts { listen, data, ack_before_sync } = match parse() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -273,7 +281,9 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     // Start = recover: opening the store after a kill -9 is the only way in.
-    let store: Arc<dyn Store> = match RedbStore::open(data.join("carts.redb")) {
+    let durability = if ack_before_sync { Durability::LoseUpTo(Duration::from_secs(1)) } else { Durability::Durable };
+    let opts = RedbOptions { durability, ..RedbOptions::default() };
+    let store: Arc<dyn Store> = match RedbStore::open_with(data.join("carts.redb"), opts) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,0 +1,342 @@
+//! **litmus**: "kill -9 every few seconds: is progress still happening, is all important data kept,
+//! is the system consistent?" Runs the cart service as a child process on the embedded store,
+//! drives load at it over HTTP (clients that honour `Retry-After` and resend their idempotent,
+//! keyed requests), `SIGKILL`s it every `--kill-every` and restarts it at once, for `--duration`.
+//! Every acknowledged write is recorded; at the end the state is read back and checked.
+//!
+//! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--json]`
+//! Exit status: 0 when nothing acknowledged was lost, nothing unexpected or duplicated appeared, and
+//! progress never stopped; 1 otherwise; 2 for bad arguments.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Opts {
+    duration: Duration,
+    kill_every: Duration,
+    clients: usize,
+    carts_per_client: usize,
+    json: bool,
+    unsafe_store: bool,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
+    }
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts {
+        duration: Duration::from_secs(30),
+        kill_every: Duration::from_secs(2),
+        clients: 16,
+        carts_per_client: 4,
+        json: false,
+        unsafe_store: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--duration" => o.duration = duration(&val()?)?,
+            "--kill-every" => o.kill_every = duration(&val()?)?,
+            "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
+            "--json" => o.json = true,
+            // Runs the service with acknowledgements before sync: the harness must catch the loss.
+            "--unsafe-store" => o.unsafe_store = true,
+            other => {
+                return Err(format!("unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --json)"))
+            }
+        }
+    }
+    if o.kill_every < Duration::from_millis(100) {
+        return Err("--kill-every must be at least 100ms".into());
+    }
+    if o.duration.is_zero() || o.clients == 0 || o.clients > 1024 {
+        return Err("--duration must be positive and --clients between 1 and 1024".into());
+    }
+    Ok(o)
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    acked: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Acknowledged items per cart, and every item ever sent.
+    acked_items: Mutex<HashMap<String, Vec<String>>>,
+    sent_items: Mutex<HashSet<String>>,
+    /// Acknowledgements per second since the start.
+    per_second: Mutex<Vec<u64>>,
+}
+
+impl Stats {
+    fn error(&self, kind: impl Into<String>) {
+        *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+    }
+}
+
+struct Service {
+    extra: Vec<&'static str>,
+    exe: std::path::PathBuf,
+    data: std::path::PathBuf,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Service {
+    async fn start(&mut self) -> Result<(), String> {
+        let mut child = Command::new(&self.exe)
+            .args(["--listen", &self.addr.to_string(), "--data", self.data.to_str().unwrap()])
+            .args(&self.extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .map_err(|_| "the service did not start within 10 s".to_string())?
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        if !line.starts_with("listening ") {
+            return Err(format!("the service said {line:?} instead of listening"));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9`, and wait until the process is gone.
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    async fn serving(&self) -> bool {
+        matches!(http::request(self.addr, "GET", "/health", &[], b"", Duration::from_millis(200)).await, Ok(r) if r.status == 200)
+    }
+}
+
+async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, stop: Arc<AtomicBool>, started: Instant) {
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let cart = format!("c{id}-{}", seq as usize % carts);
+        let item = format!("{cart}:{seq}");
+        seq += 1;
+        stats.sent_items.lock().unwrap().insert(item.clone());
+        let body = format!("{{\"item\":\"{item}\"}}");
+        let path = format!("/carts/{cart}/items");
+        // The same request, with the same idempotency key, until it is acknowledged.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Instant::now() > give_up {
+                stats.error("gave up after 30 s");
+                break;
+            }
+            let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "2000")];
+            let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(3)).await;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            match r {
+                Ok(r) if r.status == 200 => {
+                    stats.acked.fetch_add(1, Ordering::Relaxed);
+                    stats.acked_items.lock().unwrap().entry(cart.clone()).or_default().push(item.clone());
+                    let sec = started.elapsed().as_secs() as usize;
+                    let mut ps = stats.per_second.lock().unwrap();
+                    if ps.len() <= sec {
+                        ps.resize(sec + 1, 0);
+                    }
+                    ps[sec] += 1;
+                    break;
+                }
+                Ok(r) if r.status == 503 => {
+                    stats.error("503 (Retry-After)");
+                    let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
+                    let secs = r.headers.get("retry-after").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+                    tokio::time::sleep(Duration::from_millis(ms.or(secs).unwrap_or(50).min(2000))).await;
+                }
+                Ok(r) => {
+                    stats.error(format!("HTTP {}", r.status));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    stats.error(match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => "connection refused (restarting)".to_string(),
+                        std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                        _ => "connection lost (killed)".to_string(),
+                    });
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let exe = std::env::current_exe().expect("own path").with_file_name("cart");
+    if !exe.exists() {
+        eprintln!("error: {} not found; build it with `cargo build --release --bin cart`", exe.display());
+        return ExitCode::from(2);
+    }
+    let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let extra = if opts.unsafe_store { vec!["--ack-before-sync"] } else { vec![] };
+    let mut svc = Service { extra, exe, data: data.clone(), addr: free_port(), child: None };
+    if let Err(e) = svc.start().await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let started = Instant::now();
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..opts.clients)
+        .map(|i| tokio::spawn(client(i, opts.carts_per_client, svc.addr, stats.clone(), stop.clone(), started)))
+        .collect();
+
+    let mut recoveries = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut next_kill = started + opts.kill_every;
+    while started.elapsed() < opts.duration {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if Instant::now() >= next_kill {
+            let t = Instant::now();
+            svc.kill().await;
+            if let Err(e) = svc.start().await {
+                eprintln!("error: restart failed: {e}");
+                return ExitCode::FAILURE;
+            }
+            while !svc.serving().await {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            recoveries.push(t.elapsed());
+            next_kill = Instant::now() + opts.kill_every;
+        }
+        if !opts.json && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "[{:5.1}s] kills {:3} · requests {:7} · acknowledged {:7} · client errors {:5}",
+                started.elapsed().as_secs_f64(),
+                recoveries.len(),
+                stats.requests.load(Ordering::Relaxed),
+                stats.acked.load(Ordering::Relaxed),
+                stats.errors.lock().unwrap().values().sum::<u64>()
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+
+    // Read everything back and check it.
+    let acked_items = std::mem::take(&mut *stats.acked_items.lock().unwrap());
+    let sent = std::mem::take(&mut *stats.sent_items.lock().unwrap());
+    let (mut lost, mut unexpected, mut duplicates, mut acked_total) = (0u64, 0u64, 0u64, 0u64);
+    for (cart, items) in &acked_items {
+        let stored: Vec<String> = loop {
+            match http::request(svc.addr, "GET", &format!("/carts/{cart}"), &[], b"", Duration::from_secs(3)).await {
+                Ok(r) if r.status == 200 => {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("cart JSON");
+                    break v["items"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut seen = HashMap::<&str, u64>::new();
+        for s in &stored {
+            *seen.entry(s).or_default() += 1;
+            if !sent.contains(s) {
+                unexpected += 1;
+            }
+        }
+        duplicates += seen.values().filter(|&&n| n > 1).map(|n| n - 1).sum::<u64>();
+        for i in items {
+            acked_total += 1;
+            if !seen.contains_key(i.as_str()) {
+                lost += 1;
+            }
+        }
+    }
+    svc.kill().await;
+    let _ = std::fs::remove_dir_all(&data);
+
+    let per_second = stats.per_second.lock().unwrap().clone();
+    let whole_seconds = (opts.duration.as_secs() as usize).min(per_second.len());
+    let stalled = per_second.get(1..whole_seconds).map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
+    recoveries.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (min, med, max) = match recoveries.len() {
+        0 => (0.0, 0.0, 0.0),
+        n => (ms(recoveries[0]), ms(recoveries[n / 2]), ms(recoveries[n - 1])),
+    };
+    let errors = stats.errors.lock().unwrap().clone();
+    let ok = lost == 0 && unexpected == 0 && duplicates == 0 && stalled == 0 && acked_total > 0;
+    if opts.json {
+        let report = serde_json::json!({
+            "duration_s": opts.duration.as_secs_f64(),
+            "kills": recoveries.len(),
+            "recovery_ms": { "min": min, "median": med, "max": max },
+            "requests": stats.requests.load(Ordering::Relaxed),
+            "acked": acked_total,
+            "acked_lost": lost,
+            "unexpected": unexpected,
+            "duplicates": duplicates,
+            "stalled_windows": stalled,
+            "client_errors": errors,
+            "ok": ok,
+        });
+        println!("{report}");
+    } else {
+        println!("litmus: cart service, kill -9 every {:?} for {:?}", opts.kill_every, opts.duration);
+        println!("  kills                     {}", recoveries.len());
+        println!("  serving again after kill  min {min:.1} ms · median {med:.1} ms · max {max:.1} ms");
+        println!("  requests                  {}", stats.requests.load(Ordering::Relaxed));
+        println!("  acknowledged writes       {acked_total}");
+        println!("  client-visible errors     {}", errors.values().sum::<u64>());
+        for (kind, n) in &errors {
+            println!("      {n:7}  {kind}");
+        }
+        println!("  acknowledged writes lost  {lost}");
+        println!("  unexpected values         {unexpected}");
+        println!("  duplicates                {duplicates}");
+        println!("  5 s windows without progress {stalled}");
+        println!("{}", if ok { "PASS: progress continued, nothing acknowledged was lost, the state is consistent" } else { "FAIL" });
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
