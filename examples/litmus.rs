@@ -8,6 +8,8 @@
 //! Exit status: 0 when nothing acknowledged was lost, nothing unexpected or duplicated appeared, and
 //! progress never stopped; 1 otherwise; 2 for bad arguments.
 
+#[path = "support/cart_service.rs"]
+mod cart_service;
 #[path = "support/http.rs"]
 mod http;
 
@@ -105,7 +107,7 @@ struct Service {
 impl Service {
     async fn start(&mut self) -> Result<(), String> {
         let mut child = Command::new(&self.exe)
-            .args(["--listen", &self.addr.to_string(), "--data", self.data.to_str().unwrap()])
+            .args(["serve-cart", "--listen", &self.addr.to_string(), "--data", self.data.to_str().unwrap()])
             .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -198,6 +200,11 @@ fn free_port() -> SocketAddr {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The same binary is the service under test, so one `cargo run` builds everything.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve-cart") {
+        return cart_service::serve(args[1..].to_vec()).await;
+    }
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => {
@@ -205,11 +212,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let exe = std::env::current_exe().expect("own path").with_file_name("cart");
-    if !exe.exists() {
-        eprintln!("error: {} not found; build it with `cargo build --release --bin cart`", exe.display());
-        return ExitCode::from(2);
-    }
+    let exe = std::env::current_exe().expect("own path");
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let extra = if opts.unsafe_store { vec!["--ack-before-sync"] } else { vec![] };

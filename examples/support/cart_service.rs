@@ -1,0 +1,311 @@
+//! The cart service (the paper's Figure 1), shared by the `cart` binary and `litmus serve-cart`.
+//! See `examples/cart.rs` for the routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crashonly::prelude::*;
+use crashonly::store::{Durability, RedbOptions, RedbStore, Store, StoreError, Txn};
+use crashonly::SupervisorRef;
+use serde::{Deserialize, Serialize};
+
+/// How long an untouched cart lives (session state).
+const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+/// Longest item name and most items in a cart.
+const MAX_ITEM: usize = 200;
+const MAX_ITEMS: usize = 10_000;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct CartState {
+    items: Vec<String>,
+}
+
+/// One shopping cart. Volatile copy of the session state; `#[start]` reloads it from the store.
+#[derive(Actor)]
+#[actor(args = CartArgs, restart = "transient")]
+struct Cart {
+    key: Vec<u8>,
+    store: Arc<dyn Store>,
+    state: CartState,
+    version: u64,
+}
+
+type CartArgs = (String, Arc<dyn Store>);
+
+/// What the cart answers.
+#[derive(Clone, Debug, Serialize)]
+struct CartView {
+    id: String,
+    items: Vec<String>,
+    version: u64,
+}
+
+/// Why a cart request failed (a reply, not a crash).
+#[derive(Clone, Debug)]
+enum CartError {
+    Full,
+    Store(StoreError),
+}
+
+#[messages]
+impl Cart {
+    /// The recovery path: the cart as the store has it (empty when new or expired).
+    #[start]
+    async fn recover((id, store): &CartArgs, _ctx: &mut Context<Self>) -> Result<Self, StoreError> {
+        let key = format!("cart/{id}").into_bytes();
+        let (state, version) = match store.get(&key).await? {
+            Some(v) => {
+                let state = serde_json::from_slice(&v.value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                (state, v.version)
+            }
+            None => (CartState::default(), 0),
+        };
+        Ok(Cart { key, store: store.clone(), state, version })
+    }
+
+    /// The cart's contents.
+    #[message(idempotent)]
+    fn view(&self, ctx: &mut Context<Self>) -> CartView {
+        let id = ctx.myself().path().rsplit('/').next().unwrap_or_default().to_owned();
+        CartView { id, items: self.state.items.clone(), version: self.version }
+    }
+
+    /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
+    #[message]
+    async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
+        if self.state.items.len() >= MAX_ITEMS {
+            return Err(CartError::Full);
+        }
+        let mut next = self.state.clone();
+        next.items.push(item);
+        let bytes = serde_json::to_vec(&next).expect("a cart serializes");
+        let mut txn = Txn::new().check(&self.key, self.version).put_ttl(&self.key, bytes, SESSION_TTL);
+        if let Some(k) = &key {
+            txn = txn.once(format!("idem/{k}").as_bytes());
+        }
+        let committed = self.store.commit(txn).await.map_err(CartError::Store)?;
+        if committed.replayed {
+            // Applied before (maybe by an earlier incarnation): reload what the store has.
+            let v = self.store.get(&self.key).await.map_err(CartError::Store)?;
+            if let Some(v) = v {
+                self.state = serde_json::from_slice(&v.value).map_err(|e| CartError::Store(StoreError::Corrupt(e.to_string())))?;
+                self.version = v.version;
+            }
+        } else {
+            self.state = next;
+            self.version = committed.versions[0];
+        }
+        let id = String::from_utf8_lossy(&self.key[5..]).into_owned();
+        Ok(CartView { id, items: self.state.items.clone(), version: self.version })
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    carts: SupervisorRef,
+    system: System,
+    store: Arc<dyn Store>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+/// The runtime's errors as HTTP: RetryAfter becomes 503 with a Retry-After header.
+fn runtime_error(e: Error) -> Response {
+    match e {
+        Error::RetryAfter(wait) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("recovering, retry after {} ms", wait.as_millis()));
+            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            r.headers_mut().insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
+            r
+        }
+        Error::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
+        Error::Crashed(report) => error(StatusCode::SERVICE_UNAVAILABLE, format!("outcome unknown: {}", report.reason)),
+        other => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+/// The request's TTL from `X-Request-Ttl-Ms`.
+fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
+    let Some(v) = headers.get("x-request-ttl-ms") else { return Ok(Duration::from_millis(2000)) };
+    let ms: i64 = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "X-Request-Ttl-Ms must be a whole number of milliseconds"))?;
+    if !(1..=60_000).contains(&ms) {
+        return Err(error(StatusCode::BAD_REQUEST, "X-Request-Ttl-Ms must be between 1 and 60000"));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl App {
+    /// The cart's actor, started on first use; its ref stays valid across its restarts.
+    fn cart(&self, id: &str) -> Result<ActorRef<Cart>, Response> {
+        if !valid_id(id) {
+            return Err(error(StatusCode::BAD_REQUEST, "cart ids are 1 to 64 letters, digits, '-' or '_'"));
+        }
+        if let Some(c) = self.carts.child::<Cart>(id) {
+            return Ok(c);
+        }
+        match self.carts.spawn(Cart::spec((id.to_owned(), self.store.clone())).name(id)) {
+            Ok(c) => Ok(c),
+            // Another request started it meanwhile.
+            Err(crashonly::SpawnError::NameTaken(_)) => {
+                self.carts.child::<Cart>(id).ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "cart restarting"))
+            }
+            Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    }
+}
+
+async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let ttl = match ttl(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let cart = match app.cart(&id) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match cart.view().ttl(ttl).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => runtime_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddItem {
+    item: String,
+}
+
+async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let ttl = match ttl(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let req: AddItem = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"item\": \"...\"}}: {e}")),
+    };
+    if req.item.is_empty() || req.item.len() > MAX_ITEM {
+        return error(StatusCode::BAD_REQUEST, format!("item must be 1 to {MAX_ITEM} bytes"));
+    }
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k.to_owned()),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be 1 to 128 visible characters"),
+    };
+    let cart = match app.cart(&id) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // The route decides idempotency: a keyed POST may be resent, a plain one may not.
+    let call = cart.add(req.item, key.clone()).ttl(ttl).set_idempotent(key.is_some());
+    match call.await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(CartError::Full)) => error(StatusCode::CONFLICT, "cart is full"),
+        Ok(Err(CartError::Store(e))) => match e.retry_after() {
+            Some(wait) => runtime_error(Error::RetryAfter(wait)),
+            None => error(StatusCode::CONFLICT, e.to_string()),
+        },
+        Err(e) => runtime_error(e),
+    }
+}
+
+async fn health(State(app): State<App>) -> Response {
+    match app.system.failure() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+struct Opts {
+    listen: String,
+    data: std::path::PathBuf,
+    /// Acknowledge writes before they are synced (for showing what the litmus harness catches).
+    ack_before_sync: bool,
+}
+
+fn parse(args: Vec<String>) -> Result<Opts, String> {
+    let mut o = Opts { listen: "127.0.0.1:8080".to_owned(), data: "cart-data".into(), ack_before_sync: false };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
+            "--data" => o.data = args.next().ok_or("--data needs a directory")?.into(),
+            "--ack-before-sync" => o.ack_before_sync = true,
+            other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the cart service with these command-line arguments until it is killed.
+pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
+    let Opts { listen, data, ack_before_sync } = match parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        eprintln!("error: cannot create {}: {e}", data.display());
+        return std::process::ExitCode::from(2);
+    }
+    // Start = recover: opening the store after a kill -9 is the only way in.
+    let durability = if ack_before_sync { Durability::LoseUpTo(Duration::from_secs(1)) } else { Durability::Durable };
+    let opts = RedbOptions { durability, ..RedbOptions::default() };
+    let store: Arc<dyn Store> = match RedbStore::open_with(data.join("carts.redb"), opts) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let root = SupervisorSpec::new("root", Strategy::OneForOne)
+        .child(SupervisorSpec::new("carts", Strategy::OneForOne).intensity(1000, Duration::from_secs(10)));
+    let system = System::builder().root(root).start().expect("static names");
+    let carts = system.lookup_supervisor("/carts").expect("declared above");
+    let app = App { carts, system: system.clone(), store };
+    let router = Router::new()
+        .route("/carts/{id}", get(view))
+        .route("/carts/{id}/items", post(add))
+        .route("/health", get(health))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(app);
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("listening {}", listener.local_addr().expect("bound"));
+    let server = axum::serve(listener, router);
+    tokio::select! {
+        r = server => {
+            eprintln!("server stopped: {r:?}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) = system.wait() => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
