@@ -35,7 +35,9 @@ struct Opts {
 fn duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -64,7 +66,9 @@ fn parse() -> Result<Opts, String> {
             // Runs the service with acknowledgements before sync: the harness must catch the loss.
             "--unsafe-store" => o.unsafe_store = true,
             other => {
-                return Err(format!("unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --json)"))
+                return Err(format!(
+                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --json)"
+                ))
             }
         }
     }
@@ -107,7 +111,13 @@ struct Service {
 impl Service {
     async fn start(&mut self) -> Result<(), String> {
         let mut child = Command::new(&self.exe)
-            .args(["serve-cart", "--listen", &self.addr.to_string(), "--data", self.data.to_str().unwrap()])
+            .args([
+                "serve-cart",
+                "--listen",
+                &self.addr.to_string(),
+                "--data",
+                self.data.to_str().unwrap(),
+            ])
             .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -162,7 +172,13 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
             match r {
                 Ok(r) if r.status == 200 => {
                     stats.acked.fetch_add(1, Ordering::Relaxed);
-                    stats.acked_items.lock().unwrap().entry(cart.clone()).or_default().push(item.clone());
+                    stats
+                        .acked_items
+                        .lock()
+                        .unwrap()
+                        .entry(cart.clone())
+                        .or_default()
+                        .push(item.clone());
                     let sec = started.elapsed().as_secs() as usize;
                     let mut ps = stats.per_second.lock().unwrap();
                     if ps.len() <= sec {
@@ -174,7 +190,11 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
                 Ok(r) if r.status == 503 => {
                     stats.error("503 (Retry-After)");
                     let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
-                    let secs = r.headers.get("retry-after").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+                    let secs = r
+                        .headers
+                        .get("retry-after")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|s| s * 1000);
                     tokio::time::sleep(Duration::from_millis(ms.or(secs).unwrap_or(50).min(2000))).await;
                 }
                 Ok(r) => {
@@ -195,7 +215,9 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
 #[tokio::main]
@@ -215,8 +237,18 @@ async fn main() -> ExitCode {
     let exe = std::env::current_exe().expect("own path");
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let extra = if opts.unsafe_store { vec!["--ack-before-sync"] } else { vec![] };
-    let mut svc = Service { extra, exe, data: data.clone(), addr: free_port(), child: None };
+    let extra = if opts.unsafe_store {
+        vec!["--ack-before-sync"]
+    } else {
+        vec![]
+    };
+    let mut svc = Service {
+        extra,
+        exe,
+        data: data.clone(),
+        addr: free_port(),
+        child: None,
+    };
     if let Err(e) = svc.start().await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
@@ -225,7 +257,16 @@ async fn main() -> ExitCode {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..opts.clients)
-        .map(|i| tokio::spawn(client(i, opts.carts_per_client, svc.addr, stats.clone(), stop.clone(), started)))
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                opts.carts_per_client,
+                svc.addr,
+                stats.clone(),
+                stop.clone(),
+                started,
+            ))
+        })
         .collect();
 
     let mut recoveries = Vec::new();
@@ -269,10 +310,24 @@ async fn main() -> ExitCode {
     let (mut lost, mut unexpected, mut duplicates, mut acked_total) = (0u64, 0u64, 0u64, 0u64);
     for (cart, items) in &acked_items {
         let stored: Vec<String> = loop {
-            match http::request(svc.addr, "GET", &format!("/carts/{cart}"), &[], b"", Duration::from_secs(3)).await {
+            match http::request(
+                svc.addr,
+                "GET",
+                &format!("/carts/{cart}"),
+                &[],
+                b"",
+                Duration::from_secs(3),
+            )
+            .await
+            {
                 Ok(r) if r.status == 200 => {
                     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("cart JSON");
-                    break v["items"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+                    break v["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().to_owned())
+                        .collect();
                 }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -297,7 +352,9 @@ async fn main() -> ExitCode {
 
     let per_second = stats.per_second.lock().unwrap().clone();
     let whole_seconds = (opts.duration.as_secs() as usize).min(per_second.len());
-    let stalled = per_second.get(1..whole_seconds).map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
+    let stalled = per_second
+        .get(1..whole_seconds)
+        .map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
     recoveries.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (min, med, max) = match recoveries.len() {
@@ -322,7 +379,10 @@ async fn main() -> ExitCode {
         });
         println!("{report}");
     } else {
-        println!("litmus: cart service, kill -9 every {:?} for {:?}", opts.kill_every, opts.duration);
+        println!(
+            "litmus: cart service, kill -9 every {:?} for {:?}",
+            opts.kill_every, opts.duration
+        );
         println!("  kills                     {}", recoveries.len());
         println!("  serving again after kill  min {min:.1} ms · median {med:.1} ms · max {max:.1} ms");
         println!("  requests                  {}", stats.requests.load(Ordering::Relaxed));
@@ -335,7 +395,14 @@ async fn main() -> ExitCode {
         println!("  unexpected values         {unexpected}");
         println!("  duplicates                {duplicates}");
         println!("  5 s windows without progress {stalled}");
-        println!("{}", if ok { "PASS: progress continued, nothing acknowledged was lost, the state is consistent" } else { "FAIL" });
+        println!(
+            "{}",
+            if ok {
+                "PASS: progress continued, nothing acknowledged was lost, the state is consistent"
+            } else {
+                "FAIL"
+            }
+        );
     }
     if ok {
         ExitCode::SUCCESS

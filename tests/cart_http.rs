@@ -24,7 +24,9 @@ async fn start(data: &std::path::Path) -> (Child, SocketAddr) {
 }
 
 async fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let r = http::request(addr, method, path, headers, body, Duration::from_secs(5)).await.unwrap();
+    let r = http::request(addr, method, path, headers, body, Duration::from_secs(5))
+        .await
+        .unwrap();
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
@@ -36,17 +38,73 @@ async fn bad_input_gets_a_clear_4xx_and_never_corrupts_a_cart() {
     assert_eq!(s, 200);
 
     let bad: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
-        ("POST", "/carts/a/items", vec![], b"{not json".to_vec(), 400, "body must be"),
-        ("POST", "/carts/a/items", vec![], br#"{"item": 5}"#.to_vec(), 400, "body must be"),
-        ("POST", "/carts/a/items", vec![], br#"{"item":"x","admin":true}"#.to_vec(), 400, "unknown field"),
-        ("POST", "/carts/a/items", vec![], br#"{"item":""}"#.to_vec(), 400, "item must be"),
+        (
+            "POST",
+            "/carts/a/items",
+            vec![],
+            b"{not json".to_vec(),
+            400,
+            "body must be",
+        ),
+        (
+            "POST",
+            "/carts/a/items",
+            vec![],
+            br#"{"item": 5}"#.to_vec(),
+            400,
+            "body must be",
+        ),
+        (
+            "POST",
+            "/carts/a/items",
+            vec![],
+            br#"{"item":"x","admin":true}"#.to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/carts/a/items",
+            vec![],
+            br#"{"item":""}"#.to_vec(),
+            400,
+            "item must be",
+        ),
         ("POST", "/carts/a/items", vec![], vec![b'a'; 100_000], 413, ""),
         ("GET", "/nowhere", vec![], vec![], 404, "no such route"),
-        ("GET", "/carts/a", vec![("X-Request-Ttl-Ms", "-5")], vec![], 400, "between 1 and 60000"),
-        ("GET", "/carts/a", vec![("X-Request-Ttl-Ms", "99999999999")], vec![], 400, "between 1 and 60000"),
-        ("GET", "/carts/a", vec![("X-Request-Ttl-Ms", "soon")], vec![], 400, "whole number"),
+        (
+            "GET",
+            "/carts/a",
+            vec![("X-Request-Ttl-Ms", "-5")],
+            vec![],
+            400,
+            "between 1 and 60000",
+        ),
+        (
+            "GET",
+            "/carts/a",
+            vec![("X-Request-Ttl-Ms", "99999999999")],
+            vec![],
+            400,
+            "between 1 and 60000",
+        ),
+        (
+            "GET",
+            "/carts/a",
+            vec![("X-Request-Ttl-Ms", "soon")],
+            vec![],
+            400,
+            "whole number",
+        ),
         ("GET", "/carts/bad%20id", vec![], vec![], 400, "cart ids"),
-        ("POST", "/carts/a/items", vec![("Idempotency-Key", "")], br#"{"item":"x"}"#.to_vec(), 400, "Idempotency-Key"),
+        (
+            "POST",
+            "/carts/a/items",
+            vec![("Idempotency-Key", "")],
+            br#"{"item":"x"}"#.to_vec(),
+            400,
+            "Idempotency-Key",
+        ),
     ];
     for (method, path, headers, body, status, says) in bad {
         let (s, text) = req(addr, method, path, &headers, &body).await;
@@ -61,13 +119,27 @@ async fn bad_input_gets_a_clear_4xx_and_never_corrupts_a_cart() {
 
     // A keyed POST applies once; the cart survives kill -9.
     for _ in 0..3 {
-        let (s, _) = req(addr, "POST", "/carts/a/items", &[("Idempotency-Key", "k-1")], br#"{"item":"pen"}"#).await;
+        let (s, _) = req(
+            addr,
+            "POST",
+            "/carts/a/items",
+            &[("Idempotency-Key", "k-1")],
+            br#"{"item":"pen"}"#,
+        )
+        .await;
         assert_eq!(s, 200);
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let (_child, addr) = start(&dir).await;
-    let (s, _) = req(addr, "POST", "/carts/a/items", &[("Idempotency-Key", "k-1")], br#"{"item":"pen"}"#).await;
+    let (s, _) = req(
+        addr,
+        "POST",
+        "/carts/a/items",
+        &[("Idempotency-Key", "k-1")],
+        br#"{"item":"pen"}"#,
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, text) = req(addr, "GET", "/carts/a", &[("X-Request-Ttl-Ms", "700")], b"").await;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -4,10 +4,17 @@
 use std::process::Command;
 
 fn litmus(args: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_litmus")).args(args).arg("--json").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_litmus"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("litmus printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "litmus printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out.status.code(), report)
 }
@@ -25,14 +32,25 @@ fn a_short_litmus_run_loses_nothing_acknowledged() {
 
 #[test]
 fn the_harness_catches_acknowledgements_that_were_not_durable() {
-    let (code, r) = litmus(&["--duration", "2s", "--kill-every", "300ms", "--clients", "8", "--unsafe-store"]);
+    let (code, r) = litmus(&[
+        "--duration",
+        "2s",
+        "--kill-every",
+        "300ms",
+        "--clients",
+        "8",
+        "--unsafe-store",
+    ]);
     assert!(r["acked_lost"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(code, Some(1));
 }
 
 #[test]
 fn bad_arguments_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_litmus")).args(["--kill-every", "10ms"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_litmus"))
+        .args(["--kill-every", "10ms"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 100ms"));
 }

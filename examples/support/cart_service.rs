@@ -1,4 +1,5 @@
 //! The cart service (the paper's Figure 1), shared by the `cart` binary and `litmus serve-cart`.
+#![allow(clippy::result_large_err)] // handlers return ready HTTP responses as errors
 //! See `examples/cart.rs` for the routes.
 
 use std::sync::Arc;
@@ -66,14 +67,23 @@ impl Cart {
             }
             None => (CartState::default(), 0),
         };
-        Ok(Cart { key, store: store.clone(), state, version })
+        Ok(Cart {
+            key,
+            store: store.clone(),
+            state,
+            version,
+        })
     }
 
     /// The cart's contents.
     #[message(idempotent)]
     fn view(&self, ctx: &mut Context<Self>) -> CartView {
         let id = ctx.myself().path().rsplit('/').next().unwrap_or_default().to_owned();
-        CartView { id, items: self.state.items.clone(), version: self.version }
+        CartView {
+            id,
+            items: self.state.items.clone(),
+            version: self.version,
+        }
     }
 
     /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
@@ -85,7 +95,9 @@ impl Cart {
         let mut next = self.state.clone();
         next.items.push(item);
         let bytes = serde_json::to_vec(&next).expect("a cart serializes");
-        let mut txn = Txn::new().check(&self.key, self.version).put_ttl(&self.key, bytes, SESSION_TTL);
+        let mut txn = Txn::new()
+            .check(&self.key, self.version)
+            .put_ttl(&self.key, bytes, SESSION_TTL);
         if let Some(k) = &key {
             txn = txn.once(format!("idem/{k}").as_bytes());
         }
@@ -94,7 +106,8 @@ impl Cart {
             // Applied before (maybe by an earlier incarnation): reload what the store has.
             let v = self.store.get(&self.key).await.map_err(CartError::Store)?;
             if let Some(v) = v {
-                self.state = serde_json::from_slice(&v.value).map_err(|e| CartError::Store(StoreError::Corrupt(e.to_string())))?;
+                self.state = serde_json::from_slice(&v.value)
+                    .map_err(|e| CartError::Store(StoreError::Corrupt(e.to_string())))?;
                 self.version = v.version;
             }
         } else {
@@ -102,7 +115,11 @@ impl Cart {
             self.version = committed.versions[0];
         }
         let id = String::from_utf8_lossy(&self.key[5..]).into_owned();
-        Ok(CartView { id, items: self.state.items.clone(), version: self.version })
+        Ok(CartView {
+            id,
+            items: self.state.items.clone(),
+            version: self.version,
+        })
     }
 }
 
@@ -122,27 +139,40 @@ fn runtime_error(e: Error) -> Response {
     match e {
         Error::RetryAfter(wait) => {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, format!("recovering, retry after {} ms", wait.as_millis()));
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("recovering, retry after {} ms", wait.as_millis()),
+            );
             r.headers_mut().insert("retry-after", HeaderValue::from(secs));
-            r.headers_mut().insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
+            r.headers_mut()
+                .insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
             r
         }
         Error::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
-        Error::Crashed(report) => error(StatusCode::SERVICE_UNAVAILABLE, format!("outcome unknown: {}", report.reason)),
+        Error::Crashed(report) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("outcome unknown: {}", report.reason),
+        ),
         other => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
 }
 
 /// The request's TTL from `X-Request-Ttl-Ms`.
 fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
-    let Some(v) = headers.get("x-request-ttl-ms") else { return Ok(Duration::from_millis(2000)) };
-    let ms: i64 = v
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "X-Request-Ttl-Ms must be a whole number of milliseconds"))?;
+    let Some(v) = headers.get("x-request-ttl-ms") else {
+        return Ok(Duration::from_millis(2000));
+    };
+    let ms: i64 = v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "X-Request-Ttl-Ms must be a whole number of milliseconds",
+        )
+    })?;
     if !(1..=60_000).contains(&ms) {
-        return Err(error(StatusCode::BAD_REQUEST, "X-Request-Ttl-Ms must be between 1 and 60000"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "X-Request-Ttl-Ms must be between 1 and 60000",
+        ));
     }
     Ok(Duration::from_millis(ms as u64))
 }
@@ -155,17 +185,24 @@ impl App {
     /// The cart's actor, started on first use; its ref stays valid across its restarts.
     fn cart(&self, id: &str) -> Result<ActorRef<Cart>, Response> {
         if !valid_id(id) {
-            return Err(error(StatusCode::BAD_REQUEST, "cart ids are 1 to 64 letters, digits, '-' or '_'"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "cart ids are 1 to 64 letters, digits, '-' or '_'",
+            ));
         }
         if let Some(c) = self.carts.child::<Cart>(id) {
             return Ok(c);
         }
-        match self.carts.spawn(Cart::spec((id.to_owned(), self.store.clone())).name(id)) {
+        match self
+            .carts
+            .spawn(Cart::spec((id.to_owned(), self.store.clone())).name(id))
+        {
             Ok(c) => Ok(c),
             // Another request started it meanwhile.
-            Err(crashonly::SpawnError::NameTaken(_)) => {
-                self.carts.child::<Cart>(id).ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "cart restarting"))
-            }
+            Err(crashonly::SpawnError::NameTaken(_)) => self
+                .carts
+                .child::<Cart>(id)
+                .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "cart restarting")),
             Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
         }
     }
@@ -199,7 +236,12 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
     };
     let req: AddItem = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"item\": \"...\"}}: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"item\": \"...\"}}: {e}"),
+            )
+        }
     };
     if req.item.is_empty() || req.item.len() > MAX_ITEM {
         return error(StatusCode::BAD_REQUEST, format!("item must be 1 to {MAX_ITEM} bytes"));
@@ -207,7 +249,12 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k.to_owned()),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be 1 to 128 visible characters"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 128 visible characters",
+            )
+        }
     };
     let cart = match app.cart(&id) {
         Ok(c) => c,
@@ -241,7 +288,11 @@ struct Opts {
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
-    let mut o = Opts { listen: "127.0.0.1:8080".to_owned(), data: "cart-data".into(), ack_before_sync: false };
+    let mut o = Opts {
+        listen: "127.0.0.1:8080".to_owned(),
+        data: "cart-data".into(),
+        ack_before_sync: false,
+    };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -256,7 +307,11 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
 
 /// Runs the cart service with these command-line arguments until it is killed.
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
-    let Opts { listen, data, ack_before_sync } = match parse(args) {
+    let Opts {
+        listen,
+        data,
+        ack_before_sync,
+    } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -268,8 +323,15 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     // Start = recover: opening the store after a kill -9 is the only way in.
-    let durability = if ack_before_sync { Durability::LoseUpTo(Duration::from_secs(1)) } else { Durability::Durable };
-    let opts = RedbOptions { durability, ..RedbOptions::default() };
+    let durability = if ack_before_sync {
+        Durability::LoseUpTo(Duration::from_secs(1))
+    } else {
+        Durability::Durable
+    };
+    let opts = RedbOptions {
+        durability,
+        ..RedbOptions::default()
+    };
     let store: Arc<dyn Store> = match RedbStore::open_with(data.join("carts.redb"), opts) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -281,7 +343,11 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         .child(SupervisorSpec::new("carts", Strategy::OneForOne).intensity(1000, Duration::from_secs(10)));
     let system = System::builder().root(root).start().expect("static names");
     let carts = system.lookup_supervisor("/carts").expect("declared above");
-    let app = App { carts, system: system.clone(), store };
+    let app = App {
+        carts,
+        system: system.clone(),
+        store,
+    };
     let router = Router::new()
         .route("/carts/{id}", get(view))
         .route("/carts/{id}/items", post(add))
