@@ -37,7 +37,9 @@ async fn bad_input_gets_a_clear_4xx_and_never_corrupts_a_cart() {
     let (s, _) = req(addr, "POST", "/carts/a/items", &[], br#"{"item":"book"}"#).await;
     assert_eq!(s, 200);
 
-    let bad: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    /// method, path, headers, body, expected status, expected words in the answer
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let bad: Vec<Case<'_>> = vec![
         (
             "POST",
             "/carts/a/items",
