@@ -30,6 +30,12 @@ struct Opts {
     carts_per_client: usize,
     json: bool,
     unsafe_store: bool,
+    /// `--kill-every off`: no kills (for the faultload experiment).
+    kill: bool,
+    fault_every_ms: Option<u64>,
+    fault_process: bool,
+    faultload_table: bool,
+    table1: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -54,13 +60,27 @@ fn parse() -> Result<Opts, String> {
         carts_per_client: 4,
         json: false,
         unsafe_store: false,
+        kill: true,
+        fault_every_ms: None,
+        fault_process: false,
+        faultload_table: false,
+        table1: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--duration" => o.duration = duration(&val()?)?,
-            "--kill-every" => o.kill_every = duration(&val()?)?,
+            "--kill-every" => match val()?.as_str() {
+                "off" => o.kill = false,
+                v => o.kill_every = duration(v)?,
+            },
+            "--fault-every-ms" => {
+                o.fault_every_ms = Some(val()?.parse().map_err(|_| "--fault-every-ms needs a number")?)
+            }
+            "--fault-mode" => o.fault_process = val()? == "process",
+            "--faultload-table" => o.faultload_table = true,
+            "--table1" => o.table1 = true,
             "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
             "--json" => o.json = true,
             // Runs the service with acknowledgements before sync: the harness must catch the loss.
@@ -92,6 +112,8 @@ struct Stats {
     sent_items: Mutex<HashSet<String>>,
     /// Acknowledgements per second since the start.
     per_second: Mutex<Vec<u64>>,
+    /// Time from first attempt to acknowledgement, per write, in microseconds.
+    latencies: Mutex<Vec<u64>>,
 }
 
 impl Stats {
@@ -101,7 +123,7 @@ impl Stats {
 }
 
 struct Service {
-    extra: Vec<&'static str>,
+    extra: Vec<String>,
     exe: std::path::PathBuf,
     data: std::path::PathBuf,
     addr: SocketAddr,
@@ -145,6 +167,20 @@ impl Service {
         }
     }
 
+    /// Restarts the service if it died on its own (the whole-process faultload); true if it did.
+    async fn ensure_running(&mut self) -> Result<bool, String> {
+        let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if !exited {
+            return Ok(false);
+        }
+        self.child = None;
+        self.start().await?;
+        while !self.serving().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(true)
+    }
+
     async fn serving(&self) -> bool {
         matches!(http::request(self.addr, "GET", "/health", &[], b"", Duration::from_millis(200)).await, Ok(r) if r.status == 200)
     }
@@ -160,7 +196,8 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
         let body = format!("{{\"item\":\"{item}\"}}");
         let path = format!("/carts/{cart}/items");
         // The same request, with the same idempotency key, until it is acknowledged.
-        let give_up = Instant::now() + Duration::from_secs(30);
+        let first_attempt = Instant::now();
+        let give_up = first_attempt + Duration::from_secs(30);
         loop {
             if Instant::now() > give_up {
                 stats.error("gave up after 30 s");
@@ -172,6 +209,11 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
             match r {
                 Ok(r) if r.status == 200 => {
                     stats.acked.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .latencies
+                        .lock()
+                        .unwrap()
+                        .push(first_attempt.elapsed().as_micros() as u64);
                     stats
                         .acked_items
                         .lock()
@@ -234,14 +276,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if opts.faultload_table {
+        return faultload_table(&opts).await;
+    }
+    if opts.table1 {
+        return table1().await;
+    }
     let exe = std::env::current_exe().expect("own path");
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let extra = if opts.unsafe_store {
-        vec!["--ack-before-sync"]
-    } else {
-        vec![]
-    };
+    let mut extra: Vec<String> = Vec::new();
+    if opts.unsafe_store {
+        extra.push("--ack-before-sync".into());
+    }
+    if let Some(ms) = opts.fault_every_ms {
+        extra.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
+        extra.push(if opts.fault_process { "process" } else { "actor" }.into());
+    }
     let mut svc = Service {
         extra,
         exe,
@@ -270,11 +321,22 @@ async fn main() -> ExitCode {
         .collect();
 
     let mut recoveries = Vec::new();
+    let mut process_restarts: Vec<Duration> = Vec::new();
     let mut last_progress = Instant::now();
     let mut next_kill = started + opts.kill_every;
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        if Instant::now() >= next_kill {
+        // A process that died on its own (the whole-process faultload) is restarted from outside.
+        let t = Instant::now();
+        match svc.ensure_running().await {
+            Ok(true) => process_restarts.push(t.elapsed()),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("error: restart failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if opts.kill && Instant::now() >= next_kill {
             let t = Instant::now();
             svc.kill().await;
             if let Err(e) = svc.start().await {
@@ -329,7 +391,13 @@ async fn main() -> ExitCode {
                         .map(|i| i.as_str().unwrap().to_owned())
                         .collect();
                 }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => {
+                    if let Err(e) = svc.ensure_running().await {
+                        eprintln!("error: restart failed: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
             }
         };
         let mut seen = HashMap::<&str, u64>::new();
@@ -362,6 +430,11 @@ async fn main() -> ExitCode {
         n => (ms(recoveries[0]), ms(recoveries[n / 2]), ms(recoveries[n - 1])),
     };
     let errors = stats.errors.lock().unwrap().clone();
+    let mut lat = stats.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    let p99_ms = lat
+        .get(lat.len().saturating_sub(1).min(lat.len() * 99 / 100))
+        .map_or(0.0, |us| *us as f64 / 1000.0);
     let ok = lost == 0 && unexpected == 0 && duplicates == 0 && stalled == 0 && acked_total > 0;
     if opts.json {
         let report = serde_json::json!({
@@ -375,6 +448,9 @@ async fn main() -> ExitCode {
             "duplicates": duplicates,
             "stalled_windows": stalled,
             "client_errors": errors,
+            "client_error_total": errors.values().sum::<u64>(),
+            "p99_ms": p99_ms,
+            "process_restarts": process_restarts.len(),
             "ok": ok,
         });
         println!("{report}");
@@ -387,6 +463,7 @@ async fn main() -> ExitCode {
         println!("  serving again after kill  min {min:.1} ms · median {med:.1} ms · max {max:.1} ms");
         println!("  requests                  {}", stats.requests.load(Ordering::Relaxed));
         println!("  acknowledged writes       {acked_total}");
+        println!("  p99 time to acknowledge   {p99_ms:.1} ms");
         println!("  client-visible errors     {}", errors.values().sum::<u64>());
         for (kind, n) in &errors {
             println!("      {n:7}  {kind}");
@@ -409,4 +486,162 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Runs this harness again as a child with `args` and `--json`; returns its report.
+async fn run_json(args: &[String]) -> Result<serde_json::Value, String> {
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .args(args)
+        .arg("--json")
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("no report: {e}"))
+}
+
+/// The paper's faultload experiment: the same fault rate, once as microreboots of one actor, once
+/// crashing the whole process (restarted from outside at once). Requests completed, client-visible
+/// failures and p99 time to acknowledge, for three rates.
+async fn faultload_table(opts: &Opts) -> ExitCode {
+    println!("faultload: a random cart actor panics (microreboot) vs the whole process aborts (restart), every T ms");
+    println!(
+        "{} s per run, {} clients; time to acknowledge includes the clients' retries",
+        opts.duration.as_secs(),
+        opts.clients
+    );
+    println!();
+    println!("| fault every | mode | requests completed | client-visible failures | p99 (ms) | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let mut ok = true;
+    for every in [100u64, 20, 5] {
+        let mut completed = Vec::new();
+        for mode in ["actor", "process"] {
+            let args: Vec<String> = [
+                "--duration",
+                &format!("{}s", opts.duration.as_secs()),
+                "--kill-every",
+                "off",
+                "--clients",
+                &opts.clients.to_string(),
+                "--fault-every-ms",
+                &every.to_string(),
+                "--fault-mode",
+                mode,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            match run_json(&args).await {
+                Ok(r) => {
+                    ok &= r["acked_lost"] == 0;
+                    let done = r["acked"].as_u64().unwrap_or(0);
+                    completed.push(done);
+                    let ratio = if mode == "process" && done > 0 {
+                        format!("{:.2}x", completed[0] as f64 / done as f64)
+                    } else {
+                        String::new()
+                    };
+                    let label = if mode == "actor" {
+                        "microreboot"
+                    } else {
+                        "process restart"
+                    };
+                    println!(
+                        "| {every} ms | {label} | {done} | {} | {:.1} | {ratio} |",
+                        r["client_error_total"],
+                        r["p99_ms"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The paper's Table 1 on the cart service holding 100k carts: time from SIGKILL to serving again,
+/// against a polite stop (SIGTERM, wait for exit) and a start.
+async fn table1() -> ExitCode {
+    use crashonly::store::{RedbStore, Txn};
+    let data = std::env::temp_dir().join(format!("crashonly-table1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("temp dir");
+    {
+        let store = RedbStore::open(data.join("carts.redb")).expect("store");
+        for chunk in 0..100 {
+            let mut txn = Txn::new();
+            for i in 0..1000 {
+                let id = chunk * 1000 + i;
+                let cart = format!("{{\"items\":[\"item-{id}\"]}}");
+                txn = txn.put_ttl(
+                    format!("cart/t{id}").as_bytes(),
+                    cart.into_bytes(),
+                    Duration::from_secs(3600),
+                );
+            }
+            crashonly::store::Store::commit(&store, txn).await.expect("prefill");
+        }
+    }
+    let mut svc = Service {
+        extra: Vec::new(),
+        exe: std::env::current_exe().expect("own path"),
+        data: data.clone(),
+        addr: free_port(),
+        child: None,
+    };
+    let (mut crash, mut polite) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        svc.start().await.expect("start");
+        while !svc.serving().await {}
+        // Crash reboot: SIGKILL, start, first request served (a cart read from the store).
+        let t = Instant::now();
+        svc.kill().await;
+        svc.start().await.expect("start");
+        while !matches!(http::request(svc.addr, "GET", "/carts/t777", &[], b"", Duration::from_secs(1)).await, Ok(r) if r.status == 200)
+        {
+        }
+        crash.push(t.elapsed());
+        // Clean reboot: SIGTERM, wait for the exit, start, first request served.
+        let t = Instant::now();
+        if let Some(mut c) = svc.child.take() {
+            let pid = c.id().expect("running") as i32;
+            // SAFETY: sending a signal to our own child process, which we still own (not reaped).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = c.wait().await;
+        }
+        svc.start().await.expect("start");
+        while !matches!(http::request(svc.addr, "GET", "/carts/t778", &[], b"", Duration::from_secs(1)).await, Ok(r) if r.status == 200)
+        {
+        }
+        polite.push(t.elapsed());
+        svc.kill().await;
+    }
+    crash.sort();
+    polite.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("cart service holding 100,000 carts (redb), median of 10, until the first cart is served:");
+    println!("| reboot | median | min | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| crash: SIGKILL + start | {:.1} ms | {:.1} ms | {:.1} ms |",
+        ms(crash[5]),
+        ms(crash[0]),
+        ms(crash[9])
+    );
+    println!(
+        "| clean: SIGTERM, wait for exit + start | {:.1} ms | {:.1} ms | {:.1} ms |",
+        ms(polite[5]),
+        ms(polite[0]),
+        ms(polite[9])
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    ExitCode::SUCCESS
 }

@@ -365,3 +365,28 @@ async fn timers_fire_and_die_with_their_instance() {
     let s = get(&a).await;
     assert_eq!((s.instance, s.n), (2, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn backoff_is_per_child_so_a_crash_loop_does_not_slow_its_siblings() {
+    let root = SupervisorSpec::new("root", Strategy::OneForOne)
+        .intensity(100, Duration::from_secs(600))
+        .backoff(Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(400),
+        });
+    let system = System::builder().root(root).start().unwrap();
+    let looping = system
+        .spawn(ActorSpec::<Probe>::named("looping", Probes::default()))
+        .unwrap();
+    let healthy = system
+        .spawn(ActorSpec::<Probe>::named("healthy", Probes::default()))
+        .unwrap();
+    for _ in 0..4 {
+        looping.tell(Cmd::Panic("again")).await.unwrap();
+        get(&looping).await;
+    }
+    let t0 = system.clock().now();
+    healthy.tell(Cmd::Panic("first time")).await.unwrap();
+    assert_eq!(get(&healthy).await.instance, 2);
+    assert_eq!(system.clock().now(), t0, "the sibling's first restart is immediate");
+}

@@ -86,6 +86,12 @@ impl Cart {
         }
     }
 
+    /// An injected fault (the faultload experiment): a crash, then a microreboot of this cart.
+    #[message]
+    fn fault(&mut self) {
+        panic!("injected fault in a cart actor");
+    }
+
     /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
     #[message]
     async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
@@ -285,6 +291,10 @@ struct Opts {
     data: std::path::PathBuf,
     /// Acknowledge writes before they are synced (for showing what the litmus harness catches).
     ack_before_sync: bool,
+    /// Inject a fault every so often: a random cart actor panics (`actor`), or the whole process
+    /// aborts (`process`, the world without microreboots).
+    fault_every: Option<Duration>,
+    fault_process: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -292,6 +302,8 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         listen: "127.0.0.1:8080".to_owned(),
         data: "cart-data".into(),
         ack_before_sync: false,
+        fault_every: None,
+        fault_process: false,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -299,10 +311,45 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
             "--data" => o.data = args.next().ok_or("--data needs a directory")?.into(),
             "--ack-before-sync" => o.ack_before_sync = true,
+            "--fault-every-ms" => {
+                let ms: u64 = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--fault-every-ms needs a number")?;
+                o.fault_every = Some(Duration::from_millis(ms.max(1)));
+            }
+            "--fault-mode" => match args.next().as_deref() {
+                Some("actor") => o.fault_process = false,
+                Some("process") => o.fault_process = true,
+                _ => return Err("--fault-mode is actor or process".into()),
+            },
             other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
         }
     }
     Ok(o)
+}
+
+/// The faultload: every `every`, a random cart actor panics (a microreboot follows), or, without
+/// microreboots, the whole process aborts and waits for an external restart.
+async fn inject_faults(carts: SupervisorRef, every: Duration, whole_process: bool) {
+    let mut x = u64::from(std::process::id()) | 1;
+    loop {
+        tokio::time::sleep(every).await;
+        if whole_process {
+            std::process::abort();
+        }
+        let live = carts.children();
+        if live.is_empty() {
+            continue;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let path = &live[(x % live.len() as u64) as usize];
+        if let Some(cart) = carts.child::<Cart>(path.rsplit('/').next().unwrap_or_default()) {
+            let _ = cart.try_tell(CartMessage::Fault());
+        }
+    }
 }
 
 /// Runs the cart service with these command-line arguments until it is killed.
@@ -311,6 +358,8 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         listen,
         data,
         ack_before_sync,
+        fault_every,
+        fault_process,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -340,9 +389,12 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         }
     };
     let root = SupervisorSpec::new("root", Strategy::OneForOne)
-        .child(SupervisorSpec::new("carts", Strategy::OneForOne).intensity(1000, Duration::from_secs(10)));
+        .child(SupervisorSpec::new("carts", Strategy::OneForOne).intensity(100_000, Duration::from_secs(10)));
     let system = System::builder().root(root).start().expect("static names");
     let carts = system.lookup_supervisor("/carts").expect("declared above");
+    if let Some(every) = fault_every {
+        tokio::spawn(inject_faults(carts.clone(), every, fault_process));
+    }
     let app = App {
         carts,
         system: system.clone(),

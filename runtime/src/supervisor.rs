@@ -78,7 +78,8 @@ impl Default for Intensity {
 
 /// Exponential backoff between consecutive restarts, with jitter, capped.
 ///
-/// The first restart within the intensity window is immediate (as in OTP); the n-th waits
+/// Counted per child: the first restart of a child within the intensity window is immediate (as in
+/// OTP); its n-th waits
 /// `min(cap, base * 2^(n-2))`, spread at random over its upper half so that siblings do not restart
 /// in lock step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -397,6 +398,9 @@ impl SupervisorSpec {
 struct Entry {
     restart: Restart,
     handle: Arc<dyn ChildHandle>,
+    /// This child's own restarts within the intensity period: its backoff grows with them, so
+    /// one crash-looping child does not slow down the restarts of its healthy siblings.
+    recent: VecDeque<crate::clock::Instant>,
 }
 
 #[derive(Default)]
@@ -492,7 +496,11 @@ impl SupNode {
             handle.kill();
             return Err(SpawnError::SupervisorDown(self.path.to_string()));
         }
-        st.children.push(Entry { restart, handle });
+        st.children.push(Entry {
+            restart,
+            handle,
+            recent: VecDeque::new(),
+        });
         Ok(())
     }
 
@@ -560,7 +568,15 @@ impl SupNode {
             };
             return Decision::Escalate(Arc::new(report));
         }
-        let delay = self.backoff.delay(st.restarts.len(), self.shared.random());
+        let recent = &mut st.children[idx].recent;
+        while recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= period)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        let delay = self.backoff.delay(recent.len(), self.shared.random());
         let scope = match self.strategy {
             Strategy::OneForOne => Scope::One,
             Strategy::OneForAll => Scope::All,
