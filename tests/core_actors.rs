@@ -288,3 +288,25 @@ fn unbounded_policies_are_refused() {
         .build();
     assert!(odd.unwrap_err().to_string().contains("exceeds max_ttl"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_agent_can_crash_reboot_an_actor_from_outside() {
+    let system = System::new();
+    let p = Probes::default();
+    let a = probe(&system, "victim", &p);
+    let mut downs = system.monitor(&a);
+    a.tell(Cmd::Add(3)).await.unwrap();
+    assert_eq!(get(&a).await.n, 3);
+    // In the middle of a long message: aborted wherever it is, without its cooperation.
+    let long = {
+        let a = a.clone();
+        tokio::spawn(async move { a.ask(Cmd::Sleep(Duration::from_secs(60))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.crash();
+    let DownReason::Crashed(report) = downs.recv().await.unwrap().reason else { panic!("expected a crash") };
+    assert_eq!(report.reason, CrashReason::Killed);
+    assert!(matches!(long.await.unwrap(), Err(Error::Crashed(_))), "not idempotent: at-most-once");
+    let seen = get(&a).await;
+    assert_eq!((seen.instance, seen.n), (2, 0));
+}

@@ -86,12 +86,6 @@ impl Cart {
         }
     }
 
-    /// An injected fault (the faultload experiment): a crash, then a microreboot of this cart.
-    #[message]
-    fn fault(&mut self) {
-        panic!("injected fault in a cart actor");
-    }
-
     /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
     #[message]
     async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
@@ -347,7 +341,8 @@ async fn inject_faults(carts: SupervisorRef, every: Duration, whole_process: boo
         x ^= x << 17;
         let path = &live[(x % live.len() as u64) as usize];
         if let Some(cart) = carts.child::<Cart>(path.rsplit('/').next().unwrap_or_default()) {
-            let _ = cart.try_tell(CartMessage::Fault());
+            // The injected fault: the cart's actor crashes wherever it is; a microreboot follows.
+            cart.crash();
         }
     }
 }
@@ -389,7 +384,10 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         }
     };
     let root = SupervisorSpec::new("root", Strategy::OneForOne)
-        .child(SupervisorSpec::new("carts", Strategy::OneForOne).intensity(100_000, Duration::from_secs(10)));
+        .child(SupervisorSpec::new("carts", Strategy::OneForOne)
+            .intensity(100_000, Duration::from_secs(10))
+            // A cart recovers in well under a millisecond: retry soon, back off little.
+            .backoff(Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(20) }));
     let system = System::builder().root(root).start().expect("static names");
     let carts = system.lookup_supervisor("/carts").expect("declared above");
     if let Some(every) = fault_every {

@@ -83,6 +83,14 @@ impl<A: Actor> ActorRef<A> {
         self.slot.request_rejuvenation();
     }
 
+    /// Crash-reboots the actor from outside, as a recovery agent (or the watchdog) does: the
+    /// running instance is aborted wherever it is, without its cooperation, and its supervisor
+    /// decides as for any crash (restart, with backoff, counted against the intensity). The message
+    /// in flight is redelivered if idempotent, answered `Crashed` otherwise; queued ones wait.
+    pub fn crash(&self) {
+        self.slot.crash_from_outside(crate::CrashReason::Killed);
+    }
+
     /// Progress counters of this slot.
     pub fn stats(&self) -> Stats {
         self.slot.stats()

@@ -30,6 +30,8 @@ pub enum CrashReason {
     HandleFailed(String),
     /// The supervisor aborted the instance from outside (a sibling's crash, or its subtree restarted).
     Aborted,
+    /// Crash-rebooted from outside on request ([`ActorRef::crash`](crate::ActorRef::crash)).
+    Killed,
     /// The watchdog found it handling one message past its handling lease.
     Hung {
         /// How long it had been handling, in milliseconds.
@@ -76,6 +78,7 @@ impl fmt::Display for CrashReason {
             CrashReason::StartFailed(e) => write!(f, "start failed: {e}"),
             CrashReason::HandleFailed(e) => write!(f, "handle failed: {e}"),
             CrashReason::Aborted => write!(f, "aborted by its supervisor"),
+            CrashReason::Killed => write!(f, "crash-rebooted from outside"),
             CrashReason::Hung { busy_ms, lease_ms } => {
                 write!(
                     f,

@@ -630,7 +630,6 @@ impl<A: Actor> Inspect for Slot<A> {
 
     /// The watchdog's crash-restart: power off from outside first, then the usual decision.
     fn hang(&self, now: u64) {
-        let Some(me) = self.myself() else { return };
         let busy = self.busy_since.swap_zero();
         if busy == 0 {
             return; // finished meanwhile
@@ -639,6 +638,18 @@ impl<A: Actor> Inspect for Slot<A> {
             busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
             lease_ms: self.opts.handling.as_millis(),
         };
+        self.crash_from_outside(reason);
+    }
+}
+
+impl<A: Actor> Slot<A> {
+    /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
+    /// the supervisor decides as for any crash.
+    pub(crate) fn crash_from_outside(&self, reason: CrashReason) {
+        let Some(me) = self.myself() else { return };
+        if self.state() == SlotState::Dead {
+            return;
+        }
         ChildHandle::abort(self);
         let exit = self.crash(reason, None);
         let Some(parent) = self.parent.upgrade() else { return };
