@@ -303,10 +303,15 @@ async fn a_recovery_agent_can_crash_reboot_an_actor_from_outside() {
         tokio::spawn(async move { a.ask(Cmd::Sleep(Duration::from_secs(60))).await })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
-    a.crash();
-    let DownReason::Crashed(report) = downs.recv().await.unwrap().reason else { panic!("expected a crash") };
+    a.crash_reboot();
+    let DownReason::Crashed(report) = downs.recv().await.unwrap().reason else {
+        panic!("expected a crash")
+    };
     assert_eq!(report.reason, CrashReason::Killed);
-    assert!(matches!(long.await.unwrap(), Err(Error::Crashed(_))), "not idempotent: at-most-once");
+    assert!(
+        matches!(long.await.unwrap(), Err(Error::Crashed(_))),
+        "not idempotent: at-most-once"
+    );
     let seen = get(&a).await;
     assert_eq!((seen.instance, seen.n), (2, 0));
 }

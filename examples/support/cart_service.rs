@@ -342,7 +342,7 @@ async fn inject_faults(carts: SupervisorRef, every: Duration, whole_process: boo
         let path = &live[(x % live.len() as u64) as usize];
         if let Some(cart) = carts.child::<Cart>(path.rsplit('/').next().unwrap_or_default()) {
             // The injected fault: the cart's actor crashes wherever it is; a microreboot follows.
-            cart.crash();
+            cart.crash_reboot();
         }
     }
 }
@@ -383,11 +383,15 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let root = SupervisorSpec::new("root", Strategy::OneForOne)
-        .child(SupervisorSpec::new("carts", Strategy::OneForOne)
+    let root = SupervisorSpec::new("root", Strategy::OneForOne).child(
+        SupervisorSpec::new("carts", Strategy::OneForOne)
             .intensity(100_000, Duration::from_secs(10))
             // A cart recovers in well under a millisecond: retry soon, back off little.
-            .backoff(Backoff { base: Duration::from_millis(1), cap: Duration::from_millis(20) }));
+            .backoff(Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            }),
+    );
     let system = System::builder().root(root).start().expect("static names");
     let carts = system.lookup_supervisor("/carts").expect("declared above");
     if let Some(every) = fault_every {

@@ -483,8 +483,34 @@ fn start_fn(f: &ImplItemFn) -> syn::Result<(syn::Ident, Option<Type>, bool)> {
     Ok((f.sig.ident.clone(), err, f.sig.asyncness.is_some()))
 }
 
+/// Methods of `ActorRef` itself: a generated method with one of these names would be shadowed.
+const RESERVED: &[&str] = &[
+    "ask",
+    "tell",
+    "try_tell",
+    "id",
+    "path",
+    "is_alive",
+    "stats",
+    "rejuvenate",
+    "crash_reboot",
+    "clone",
+    "eq",
+    "ne",
+    "fmt",
+];
+
 fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> {
     let sig = &f.sig;
+    if RESERVED.contains(&sig.ident.to_string().as_str()) {
+        return Err(Error::new(
+            sig.ident.span(),
+            format!(
+                "`{}` is a method of `ActorRef` itself: name this message differently",
+                sig.ident
+            ),
+        ));
+    }
     if !sig.generics.params.is_empty() {
         return Err(Error::new(
             sig.generics.span(),

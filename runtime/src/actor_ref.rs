@@ -87,7 +87,7 @@ impl<A: Actor> ActorRef<A> {
     /// running instance is aborted wherever it is, without its cooperation, and its supervisor
     /// decides as for any crash (restart, with backoff, counted against the intensity). The message
     /// in flight is redelivered if idempotent, answered `Crashed` otherwise; queued ones wait.
-    pub fn crash(&self) {
+    pub fn crash_reboot(&self) {
         self.slot.crash_from_outside(crate::CrashReason::Killed);
     }
 

@@ -30,7 +30,7 @@ pub enum CrashReason {
     HandleFailed(String),
     /// The supervisor aborted the instance from outside (a sibling's crash, or its subtree restarted).
     Aborted,
-    /// Crash-rebooted from outside on request ([`ActorRef::crash`](crate::ActorRef::crash)).
+    /// Crash-rebooted from outside on request ([`ActorRef::crash_reboot`](crate::ActorRef::crash_reboot)).
     Killed,
     /// The watchdog found it handling one message past its handling lease.
     Hung {

@@ -563,17 +563,29 @@ impl<A: Actor> ChildHandle for Slot<A> {
     }
 
     fn launch(&self) {
+        self.launch_after(Duration::ZERO);
+    }
+
+    fn launch_after(&self, delay: Duration) {
         let Some(me) = self.myself() else { return };
         let mut life = self.life.lock();
         if life.launched {
             self.restarts.fetch_add(1, Ordering::Relaxed);
         }
         life.launched = true;
-        self.set_state(SlotState::Starting);
+        // The backoff is the new task's first step: aborting the slot cancels a pending restart,
+        // and the supervisor is free to restart other children meanwhile.
+        let run = async move {
+            if !delay.is_zero() {
+                me.expect_ready_in(delay);
+                me.shared.clock.sleep(delay).await;
+            }
+            me.run().await;
+        };
         let task = if self.opts.dedicated {
-            self.shared.exec.spawn_thread(&self.path, me.run())
+            self.shared.exec.spawn_thread(&self.path, run)
         } else {
-            self.shared.exec.spawn(me.run())
+            self.shared.exec.spawn(run)
         };
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
@@ -647,7 +659,8 @@ impl<A: Actor> Slot<A> {
     /// the supervisor decides as for any crash.
     pub(crate) fn crash_from_outside(&self, reason: CrashReason) {
         let Some(me) = self.myself() else { return };
-        if self.state() == SlotState::Dead {
+        // Already down (dead, or between instances): nothing runs to crash.
+        if matches!(self.state(), SlotState::Dead | SlotState::Restarting) {
             return;
         }
         ChildHandle::abort(self);

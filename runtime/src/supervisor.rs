@@ -153,6 +153,8 @@ pub(crate) trait ChildHandle: Send + Sync + 'static {
     fn identity(&self) -> *const ();
     /// Starts a fresh instance (or subtree). The previous one must have been aborted and joined.
     fn launch(&self);
+    /// Starts a fresh instance after `delay` (the backoff), without making the caller wait.
+    fn launch_after(&self, delay: Duration);
     /// The external power-off switch: aborts the instance (or subtree) without waiting.
     fn abort(&self);
     /// Waits until every aborted task has ended.
@@ -640,13 +642,18 @@ impl SupNode {
         for c in &group {
             c.join().await;
         }
-        if !delay.is_zero() {
-            self.shared.clock.sleep(delay).await;
-        }
         if self.state.lock().failed {
             return;
         }
         tracing::info!(supervisor = %self.path, scope = ?scope, children = group.len(), "restarting");
+        if let [only] = group.as_slice() {
+            // One child: its backoff runs in its own new task; other restarts need not wait.
+            only.launch_after(delay);
+            return;
+        }
+        if !delay.is_zero() {
+            self.shared.clock.sleep(delay).await;
+        }
         for c in &group {
             c.launch();
         }
@@ -690,6 +697,24 @@ impl ChildHandle for SupNode {
 
     fn rejuvenate(&self) {
         SupNode::rejuvenate(self);
+    }
+
+    fn launch_after(&self, delay: Duration) {
+        // A subtree is restarted rarely; its backoff waits in a task of its own.
+        match self.me.upgrade() {
+            Some(me) if !delay.is_zero() => {
+                let clock = self.shared.clock.clone();
+                let task = self.shared.exec.spawn(async move {
+                    clock.sleep(delay).await;
+                    ChildHandle::launch(&*me);
+                });
+                *self.life.lock() = Life {
+                    abort: Some(task.abort_handle()),
+                    task: Some(task),
+                };
+            }
+            _ => ChildHandle::launch(self),
+        }
     }
 
     fn identity(&self) -> *const () {
