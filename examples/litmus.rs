@@ -169,16 +169,20 @@ impl Service {
 
     /// Restarts the service if it died on its own (the whole-process faultload); true if it did.
     async fn ensure_running(&mut self) -> Result<bool, String> {
-        let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
-        if !exited {
-            return Ok(false);
+        let mut restarted = false;
+        loop {
+            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                // It may die again before it serves (a fault every few ms): start it again.
+                self.child = None;
+                self.start().await?;
+                restarted = true;
+            } else if !restarted || self.serving().await {
+                return Ok(restarted);
+            } else {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
-        self.child = None;
-        self.start().await?;
-        while !self.serving().await {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(true)
     }
 
     async fn serving(&self) -> bool {

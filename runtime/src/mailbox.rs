@@ -54,11 +54,16 @@ impl<T> std::ops::Deref for Padded<T> {
 /// How many taken messages the consumer may leave unreported (they still count as queued).
 const REPORT_EVERY: usize = 32;
 
+/// Batches smaller than this make the consumer yield once before taking them.
+const YIELD_BELOW: usize = 8;
+
 #[derive(Debug)]
 struct Local<T> {
     queue: VecDeque<T>,
     /// Taken since the last report to `inner.in_local`.
     unreported: usize,
+    /// The consumer let the producers run once before taking a small batch.
+    yielded: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,7 @@ impl<T> Mailbox<T> {
             local: Padded(Mutex::new(Local {
                 queue: VecDeque::new(),
                 unreported: 0,
+                yielded: false,
             })),
             capacity: capacity.max(1),
         }
@@ -189,6 +195,17 @@ impl<T> Mailbox<T> {
         }
         let mut inner = self.inner.lock();
         Self::report(&mut local, &mut inner);
+        // A small batch while producers are active: let them run once more first, so that the
+        // consumer takes batches instead of contending for every message.
+        if let Some(cx) = cx.as_ref() {
+            let n = inner.queue.len();
+            if n > 0 && n < YIELD_BELOW && !local.yielded {
+                local.yielded = true;
+                cx.waker().wake_by_ref();
+                return Err(false);
+            }
+        }
+        local.yielded = false;
         let Some(item) = inner.queue.pop_front() else {
             if let Some(cx) = cx {
                 if !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
