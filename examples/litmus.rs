@@ -124,6 +124,8 @@ impl Stats {
 
 struct Service {
     extra: Vec<String>,
+    /// The faultload arguments, dropped for the final read-back.
+    faults: Vec<String>,
     exe: std::path::PathBuf,
     data: std::path::PathBuf,
     addr: SocketAddr,
@@ -141,6 +143,7 @@ impl Service {
                 self.data.to_str().unwrap(),
             ])
             .args(&self.extra)
+            .args(&self.faults)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -293,12 +296,14 @@ async fn main() -> ExitCode {
     if opts.unsafe_store {
         extra.push("--ack-before-sync".into());
     }
+    let mut faults: Vec<String> = Vec::new();
     if let Some(ms) = opts.fault_every_ms {
-        extra.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
-        extra.push(if opts.fault_process { "process" } else { "actor" }.into());
+        faults.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
+        faults.push(if opts.fault_process { "process" } else { "actor" }.into());
     }
     let mut svc = Service {
         extra,
+        faults,
         exe,
         data: data.clone(),
         addr: free_port(),
@@ -366,8 +371,25 @@ async fn main() -> ExitCode {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    // Keep the service alive until the clients have their last requests acknowledged.
+    while !clients.iter().all(|c| c.is_finished()) {
+        if let Err(e) = svc.ensure_running().await {
+            eprintln!("error: restart failed: {e}");
+            return ExitCode::FAILURE;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for c in clients {
         let _ = c.await;
+    }
+    // Read back from the same store, on a service without injected faults.
+    if !svc.faults.is_empty() {
+        svc.faults.clear();
+        svc.kill().await;
+        if let Err(e) = svc.ensure_running().await {
+            eprintln!("error: restart failed: {e}");
+            return ExitCode::FAILURE;
+        }
     }
 
     // Read everything back and check it.
@@ -596,6 +618,7 @@ async fn table1() -> ExitCode {
     }
     let mut svc = Service {
         extra: Vec::new(),
+        faults: Vec::new(),
         exe: std::env::current_exe().expect("own path"),
         data: data.clone(),
         addr: free_port(),
