@@ -32,4 +32,19 @@ fn public_types_are_send_and_sync() {
     send::<Tell<'static, Probe>>();
     send::<Ask<'static, Probe>>();
     send::<TellFuture<'static, String>>();
+    send_sync::<Policy>();
+    send_sync::<PolicyError>();
+    send_sync::<Lease>();
+    send_sync::<LeaseError>();
+    send_sync::<LeaseTable>();
+    send_sync::<Snapshot>();
+    send::<derive::Call<'static, Probe, u64>>();
+    send_sync::<store::MemoryStore>();
+    send_sync::<store::RedbStore>();
+    send_sync::<store::StoreError>();
+    send_sync::<store::Txn>();
+    send_sync::<store::Lease>();
+    send_sync::<store::Versioned>();
+    send::<store::DurableState>();
+    send_sync::<std::sync::Arc<dyn store::Store>>();
 }
