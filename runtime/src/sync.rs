@@ -63,6 +63,7 @@ use loom::sync::Mutex as Inner;
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(Inner<T>);
 
+#[cfg(not(crashonly_loom))]
 pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
 
 impl<T> Mutex<T> {
