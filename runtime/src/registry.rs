@@ -198,3 +198,64 @@ impl Registry {
         self.inner.lock().slots.len()
     }
 }
+
+/// Model-checked with loom: `RUSTFLAGS="--cfg crashonly_loom" cargo test -p crashonly --lib loom`.
+#[cfg(all(test, crashonly_loom))]
+mod loom_tests {
+    use super::*;
+
+    struct Slot(u32);
+
+    impl Inspect for Slot {
+        fn snapshot(&self) -> Snapshot {
+            Snapshot {
+                id: ActorId {
+                    index: 0,
+                    generation: 0,
+                },
+                path: String::new(),
+                stats: None,
+            }
+        }
+    }
+
+    /// A slot dies and its index is reused while another thread looks the old id up: the lookup
+    /// finds the old slot or nothing, never the new one.
+    #[test]
+    fn loom_a_reused_index_never_reaches_a_stale_id() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(
+            std::env::var("LOOM_MAX_PREEMPTIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        );
+        b.check(|| {
+            let reg = Arc::new(Registry::default());
+            let old = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(1))).unwrap();
+            let old_id = {
+                let id = reg.lookup("/a").unwrap();
+                assert_eq!(
+                    reg.get(id).and_then(|s| s.downcast::<Slot>().ok()).map(|s| s.0),
+                    Some(1)
+                );
+                id
+            };
+            let churn = {
+                let reg = reg.clone();
+                loom::thread::spawn(move || {
+                    reg.remove(old_id);
+                    let new = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(2))).unwrap();
+                    (reg.lookup("/a").unwrap(), new)
+                })
+            };
+            let seen = reg.get(old_id).and_then(|s| s.downcast::<Slot>().ok()).map(|s| s.0);
+            assert!(seen.is_none() || seen == Some(1), "a stale id reached {seen:?}");
+            let (new_id, _new) = churn.join().unwrap();
+            assert_eq!(new_id.index, old_id.index, "the index was reused");
+            assert_ne!(new_id, old_id);
+            assert!(reg.get(old_id).is_none());
+            drop(old);
+        });
+    }
+}
