@@ -362,6 +362,54 @@ fn comm_overhead(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same comparison on a single-threaded runtime: sender and actor share the thread, so the
+/// figure is the CPU cost of the path, without cross-thread wake-ups and worker placement.
+fn comm_overhead_local(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_sys, a) = rt.block_on(async {
+        let config = Config {
+            watchdog_every: Duration::from_millis(50),
+            ..Config::default()
+        };
+        let sys = System::builder().config(config).start().unwrap();
+        for _ in 0..1_000 {
+            sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+        }
+        let a = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+        (sys, a)
+    });
+    let (_quiet, q) = rt.block_on(async {
+        let config = Config {
+            watchdog_every: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let sys = System::builder().config(config).start().unwrap();
+        let q = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+        (sys, q)
+    });
+    let mut g = c.benchmark_group("comm_overhead_local");
+    g.bench_function("ask_plain_watchdog_idle", |b| {
+        b.to_async(&rt).iter(|| async { q.ask(Msg::Get).await.unwrap() })
+    });
+    g.bench_function("ask_plain", |b| {
+        b.to_async(&rt).iter(|| async { a.ask(Msg::Get).await.unwrap() })
+    });
+    g.bench_function("ask_full", |b| {
+        b.to_async(&rt).iter(|| async {
+            a.ask(Msg::Get)
+                .ttl(Duration::from_secs(1))
+                .idempotent()
+                .retrying()
+                .await
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));
 }
@@ -374,6 +422,7 @@ fn all(c: &mut Criterion) {
     restart_latency(c);
     one_for_all_1000(c);
     comm_overhead(c);
+    comm_overhead_local(c);
 }
 
 criterion_group!(benches, all);
