@@ -72,6 +72,7 @@ mod slot;
 mod supervisor;
 mod sync;
 mod system;
+pub mod testing;
 mod timer;
 
 pub mod store;

@@ -513,6 +513,11 @@ impl SupNode {
         Ok(ActorRef::from_slot(slot))
     }
 
+    /// Adds an actor child without starting it (the test driver runs its code by hand).
+    pub(crate) fn adopt_unlaunched<A: Actor>(self: &Arc<Self>, spec: ActorSpec<A>) -> Result<ActorRef<A>, SpawnError> {
+        Ok(ActorRef::from_slot(spec.build(self)?))
+    }
+
     /// Adds and starts a dynamic supervisor child.
     pub(crate) fn spawn_supervisor(self: &Arc<Self>, spec: SupervisorSpec) -> Result<Arc<SupNode>, SpawnError> {
         let node = SupNode::build(spec, self.shared.clone(), Some(self))?;

@@ -248,6 +248,10 @@ impl System {
         &self.inner.shared.clock
     }
 
+    pub(crate) fn root_node(&self) -> &Arc<SupNode> {
+        &self.inner.root
+    }
+
     /// The root supervisor.
     pub fn root(&self) -> SupervisorRef {
         SupervisorRef::new(self.inner.root.clone())
