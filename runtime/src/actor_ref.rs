@@ -111,7 +111,7 @@ impl<A: Actor> ActorRef<A> {
         if let Some(wait) = self.slot.retry_after(env.header.deadline) {
             return Err(SendError::new(Error::RetryAfter(wait), env.payload));
         }
-        self.slot.mailbox.try_push(env).map_err(|e| push_error(e, true))
+        self.slot.mailbox.try_push(env).map_err(|e| push_error(e))
     }
 
     /// Sends `msg` and waits for the reply, never past the deadline (the default TTL unless set).
@@ -141,7 +141,7 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-fn push_error<M, R>(e: PushError<Envelope<M, R>>, _fast: bool) -> SendError<M> {
+fn push_error<M, R>(e: PushError<Envelope<M, R>>) -> SendError<M> {
     match e {
         PushError::Full(env) => SendError::new(Error::MailboxFull, env.payload),
         PushError::Closed(env) => SendError::new(Error::Dead, env.payload),
@@ -346,7 +346,7 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
                 slot.mailbox
                     .push_until(env, deadline, &slot.shared.clock)
                     .await
-                    .map_err(|e| push_error(e, false))
+                    .map_err(|e| push_error(e))
             })),
         };
         TellFuture { state }
@@ -406,7 +406,7 @@ async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply,
             .mailbox
             .push_until(env, deadline, clock)
             .await
-            .map_err(|e| push_error(e, false).error().clone())?,
+            .map_err(|e| push_error(e).error().clone())?,
     }
     match clock.timeout_at(deadline, rx).await {
         Some(Ok(outcome)) => outcome,

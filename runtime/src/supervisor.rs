@@ -667,7 +667,7 @@ impl SupNode {
     /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
     async fn give_up(&self, report: Arc<CrashReport>) {
         tracing::error!(supervisor = %self.path, crash = %report, "supervisor gave up, escalating");
-        let children: Vec<Arc<dyn ChildHandle>> = self.state.lock().children.iter().map(|e| e.handle.clone()).collect();
+        let children = self.snapshot();
         for c in children.iter().rev() {
             c.abort();
         }
