@@ -111,7 +111,7 @@ impl<A: Actor> ActorRef<A> {
         if let Some(wait) = self.slot.retry_after(env.header.deadline) {
             return Err(SendError::new(Error::RetryAfter(wait), env.payload));
         }
-        self.slot.mailbox.try_push(env).map_err(|e| push_error(e))
+        self.slot.mailbox.try_push(env).map_err(push_error)
     }
 
     /// Sends `msg` and waits for the reply, never past the deadline (the default TTL unless set).
@@ -346,7 +346,7 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
                 slot.mailbox
                     .push_until(env, deadline, &slot.shared.clock)
                     .await
-                    .map_err(|e| push_error(e))
+                    .map_err(push_error)
             })),
         };
         TellFuture { state }
