@@ -307,23 +307,26 @@ fn one_for_all_1000(c: &mut Criterion) {
     g.finish();
 }
 
+/// A system whose watchdog scans 1,001 actors every 50 ms, and one of its actors.
+async fn busy_system() -> (System, ActorRef<Bench>) {
+    let config = Config {
+        watchdog_every: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let sys = System::builder().config(config).start().unwrap();
+    for _ in 0..1_000 {
+        sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+    }
+    let a = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
+    (sys, a)
+}
+
 /// What the communication layer adds to a plain tell/ask: policy clamps and RetryAfter checks are
 /// on every send; this compares a plain request with one that carries a TTL, is idempotent and
 /// retrying, on the same actor of a system whose watchdog scans 1,001 actors every 50 ms.
 fn comm_overhead(c: &mut Criterion) {
     let rt = runtime();
-    let (_sys, a) = rt.block_on(async {
-        let config = Config {
-            watchdog_every: Duration::from_millis(50),
-            ..Config::default()
-        };
-        let sys = System::builder().config(config).start().unwrap();
-        for _ in 0..1_000 {
-            sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
-        }
-        let a = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
-        (sys, a)
-    });
+    let (_sys, a) = rt.block_on(busy_system());
     let mut g = c.benchmark_group("comm_overhead");
     g.bench_function("ask_plain", |b| {
         b.to_async(&rt).iter(|| async { a.ask(Msg::Get).await.unwrap() })
@@ -369,18 +372,7 @@ fn comm_overhead_local(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (_sys, a) = rt.block_on(async {
-        let config = Config {
-            watchdog_every: Duration::from_millis(50),
-            ..Config::default()
-        };
-        let sys = System::builder().config(config).start().unwrap();
-        for _ in 0..1_000 {
-            sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
-        }
-        let a = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
-        (sys, a)
-    });
+    let (_sys, a) = rt.block_on(busy_system());
     let (_quiet, q) = rt.block_on(async {
         let config = Config {
             watchdog_every: Duration::from_secs(3600),

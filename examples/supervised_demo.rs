@@ -30,6 +30,19 @@ struct Counter {
 /// Which counter, and the store it lives in.
 type CounterArgs = (u32, Arc<dyn Store>);
 
+/// The counter's value as the store has it (0 when absent or unreadable).
+async fn stored(store: &Arc<dyn Store>, k: u32) -> u64 {
+    decode(
+        store
+            .get(format!("counter/{k}").as_bytes())
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.value)
+            .as_deref(),
+    )
+}
+
 fn decode(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
@@ -150,15 +163,7 @@ async fn main() -> ExitCode {
     // What the store held before this run (a data directory may be reused across runs).
     let mut before = Vec::new();
     for k in 0..WORKERS {
-        before.push(decode(
-            store
-                .get(format!("counter/{k}").as_bytes())
-                .await
-                .ok()
-                .flatten()
-                .map(|v| v.value)
-                .as_deref(),
-        ));
+        before.push(stored(&store, k).await);
     }
 
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
@@ -217,15 +222,7 @@ async fn main() -> ExitCode {
     let mut consistent = true;
     let (mut total_acked, mut total_unknown, mut crashes, mut restarts) = (0, 0, 0, 0);
     for (k, c) in counters.iter().enumerate() {
-        let stored = decode(
-            store
-                .get(format!("counter/{k}").as_bytes())
-                .await
-                .ok()
-                .flatten()
-                .map(|v| v.value)
-                .as_deref(),
-        ) - before[k];
+        let stored = stored(&store, k as u32).await - before[k];
         let (a, u) = (acked[k].load(Ordering::Relaxed), unknown[k].load(Ordering::Relaxed));
         let ok = stored >= a && stored <= a + u;
         consistent &= ok;

@@ -342,18 +342,8 @@ mod tests {
 #[cfg(all(test, crashonly_loom))]
 mod loom_tests {
     use super::*;
+    use crate::sync::model;
     use std::sync::Arc;
-
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(
-            std::env::var("LOOM_MAX_PREEMPTIONS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        );
-        b.check(f);
-    }
 
     /// Two producers and a consumer: every accepted message is taken exactly once, in each
     /// producer's order, and the queue never holds more than its capacity.

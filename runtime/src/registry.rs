@@ -223,14 +223,7 @@ mod loom_tests {
     /// finds the old slot or nothing, never the new one.
     #[test]
     fn loom_a_reused_index_never_reaches_a_stale_id() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(
-            std::env::var("LOOM_MAX_PREEMPTIONS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        );
-        b.check(|| {
+        crate::sync::model(|| {
             let reg = Arc::new(Registry::default());
             let old = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(1))).unwrap();
             let old_id = {
