@@ -399,7 +399,7 @@ async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply,
         return Err(Error::RetryAfter(wait));
     }
     let clock = &slot.shared.clock;
-    match slot.mailbox.try_push(env) {
+    match slot.mailbox.try_push_waiting(env) {
         Ok(()) => {}
         Err(PushError::Closed(_)) => return Err(Error::Dead),
         Err(PushError::Full(env)) => slot

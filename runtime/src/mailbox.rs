@@ -75,6 +75,8 @@ struct Inner<T> {
     producers: Vec<Waker>,
     /// Size of the batch in `local` until it is used up.
     in_local: usize,
+    /// The last item pushed came from a sender that now waits for it (see `try_push_waiting`).
+    sender_waits: bool,
     closed: bool,
 }
 
@@ -86,6 +88,7 @@ impl<T> Mailbox<T> {
                 consumer: None,
                 producers: Vec::new(),
                 in_local: 0,
+                sender_waits: false,
                 closed: false,
             }),
             local: Padded(Mutex::new(Local {
@@ -108,10 +111,17 @@ impl<T> Mailbox<T> {
 
     /// Pushes without waiting.
     pub(crate) fn try_push(&self, item: T) -> Result<(), PushError<T>> {
-        self.push_or_park(item, None)
+        self.push_or_park(item, None, false)
     }
 
-    fn push_or_park(&self, item: T, cx: Option<&mut Context<'_>>) -> Result<(), PushError<T>> {
+    /// Pushes without waiting, for a sender that then waits for the item to be handled (an ask):
+    /// it sends nothing more meanwhile, so the consumer takes the item at once instead of yielding
+    /// to let a batch build up.
+    pub(crate) fn try_push_waiting(&self, item: T) -> Result<(), PushError<T>> {
+        self.push_or_park(item, None, true)
+    }
+
+    fn push_or_park(&self, item: T, cx: Option<&mut Context<'_>>, waits: bool) -> Result<(), PushError<T>> {
         let mut inner = self.inner.lock();
         if inner.closed {
             return Err(PushError::Closed(item));
@@ -125,6 +135,7 @@ impl<T> Mailbox<T> {
             return Err(PushError::Full(item));
         }
         inner.queue.push_back(item);
+        inner.sender_waits = waits;
         let consumer = inner.consumer.take();
         drop(inner);
         if let Some(w) = consumer {
@@ -150,7 +161,7 @@ impl<T> Mailbox<T> {
         let mut sleep = pin!(clock.sleep_until(deadline));
         poll_fn(|cx| {
             let it = item.take().expect("polled after completion");
-            match self.push_or_park(it, Some(cx)) {
+            match self.push_or_park(it, Some(cx), false) {
                 Err(PushError::Full(it)) => {
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(PushError::Full(it)));
@@ -199,7 +210,7 @@ impl<T> Mailbox<T> {
         // consumer takes batches instead of contending for every message.
         if let Some(cx) = cx.as_ref() {
             let n = inner.queue.len();
-            if n > 0 && n < YIELD_BELOW && !local.yielded {
+            if n > 0 && n < YIELD_BELOW && !local.yielded && !inner.sender_waits {
                 local.yielded = true;
                 cx.waker().wake_by_ref();
                 return Err(false);

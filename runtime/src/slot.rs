@@ -258,7 +258,7 @@ impl<A: Actor> Slot<A> {
                 Some(delay) => {
                     self.expect_ready_in(delay);
                     if !delay.is_zero() {
-                        self.shared.clock.sleep(delay).await;
+                        Box::pin(self.shared.clock.sleep(delay)).await;
                     }
                     self.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
@@ -350,7 +350,9 @@ impl<A: Actor> Slot<A> {
             self.expect_ready_in(Duration::ZERO);
         }
         let mut ctx = Context::new(ActorRef::from_slot(self.clone()));
-        let mut actor = match crash::catch(A::start(&self.args, &mut ctx)).await {
+        // Boxed: `start` runs once per instance, and an inline start future would make every
+        // idle actor's task as large as the largest `start`.
+        let mut actor = match Box::pin(crash::catch(A::start(&self.args, &mut ctx))).await {
             Ok(Ok(actor)) => actor,
             Ok(Err(e)) => return self.crash(CrashReason::StartFailed(e.to_string()), None),
             Err(panic) => return self.crash(panic, None),
@@ -578,7 +580,8 @@ impl<A: Actor> ChildHandle for Slot<A> {
         let run = async move {
             if !delay.is_zero() {
                 me.expect_ready_in(delay);
-                me.shared.clock.sleep(delay).await;
+                // Boxed: a rare path, kept out of every idle actor's task.
+                Box::pin(me.shared.clock.sleep(delay)).await;
             }
             me.run().await;
         };

@@ -9,9 +9,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use crashonly::prelude::Strategy;
 use crashonly_peers::{ax, co, floor, ka, ra, runtime, Starts, PATIENCE};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use futures::future::join_all;
 use kameo::actor::Spawn;
 use tokio::runtime::Runtime;
@@ -58,7 +58,17 @@ where
     Fut: Future<Output = Duration>,
 {
     let sys = actix_rt::System::new();
-    g.bench_function(id, |b| b.iter_custom(|iters| sys.block_on(async { sum(iters, &once).await })));
+    g.bench_function(id, |b| {
+        b.iter_custom(|iters| sys.block_on(async { sum(iters, &once).await }))
+    });
+}
+
+/// A current-thread tokio runtime: crashonly on one thread, as actix always is.
+fn one_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// kameo refuses messages (`ActorStopped`) between a supervised actor's death and its restart;
@@ -92,7 +102,9 @@ fn spawn_100k(c: &mut Criterion) {
         let starts = Starts::new();
         starts.arm(SPAWN_N);
         let t = Instant::now();
-        let addrs: Vec<_> = (0..SPAWN_N).map(|_| ax::Bench::new(Some(starts.clone())).start()).collect();
+        let addrs: Vec<_> = (0..SPAWN_N)
+            .map(|_| ax::Bench::new(Some(starts.clone())).start())
+            .collect();
         patiently("actix spawn", starts.reached()).await;
         let d = t.elapsed();
         drop(addrs);
@@ -104,7 +116,9 @@ fn spawn_100k(c: &mut Criterion) {
         let t = Instant::now();
         let mut refs = Vec::with_capacity(SPAWN_N);
         for _ in 0..SPAWN_N {
-            let (r, _) = ractor::Actor::spawn(None, ra::Bench, Some(starts.clone())).await.unwrap();
+            let (r, _) = ractor::Actor::spawn(None, ra::Bench, Some(starts.clone()))
+                .await
+                .unwrap();
             refs.push(r);
         }
         patiently("ractor spawn", starts.reached()).await;
@@ -156,6 +170,25 @@ fn tell(c: &mut Criterion, name: &str, senders: u64) {
         }))
         .await;
         a.ask(co::Msg::Get).await.unwrap();
+        t.elapsed()
+    });
+
+    // The same on one thread, beside actix, whose actors always live on one thread.
+    let rt1 = one_thread();
+    let sys1 = rt1.block_on(async { co::system(Strategy::OneForOne) });
+    let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
+    custom(&mut g, "crashonly-1t", &rt1, || async {
+        let t = Instant::now();
+        join_all((0..senders).map(|_| {
+            let a = a1.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    a.tell(co::Msg::Add(1)).await.unwrap();
+                }
+            })
+        }))
+        .await;
+        a1.ask(co::Msg::Get).await.unwrap();
         t.elapsed()
     });
 
@@ -239,6 +272,12 @@ fn ask_round_trip(c: &mut Criterion) {
     g.bench_function("crashonly", |b| {
         b.to_async(&rt).iter(|| async { a.ask(co::Msg::Get).await.unwrap() })
     });
+    let rt1 = one_thread();
+    let sys1 = rt1.block_on(async { co::system(Strategy::OneForOne) });
+    let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
+    g.bench_function("crashonly-1t", |b| {
+        b.to_async(&rt1).iter(|| async { a1.ask(co::Msg::Get).await.unwrap() })
+    });
     {
         use actix::Actor;
         let sys = actix_rt::System::new();
@@ -257,10 +296,13 @@ fn ask_round_trip(c: &mut Criterion) {
     }
     let r = rt.block_on(async { ractor::Actor::spawn(None, ra::Bench, None).await.unwrap().0 });
     g.bench_function("ractor", |b| {
-        b.to_async(&rt).iter(|| async { r.call(ra::Msg::Get, None).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { r.call(ra::Msg::Get, None).await.unwrap() })
     });
     let k = rt.block_on(async { ka::Bench::spawn(None) });
-    g.bench_function("kameo", |b| b.to_async(&rt).iter(|| async { k.ask(ka::Get).await.unwrap() }));
+    g.bench_function("kameo", |b| {
+        b.to_async(&rt).iter(|| async { k.ask(ka::Get).await.unwrap() })
+    });
     let f = rt.block_on(async { floor::spawn(None) });
     g.bench_function("floor", |b| b.to_async(&rt).iter(|| async { floor::ask(&f).await }));
     g.finish();
@@ -279,6 +321,15 @@ fn restart_latency(c: &mut Criterion) {
         })
     });
 
+    let rt1 = one_thread();
+    let sys1 = rt1.block_on(async { co::system(Strategy::OneForOne) });
+    let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
+    g.bench_function("crashonly-1t", |b| {
+        b.to_async(&rt1).iter(|| async {
+            a1.tell(co::Msg::Panic).await.unwrap();
+            a1.ask(co::Msg::Get).await.unwrap()
+        })
+    });
     {
         let sys = actix_rt::System::new();
         let a = sys.block_on(async { actix::Supervisor::start(|_| ax::Bench::new(None)) });
@@ -304,7 +355,9 @@ fn restart_latency(c: &mut Criterion) {
             starts: None,
             publish: tx,
         };
-        ractor::Actor::spawn(None, ra::Sup { all_for_one: false }, args).await.unwrap();
+        ractor::Actor::spawn(None, ra::Sup { all_for_one: false }, args)
+            .await
+            .unwrap();
         rx.lock().await.recv().await.unwrap().remove(0)
     });
     let child = std::sync::Mutex::new(child);
@@ -372,7 +425,9 @@ fn subtree_1000(c: &mut Criterion) {
             starts: Some(starts.clone()),
             publish: tx,
         };
-        ractor::Actor::spawn(None, ra::Sup { all_for_one: true }, args).await.unwrap();
+        ractor::Actor::spawn(None, ra::Sup { all_for_one: true }, args)
+            .await
+            .unwrap();
         rx.lock().await.recv().await.unwrap()
     });
     let children = std::sync::Mutex::new(children);

@@ -61,7 +61,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Resident set size of this process, in bytes.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm field");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm field");
     pages * 4096
 }
 
@@ -433,7 +437,10 @@ pub mod floor {
             .unzip();
         tokio::spawn(async move {
             loop {
-                let tasks: Vec<_> = rxs.iter().map(|rx| tokio::spawn(run(rx.clone(), starts.clone()))).collect();
+                let tasks: Vec<_> = rxs
+                    .iter()
+                    .map(|rx| tokio::spawn(run(rx.clone(), starts.clone())))
+                    .collect();
                 let (_, _, rest) = select_all(tasks).await;
                 rest.iter().for_each(|t| t.abort());
                 join_all(rest).await;

@@ -11,7 +11,7 @@ use crashonly::prelude::Strategy;
 use crashonly_peers::{ax, co, floor, ka, ra, rss_bytes, runtime, Starts, PATIENCE};
 use kameo::actor::Spawn;
 
-const FRAMEWORKS: [&str; 5] = ["crashonly", "actix", "ractor", "kameo", "floor"];
+const FRAMEWORKS: [&str; 6] = ["crashonly", "crashonly-1t", "actix", "ractor", "kameo", "floor"];
 const IDLE_N: usize = 100_000;
 
 /// (criterion group, label, unit divisor, unit)
@@ -47,7 +47,9 @@ fn idle_bytes(fw: &str) -> u64 {
         let sys = actix_rt::System::new();
         return sys.block_on(async {
             let before = rss_bytes();
-            let keep: Vec<_> = (0..IDLE_N).map(|_| ax::Bench::new(Some(starts.clone())).start()).collect();
+            let keep: Vec<_> = (0..IDLE_N)
+                .map(|_| ax::Bench::new(Some(starts.clone())).start())
+                .collect();
             wait(&starts).await;
             let after = rss_bytes();
             drop(keep);
@@ -59,16 +61,33 @@ fn idle_bytes(fw: &str) -> u64 {
         let sys = co::system(Strategy::OneForOne);
         let before = rss_bytes();
         let keep: Box<dyn std::any::Any> = match fw {
-            "crashonly" => Box::new((0..IDLE_N).map(|_| co::spawn(&sys, Some(starts.clone()))).collect::<Vec<_>>()),
+            "crashonly" => Box::new(
+                (0..IDLE_N)
+                    .map(|_| co::spawn(&sys, Some(starts.clone())))
+                    .collect::<Vec<_>>(),
+            ),
             "ractor" => {
                 let mut v = Vec::with_capacity(IDLE_N);
                 for _ in 0..IDLE_N {
-                    v.push(ractor::Actor::spawn(None, ra::Bench, Some(starts.clone())).await.unwrap().0);
+                    v.push(
+                        ractor::Actor::spawn(None, ra::Bench, Some(starts.clone()))
+                            .await
+                            .unwrap()
+                            .0,
+                    );
                 }
                 Box::new(v)
             }
-            "kameo" => Box::new((0..IDLE_N).map(|_| ka::Bench::spawn(Some(starts.clone()))).collect::<Vec<_>>()),
-            "floor" => Box::new((0..IDLE_N).map(|_| floor::spawn(Some(starts.clone()))).collect::<Vec<_>>()),
+            "kameo" => Box::new(
+                (0..IDLE_N)
+                    .map(|_| ka::Bench::spawn(Some(starts.clone())))
+                    .collect::<Vec<_>>(),
+            ),
+            "floor" => Box::new(
+                (0..IDLE_N)
+                    .map(|_| floor::spawn(Some(starts.clone())))
+                    .collect::<Vec<_>>(),
+            ),
             other => panic!("unknown framework {other}"),
         };
         wait(&starts).await;
@@ -79,7 +98,9 @@ fn idle_bytes(fw: &str) -> u64 {
 }
 
 async fn wait(starts: &Starts) {
-    tokio::time::timeout(PATIENCE, starts.reached()).await.expect("actors did not start");
+    tokio::time::timeout(PATIENCE, starts.reached())
+        .await
+        .expect("actors did not start");
     // Let every task settle into its idle wait.
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
@@ -92,7 +113,11 @@ fn target_dir() -> PathBuf {
 
 /// Criterion's mean estimate for one bench, in nanoseconds.
 fn estimate(group: &str, fw: &str) -> Option<f64> {
-    let path = target_dir().join("criterion").join(group).join(fw).join("new/estimates.json");
+    let path = target_dir()
+        .join("criterion")
+        .join(group)
+        .join(fw)
+        .join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()
@@ -113,6 +138,9 @@ fn table() {
     let mem: Vec<Option<f64>> = FRAMEWORKS
         .iter()
         .map(|fw| {
+            if fw.ends_with("-1t") {
+                return None;
+            }
             let out = Command::new(&exe).args(["mem", fw]).output().ok()?;
             String::from_utf8(out.stdout).ok()?.trim().parse::<f64>().ok()
         })
@@ -125,15 +153,24 @@ fn table() {
         } else {
             FRAMEWORKS.iter().map(|fw| estimate(group, fw)).collect()
         };
-        let ours = figures[0];
         let cells: Vec<String> = figures
             .iter()
             .enumerate()
-            .map(|(i, f)| match (f, ours) {
+            .map(|(i, f)| {
+                // actix runs on one thread: where crashonly was measured on one thread too, that
+                // is its comparison.
+                let ours = if FRAMEWORKS[i] == "actix" && figures[1].is_some() {
+                    figures[1]
+                } else {
+                    figures[0]
+                };
+                (f, ours, i)
+            })
+            .map(|(f, ours, i)| match (f, ours) {
                 (None, _) => "n/a".to_string(),
                 (Some(v), _) if group == "memory" && i == 0 => format!("{v:.0} B"),
                 (Some(v), Some(o)) if group == "memory" => format!("{v:.0} B ({:.2}x)", v / o),
-                (Some(v), _) if i == 0 => human_ns(*v),
+                (Some(v), _) if i <= 1 => human_ns(*v),
                 (Some(v), Some(o)) => format!("{} ({:.2}x)", human_ns(*v), v / o),
                 (Some(v), None) => human_ns(*v),
             })
@@ -141,5 +178,6 @@ fn table() {
         println!("| {label} | {} |", cells.join(" | "));
     }
     println!();
-    println!("Ratios are the peer's figure divided by crashonly's: above 1.00x, crashonly is ahead.");
+    println!("Ratios are the peer's figure divided by crashonly's (2 workers): above 1.00x, crashonly is ahead.");
+    println!("crashonly-1t is crashonly on a current-thread runtime; actix (always one thread) is compared with it where it was measured.");
 }
