@@ -1,128 +1,290 @@
 //! The executor seam: the only place the runtime spawns, aborts and joins tasks.
 //!
-//! Production uses tokio; the loom issue swaps this module for a model executor under
-//! `crashonly_loom`. Nothing else in the crate names `tokio::spawn` or `JoinHandle`.
+//! Production uses tokio. Under `--cfg crashonly_loom` it is a model executor: one loom thread per
+//! task, driven by `loom::future::block_on`, and the runtime's own abort flag, checked every time
+//! the task is polled (at every await of the actor loop). Nothing else in the crate names
+//! `tokio::spawn` or `JoinHandle`.
 //!
 //! Two kinds of task: on the system's tokio runtime, or on a dedicated OS thread (for actors that
 //! must block). Both are aborted from outside and joined the same way.
 
-use std::future::Future;
-use std::time::Duration;
+#[cfg(not(crashonly_loom))]
+pub(crate) use tokio_exec::*;
 
-use futures::future::{AbortHandle as FutAbort, Abortable};
-use tokio::sync::oneshot;
+#[cfg(crashonly_loom)]
+pub(crate) use model_exec::*;
 
-use crate::sync::{Arc, AtomicU8, Ordering};
+#[cfg(not(crashonly_loom))]
+mod tokio_exec {
+    use std::future::Future;
+    use std::time::Duration;
 
-/// A running task: aborting it is the external power-off switch of whatever runs inside.
-#[derive(Debug)]
-pub(crate) enum Task {
-    Tokio(tokio::task::JoinHandle<()>),
-    Thread {
-        abort: AbortHandle,
-        done: oneshot::Receiver<()>,
-    },
-}
+    use futures::future::{AbortHandle as FutAbort, Abortable};
+    use tokio::sync::oneshot;
 
-/// A handle that can only abort.
-#[derive(Clone, Debug)]
-pub(crate) enum AbortHandle {
-    Tokio(tokio::task::AbortHandle),
-    Thread { abort: FutAbort, finished: Arc<AtomicU8> },
-}
+    use crate::sync::{Arc, AtomicU8, Ordering};
 
-impl AbortHandle {
-    pub(crate) fn abort(&self) {
-        match self {
-            AbortHandle::Tokio(h) => h.abort(),
-            AbortHandle::Thread { abort, .. } => abort.abort(),
+    /// A running task: aborting it is the external power-off switch of whatever runs inside.
+    #[derive(Debug)]
+    pub(crate) enum Task {
+        Tokio(tokio::task::JoinHandle<()>),
+        Thread {
+            abort: AbortHandle,
+            done: oneshot::Receiver<()>,
+        },
+    }
+
+    /// A handle that can only abort.
+    #[derive(Clone, Debug)]
+    pub(crate) enum AbortHandle {
+        Tokio(tokio::task::AbortHandle),
+        Thread { abort: FutAbort, finished: Arc<AtomicU8> },
+    }
+
+    impl AbortHandle {
+        pub(crate) fn abort(&self) {
+            match self {
+                AbortHandle::Tokio(h) => h.abort(),
+                AbortHandle::Thread { abort, .. } => abort.abort(),
+            }
+        }
+
+        pub(crate) fn is_finished(&self) -> bool {
+            match self {
+                AbortHandle::Tokio(h) => h.is_finished(),
+                // Relaxed: an observation; `join` is the synchronising wait.
+                AbortHandle::Thread { finished, .. } => finished.load(Ordering::Relaxed) != 0,
+            }
         }
     }
 
-    pub(crate) fn is_finished(&self) -> bool {
-        match self {
-            AbortHandle::Tokio(h) => h.is_finished(),
-            // Relaxed: an observation; `join` is the synchronising wait.
-            AbortHandle::Thread { finished, .. } => finished.load(Ordering::Relaxed) != 0,
+    /// The executor a [`System`](crate::System) spawns on.
+    #[derive(Clone, Debug)]
+    pub(crate) struct Executor {
+        handle: tokio::runtime::Handle,
+    }
+
+    impl Executor {
+        /// The executor of the tokio runtime we are called from.
+        ///
+        /// # Panics
+        /// Outside a tokio runtime (the [`System`](crate::System) constructors document this).
+        pub(crate) fn current() -> Self {
+            Executor {
+                handle: tokio::runtime::Handle::current(),
+            }
+        }
+
+        pub(crate) fn spawn<F>(&self, fut: F) -> Task
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            Task::Tokio(self.handle.spawn(fut))
+        }
+
+        /// Runs `fut` on a new OS thread with its own single-threaded runtime: blocking there starves
+        /// nobody else. If the future blocks forever, the thread is abandoned, not joined.
+        pub(crate) fn spawn_thread<F>(&self, name: &str, fut: F) -> Task
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            let (abort, reg) = FutAbort::new_pair();
+            let finished = Arc::new(AtomicU8::new(0));
+            let (tx, done) = oneshot::channel();
+            let fin = finished.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("crashonly {name}"))
+                .spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        let _ = rt.block_on(Abortable::new(fut, reg));
+                    }
+                    fin.store(1, Ordering::Relaxed);
+                    let _ = tx.send(());
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a dedicated actor thread");
+            }
+            Task::Thread {
+                abort: AbortHandle::Thread { abort, finished },
+                done,
+            }
         }
     }
-}
 
-/// The executor a [`System`](crate::System) spawns on.
-#[derive(Clone, Debug)]
-pub(crate) struct Executor {
-    handle: tokio::runtime::Handle,
-}
-
-impl Executor {
-    /// The executor of the tokio runtime we are called from.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime (the [`System`](crate::System) constructors document this).
-    pub(crate) fn current() -> Self {
-        Executor {
-            handle: tokio::runtime::Handle::current(),
+    impl Task {
+        pub(crate) fn abort_handle(&self) -> AbortHandle {
+            match self {
+                Task::Tokio(h) => AbortHandle::Tokio(h.abort_handle()),
+                Task::Thread { abort, .. } => abort.clone(),
+            }
         }
-    }
 
-    pub(crate) fn spawn<F>(&self, fut: F) -> Task
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        Task::Tokio(self.handle.spawn(fut))
-    }
-
-    /// Runs `fut` on a new OS thread with its own single-threaded runtime: blocking there starves
-    /// nobody else. If the future blocks forever, the thread is abandoned, not joined.
-    pub(crate) fn spawn_thread<F>(&self, name: &str, fut: F) -> Task
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let (abort, reg) = FutAbort::new_pair();
-        let finished = Arc::new(AtomicU8::new(0));
-        let (tx, done) = oneshot::channel();
-        let fin = finished.clone();
-        let started = std::thread::Builder::new()
-            .name(format!("crashonly {name}"))
-            .spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    let _ = rt.block_on(Abortable::new(fut, reg));
+        /// Waits until the task has ended, whether it finished, panicked or was aborted.
+        pub(crate) async fn join(self) {
+            match self {
+                Task::Tokio(h) => {
+                    let _ = h.await;
                 }
-                fin.store(1, Ordering::Relaxed);
-                let _ = tx.send(());
-            });
-        if let Err(e) = started {
-            tracing::error!(error = %e, "cannot start a dedicated actor thread");
+                Task::Thread { done, .. } => {
+                    let _ = done.await;
+                }
+            }
         }
-        Task::Thread {
-            abort: AbortHandle::Thread { abort, finished },
-            done,
+
+        /// Waits at most `limit`; false when the task is still running (stuck in blocking code).
+        pub(crate) async fn join_within(self, limit: Duration) -> bool {
+            tokio::time::timeout(limit, self.join()).await.is_ok()
         }
     }
 }
 
-impl Task {
-    pub(crate) fn abort_handle(&self) -> AbortHandle {
-        match self {
-            Task::Tokio(h) => AbortHandle::Tokio(h.abort_handle()),
-            Task::Thread { abort, .. } => abort.clone(),
+#[cfg(crashonly_loom)]
+mod model_exec {
+    use std::future::{poll_fn, Future};
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use crate::sync::{Arc, AtomicU8, Mutex, Ordering};
+
+    #[derive(Debug, Default)]
+    struct TaskState {
+        aborted: AtomicU8,
+        finished: AtomicU8,
+        /// The task's own waker (for abort) and its joiners'.
+        wakers: Mutex<(Option<Waker>, Vec<Waker>)>,
+    }
+
+    impl TaskState {
+        fn abort(&self) {
+            self.aborted.store(1, Ordering::Release);
+            let own = self.wakers.lock().0.take();
+            if let Some(w) = own {
+                w.wake();
+            }
+        }
+
+        fn finish(&self) {
+            self.finished.store(1, Ordering::Release);
+            let joiners = std::mem::take(&mut self.wakers.lock().1);
+            joiners.into_iter().for_each(Waker::wake);
         }
     }
 
-    /// Waits until the task has ended, whether it finished, panicked or was aborted.
-    pub(crate) async fn join(self) {
-        match self {
-            Task::Tokio(h) => {
-                let _ = h.await;
-            }
-            Task::Thread { done, .. } => {
-                let _ = done.await;
-            }
+    /// A running model task (a loom thread).
+    #[derive(Debug)]
+    pub(crate) struct Task {
+        state: Arc<TaskState>,
+    }
+
+    /// A handle that can only abort.
+    #[derive(Clone, Debug)]
+    pub(crate) struct AbortHandle {
+        state: Arc<TaskState>,
+    }
+
+    impl AbortHandle {
+        pub(crate) fn abort(&self) {
+            self.state.abort();
+        }
+
+        pub(crate) fn is_finished(&self) -> bool {
+            self.state.finished.load(Ordering::Acquire) != 0
         }
     }
 
-    /// Waits at most `limit`; false when the task is still running (stuck in blocking code).
-    pub(crate) async fn join_within(self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.join()).await.is_ok()
+    /// The model executor: every task it ever spawned, so that dropping the system can stop them
+    /// all (a loom execution ends only when every thread has).
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Executor {
+        tasks: Arc<Mutex<Vec<Arc<TaskState>>>>,
+    }
+
+    /// Runs the inner future until it ends or the abort flag is seen; either way the task is
+    /// finished and its future dropped (what tokio's abort does).
+    struct Guarded<F> {
+        state: Arc<TaskState>,
+        fut: Option<Pin<Box<F>>>,
+    }
+
+    impl<F: Future<Output = ()>> Future for Guarded<F> {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            {
+                let mut w = self.state.wakers.lock();
+                if self.state.aborted.load(Ordering::Acquire) == 0 {
+                    w.0 = Some(cx.waker().clone());
+                }
+            }
+            let done = self.state.aborted.load(Ordering::Acquire) != 0
+                || self.fut.as_mut().is_none_or(|f| f.as_mut().poll(cx).is_ready());
+            if done {
+                self.fut = None;
+                self.state.finish();
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        }
+    }
+
+    impl Executor {
+        pub(crate) fn current() -> Self {
+            Executor::default()
+        }
+
+        pub(crate) fn spawn<F>(&self, fut: F) -> Task
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            let state = Arc::new(TaskState::default());
+            self.tasks.lock().push(state.clone());
+            let guarded = Guarded {
+                state: state.clone(),
+                fut: Some(Box::pin(fut)),
+            };
+            loom::thread::spawn(move || loom::future::block_on(guarded));
+            Task { state }
+        }
+
+        /// In a model every task is a thread already.
+        pub(crate) fn spawn_thread<F>(&self, _name: &str, fut: F) -> Task
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            self.spawn(fut)
+        }
+
+        /// Aborts every task this executor spawned.
+        pub(crate) fn shutdown(&self) {
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            tasks.iter().for_each(|t| t.abort());
+        }
+    }
+
+    impl Task {
+        pub(crate) fn abort_handle(&self) -> AbortHandle {
+            AbortHandle {
+                state: self.state.clone(),
+            }
+        }
+
+        /// Waits until the task has ended.
+        pub(crate) async fn join(self) {
+            poll_fn(|cx| {
+                let mut w = self.state.wakers.lock();
+                if self.state.finished.load(Ordering::Acquire) != 0 {
+                    return Poll::Ready(());
+                }
+                w.1.push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await
+        }
+
+        /// Models run no blocking code: this is `join`.
+        pub(crate) async fn join_within(self, _limit: Duration) -> bool {
+            self.join().await;
+            true
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::registry::ActorId;
 use crate::registry::{Inspect, Snapshot};
 use crate::rt::{AbortHandle, Task};
 use crate::supervisor::{ChildHandle, Decision, Exit, Scope, SupNode};
-use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, Weak};
+use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, Stat, Weak};
 use crate::system::Shared;
 
 /// Where a slot is in its life.
@@ -65,6 +65,9 @@ pub struct Stats {
     pub handled: u64,
     /// Instances that crashed (including ones aborted by their supervisor).
     pub crashes: u64,
+    /// Envelopes dropped at dequeue because their deadline had passed (each answered `Expired`
+    /// or, for a tell, logged).
+    pub expired: u64,
     /// Instances started after the first one.
     pub restarts: u64,
     /// Messages waiting in the mailbox.
@@ -94,16 +97,17 @@ pub(crate) struct Slot<A: Actor> {
     opts: SlotOptions,
     dedup: Option<Dedup<A::Reply>>,
     // Relaxed: counters are statistics; nothing is ordered by them.
-    handled: AtomicU64,
-    crashes: AtomicU64,
-    restarts: AtomicU64,
+    handled: Stat,
+    crashes: Stat,
+    expired: Stat,
+    restarts: Stat,
     state: AtomicU8,
     /// Clock nanos when the current message started (0: idle). Read by the watchdog.
     busy_since: AtomicU64,
     /// Clock nanos when the slot is expected to serve again (0: serving). For `RetryAfter`.
-    ready_at: AtomicU64,
+    ready_at: Stat,
     /// Moving average of `start` durations, in nanos.
-    start_ewma: AtomicU64,
+    start_ewma: Stat,
     /// Set to ask the instance to end after its current message (rejuvenation).
     rejuvenate: AtomicU8,
 }
@@ -187,15 +191,16 @@ impl<A: Actor> Slot<A> {
             parent,
             me: me.clone(),
             life: Mutex::new(Life::default()),
-            handled: AtomicU64::new(0),
-            crashes: AtomicU64::new(0),
-            restarts: AtomicU64::new(0),
+            handled: Stat::new(0),
+            crashes: Stat::new(0),
+            expired: Stat::new(0),
+            restarts: Stat::new(0),
             state: AtomicU8::new(SlotState::Starting as u8),
             opts,
             dedup,
             busy_since: AtomicU64::new(0),
-            ready_at: AtomicU64::new(0),
-            start_ewma: AtomicU64::new(0),
+            ready_at: Stat::new(0),
+            start_ewma: Stat::new(0),
             rejuvenate: AtomicU8::new(0),
         })
     }
@@ -207,6 +212,7 @@ impl<A: Actor> Slot<A> {
             busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
             crashes: self.crashes.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             mailbox_len: self.mailbox.len(),
             state: self.state(),
@@ -387,6 +393,7 @@ impl<A: Actor> Slot<A> {
             };
             let now = clock.now();
             if env.header.is_expired(now) {
+                self.expired.fetch_add(1, Ordering::Relaxed);
                 expire(&self.path, env);
                 continue;
             }

@@ -50,6 +50,27 @@ macro_rules! atomic {
 atomic!(AtomicU64, u64);
 atomic!(AtomicU8, u8);
 
+/// A counter or hint that orders nothing (statistics, id and random sequences, recovery-time
+/// estimates): std atomics even under loom, so that models spend their budget on the
+/// interleavings that matter instead of on statistics.
+#[derive(Debug, Default)]
+pub(crate) struct Stat(std::sync::atomic::AtomicU64);
+
+impl Stat {
+    pub(crate) fn new(v: u64) -> Self {
+        Stat(std::sync::atomic::AtomicU64::new(v))
+    }
+    pub(crate) fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+    pub(crate) fn store(&self, v: u64, order: Ordering) {
+        self.0.store(v, order)
+    }
+    pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
+        self.0.fetch_add(v, order)
+    }
+}
+
 #[cfg(not(crashonly_loom))]
 use std::sync::Mutex as Inner;
 

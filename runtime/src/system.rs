@@ -19,7 +19,7 @@ use crate::registry::{ActorId, Registry};
 use crate::rt::Executor;
 use crate::slot::Slot;
 use crate::supervisor::{ActorSpec, ChildHandle, Strategy, SupNode, SupervisorRef, SupervisorSpec};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, Ordering, Stat};
 
 /// System-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,11 +52,11 @@ pub(crate) struct Shared {
     pub(crate) exec: Executor,
     pub(crate) registry: Registry,
     // Relaxed: only uniqueness matters.
-    ids: AtomicU64,
-    rng: AtomicU64,
+    ids: Stat,
+    rng: Stat,
     failure: watch::Sender<Option<Arc<CrashReport>>>,
     // Relaxed: a count compared with a threshold.
-    abandoned: AtomicU64,
+    abandoned: Stat,
     pub(crate) leases: crate::lease::Leases,
 }
 
@@ -146,14 +146,20 @@ pub struct System {
 struct Inner {
     shared: Arc<Shared>,
     root: Arc<SupNode>,
-    watchdog: crate::rt::AbortHandle,
+    /// None in a loom model, where a periodic task would only use up one of loom's few threads.
+    watchdog: Option<crate::rt::AbortHandle>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The power-off switch: abort every task of the tree. Nothing inside is asked to cooperate.
         ChildHandle::abort(&*self.root);
-        self.watchdog.abort();
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
+        // A model ends only when every thread has: stop timers and renewals too.
+        #[cfg(crashonly_loom)]
+        self.shared.exec.shutdown();
     }
 }
 
@@ -196,10 +202,10 @@ impl SystemBuilder {
             clock: Clock::default(),
             exec: Executor::current(),
             registry: Registry::default(),
-            ids: AtomicU64::new(0),
-            rng: AtomicU64::new(seed),
+            ids: Stat::new(0),
+            rng: Stat::new(seed),
             failure,
-            abandoned: AtomicU64::new(0),
+            abandoned: Stat::new(0),
             leases: Default::default(),
         });
         let spec = self
@@ -207,17 +213,20 @@ impl SystemBuilder {
             .unwrap_or_else(|| SupervisorSpec::new("root", Strategy::OneForOne));
         let root = SupNode::build(spec, shared.clone(), None)?;
         root.launch();
-        let watchdog = {
+        let watchdog = (!cfg!(crashonly_loom)).then(|| {
             let shared = shared.clone();
             let every = shared.config.watchdog_every.max(Duration::from_millis(1));
-            shared.exec.clone().spawn(async move {
-                loop {
-                    shared.clock.sleep(every).await;
-                    shared.watch();
-                }
-            })
-        };
-        let watchdog = watchdog.abort_handle();
+            shared
+                .exec
+                .clone()
+                .spawn(async move {
+                    loop {
+                        shared.clock.sleep(every).await;
+                        shared.watch();
+                    }
+                })
+                .abort_handle()
+        });
         Ok(System {
             inner: Arc::new(Inner { shared, root, watchdog }),
         })

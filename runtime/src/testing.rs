@@ -139,3 +139,6 @@ where
         &self.system
     }
 }
+
+#[cfg(crashonly_loom)]
+pub mod model;

@@ -1,0 +1,61 @@
+//! **bank**: an account actor with keyed idempotent deposits on the embedded store. It deposits,
+//! crash-reboots the actor in the middle of a stream of deposits, sends every deposit a second
+//! time (as a client that never saw its reply would), and prints the balance, which counts each
+//! deposit once. Its loom model test is runtime/tests/loom_bank.rs.
+//!
+//! `cargo run --release --bin bank -- [--data DIR]`
+
+#[path = "bank/account.rs"]
+mod account;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use account::{Account, AccountApi, Bank};
+use crashonly::prelude::*;
+use crashonly::store::RedbStore;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = match args.iter().position(|a| a == "--data") {
+        Some(i) => std::path::PathBuf::from(&args[i + 1]),
+        None => std::env::temp_dir().join(format!("crashonly-bank-{}", std::process::id())),
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    let store = match RedbStore::open(dir.join("bank.redb")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("bank: cannot open the store: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let sys = System::new();
+    let bank = Bank {
+        store,
+        account: "alice".into(),
+    };
+    let alice = sys.spawn(ActorSpec::<Account>::new(bank)).expect("spawn");
+    let before = alice.balance().await.unwrap_or(0);
+    for id in 1..=20u64 {
+        if id == 10 {
+            alice.crash_reboot();
+        }
+        match alice.deposit(id, 5).ttl(Duration::from_secs(2)).retrying().await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("deposit {id}: {e}"),
+            Err(e) => eprintln!("deposit {id}: {e}"),
+        }
+    }
+    // A client that lost its replies sends everything again: nothing changes.
+    for id in 1..=20u64 {
+        let _ = alice.deposit(id, 5).retrying().await;
+    }
+    let after = alice.balance().await.unwrap_or(0);
+    println!("balance {before} -> {after} (20 deposits of 5, each sent twice, one crash)");
+    if after - before == 100 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,145 @@
+//! Model checking of your own actors with loom (only under `--cfg crashonly_loom`).
+//!
+//! Inside [`check`], a [`ModelSystem`] runs each actor task and each supervisor on a loom thread,
+//! on a manual [`Clock`] (time moves only with [`Clock::advance`]) and with an in-memory store
+//! built on the same loom-checked primitives. Loom then runs the test body once for every
+//! interleaving of those threads that the preemption bound allows, so a property that holds in
+//! the test holds in all of them, not only in the ones a sleep-based test happens to hit.
+//!
+//! ```ignore
+//! use crashonly::testing::model::{self, ModelSystem};
+//!
+//! model::check(|| {
+//!     let sys = ModelSystem::new();
+//!     let account = sys.spawn(ActorSpec::<Account>::new(sys.store()));
+//!     let crasher = {
+//!         let (sys, account) = (sys.clone(), account.clone());
+//!         model::thread(move || sys.crash(&account)) // at a point loom chooses
+//!     };
+//!     let r = model::block_on(account.ask(deposit(7, 10)).idempotent());
+//!     crasher.join().unwrap();
+//!     assert_eq!(model::block_on(account.ask(balance())).unwrap(), 10);
+//! });
+//! ```
+//!
+//! Budget: loom runs at most 5 threads (the test body, the root supervisor, one per actor, and
+//! the threads you start); each model should send a handful of messages. `LOOM_MAX_PREEMPTIONS`
+//! (2 by default here) bounds the search. A failing interleaving can be replayed: run once with
+//! `LOOM_CHECKPOINT_FILE=fail.json LOOM_CHECKPOINT_INTERVAL=1`, then again with the same file and
+//! `LOOM_LOG=trace` to see the schedule that failed.
+
+pub use loom;
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::clock::Clock;
+use crate::store::{MemoryStore, Store};
+use crate::supervisor::{ActorSpec, Backoff, Strategy, SupervisorSpec};
+use crate::system::{Config, System};
+
+/// Runs `f` under loom for every interleaving within the preemption bound, which comes from
+/// `LOOM_MAX_PREEMPTIONS` (2 when unset: most concurrency bugs need at most two preemptions,
+/// and each one more multiplies the run time).
+pub fn check<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(
+        std::env::var("LOOM_MAX_PREEMPTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2),
+    );
+    b.check(f);
+}
+
+/// Runs a future to completion on the current model thread (asks, tells, store calls).
+pub fn block_on<F: IntoFuture>(f: F) -> F::Output {
+    loom::future::block_on(f.into_future())
+}
+
+/// Starts a model thread (a concurrent sender, a crash at a point loom chooses).
+pub fn thread<F, T>(f: F) -> loom::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    loom::thread::spawn(f)
+}
+
+/// A [`System`] for a loom model: manual clock, in-memory store, no watchdog.
+#[derive(Clone)]
+pub struct ModelSystem {
+    sys: System,
+    store: Arc<MemoryStore>,
+}
+
+impl ModelSystem {
+    /// A one-for-one root that restarts at once and does not give up within a model.
+    pub fn new() -> Self {
+        Self::with_root(
+            SupervisorSpec::new("root", Strategy::OneForOne)
+                .intensity(1_000, Duration::from_secs(1))
+                .backoff(Backoff::none()),
+        )
+    }
+
+    /// A system with this root supervisor (its children are started with it).
+    pub fn with_root(root: SupervisorSpec) -> Self {
+        let sys = System::builder()
+            .config(Config::default())
+            .root(root)
+            .start()
+            .expect("a model system's root");
+        ModelSystem {
+            sys,
+            store: Arc::new(MemoryStore::new()),
+        }
+    }
+
+    /// The system inside.
+    pub fn system(&self) -> &System {
+        &self.sys
+    }
+
+    /// The manual clock: time moves only with [`Clock::advance`].
+    pub fn clock(&self) -> &Clock {
+        self.sys.clock()
+    }
+
+    /// The in-memory store shared by this model's actors (it outlives their crashes).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Adds an actor to the root.
+    pub fn spawn<A: Actor>(&self, spec: ActorSpec<A>) -> ActorRef<A> {
+        self.sys.spawn(spec).expect("spawn in a model")
+    }
+
+    /// Crashes the actor now, from outside, wherever it is (as the watchdog or a recovery agent
+    /// does). Called from a [`thread`], the point of the crash is one loom chooses.
+    pub fn crash<A: Actor>(&self, actor: &ActorRef<A>) {
+        actor.crash_reboot();
+    }
+}
+
+impl fmt::Debug for ModelSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelSystem")
+            .field("system", &self.sys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ModelSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}

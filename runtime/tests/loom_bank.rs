@@ -1,0 +1,36 @@
+//! A user's model test: the bank account of examples/bank (written with the derive macros, run
+//! unchanged) must apply a keyed deposit exactly once, whatever point loom picks for a crash.
+//!
+//! `RUSTFLAGS="--cfg crashonly_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
+//!  cargo test --release -p crashonly --test loom_bank`
+#![cfg(all(crashonly_loom, feature = "macros"))]
+
+#[path = "../../examples/bank/account.rs"]
+mod account;
+
+use account::{Account, AccountApi, Bank};
+use crashonly::prelude::*;
+use crashonly::testing::model::{self, ModelSystem};
+
+#[test]
+fn loom_keyed_deposit_applies_once_across_a_crash() {
+    model::check(|| {
+        let sys = ModelSystem::new();
+        let bank = Bank {
+            store: sys.store(),
+            account: "alice".into(),
+        };
+        let alice = sys.spawn(ActorSpec::<Account>::new(bank));
+        assert_eq!(model::block_on(alice.balance()), Ok(0));
+        let crasher = {
+            let (sys, alice) = (sys.clone(), alice.clone());
+            model::thread(move || sys.crash(&alice))
+        };
+        // Idempotent, so a crash while it is in flight redelivers it to the next instance, which
+        // must not apply it a second time.
+        let first = model::block_on(alice.deposit(1, 10));
+        crasher.join().unwrap();
+        assert_eq!(first, Ok(Ok(10)));
+        assert_eq!(model::block_on(alice.balance()), Ok(10));
+    });
+}

@@ -1,0 +1,201 @@
+//! Loom models of the runtime's races, run on the real actor loop, mailbox, supervisor and
+//! registry through `crashonly::testing::model` (one loom thread per task, manual clock).
+//!
+//! `RUSTFLAGS="--cfg crashonly_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
+//!  cargo test --release -p crashonly --test loom_runtime`
+#![cfg(crashonly_loom)]
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use crashonly::prelude::*;
+use crashonly::testing::model::loom::sync::{Arc, Mutex};
+use crashonly::testing::model::{self, ModelSystem};
+
+type Seen = Arc<Mutex<Vec<u32>>>;
+
+/// Records every note it handles in a log that outlives its crashes (like a store would).
+struct Log {
+    seen: Seen,
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Note(u32),
+    Get,
+}
+
+impl Actor for Log {
+    type Args = Seen;
+    type Msg = Msg;
+    type Reply = Vec<u32>;
+    type Error = Infallible;
+
+    async fn start(seen: &Seen, _: &mut Context<Self>) -> Result<Self, Infallible> {
+        Ok(Log { seen: seen.clone() })
+    }
+
+    async fn handle(&mut self, msg: Msg, _: &mut Context<Self>) -> Result<Vec<u32>, Infallible> {
+        match msg {
+            Msg::Note(n) => {
+                self.seen.lock().unwrap().push(n);
+                // An await after the effect: a crash can land between the effect and the reply,
+                // which is where at-least-once repeats and at-most-once must not.
+                YieldOnce(false).await;
+                Ok(Vec::new())
+            }
+            Msg::Get => Ok(self.seen.lock().unwrap().clone()),
+        }
+    }
+}
+
+/// Returns `Pending` once (after waking itself), like a handler's await on I/O.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+fn count(seen: &[u32], n: u32) -> usize {
+    seen.iter().filter(|&&x| x == n).count()
+}
+
+/// Two senders, one of which then crashes the actor from outside, at every point loom can
+/// choose. Idempotent tells are at-least-once: none is lost, and only the one in flight at the
+/// crash may be handled twice.
+#[test]
+fn loom_idempotent_senders_vs_crash_and_restart() {
+    model::check(|| {
+        let seen = Seen::default();
+        let sys = ModelSystem::new();
+        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let other = {
+            let (sys, a) = (sys.clone(), a.clone());
+            model::thread(move || {
+                model::block_on(a.tell(Msg::Note(2)).idempotent()).unwrap();
+                sys.crash(&a);
+            })
+        };
+        model::block_on(a.tell(Msg::Note(1)).idempotent()).unwrap();
+        other.join().unwrap();
+        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        for n in [1, 2] {
+            let c = count(&got, n);
+            assert!((1..=2).contains(&c), "note {n} handled {c} times: {got:?}");
+        }
+        assert!(
+            got.len() <= 3,
+            "one crash repeats at most the one message in flight: {got:?}"
+        );
+    });
+}
+
+/// The same race with plain tells, which are at-most-once: nothing is handled twice, and only the
+/// one message in flight at the crash may be lost; a queued one never is.
+#[test]
+fn loom_plain_senders_vs_crash_and_restart() {
+    model::check(|| {
+        let seen = Seen::default();
+        let sys = ModelSystem::new();
+        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let other = {
+            let (sys, a) = (sys.clone(), a.clone());
+            model::thread(move || {
+                model::block_on(a.tell(Msg::Note(2))).unwrap();
+                sys.crash(&a);
+            })
+        };
+        model::block_on(a.tell(Msg::Note(1))).unwrap();
+        other.join().unwrap();
+        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        for n in [1, 2] {
+            assert!(count(&got, n) <= 1, "note {n} handled twice: {got:?}");
+        }
+        assert!(!got.is_empty(), "a queued message was lost: {got:?}");
+    });
+}
+
+/// A tell whose TTL runs out while time moves on a concurrent thread: it is either handled or
+/// dropped as expired (and counted), never both and never neither.
+#[test]
+fn loom_ttl_expiry_racing_delivery() {
+    model::check(|| {
+        let seen = Seen::default();
+        let sys = ModelSystem::new();
+        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let clock = sys.clock().clone();
+        let tick = model::thread(move || clock.advance(Duration::from_millis(10)));
+        model::block_on(a.tell(Msg::Note(1)).ttl(Duration::from_millis(10))).unwrap();
+        tick.join().unwrap();
+        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        let handled = count(&got, 1) as u64;
+        let expired = a.stats().expired;
+        assert_eq!(handled + expired, 1, "handled {handled}, expired {expired}");
+    });
+}
+
+/// An ask whose deadline passes while it is being delivered: the asker always gets an answer
+/// (no hang), `Ok` only if the message was handled, and a message that was not handled is
+/// answered `Expired`.
+#[test]
+fn loom_ask_reply_racing_deadline() {
+    model::check(|| {
+        let seen = Seen::default();
+        let sys = ModelSystem::new();
+        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let clock = sys.clock().clone();
+        let tick = model::thread(move || clock.advance(Duration::from_millis(10)));
+        let r = model::block_on(a.ask(Msg::Note(1)).ttl(Duration::from_millis(10)));
+        tick.join().unwrap();
+        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        match &r {
+            Ok(_) => assert_eq!(count(&got, 1), 1, "Ok for a message not handled once: {got:?}"),
+            Err(Error::Expired) => assert!(count(&got, 1) <= 1),
+            Err(e) => panic!("unexpected ask error {e:?}"),
+        }
+        if count(&got, 1) == 0 {
+            assert!(matches!(r, Err(Error::Expired)));
+            assert_eq!(a.stats().expired, 1);
+        }
+    });
+}
+
+/// A one-for-all group restart (through the supervisor's task, not in place) racing new
+/// messages to the group: each is handled at most once, in order, and not both are lost (only
+/// the one in flight may be). Loom allows five threads, so the group has one child; races
+/// between several children are stressed in tests/core_restart_races.rs.
+#[test]
+fn loom_one_for_all_restart_racing_new_message() {
+    model::check(|| {
+        let seen = Seen::default();
+        let root = SupervisorSpec::new("root", Strategy::OneForAll)
+            .intensity(1_000, Duration::from_secs(1))
+            .backoff(Backoff::none());
+        let sys = ModelSystem::with_root(root);
+        let b = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let crasher = {
+            let (sys, b) = (sys.clone(), b.clone());
+            model::thread(move || sys.crash(&b))
+        };
+        model::block_on(b.tell(Msg::Note(1))).unwrap();
+        model::block_on(b.tell(Msg::Note(2))).unwrap();
+        crasher.join().unwrap();
+        let got = model::block_on(b.ask(Msg::Get)).unwrap();
+        for n in [1, 2] {
+            assert!(count(&got, n) <= 1, "note {n} handled twice: {got:?}");
+        }
+        assert!(!got.is_empty(), "both messages lost: {got:?}");
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "order of one sender broken: {got:?}"
+        );
+    });
+}
