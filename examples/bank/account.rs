@@ -20,6 +20,8 @@ pub struct Bank {
 pub struct Account {
     bank: Bank,
     balance: u64,
+    /// Version of the stored balance this copy was read at (0: none yet).
+    version: u64,
 }
 
 impl Account {
@@ -49,10 +51,11 @@ impl Account {
     /// The recovery path, and the only start path: read the balance back from the store.
     #[start]
     async fn recover(bank: &Bank, _: &mut Context<Self>) -> Result<Self, String> {
-        let (balance, _) = Account::load(bank).await?;
+        let (balance, version) = Account::load(bank).await?;
         Ok(Account {
             bank: bank.clone(),
             balance,
+            version,
         })
     }
 
@@ -61,19 +64,26 @@ impl Account {
     /// delivery into a no-op.
     #[message(idempotent)]
     pub async fn deposit(&mut self, deposit_id: u64, amount: u64) -> Result<u64, String> {
-        let (balance, version) = Account::load(&self.bank).await?;
         let key = self.key();
+        // Written only over the version this copy was read at: a concurrent or late write makes
+        // this fail, the actor crashes, and its recovery reads the truth.
         let txn = Txn::new()
-            .check(&key, version)
-            .put(&key, (balance + amount).to_le_bytes().to_vec());
+            .check(&key, self.version)
+            .put(&key, (self.balance + amount).to_le_bytes().to_vec());
         let once = format!("deposit/{}/{deposit_id}", self.bank.account).into_bytes();
-        self.bank
+        let done = self
+            .bank
             .store
             .apply_once(&once, txn)
             .await
             .map_err(|e| e.to_string())?;
-        // Applied now or by an earlier delivery: the store has the truth.
-        self.balance = Account::load(&self.bank).await?.0;
+        if done.replayed {
+            // Applied by an earlier delivery: nothing was written now; read what is stored.
+            (self.balance, self.version) = Account::load(&self.bank).await?;
+        } else {
+            self.balance += amount;
+            self.version = done.versions[0];
+        }
         Ok(self.balance)
     }
 

@@ -43,6 +43,8 @@ use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::{RedbOptions, RedbStore};
+/// The storage layer under [`RedbStore::open_backend`] (redb's trait).
+pub use ::redb::StorageBackend;
 pub use error::{Conflict, StoreError};
 pub use state::DurableState;
 pub use time::{ManualTime, SystemTime, TimeSource};
