@@ -10,6 +10,8 @@
 
 #[path = "support/cart_service.rs"]
 mod cart_service;
+#[path = "support/history.rs"]
+mod history;
 #[path = "support/http.rs"]
 mod http;
 
@@ -107,9 +109,8 @@ struct Stats {
     requests: AtomicU64,
     acked: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
-    /// Acknowledged items per cart, and every item ever sent.
-    acked_items: Mutex<HashMap<String, Vec<String>>>,
-    sent_items: Mutex<HashSet<String>>,
+    /// Every write, in each client's order: (cart, item), acknowledged or of unknown outcome.
+    writes: Mutex<Vec<history::Write<String, String>>>,
     /// Acknowledgements per second since the start.
     per_second: Mutex<Vec<u64>>,
     /// Time from first attempt to acknowledgement, per write, in microseconds.
@@ -199,7 +200,6 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
         let cart = format!("c{id}-{}", seq as usize % carts);
         let item = format!("{cart}:{seq}");
         seq += 1;
-        stats.sent_items.lock().unwrap().insert(item.clone());
         let body = format!("{{\"item\":\"{item}\"}}");
         let path = format!("/carts/{cart}/items");
         // The same request, with the same idempotency key, until it is acknowledged.
@@ -208,6 +208,12 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
         loop {
             if Instant::now() > give_up {
                 stats.error("gave up after 30 s");
+                stats.writes.lock().unwrap().push(history::Write {
+                    client: id as u32,
+                    key: cart.clone(),
+                    value: item.clone(),
+                    outcome: history::Outcome::Unknown,
+                });
                 break;
             }
             let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "2000")];
@@ -221,13 +227,12 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
                         .lock()
                         .unwrap()
                         .push(first_attempt.elapsed().as_micros() as u64);
-                    stats
-                        .acked_items
-                        .lock()
-                        .unwrap()
-                        .entry(cart.clone())
-                        .or_default()
-                        .push(item.clone());
+                    stats.writes.lock().unwrap().push(history::Write {
+                        client: id as u32,
+                        key: cart.clone(),
+                        value: item.clone(),
+                        outcome: history::Outcome::Ok,
+                    });
                     let sec = started.elapsed().as_secs() as usize;
                     let mut ps = stats.per_second.lock().unwrap();
                     if ps.len() <= sec {
@@ -393,10 +398,11 @@ async fn main() -> ExitCode {
     }
 
     // Read everything back and check it.
-    let acked_items = std::mem::take(&mut *stats.acked_items.lock().unwrap());
-    let sent = std::mem::take(&mut *stats.sent_items.lock().unwrap());
-    let (mut lost, mut unexpected, mut duplicates, mut acked_total) = (0u64, 0u64, 0u64, 0u64);
-    for (cart, items) in &acked_items {
+    // Read every cart back and judge the history.
+    let writes = std::mem::take(&mut *stats.writes.lock().unwrap());
+    let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
+    let mut state = HashMap::new();
+    for cart in carts {
         let stored: Vec<String> = loop {
             match http::request(
                 svc.addr,
@@ -426,21 +432,15 @@ async fn main() -> ExitCode {
                 }
             }
         };
-        let mut seen = HashMap::<&str, u64>::new();
-        for s in &stored {
-            *seen.entry(s).or_default() += 1;
-            if !sent.contains(s) {
-                unexpected += 1;
-            }
-        }
-        duplicates += seen.values().filter(|&&n| n > 1).map(|n| n - 1).sum::<u64>();
-        for i in items {
-            acked_total += 1;
-            if !seen.contains_key(i.as_str()) {
-                lost += 1;
-            }
-        }
+        state.insert(cart, stored);
     }
+    let verdict = history::check(&writes, &state);
+    let (lost, unexpected, duplicates, acked_total) = (
+        verdict.lost,
+        verdict.unexpected,
+        verdict.duplicates,
+        verdict.acknowledged,
+    );
     svc.kill().await;
     let _ = std::fs::remove_dir_all(&data);
 
@@ -461,7 +461,9 @@ async fn main() -> ExitCode {
     let p99_ms = lat
         .get(lat.len().saturating_sub(1).min(lat.len() * 99 / 100))
         .map_or(0.0, |us| *us as f64 / 1000.0);
-    let ok = lost == 0 && unexpected == 0 && duplicates == 0 && stalled == 0 && acked_total > 0;
+    // Writes carry idempotency keys (no duplicates allowed) and each client waits for one write
+    // before the next (order per client and cart is promised).
+    let ok = verdict.valid(true, true) && stalled == 0 && acked_total > 0;
     if opts.json {
         let report = serde_json::json!({
             "duration_s": opts.duration.as_secs_f64(),
@@ -472,6 +474,7 @@ async fn main() -> ExitCode {
             "acked_lost": lost,
             "unexpected": unexpected,
             "duplicates": duplicates,
+            "order_violations": verdict.order_violations,
             "stalled_windows": stalled,
             "client_errors": errors,
             "client_error_total": errors.values().sum::<u64>(),
@@ -497,6 +500,7 @@ async fn main() -> ExitCode {
         println!("  acknowledged writes lost  {lost}");
         println!("  unexpected values         {unexpected}");
         println!("  duplicates                {duplicates}");
+        println!("  order violations          {}", verdict.order_violations);
         println!("  5 s windows without progress {stalled}");
         println!(
             "{}",
