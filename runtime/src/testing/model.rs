@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Clock;
-use crate::store::{MemoryStore, Store};
+use crate::store::{Committed, Durability, Lease, Limits, MemoryStore, Store, StoreFuture, Txn, Versioned};
 use crate::supervisor::{ActorSpec, Backoff, Strategy, SupervisorSpec};
 use crate::system::{Config, System};
 
@@ -77,7 +77,59 @@ where
 #[derive(Clone)]
 pub struct ModelSystem {
     sys: System,
-    store: Arc<MemoryStore>,
+    store: Arc<ModelStore>,
+}
+
+/// The in-memory store, with an await after every commit: a real store answers a commit
+/// asynchronously, so a crash can land after the commit and before the actor's reply, and a
+/// model must be able to put it there.
+#[derive(Debug, Default)]
+pub struct ModelStore(MemoryStore);
+
+/// Pending once (after waking itself).
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+impl Store for ModelStore {
+    fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Versioned>> {
+        self.0.get(key)
+    }
+    fn scan<'a>(&'a self, prefix: &'a [u8], limit: usize) -> StoreFuture<'a, Vec<(Vec<u8>, Versioned)>> {
+        self.0.scan(prefix, limit)
+    }
+    fn commit(&self, txn: Txn) -> StoreFuture<'_, Committed> {
+        Box::pin(async move {
+            let done = self.0.commit(txn).await;
+            YieldOnce(false).await;
+            done
+        })
+    }
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+        self.0.acquire_lease(name, holder, ttl)
+    }
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+        self.0.renew_lease(lease, ttl)
+    }
+    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        self.0.release_lease(lease)
+    }
+    fn durability(&self) -> Durability {
+        self.0.durability()
+    }
+    fn limits(&self) -> &Limits {
+        self.0.limits()
+    }
 }
 
 impl ModelSystem {
@@ -99,7 +151,7 @@ impl ModelSystem {
             .expect("a model system's root");
         ModelSystem {
             sys,
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(ModelStore::default()),
         }
     }
 
