@@ -23,7 +23,7 @@ const MAX_ITEM: usize = 200;
 const MAX_ITEMS: usize = 10_000;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-struct CartState {
+pub struct CartState {
     items: Vec<String>,
 }
 
@@ -62,7 +62,7 @@ impl Cart {
         let key = format!("cart/{id}").into_bytes();
         let (state, version) = match store.get(&key).await? {
             Some(v) => {
-                let state = serde_json::from_slice(&v.value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let state = decode_cart(&v.value)?;
                 (state, v.version)
             }
             None => (CartState::default(), 0),
@@ -106,8 +106,7 @@ impl Cart {
             // Applied before (maybe by an earlier incarnation): reload what the store has.
             let v = self.store.get(&self.key).await.map_err(CartError::Store)?;
             if let Some(v) = v {
-                self.state = serde_json::from_slice(&v.value)
-                    .map_err(|e| CartError::Store(StoreError::Corrupt(e.to_string())))?;
+                self.state = decode_cart(&v.value).map_err(CartError::Store)?;
                 self.version = v.version;
             }
         } else {
@@ -229,23 +228,29 @@ struct AddItem {
     item: String,
 }
 
+/// The item of an add request's body (untrusted bytes), or why the body is refused.
+pub fn parse_item(body: &[u8]) -> Result<String, String> {
+    let req: AddItem = serde_json::from_slice(body).map_err(|e| format!("body must be {{\"item\": \"...\"}}: {e}"))?;
+    if req.item.is_empty() || req.item.len() > MAX_ITEM {
+        return Err(format!("item must be 1 to {MAX_ITEM} bytes"));
+    }
+    Ok(req.item)
+}
+
+/// A cart as stored (bytes read back from the store, which may be damaged).
+pub fn decode_cart(bytes: &[u8]) -> Result<CartState, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let ttl = match ttl(&headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let req: AddItem = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"item\": \"...\"}}: {e}"),
-            )
-        }
+    let req = match parse_item(&body) {
+        Ok(item) => AddItem { item },
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if req.item.is_empty() || req.item.len() > MAX_ITEM {
-        return error(StatusCode::BAD_REQUEST, format!("item must be 1 to {MAX_ITEM} bytes"));
-    }
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k.to_owned()),

@@ -43,6 +43,17 @@ use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::{RedbOptions, RedbStore};
+/// Entry points for the fuzz targets (`fuzz/`) and their stable replay (`tests/fuzz_replay.rs`).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::StoreError;
+
+    /// Decodes `bytes` as every kind of stored record; each outcome is a value or a typed error.
+    pub fn decode_records(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
+        super::engine::decode_any(bytes)
+    }
+}
+
 /// The storage layer under [`RedbStore::open_backend`] (redb's trait).
 pub use ::redb::StorageBackend;
 pub use error::{Conflict, StoreError};
