@@ -181,7 +181,7 @@ async fn a_minute_of_chaos_leaves_a_whole_tree() {
                 let mut seed = 0x9E37_79B9_7F4A_7C15 ^ i;
                 while !stop.load(Ordering::Relaxed) {
                     let w = &workers[(rng(&mut seed) % workers.len() as u64) as usize];
-                    if rng(&mut seed) % 20 == 0 {
+                    if rng(&mut seed).is_multiple_of(20) {
                         // Fill the mailbox until it refuses.
                         while w.try_tell(Msg::Work { delay_us: 0 }).is_ok() {}
                     } else {

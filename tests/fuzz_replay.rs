@@ -26,7 +26,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 
 /// A random input, or a corpus entry with a few bytes flipped, cut, or inserted.
 fn generate(seed: &mut u64, corpus: &[Vec<u8>]) -> Vec<u8> {
-    if corpus.is_empty() || next(seed) % 4 == 0 {
+    if corpus.is_empty() || next(seed).is_multiple_of(4) {
         let len = (next(seed) % 256) as usize;
         return (0..len).map(|_| next(seed) as u8).collect();
     }

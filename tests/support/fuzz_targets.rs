@@ -73,9 +73,9 @@ pub fn store_file(data: &[u8]) {
     match RedbStore::open_with(&path, opts) {
         Ok(store) => {
             for i in 0..32u32 {
-                match futures::executor::block_on(store.get(format!("k{i}").as_bytes())) {
-                    Ok(Some(v)) => assert_eq!(v.value, vec![i as u8; 100], "wrong data for k{i}"),
-                    Ok(None) | Err(_) => {}
+                // Absent or a typed error are fine; a value must be the right one.
+                if let Ok(Some(v)) = futures::executor::block_on(store.get(format!("k{i}").as_bytes())) {
+                    assert_eq!(v.value, vec![i as u8; 100], "wrong data for k{i}");
                 }
             }
         }
@@ -112,8 +112,11 @@ pub fn cart_record(data: &[u8]) {
     let _ = cart_service::decode_cart(data);
 }
 
+/// A target: a name and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target, by name.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [Target; 4] = [
     ("store_records", store_records),
     ("store_file", store_file),
     ("cart_body", cart_body),

@@ -199,7 +199,7 @@ pub fn image_at(log: &[Event], cut: usize, loss: Loss) -> (Vec<u8>, Vec<u64>) {
         Loss::Unsynced => {}
         Loss::Subset(mut seed) => {
             for p in pending {
-                if splitmix(&mut seed) % 2 == 0 {
+                if splitmix(&mut seed).is_multiple_of(2) {
                     apply(&mut image, p);
                 }
             }
