@@ -200,7 +200,7 @@ fn failed_io_is_never_acknowledged_and_recovery_is_exact() {
         }
     }
     println!(
-        "I/O faults: {runs} runs (every {}th of {total_ops} operations failed once, then persistently): \
+        "I/O faults: {runs} runs (1 in {} of {total_ops} operations failed once, then persistently): \
          0 acknowledged after a failure, 0 retried fsyncs, recovery exact; {:.1} s",
         stride(),
         started.elapsed().as_secs_f64()
