@@ -106,7 +106,12 @@ async fn redb_keeps_every_acknowledged_write_across_200_kills() {
     let mut max_acked = vec![0u64; WRITERS];
     let (mut child_opens, mut parent_opens) = (Vec::new(), Vec::new());
     let started = Instant::now();
-    for round in 0..200 {
+    // `KILL9_ROUNDS` (200 by default; the soak tier uses 10,000).
+    let rounds: usize = std::env::var("KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for round in 0..rounds {
         let (acked, open) = run_and_kill(&["redb", &path_s], 1 + rng.next() % 64);
         child_opens.push(open);
         let t = Instant::now();
