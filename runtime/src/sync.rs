@@ -106,12 +106,5 @@ impl<T> Mutex<T> {
 /// Runs a loom model with the preemption bound from `LOOM_MAX_PREEMPTIONS` (2 by default).
 #[cfg(all(test, crashonly_loom))]
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(
-        std::env::var("LOOM_MAX_PREEMPTIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2),
-    );
-    b.check(f);
+    crate::testing::model::check(f)
 }

@@ -41,26 +41,11 @@ impl Actor for Log {
                 self.seen.lock().unwrap().push(n);
                 // An await after the effect: a crash can land between the effect and the reply,
                 // which is where at-least-once repeats and at-most-once must not.
-                YieldOnce(false).await;
+                model::yield_now().await;
                 Ok(Vec::new())
             }
             Msg::Get => Ok(self.seen.lock().unwrap().clone()),
         }
-    }
-}
-
-/// Returns `Pending` once (after waking itself), like a handler's await on I/O.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
     }
 }
 
@@ -69,24 +54,29 @@ fn count(seen: &[u32], n: u32) -> usize {
 }
 
 /// Two senders, one of which then crashes the actor from outside, at every point loom can
-/// choose. Idempotent tells are at-least-once: none is lost, and only the one in flight at the
-/// crash may be handled twice.
+/// choose; what the actor handled, read after the restart.
+fn senders_vs_crash(idempotent: bool) -> Vec<u32> {
+    let sys = ModelSystem::new();
+    let a = sys.spawn(ActorSpec::<Log>::new(Seen::default()));
+    let tell = move |a: &ActorRef<Log>, n| model::block_on(a.tell(Msg::Note(n)).set_idempotent(idempotent)).unwrap();
+    let other = {
+        let (sys, a) = (sys.clone(), a.clone());
+        model::thread(move || {
+            tell(&a, 2);
+            sys.crash(&a);
+        })
+    };
+    tell(&a, 1);
+    other.join().unwrap();
+    model::block_on(a.ask(Msg::Get)).unwrap()
+}
+
+/// Idempotent tells are at-least-once: none is lost, and only the one in flight at the crash may
+/// be handled twice.
 #[test]
 fn loom_idempotent_senders_vs_crash_and_restart() {
     model::check(|| {
-        let seen = Seen::default();
-        let sys = ModelSystem::new();
-        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
-        let other = {
-            let (sys, a) = (sys.clone(), a.clone());
-            model::thread(move || {
-                model::block_on(a.tell(Msg::Note(2)).idempotent()).unwrap();
-                sys.crash(&a);
-            })
-        };
-        model::block_on(a.tell(Msg::Note(1)).idempotent()).unwrap();
-        other.join().unwrap();
-        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        let got = senders_vs_crash(true);
         for n in [1, 2] {
             let c = count(&got, n);
             assert!((1..=2).contains(&c), "note {n} handled {c} times: {got:?}");
@@ -98,24 +88,12 @@ fn loom_idempotent_senders_vs_crash_and_restart() {
     });
 }
 
-/// The same race with plain tells, which are at-most-once: nothing is handled twice, and only the
-/// one message in flight at the crash may be lost; a queued one never is.
+/// Plain tells are at-most-once: nothing is handled twice, and only the one message in flight at
+/// the crash may be lost; a queued one never is.
 #[test]
 fn loom_plain_senders_vs_crash_and_restart() {
     model::check(|| {
-        let seen = Seen::default();
-        let sys = ModelSystem::new();
-        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
-        let other = {
-            let (sys, a) = (sys.clone(), a.clone());
-            model::thread(move || {
-                model::block_on(a.tell(Msg::Note(2))).unwrap();
-                sys.crash(&a);
-            })
-        };
-        model::block_on(a.tell(Msg::Note(1))).unwrap();
-        other.join().unwrap();
-        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        let got = senders_vs_crash(false);
         for n in [1, 2] {
             assert!(count(&got, n) <= 1, "note {n} handled twice: {got:?}");
         }

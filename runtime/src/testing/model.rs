@@ -86,19 +86,18 @@ pub struct ModelSystem {
 #[derive(Debug, Default)]
 pub struct ModelStore(MemoryStore);
 
-/// Pending once (after waking itself).
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.0 {
+/// Returns `Pending` once (after waking itself): an await point, like a handler's await on I/O,
+/// where loom can run other threads and a crash can land.
+pub fn yield_now() -> impl std::future::Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
             return std::task::Poll::Ready(());
         }
-        self.0 = true;
+        yielded = true;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
-    }
+    })
 }
 
 impl Store for ModelStore {
@@ -111,7 +110,7 @@ impl Store for ModelStore {
     fn commit(&self, txn: Txn) -> StoreFuture<'_, Committed> {
         Box::pin(async move {
             let done = self.0.commit(txn).await;
-            YieldOnce(false).await;
+            yield_now().await;
             done
         })
     }
