@@ -101,21 +101,28 @@ fn loom_plain_senders_vs_crash_and_restart() {
     });
 }
 
+/// Sends one note with `send` while another thread moves time 10 ms on; returns what `send`
+/// returned, the notes the actor handled, and how many envelopes it dropped as expired.
+fn while_time_moves<R>(send: impl FnOnce(&ActorRef<Log>) -> R) -> (R, Vec<u32>, u64) {
+    let sys = ModelSystem::new();
+    let a = sys.spawn(ActorSpec::<Log>::new(Seen::default()));
+    let clock = sys.clock().clone();
+    let tick = model::thread(move || clock.advance(Duration::from_millis(10)));
+    let r = send(&a);
+    tick.join().unwrap();
+    let got = model::block_on(a.ask(Msg::Get)).unwrap();
+    (r, got, a.stats().expired)
+}
+
 /// A tell whose TTL runs out while time moves on a concurrent thread: it is either handled or
 /// dropped as expired (and counted), never both and never neither.
 #[test]
 fn loom_ttl_expiry_racing_delivery() {
     model::check(|| {
-        let seen = Seen::default();
-        let sys = ModelSystem::new();
-        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
-        let clock = sys.clock().clone();
-        let tick = model::thread(move || clock.advance(Duration::from_millis(10)));
-        model::block_on(a.tell(Msg::Note(1)).ttl(Duration::from_millis(10))).unwrap();
-        tick.join().unwrap();
-        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        let ((), got, expired) = while_time_moves(|a| {
+            model::block_on(a.tell(Msg::Note(1)).ttl(Duration::from_millis(10))).unwrap();
+        });
         let handled = count(&got, 1) as u64;
-        let expired = a.stats().expired;
         assert_eq!(handled + expired, 1, "handled {handled}, expired {expired}");
     });
 }
@@ -126,14 +133,8 @@ fn loom_ttl_expiry_racing_delivery() {
 #[test]
 fn loom_ask_reply_racing_deadline() {
     model::check(|| {
-        let seen = Seen::default();
-        let sys = ModelSystem::new();
-        let a = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
-        let clock = sys.clock().clone();
-        let tick = model::thread(move || clock.advance(Duration::from_millis(10)));
-        let r = model::block_on(a.ask(Msg::Note(1)).ttl(Duration::from_millis(10)));
-        tick.join().unwrap();
-        let got = model::block_on(a.ask(Msg::Get)).unwrap();
+        let (r, got, expired) =
+            while_time_moves(|a| model::block_on(a.ask(Msg::Note(1)).ttl(Duration::from_millis(10))));
         match &r {
             Ok(_) => assert_eq!(count(&got, 1), 1, "Ok for a message not handled once: {got:?}"),
             Err(Error::Expired) => assert!(count(&got, 1) <= 1),
@@ -141,7 +142,7 @@ fn loom_ask_reply_racing_deadline() {
         }
         if count(&got, 1) == 0 {
             assert!(matches!(r, Err(Error::Expired)));
-            assert_eq!(a.stats().expired, 1);
+            assert_eq!(expired, 1);
         }
     });
 }
@@ -153,12 +154,11 @@ fn loom_ask_reply_racing_deadline() {
 #[test]
 fn loom_one_for_all_restart_racing_new_message() {
     model::check(|| {
-        let seen = Seen::default();
         let root = SupervisorSpec::new("root", Strategy::OneForAll)
             .intensity(1_000, Duration::from_secs(1))
             .backoff(Backoff::none());
         let sys = ModelSystem::with_root(root);
-        let b = sys.spawn(ActorSpec::<Log>::new(seen.clone()));
+        let b = sys.spawn(ActorSpec::<Log>::new(Seen::default()));
         let crasher = {
             let (sys, b) = (sys.clone(), b.clone());
             model::thread(move || sys.crash(&b))
