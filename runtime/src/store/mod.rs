@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acked;
 mod engine;
 mod error;
 mod memory;

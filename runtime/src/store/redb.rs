@@ -11,6 +11,10 @@
 //!   instead of walking the trees.
 //! - Each open bumps the durable `epoch`; leases granted before are void at once (their holders died
 //!   with the process that owned the file).
+//! - Every commit counts itself in the file, and a durable one is acknowledged only once its number
+//!   is in the commit record beside the file (`<path>.acked`, synced): a file found behind its
+//!   record was rolled back (redb's unchecksummed header byte chose an older commit) and is refused
+//!   as corrupt instead of opening without acknowledged commits.
 //! - Reads use redb read transactions on the caller's thread (snapshots; never blocked by the
 //!   writer).
 
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant as StdInstant};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::acked::{self, CommitRecord, Recorded};
 use super::engine::{self, Table, Tables};
 use super::{
     Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned,
@@ -153,12 +158,49 @@ fn create_atomically(path: &Path) -> Result<(), StoreError> {
         .and_then(|f| f.sync_all())
         .map_err(|e| io("cannot sync new store", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("cannot create store", e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync the directory of", e))?;
+    sync_dir(path)
+}
+
+/// Syncs the directory holding `path`, so that a file just created there survives a power cut.
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::unavailable(format!("cannot sync the directory of {}: {e}", path.display())))
+}
+
+/// Reads every page's checksum; a damaged file is [`StoreError::Corrupt`].
+fn verify(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+    let intact = guarded(path, || db.check_integrity().map_err(|e| open_error(path, e)))?;
+    if intact {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "{}: a page failed its checksum",
+            path.display()
+        )))
     }
-    Ok(())
+}
+
+/// The number of the last commit in the file (0 for a new one).
+fn committed(db: &Database) -> Result<u64, StoreError> {
+    let rtx = db.begin_read().map_err(storage_error)?;
+    let table = match rtx.open_table(DEFS[Table::Meta as usize]) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(storage_error(e)),
+    };
+    match table.get(b"commits".as_slice()).map_err(storage_error)? {
+        None => Ok(0),
+        Some(v) => v
+            .value()
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt("the commit count is not 8 bytes".into())),
+    }
 }
 
 /// Runs `f`, turning a panic inside redb into [`StoreError::Corrupt`].
@@ -265,7 +307,14 @@ impl RedbStore {
             create_atomically(&path)?;
         }
         let db = guarded(&path, || Database::create(&path).map_err(|e| open_error(&path, e)))?;
-        Self::start(db, path, opts, started)
+        // Opened only now that this process owns the store file.
+        let record_path = acked::record_path(&path);
+        let new_record = !record_path.exists();
+        let record = CommitRecord::open_file(&record_path)?;
+        if new_record {
+            sync_dir(&record_path)?;
+        }
+        Self::start(db, path, opts, started, Some(record))
     }
 
     /// Opens (or creates) the store on a storage layer of your own instead of a file: an
@@ -274,9 +323,37 @@ impl RedbStore {
     ///
     /// Creating a store on a backend is not atomic (a file path is: see [`open`](Self::open)):
     /// give it an empty backend or a complete store.
+    ///
+    /// This store keeps no commit record (see
+    /// [`open_backend_with_record`](Self::open_backend_with_record)): a damaged header byte can
+    /// make it open at the commit before the last acknowledged one.
     pub fn open_backend(
         name: &str,
         backend: impl redb::StorageBackend,
+        opts: RedbOptions,
+    ) -> Result<RedbStore, StoreError> {
+        Self::open_backends(name, backend, None, opts)
+    }
+
+    /// [`open_backend`](Self::open_backend), with the commit record on a second storage layer
+    /// (what `<path>.acked` is to a file store): a durable commit is acknowledged only once its
+    /// number is synced there, and a store found behind its record (rolled back by a damaged
+    /// header) is refused with [`StoreError::Corrupt`]. An empty record accepts the store as it
+    /// is.
+    pub fn open_backend_with_record(
+        name: &str,
+        backend: impl redb::StorageBackend,
+        record: impl redb::StorageBackend,
+        opts: RedbOptions,
+    ) -> Result<RedbStore, StoreError> {
+        let record = CommitRecord::new(format!("{name} (commit record)"), Box::new(record));
+        Self::open_backends(name, backend, Some(record), opts)
+    }
+
+    fn open_backends(
+        name: &str,
+        backend: impl redb::StorageBackend,
+        record: Option<CommitRecord>,
         opts: RedbOptions,
     ) -> Result<RedbStore, StoreError> {
         let started = StdInstant::now();
@@ -286,27 +363,33 @@ impl RedbStore {
                 .create_with_backend(backend)
                 .map_err(|e| open_error(&path, e))
         })?;
-        Self::start(db, path, opts, started)
+        Self::start(db, path, opts, started, record)
     }
 
-    fn start(mut db: Database, path: PathBuf, opts: RedbOptions, started: StdInstant) -> Result<RedbStore, StoreError> {
-        if opts.verify_on_open {
-            let intact = guarded(&path, || db.check_integrity().map_err(|e| open_error(&path, e)))?;
-            if !intact {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: a page failed its checksum",
-                    path.display()
-                )));
-            }
+    fn start(
+        mut db: Database,
+        path: PathBuf,
+        opts: RedbOptions,
+        started: StdInstant,
+        record: Option<CommitRecord>,
+    ) -> Result<RedbStore, StoreError> {
+        if let Err(e) = Self::check(&mut db, &path, &opts, record.as_ref()) {
+            // redb closes a database with a last commit, which panics on some damaged files.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+            return Err(e);
         }
-        let (db, epoch) = guarded(&path, || Self::bump_epoch(db))?;
+        let (db, epoch, commits) = guarded(&path, || Self::bump_epoch(db))?;
+        if let Some(record) = &record {
+            record.write(commits, true)?;
+        }
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let writer = {
             let (db, opts) = (db.clone(), opts.clone());
+            let log = CommitLog { record, commits };
             std::thread::Builder::new()
                 .name("crashonly-redb-writer".into())
-                .spawn(move || writer_loop(&db, &rx, epoch, &opts))
+                .spawn(move || writer_loop(&db, &rx, epoch, &opts, log))
                 .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
         };
         Ok(RedbStore {
@@ -320,18 +403,50 @@ impl RedbStore {
         })
     }
 
-    /// Counts this opening in the file (a new epoch voids the leases of earlier ones).
-    fn bump_epoch(db: Database) -> Result<(Database, u64), StoreError> {
+    /// Refuses a file that is damaged, or behind its commit record (rolled back).
+    fn check(
+        db: &mut Database,
+        path: &Path,
+        opts: &RedbOptions,
+        record: Option<&CommitRecord>,
+    ) -> Result<(), StoreError> {
+        if opts.verify_on_open {
+            verify(db, path)?;
+        }
+        if let Some(Recorded { acked, written }) = record.map(CommitRecord::read).transpose()?.flatten() {
+            let found = guarded(path, || committed(db))?;
+            if found < acked {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: rolled back: the file holds commit {found}, but commit {acked} was acknowledged \
+                     (the commit record says so); its header is damaged",
+                    path.display()
+                )));
+            }
+            // Ahead of the record: a crash between a commit and its record (never acknowledged),
+            // or a damaged header byte that chose a commit still being written. redb trusts the
+            // commit it chose without reading its pages' checksums: read them all, this once.
+            if found > written && !opts.verify_on_open {
+                verify(db, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts this opening in the file (a new epoch voids the leases of earlier ones). Returns the
+    /// epoch and the number of this commit.
+    fn bump_epoch(db: Database) -> Result<(Database, u64, u64), StoreError> {
         let mut wtx = db.begin_write().map_err(storage_error)?;
         wtx.set_quick_repair(true);
-        let epoch = {
+        let (epoch, commits) = {
             let mut tables = open_tables(&wtx)?;
+            let commits = engine::meta_get(&tables, "commits")?;
             let epoch = engine::meta_get(&tables, "epoch")? + 1;
             engine::meta_put(&mut tables, "epoch", epoch)?;
-            epoch
+            engine::meta_put(&mut tables, "commits", commits + 1)?;
+            (epoch, commits + 1)
         };
         wtx.commit().map_err(storage_error)?;
-        Ok((db, epoch))
+        Ok((db, epoch, commits))
     }
 
     /// How many times the file has been opened (leases from earlier epochs are void).
@@ -395,7 +510,15 @@ impl Drop for RedbStore {
     }
 }
 
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &RedbOptions) {
+/// The writer's count of commits, and the record that a durable one must reach before it is
+/// acknowledged.
+struct CommitLog {
+    record: Option<CommitRecord>,
+    /// The number of the last commit made.
+    commits: u64,
+}
+
+fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &RedbOptions, mut log: CommitLog) {
     let mut unsynced = false;
     let mut last_sync = StdInstant::now();
     loop {
@@ -403,11 +526,11 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &R
             Durability::LoseUpTo(window) if unsynced => match rx.recv_timeout(window) {
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return sync_and_stop(db, unsynced),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return sync_and_stop(db, unsynced, &log),
             },
             _ => match rx.recv() {
                 Ok(r) => Some(r),
-                Err(_) => return sync_and_stop(db, unsynced),
+                Err(_) => return sync_and_stop(db, unsynced, &log),
             },
         };
         let mut batch: Vec<Request> = first.into_iter().collect();
@@ -421,8 +544,14 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &R
             Durability::Durable => true,
             Durability::LoseUpTo(window) => batch.is_empty() || last_sync.elapsed() >= window,
         };
-        match commit_batch(db, &batch, epoch, opts, durable) {
+        let number = log.commits + 1;
+        let committed = commit_batch(db, &batch, epoch, opts, durable, number).and_then(|results| match &log.record {
+            Some(record) => record.write(number, durable).map(|()| results),
+            None => Ok(results),
+        });
+        match committed {
             Ok(results) => {
+                log.commits = number;
                 if durable {
                     unsynced = false;
                     last_sync = StdInstant::now();
@@ -445,9 +574,9 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &R
     }
 }
 
-fn sync_and_stop(db: &Database, unsynced: bool) {
+fn sync_and_stop(db: &Database, unsynced: bool, log: &CommitLog) {
     if unsynced {
-        let _ = commit_batch(db, &[], 0, &RedbOptions::default(), true);
+        let _ = commit_batch(db, &[], 0, &RedbOptions::default(), true, log.commits + 1);
     }
 }
 
@@ -458,6 +587,7 @@ fn commit_batch(
     epoch: u64,
     opts: &RedbOptions,
     durable: bool,
+    number: u64,
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let now = opts.time.now_ms();
     let mut wtx = db.begin_write().map_err(storage_error)?;
@@ -490,6 +620,7 @@ fn commit_batch(
             }
         }
         engine::reclaim(&mut t, now, 256)?;
+        engine::meta_put(&mut t, "commits", number)?;
     }
     wtx.commit().map_err(storage_error)?;
     Ok(results)
