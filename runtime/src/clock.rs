@@ -12,7 +12,7 @@ pub type Instant = tokio::time::Instant;
 /// The runtime's clock. One belongs to each [`System`](crate::System).
 ///
 /// Under `--cfg crashonly_loom` it is a manual clock: time stands still until a test calls
-/// [`advance`](Clock::advance), so TTLs, ask deadlines, backoff and intensity windows are
+/// `Clock::advance`, so TTLs, ask deadlines, backoff and intensity windows are
 /// model-checked without real time.
 #[derive(Clone, Debug)]
 pub struct Clock {

@@ -292,6 +292,12 @@ fn open_tables(wtx: &redb::WriteTransaction) -> Result<RedbTables<'_>, StoreErro
 
 impl RedbStore {
     /// Opens (or creates) the store at `path`, durable by default.
+    ///
+    /// Beside the file the store keeps its commit record, `<path>.acked` (under 2 KiB): the number
+    /// of the last acknowledged commit. Copy, move and delete the two together. A file older than
+    /// its record (rolled back by a damaged header, or an older copy put in its place) is refused
+    /// with [`StoreError::Corrupt`]; to restore an older copy on purpose, remove the record with
+    /// it. A missing record is created, and accepts the file as it is.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         Self::open_with(path, RedbOptions::default())
     }
