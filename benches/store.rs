@@ -1,6 +1,6 @@
 //! Store benchmarks: durable writes from 1, 16 and 256 concurrent writers (group commit), get
-//! latency, and reopen time after `kill -9` at 100k and 1M keys; PostgreSQL on loopback when
-//! `CRASHONLY_PG_URL` is set.
+//! latency, reopen time after `kill -9` and with every page verified, at 100k and 1M keys;
+//! PostgreSQL on loopback when `CRASHONLY_PG_URL` is set.
 //!
 //! `cargo bench --bench store`
 
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crashonly::store::{RedbStore, Store, StoreExt, Txn};
+use crashonly::store::{RedbOptions, RedbStore, Store, StoreExt, Txn};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::runtime::Runtime;
 
@@ -80,6 +80,7 @@ fn redb(c: &mut Criterion) {
     let rt = runtime();
     let path = data_dir().join("writes.redb");
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(data_dir().join("writes.redb.acked"));
     let store: Arc<dyn Store> = rt.block_on(async { Arc::new(RedbStore::open(&path).unwrap()) });
     writes(c, "redb", &rt, store);
 }
@@ -139,6 +140,34 @@ fn reopen_after_kill(c: &mut Criterion) {
     g.finish();
 }
 
+/// Reopening with every page's checksum read: what `RedbOptions::verify_on_open` costs, and what a
+/// reopen costs after a power cut between a commit and its commit record.
+fn reopen_verified(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("redb_reopen_verified");
+    g.sample_size(10);
+    for keys in [100_000usize, 1_000_000] {
+        let path = prepared(&rt, keys);
+        g.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let opts = RedbOptions {
+                        verify_on_open: true,
+                        ..RedbOptions::default()
+                    };
+                    let t = Instant::now();
+                    let store = RedbStore::open_with(&path, opts).unwrap();
+                    total += t.elapsed();
+                    drop(store);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn postgres(c: &mut Criterion) {
     let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
         eprintln!("skipped: CRASHONLY_PG_URL is not set (PostgreSQL benches)");
@@ -155,5 +184,5 @@ fn postgres(c: &mut Criterion) {
     writes(c, "postgres", &rt, store);
 }
 
-criterion_group!(benches, redb, reopen_after_kill, postgres);
+criterion_group!(benches, redb, reopen_after_kill, reopen_verified, postgres);
 criterion_main!(benches);

@@ -66,6 +66,9 @@ pub fn store_file(data: &[u8]) {
     let dir = scratch_dir();
     let path = dir.join("damaged.redb");
     std::fs::write(&path, &file).unwrap();
+    // A fresh commit record: the one the previous input left would refuse every later input as
+    // rolled back (the file is always the base file again), and nothing more would be fuzzed.
+    let _ = std::fs::remove_file(dir.join("damaged.redb.acked"));
     let opts = RedbOptions {
         verify_on_open: true,
         ..RedbOptions::default()

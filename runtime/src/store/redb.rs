@@ -297,7 +297,8 @@ impl RedbStore {
     /// of the last acknowledged commit. Copy, move and delete the two together. A file older than
     /// its record (rolled back by a damaged header, or an older copy put in its place) is refused
     /// with [`StoreError::Corrupt`]; to restore an older copy on purpose, remove the record with
-    /// it. A missing record is created, and accepts the file as it is.
+    /// it. A missing record is created, and accepts the file as it is; creating a new store
+    /// removes a record left from a deleted one.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         Self::open_with(path, RedbOptions::default())
     }
@@ -310,6 +311,8 @@ impl RedbStore {
         let started = StdInstant::now();
         let path = path.as_ref().to_path_buf();
         if !path.exists() {
+            // A new store has nothing acknowledged: a record left beside a deleted file is stale.
+            let _ = std::fs::remove_file(acked::record_path(&path));
             create_atomically(&path)?;
         }
         let db = guarded(&path, || Database::create(&path).map_err(|e| open_error(&path, e)))?;
