@@ -16,7 +16,9 @@
 //!   reading its pages): such a file has every page's checksum read before it is used.
 //! - Two slots 512 bytes apart, durable commit `n` in slot `n % 2`, each `[n][checksum]`: a write
 //!   torn by a power cut damages only its own slot, and the other still holds the commit before.
-//!   A third slot, never synced, holds the last commit that may be lost (`Durability::LoseUpTo`).
+//!   A third slot, never synced, holds the last commit made that may be lost
+//!   (`Durability::LoseUpTo`): it matches the file after `kill -9` (which keeps the page cache),
+//!   so a reopen need not verify the file.
 
 use std::fmt;
 use std::fs::File;
@@ -77,7 +79,10 @@ impl CommitRecord {
             .map_err(|e| StoreError::unavailable(format!("cannot open {}: {e}", path.display())))?;
         Ok(Self::new(
             path.display().to_string(),
-            Box::new(RecordFile(Mutex::new(file))),
+            Box::new(RecordFile {
+                file,
+                at: Mutex::new(()),
+            }),
         ))
     }
 
@@ -110,18 +115,29 @@ impl CommitRecord {
         }
     }
 
-    /// Records commit `n`. A durable one goes to slot `n % 2` and is synced: only then may it be
-    /// acknowledged. One that may be lost (`Durability::LoseUpTo`) goes to slot 2 unsynced, so
-    /// that after `kill -9` (which keeps the page cache) the record still matches the file; it
-    /// claims nothing a power cut cannot take.
-    pub(crate) fn write(&self, n: u64, durable: bool) -> Result<(), StoreError> {
-        let io = |e: std::io::Error| StoreError::unavailable(format!("cannot write {}: {e}", self.name));
-        if durable {
-            self.backend.write((n % 2) * SLOT, &seal(n)).map_err(io)?;
-            self.backend.sync_data().map_err(io)
-        } else {
-            self.backend.write(2 * SLOT, &seal(n)).map_err(io)
-        }
+    /// Records durable commit `n` in slot `n % 2` and syncs it: only then may `n` be acknowledged.
+    pub(crate) fn acked(&self, n: u64) -> Result<(), StoreError> {
+        self.backend
+            .write((n % 2) * SLOT, &seal(n))
+            .map_err(|e| self.io_error(e))?;
+        self.backend.sync_data().map_err(|e| self.io_error(e))
+    }
+
+    /// Records that commit `n` was made, in slot 2, unsynced: for a commit that may be lost
+    /// (`Durability::LoseUpTo`), right after it, so that after `kill -9` (which keeps the page
+    /// cache) the record matches the file. It claims nothing a power cut cannot take.
+    pub(crate) fn made(&self, n: u64) -> Result<(), StoreError> {
+        self.backend.write(2 * SLOT, &seal(n)).map_err(|e| self.io_error(e))
+    }
+
+    /// Records commit `n` as both made and acknowledged, synced (at open, before any other).
+    pub(crate) fn reset(&self, n: u64) -> Result<(), StoreError> {
+        self.made(n)?;
+        self.acked(n)
+    }
+
+    fn io_error(&self, e: std::io::Error) -> StoreError {
+        StoreError::unavailable(format!("cannot write {}: {e}", self.name))
     }
 }
 
@@ -142,33 +158,37 @@ pub(crate) fn record_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A plain file as a storage layer (one process owns it, as it owns the store file).
+/// A plain file as a storage layer (one process owns it, as it owns the store file). The lock
+/// covers a seek and its read or write; a sync needs none.
 #[derive(Debug)]
-struct RecordFile(Mutex<File>);
+struct RecordFile {
+    file: File,
+    at: Mutex<()>,
+}
 
 impl StorageBackend for RecordFile {
     fn len(&self) -> std::io::Result<u64> {
-        Ok(self.0.lock().metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let mut f = self.0.lock();
-        f.seek(SeekFrom::Start(offset))?;
-        f.read_exact(out)
+        let _at = self.at.lock();
+        (&self.file).seek(SeekFrom::Start(offset))?;
+        (&self.file).read_exact(out)
     }
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.0.lock().set_len(len)
+        self.file.set_len(len)
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
-        self.0.lock().sync_data()
+        self.file.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut f = self.0.lock();
-        f.seek(SeekFrom::Start(offset))?;
-        f.write_all(data)
+        let _at = self.at.lock();
+        (&self.file).seek(SeekFrom::Start(offset))?;
+        (&self.file).write_all(data)
     }
 }
 
@@ -190,17 +210,24 @@ mod tests {
         assert_eq!(rec.read().unwrap(), None, "a new record holds nothing");
         let at = |acked, written| Some(Recorded { acked, written });
         for n in 1..=5 {
-            rec.write(n, true).unwrap();
+            rec.acked(n).unwrap();
             assert_eq!(rec.read().unwrap(), at(n, n));
         }
-        // Commits that may be lost are recorded as written, not acknowledged.
-        rec.write(6, false).unwrap();
+        // A commit made is not an acknowledged one.
+        rec.made(6).unwrap();
         assert_eq!(rec.read().unwrap(), at(5, 6));
-        rec.write(7, true).unwrap();
+        rec.acked(6).unwrap();
+        rec.made(7).unwrap();
+        rec.acked(7).unwrap();
         assert_eq!(rec.read().unwrap(), at(7, 7));
-        // Commit 8's write torn (slot 0 damaged): the record still says 7.
+        // At open: a stale "made" ahead of the file is put back.
+        rec.made(20).unwrap();
+        rec.reset(8).unwrap();
+        assert_eq!(rec.read().unwrap(), at(8, 8));
+        // Commit 8's write torn (slot 0 damaged): the record still says 7 was acknowledged (and,
+        // in slot 2, that 8 was made).
         rec.backend.write(0, &[0xAB; 4]).unwrap();
-        assert_eq!(rec.read().unwrap(), at(7, 7));
+        assert_eq!(rec.read().unwrap(), at(7, 8));
         // Both slots damaged: refused, never read as "nothing recorded".
         rec.backend.write(SLOT, &[0xAB; 4]).unwrap();
         assert!(matches!(rec.read(), Err(StoreError::Corrupt(_))), "{:?}", rec.read());

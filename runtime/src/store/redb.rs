@@ -389,7 +389,7 @@ impl RedbStore {
         }
         let (db, epoch, commits) = guarded(&path, || Self::bump_epoch(db))?;
         if let Some(record) = &record {
-            record.write(commits, true)?;
+            record.reset(commits)?;
         }
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -555,7 +555,8 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &R
         };
         let number = log.commits + 1;
         let committed = commit_batch(db, &batch, epoch, opts, durable, number).and_then(|results| match &log.record {
-            Some(record) => record.write(number, durable).map(|()| results),
+            Some(record) if durable => record.acked(number).map(|()| results),
+            Some(record) => record.made(number).map(|()| results),
             None => Ok(results),
         });
         match committed {
@@ -583,9 +584,16 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Request>, epoch: u64, opts: &R
     }
 }
 
+/// The store was dropped with commits that may be lost: syncs them (not needed, but kind), and
+/// records the commit made, so that the next open need not verify the file.
 fn sync_and_stop(db: &Database, unsynced: bool, log: &CommitLog) {
     if unsynced {
-        let _ = commit_batch(db, &[], 0, &RedbOptions::default(), true, log.commits + 1);
+        let number = log.commits + 1;
+        if commit_batch(db, &[], 0, &RedbOptions::default(), true, number).is_ok() {
+            if let Some(record) = &log.record {
+                let _ = record.made(number);
+            }
+        }
     }
 }
 
