@@ -4,6 +4,7 @@
 //!
 //! `cargo bench --bench store`
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,9 +105,11 @@ fn prepared(rt: &Runtime, keys: usize) -> std::path::PathBuf {
     path
 }
 
-fn reopen_after_kill(c: &mut Criterion) {
+/// A group timing `open` of a store with 100k and with 1M keys, each time after `before`
+/// (untimed).
+fn reopens(c: &mut Criterion, group: &str, before: impl Fn(&Path), open: impl Fn(&Path) -> RedbStore) {
     let rt = runtime();
-    let mut g = c.benchmark_group("redb_reopen_after_kill9");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for keys in [100_000usize, 1_000_000] {
         let path = prepared(&rt, keys);
@@ -114,22 +117,9 @@ fn reopen_after_kill(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    // A writer process is killed mid-stream, then the store is reopened.
-                    let mut child = Command::new(env!("CARGO_BIN_EXE_crashonly-store-child"))
-                        .args(["redb", path.to_str().unwrap()])
-                        .stdout(Stdio::piped())
-                        .spawn()
-                        .unwrap();
-                    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-                    let mut line = String::new();
-                    for _ in 0..20 {
-                        line.clear();
-                        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-                    }
-                    child.kill().unwrap();
-                    child.wait().unwrap();
+                    before(&path);
                     let t = Instant::now();
-                    let store = RedbStore::open(&path).unwrap();
+                    let store = open(&path);
                     total += t.elapsed();
                     drop(store);
                 }
@@ -140,32 +130,42 @@ fn reopen_after_kill(c: &mut Criterion) {
     g.finish();
 }
 
-/// Reopening with every page's checksum read: what `RedbOptions::verify_on_open` costs, and what a
-/// reopen costs after a power cut between a commit and its commit record.
-fn reopen_verified(c: &mut Criterion) {
-    let rt = runtime();
-    let mut g = c.benchmark_group("redb_reopen_verified");
-    g.sample_size(10);
-    for keys in [100_000usize, 1_000_000] {
-        let path = prepared(&rt, keys);
-        g.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let opts = RedbOptions {
-                        verify_on_open: true,
-                        ..RedbOptions::default()
-                    };
-                    let t = Instant::now();
-                    let store = RedbStore::open_with(&path, opts).unwrap();
-                    total += t.elapsed();
-                    drop(store);
-                }
-                total
-            })
-        });
+/// A writer process is killed mid-stream (after 20 acknowledged writes).
+fn kill_a_writer(path: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crashonly-store-child"))
+        .args(["redb", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..20 {
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     }
-    g.finish();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn reopen_after_kill(c: &mut Criterion) {
+    reopens(c, "redb_reopen_after_kill9", kill_a_writer, |path| {
+        RedbStore::open(path).unwrap()
+    });
+}
+
+/// Reopening with every page's checksum read: what `RedbOptions::verify_on_open` costs, and what a
+/// reopen costs after a crash between a commit's header write and its commit record.
+fn reopen_verified(c: &mut Criterion) {
+    let opts = RedbOptions {
+        verify_on_open: true,
+        ..RedbOptions::default()
+    };
+    reopens(
+        c,
+        "redb_reopen_verified",
+        |_| {},
+        |path| RedbStore::open_with(path, opts.clone()).unwrap(),
+    );
 }
 
 fn postgres(c: &mut Criterion) {

@@ -114,12 +114,28 @@ fn seeds() -> u64 {
         .unwrap_or(2)
 }
 
-#[test]
-fn power_loss_images_keep_every_acknowledged_commit() {
+/// The log of the workload on a healthy disk.
+fn workload_log() -> Vec<Event> {
     quiet_redb_panics();
     let disk = SimDisk::default();
     drop(workload(&disk).expect("workload on a healthy disk"));
-    let log = disk.log();
+    disk.log()
+}
+
+/// Opens an image: `Ok` when it holds every commit in `acked` (each whole; panics on a lost one),
+/// or why it was refused.
+fn open_image(image: Vec<Vec<u8>>, acked: &[u64], what: &str) -> Result<(), StoreError> {
+    let store = open(&SimDisk::with_images(image), "image")?;
+    let have = recovered(&store);
+    for i in acked {
+        assert!(have.contains(i), "{what}: acknowledged commit {i} lost");
+    }
+    Ok(())
+}
+
+#[test]
+fn power_loss_images_keep_every_acknowledged_commit() {
+    let log = workload_log();
     let acked_total = log.iter().filter(|e| matches!(e, Event::Acked(_))).count();
     assert_eq!(acked_total as u64, COMMITS);
     let cuts: Vec<usize> = (0..log.len())
@@ -145,13 +161,8 @@ fn power_loss_images_keep_every_acknowledged_commit() {
             };
             let (image, acked) = image_at(&log, cut, seeded);
             images += 1;
-            match open(&SimDisk::with_images(image), "image") {
-                Ok(store) => {
-                    let have = recovered(&store);
-                    for i in &acked {
-                        assert!(have.contains(i), "cut {cut} {seeded:?}: acknowledged commit {i} lost");
-                    }
-                }
+            match open_image(image, &acked, &format!("cut {cut} {seeded:?}")) {
+                Ok(()) => {}
                 Err(e) => {
                     assert!(
                         matches!(seeded, Loss::Header(_)),
@@ -185,10 +196,7 @@ fn power_loss_images_keep_every_acknowledged_commit() {
 /// as rolled back; never opened without one. (Without the record, the soak found such an image.)
 #[test]
 fn a_flipped_primary_slot_bit_is_refused_never_rolled_back() {
-    quiet_redb_panics();
-    let disk = SimDisk::default();
-    drop(workload(&disk).expect("workload on a healthy disk"));
-    let log = disk.log();
+    let log = workload_log();
     let (mut images, mut rolled_back, mut other) = (0u64, 0u64, 0u64);
     for cut in (0..=log.len()).step_by(cut_stride()) {
         let (image, acked) = image_at(&log, cut, Loss::Flip { byte: 9, bit: 0 });
@@ -196,13 +204,8 @@ fn a_flipped_primary_slot_bit_is_refused_never_rolled_back() {
             continue;
         }
         images += 1;
-        match open(&SimDisk::with_images(image), "image") {
-            Ok(store) => {
-                let have = recovered(&store);
-                for i in &acked {
-                    assert!(have.contains(i), "cut {cut}: acknowledged commit {i} lost");
-                }
-            }
+        match open_image(image, &acked, &format!("cut {cut}")) {
+            Ok(()) => {}
             Err(StoreError::Corrupt(m)) if m.contains("rolled back") => rolled_back += 1,
             Err(e) => {
                 assert!(matches!(e, StoreError::Corrupt(_)), "cut {cut}: {e:?}");
