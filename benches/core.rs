@@ -90,10 +90,7 @@ fn system(strategy: Strategy) -> System {
         .and_then(|v| v.parse().ok())
         .unwrap_or(CAPACITY);
     System::builder()
-        .config(Config {
-            mailbox_capacity: cap,
-            ..Config::default()
-        })
+        .config(Config::default().with_mailbox_capacity(cap))
         .root(root)
         .start()
         .unwrap()
@@ -309,10 +306,7 @@ fn one_for_all_1000(c: &mut Criterion) {
 
 /// A system whose watchdog scans 1,001 actors every 50 ms, and one of its actors.
 async fn busy_system() -> (System, ActorRef<Bench>) {
-    let config = Config {
-        watchdog_every: Duration::from_millis(50),
-        ..Config::default()
-    };
+    let config = Config::default().with_watchdog_every(Duration::from_millis(50));
     let sys = System::builder().config(config).start().unwrap();
     for _ in 0..1_000 {
         sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
@@ -374,10 +368,7 @@ fn comm_overhead_local(c: &mut Criterion) {
         .unwrap();
     let (_sys, a) = rt.block_on(busy_system());
     let (_quiet, q) = rt.block_on(async {
-        let config = Config {
-            watchdog_every: Duration::from_secs(3600),
-            ..Config::default()
-        };
+        let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
         let sys = System::builder().config(config).start().unwrap();
         let q = sys.spawn(ActorSpec::<Bench>::new(None)).unwrap();
         (sys, q)

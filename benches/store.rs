@@ -156,10 +156,7 @@ fn reopen_after_kill(c: &mut Criterion) {
 /// Reopening with every page's checksum read: what `RedbOptions::verify_on_open` costs, and what a
 /// reopen costs after a crash between a commit's header write and its commit record.
 fn reopen_verified(c: &mut Criterion) {
-    let opts = RedbOptions {
-        verify_on_open: true,
-        ..RedbOptions::default()
-    };
+    let opts = RedbOptions::default().with_verify_on_open(true);
     reopens(
         c,
         "redb_reopen_verified",
@@ -174,11 +171,9 @@ fn postgres(c: &mut Criterion) {
         return;
     };
     let rt = runtime();
-    let opts = crashonly::store::PgOptions {
-        schema: "bench".into(),
-        pool_size: 16,
-        ..Default::default()
-    };
+    let opts = crashonly::store::PgOptions::default()
+        .with_schema("bench".to_string())
+        .with_pool_size(16);
     let store: Arc<dyn Store> =
         rt.block_on(async { Arc::new(crashonly::store::PgStore::connect(&url, opts).await.unwrap()) });
     writes(c, "postgres", &rt, store);

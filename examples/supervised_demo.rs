@@ -184,9 +184,11 @@ async fn main() -> ExitCode {
                 match counters[k as usize].incr().ttl(Duration::from_millis(500)).await {
                     Ok(Ok(_)) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
                     // Not idempotent: the increment may or may not have reached the store.
-                    Err(Error::Crashed(_)) | Err(Error::Expired) => unknown[k as usize].fetch_add(1, Ordering::Relaxed),
+                    Err(DeliveryError::Crashed(_)) | Err(DeliveryError::Expired) => {
+                        unknown[k as usize].fetch_add(1, Ordering::Relaxed)
+                    }
                     // The worker is recovering and would not make the deadline: told when to come back.
-                    Err(Error::RetryAfter(wait)) => {
+                    Err(DeliveryError::RetryAfter(wait)) => {
                         retry_after.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(wait).await;
                         0

@@ -13,7 +13,7 @@ fn public_types_are_send_and_sync() {
     send_sync::<System>();
     send_sync::<ActorRef<Probe>>();
     send_sync::<SupervisorRef>();
-    send_sync::<Error>();
+    send_sync::<DeliveryError>();
     send_sync::<SendError<String>>();
     send_sync::<SpawnError>();
     send_sync::<SystemError>();
@@ -23,7 +23,9 @@ fn public_types_are_send_and_sync() {
     send_sync::<Timer>();
     send_sync::<Config>();
     send_sync::<Stats>();
-    send_sync::<Envelope<String, u32>>();
+    send_sync::<EnvelopeId>();
+    send_sync::<Intensity>();
+    send_sync::<Backoff>();
     send::<Context<Probe>>();
     send::<ActorSpec<Probe>>();
     send::<SupervisorSpec>();
@@ -38,12 +40,12 @@ fn public_types_are_send_and_sync() {
     send_sync::<LeaseError>();
     send_sync::<LeaseTable>();
     send_sync::<Snapshot>();
-    send::<derive::Call<'static, Probe, u64>>();
+    send::<Call<'static, Probe, u64>>();
     send_sync::<store::MemoryStore>();
     send_sync::<store::RedbStore>();
     send_sync::<store::StoreError>();
     send_sync::<store::Txn>();
-    send_sync::<store::Lease>();
+    send_sync::<store::DurableLease>();
     send_sync::<store::Versioned>();
     send::<store::DurableState>();
     send_sync::<std::sync::Arc<dyn store::Store>>();

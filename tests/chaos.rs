@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crashonly::prelude::*;
 use crashonly::store::{
-    Committed, Durability, Lease, Limits, MemoryStore, Store, StoreError, StoreExt, StoreFuture, Txn, Versioned,
+    Committed, Durability, DurableLease, Limits, MemoryStore, Store, StoreError, StoreExt, StoreFuture, Txn, Versioned,
 };
 
 /// A store that refuses one commit in ten.
@@ -41,13 +41,13 @@ impl Store for FlakyStore {
         }
         self.inner.commit(txn)
     }
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         self.inner.acquire_lease(name, holder, ttl)
     }
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         self.inner.renew_lease(lease, ttl)
     }
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()> {
         self.inner.release_lease(lease)
     }
     fn durability(&self) -> Durability {

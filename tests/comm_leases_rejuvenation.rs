@@ -13,10 +13,7 @@ use crashonly::{Lease, LeaseError};
 async fn leases_are_bounded_exclusive_and_fenced() {
     let policy = Policy::builder().max_lease(Duration::from_secs(10)).build().unwrap();
     let system = System::builder()
-        .config(Config {
-            policy,
-            ..Config::default()
-        })
+        .config(Config::default().with_policy(policy))
         .start()
         .unwrap();
     let leases = system.leases();

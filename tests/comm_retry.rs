@@ -18,10 +18,7 @@ fn system(max_retries: u32) -> System {
         .build()
         .unwrap();
     System::builder()
-        .config(Config {
-            policy,
-            ..Config::default()
-        })
+        .config(Config::default().with_policy(policy))
         .start()
         .unwrap()
 }
@@ -46,7 +43,7 @@ async fn a_caller_gets_retry_after_with_a_plausible_estimate_at_once() {
     let t0 = system.clock().now();
     let err = a.ask(Cmd::Get).ttl(Duration::from_millis(100)).await.unwrap_err();
     assert_eq!(system.clock().now(), t0, "answered at once, not at the deadline");
-    let Error::RetryAfter(hint) = err else {
+    let DeliveryError::RetryAfter(hint) = err else {
         panic!("expected RetryAfter, got {err:?}")
     };
     // About 400 ms of start left, spread over [n, 1.5 n].
@@ -59,7 +56,7 @@ async fn a_caller_gets_retry_after_with_a_plausible_estimate_at_once() {
     let mut hints = std::collections::HashSet::new();
     for _ in 0..8 {
         match a.ask(Cmd::Get).ttl(Duration::from_millis(100)).await {
-            Err(Error::RetryAfter(h)) => hints.insert(h),
+            Err(DeliveryError::RetryAfter(h)) => hints.insert(h),
             other => panic!("expected RetryAfter, got {other:?}"),
         };
     }
@@ -109,7 +106,7 @@ async fn retries_stop_at_the_policy_maximum() {
         .idempotent()
         .retrying()
         .await;
-    assert_eq!(err.unwrap_err(), Error::Expired);
+    assert_eq!(err.unwrap_err(), DeliveryError::Expired);
     assert_eq!(a.stats().mailbox_len, 4, "one attempt and three retries");
 }
 
@@ -125,7 +122,7 @@ async fn retries_stop_at_the_deadline() {
         .idempotent()
         .retrying()
         .await;
-    assert_eq!(err.unwrap_err(), Error::Expired);
+    assert_eq!(err.unwrap_err(), DeliveryError::Expired);
     let took = system.clock().now() - t0;
     assert!(took <= Duration::from_millis(1001), "{took:?}");
     let attempts = a.stats().mailbox_len;
@@ -142,7 +139,7 @@ async fn a_non_idempotent_request_is_never_resent() {
         .attempt_timeout(Duration::from_millis(100))
         .retrying()
         .await;
-    assert_eq!(err.unwrap_err(), Error::Expired);
+    assert_eq!(err.unwrap_err(), DeliveryError::Expired);
     assert_eq!(a.stats().mailbox_len, 1);
 }
 

@@ -10,10 +10,7 @@ use crashonly::CrashReason;
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_handler_is_restarted_within_its_lease_plus_a_small_margin() {
-    let config = Config {
-        watchdog_every: Duration::from_millis(50),
-        ..Config::default()
-    };
+    let config = Config::default().with_watchdog_every(Duration::from_millis(50));
     let system = System::builder().config(config).start().unwrap();
     let spec = ActorSpec::<Probe>::named("stuck", Probes::default()).handling_lease(Duration::from_millis(200));
     let a = system.spawn(spec).unwrap();
@@ -95,11 +92,9 @@ fn blocked_forever(dedicated: bool) {
             .max_abandoned(1)
             .build()
             .unwrap();
-        let config = Config {
-            policy,
-            watchdog_every: Duration::from_millis(20),
-            ..Config::default()
-        };
+        let config = Config::default()
+            .with_policy(policy)
+            .with_watchdog_every(Duration::from_millis(20));
         let system = System::builder().config(config).start().unwrap();
         let spec = ActorSpec::<Blocker>::named("blocker", ());
         let b = system.spawn(if dedicated { spec.blocking() } else { spec }).unwrap();

@@ -37,7 +37,7 @@ async fn crash_report_names_path_panic_location_and_envelope() {
     let system = System::new();
     let a = probe(&system, "reporter", &Probes::default());
     let err = a.ask(Cmd::Panic("kaboom")).await.unwrap_err();
-    let Error::Crashed(report) = err else {
+    let DeliveryError::Crashed(report) = err else {
         panic!("expected Crashed, got {err:?}")
     };
     assert_eq!(report.path, "/reporter");
@@ -56,7 +56,7 @@ async fn crash_report_names_path_panic_location_and_envelope() {
     assert!(!env.idempotent);
 
     let err = a.ask(Cmd::Fail).await.unwrap_err();
-    let Error::Crashed(report) = err else {
+    let DeliveryError::Crashed(report) = err else {
         panic!("expected Crashed")
     };
     assert_eq!(report.reason, CrashReason::HandleFailed("told to fail".into()));
@@ -78,7 +78,7 @@ async fn in_flight_idempotent_is_redelivered_non_idempotent_is_not() {
     // At-most-once: the asker gets Crashed and the message is not handled again.
     let once = Arc::new(AtomicBool::new(false));
     let err = a.ask(Cmd::PanicOnce(once)).await.unwrap_err();
-    assert!(matches!(err, Error::Crashed(_)));
+    assert!(matches!(err, DeliveryError::Crashed(_)));
     assert_eq!(get(&a).await.instance, 3);
     let log = p.log.lock().unwrap().clone();
     assert_eq!(log.iter().filter(|l| l.contains("PanicOnce")).count(), 3, "{log:?}");
@@ -95,7 +95,7 @@ async fn idempotent_redelivery_respects_the_deadline() {
         .ttl(Duration::from_millis(100))
         .idempotent()
         .await;
-    assert_eq!(err.unwrap_err(), Error::Expired);
+    assert_eq!(err.unwrap_err(), DeliveryError::Expired);
     let seen = get(&a).await;
     assert_eq!(seen.instance, 2);
     let log = p.log.lock().unwrap().clone();
@@ -110,7 +110,10 @@ async fn idempotent_redelivery_respects_the_deadline() {
         .ttl(Duration::from_millis(25))
         .idempotent()
         .await;
-    assert!(matches!(err, Err(Error::Expired) | Err(Error::Crashed(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(DeliveryError::Expired) | Err(DeliveryError::Crashed(_))),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = p.log.lock().unwrap().clone();
     assert_eq!(
@@ -149,7 +152,7 @@ async fn expired_envelopes_are_dropped_with_an_error() {
     // Queued behind a 100 ms message with 10 ms to live: never handled.
     a.tell(Cmd::Add(7)).ttl(Duration::from_millis(10)).await.unwrap();
     let err = a.ask(Cmd::Add(9)).ttl(Duration::from_millis(10)).await.unwrap_err();
-    assert_eq!(err, Error::Expired);
+    assert_eq!(err, DeliveryError::Expired);
     assert_eq!(get(&a).await.n, 0);
     let log = p.log.lock().unwrap().clone();
     assert!(!log.iter().any(|l| l.contains("Add")), "{log:?}");
@@ -158,19 +161,20 @@ async fn expired_envelopes_are_dropped_with_an_error() {
 #[tokio::test(start_paused = true)]
 async fn ask_has_a_default_deadline() {
     let system = System::builder()
-        .config(Config {
-            policy: Policy::builder()
-                .default_ttl(Duration::from_millis(250))
-                .build()
-                .unwrap(),
-            ..Config::default()
-        })
+        .config(
+            Config::default().with_policy(
+                Policy::builder()
+                    .default_ttl(Duration::from_millis(250))
+                    .build()
+                    .unwrap(),
+            ),
+        )
         .start()
         .unwrap();
     let a = probe(&system, "a", &Probes::default());
     let started = system.clock().now();
     let err = a.ask(Cmd::Sleep(Duration::from_secs(3600))).await.unwrap_err();
-    assert_eq!(err, Error::Expired);
+    assert_eq!(err, DeliveryError::Expired);
     assert_eq!(system.clock().now() - started, Duration::from_millis(250));
 }
 
@@ -187,11 +191,11 @@ async fn full_mailbox_applies_backpressure() {
     a.try_tell(Cmd::Add(1)).unwrap();
     // try_tell fails fast and gives the message back.
     let err = a.try_tell(Cmd::Add(100)).unwrap_err();
-    assert_eq!(err.error(), &Error::MailboxFull);
+    assert_eq!(err.error(), &DeliveryError::MailboxFull);
     assert!(matches!(err.into_inner(), Cmd::Add(100)));
     // tell waits for room until its deadline.
     let err = a.tell(Cmd::Add(100)).ttl(Duration::from_millis(50)).await.unwrap_err();
-    assert_eq!(err.error(), &Error::MailboxFull);
+    assert_eq!(err.error(), &DeliveryError::MailboxFull);
     // ... and gets in once there is room.
     let a2 = a.clone();
     let waiting = tokio::spawn(async move { a2.tell(Cmd::Add(1)).ttl(Duration::from_secs(10)).await.is_ok() });
@@ -211,11 +215,11 @@ async fn sub_requests_inherit_deadline_and_trace() {
         type Args = ActorRef<Probe>;
         type Msg = ();
         type Reply = (crashonly::Header, crashonly::Header);
-        type Error = Error;
-        async fn start(back: &ActorRef<Probe>, _: &mut Context<Self>) -> Result<Self, Error> {
+        type Error = DeliveryError;
+        async fn start(back: &ActorRef<Probe>, _: &mut Context<Self>) -> Result<Self, DeliveryError> {
             Ok(Front { back: back.clone() })
         }
-        async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, Error> {
+        async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, DeliveryError> {
             let seen = ctx.ask(&self.back, Cmd::Get).await?;
             Ok((*ctx.header().unwrap(), seen.header.unwrap()))
         }
@@ -257,10 +261,7 @@ async fn the_policy_caps_every_ttl() {
         .build()
         .unwrap();
     let system = System::builder()
-        .config(Config {
-            policy,
-            ..Config::default()
-        })
+        .config(Config::default().with_policy(policy))
         .start()
         .unwrap();
     let a = probe(&system, "capped", &Probes::default());
@@ -309,7 +310,7 @@ async fn a_recovery_agent_can_crash_reboot_an_actor_from_outside() {
     };
     assert_eq!(report.reason, CrashReason::Killed);
     assert!(
-        matches!(long.await.unwrap(), Err(Error::Crashed(_))),
+        matches!(long.await.unwrap(), Err(DeliveryError::Crashed(_))),
         "not idempotent: at-most-once"
     );
     let seen = get(&a).await;

@@ -90,7 +90,7 @@ async fn transient_restarts_after_crash_but_not_after_normal_end() {
     a.tell(Cmd::Panic("x")).await.unwrap();
     assert_eq!(get(&a).await.instance, 2);
     a.ask(Cmd::Stop).await.unwrap();
-    assert_eq!(a.ask(Cmd::Get).await.unwrap_err(), Error::Dead);
+    assert_eq!(a.ask(Cmd::Get).await.unwrap_err(), DeliveryError::Dead);
     assert!(!a.is_alive());
     assert!(system.lookup::<Probe>("/t").is_none());
 }
@@ -107,9 +107,9 @@ async fn temporary_is_removed_after_a_crash_and_stale_refs_and_ids_get_dead() {
     a.tell(Cmd::Panic("gone")).await.unwrap();
     a.tell(Cmd::Add(1)).await.ok(); // queued behind the crash, or refused: either way never handled
     let err = a.ask(Cmd::Get).await.unwrap_err();
-    assert_eq!(err, Error::Dead);
-    assert_eq!(a.try_tell(Cmd::Get).unwrap_err().error(), &Error::Dead);
-    assert_eq!(system.get::<Probe>(id).unwrap_err(), Error::Dead);
+    assert_eq!(err, DeliveryError::Dead);
+    assert_eq!(a.try_tell(Cmd::Get).unwrap_err().error(), &DeliveryError::Dead);
+    assert_eq!(system.get::<Probe>(id).unwrap_err(), DeliveryError::Dead);
     assert_eq!(p.starts.load(Ordering::SeqCst), 1);
     // The slab index is reused with a new generation: the stale id never reaches the new actor.
     let b = system
@@ -117,9 +117,9 @@ async fn temporary_is_removed_after_a_crash_and_stale_refs_and_ids_get_dead() {
         .unwrap();
     assert_eq!(b.id().index(), id.index());
     assert_ne!(b.id(), id);
-    assert_eq!(system.get::<Probe>(id).unwrap_err(), Error::Dead);
+    assert_eq!(system.get::<Probe>(id).unwrap_err(), DeliveryError::Dead);
     assert_eq!(system.get::<Probe>(b.id()).unwrap(), b);
-    assert_eq!(a.ask(Cmd::Get).await.unwrap_err(), Error::Dead);
+    assert_eq!(a.ask(Cmd::Get).await.unwrap_err(), DeliveryError::Dead);
 }
 
 #[tokio::test(start_paused = true)]
@@ -195,7 +195,7 @@ async fn escalation_reaches_the_root_and_the_system_fails() {
     assert!(err.to_string().starts_with("root supervisor gave up"));
     // The whole tree was aborted: nothing answers any more.
     let e = leaf.ask(Cmd::Get).ttl(Duration::from_millis(100)).await.unwrap_err();
-    assert_eq!(e, Error::Expired);
+    assert_eq!(e, DeliveryError::Expired);
 }
 
 #[tokio::test(start_paused = true)]

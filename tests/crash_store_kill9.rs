@@ -142,26 +142,14 @@ async fn postgres_keeps_every_acknowledged_write_when_the_client_is_killed() {
     for round in 0..40 {
         let (acked, open) = run_and_kill(&["pg", &url, &schema], 1 + rng.next() % 64);
         opens.push(open);
-        let store = PgStore::connect(
-            &url,
-            PgOptions {
-                schema: schema.clone(),
-                ..PgOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let store = PgStore::connect(&url, PgOptions::default().with_schema(schema.clone()))
+            .await
+            .unwrap();
         check(&store, &acked, &mut max_acked, round).await;
     }
     summary("postgres client reconnect", opens);
-    let store = PgStore::connect(
-        &url,
-        PgOptions {
-            schema: schema.clone(),
-            ..PgOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let store = PgStore::connect(&url, PgOptions::default().with_schema(schema.clone()))
+        .await
+        .unwrap();
     assert!(store.put(b"done", vec![1]).await.is_ok());
 }

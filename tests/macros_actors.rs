@@ -91,12 +91,12 @@ async fn generated_methods_cover_every_shape() {
     assert_eq!(h.deadline, now + Duration::from_millis(100));
     assert!(h.idempotent);
     // A crash through a generated method: the restarted instance recovers the count from the store.
-    assert!(matches!(c.crash().await, Err(Error::Crashed(_))));
+    assert!(matches!(c.crash().await, Err(DeliveryError::Crashed(_))));
     assert_eq!(c.get().await.unwrap(), 5);
     assert_eq!(c.stats().restarts, 1);
     // Transient (from #[actor(restart)]): a normal end removes it.
     c.stop().await.unwrap();
-    assert_eq!(c.get().await.unwrap_err(), Error::Dead);
+    assert_eq!(c.get().await.unwrap_err(), DeliveryError::Dead);
 }
 
 /// Naps on request: for checking the mailbox capacity set by `#[actor(mailbox)]`.
@@ -135,7 +135,7 @@ async fn actor_attributes_set_the_spec() {
     s.try_tell(SleeperMessage::Nap(Duration::ZERO)).unwrap();
     assert_eq!(
         s.try_tell(SleeperMessage::Nap(Duration::ZERO)).unwrap_err().error(),
-        &Error::MailboxFull
+        &DeliveryError::MailboxFull
     );
 }
 

@@ -248,10 +248,7 @@ pub async fn durable_state_fences_old_incarnations(s: S, _t: ManualTime) {
 }
 
 pub fn limits() -> Limits {
-    Limits {
-        max_value: 64 * 1024,
-        ..Limits::default()
-    }
+    Limits::default().with_max_value(64 * 1024)
 }
 
 /// Runs every case against stores made by `make` (a fresh, empty store each time).
@@ -292,11 +289,7 @@ mod redb {
     async fn make(t: ManualTime) -> Option<S> {
         let dir = std::env::temp_dir().join(format!("crashonly-conf-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
-        let opts = RedbOptions {
-            limits: limits(),
-            time: Arc::new(t),
-            ..RedbOptions::default()
-        };
+        let opts = RedbOptions::default().with_limits(limits()).with_time(Arc::new(t));
         Some(Arc::new(RedbStore::open_with(dir.join("s.redb"), opts).unwrap()))
     }
 
@@ -320,12 +313,10 @@ mod postgres {
         };
         // Each case gets its own schema so that cases can run in parallel.
         let schema = format!("conf_{}_{}", std::process::id(), rand_suffix());
-        let opts = PgOptions {
-            limits: limits(),
-            time: Arc::new(t),
-            schema,
-            ..PgOptions::default()
-        };
+        let opts = PgOptions::default()
+            .with_limits(limits())
+            .with_time(Arc::new(t))
+            .with_schema(schema);
         Some(Arc::new(PgStore::connect(&url, opts).await.unwrap()))
     }
 

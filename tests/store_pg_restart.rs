@@ -93,10 +93,7 @@ async fn server_crash_gives_unavailable_then_reconnects_without_loss() {
     }
     let cluster = Cluster::create(55433);
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
-    let opts = PgOptions {
-        connect_timeout: Duration::from_millis(500),
-        ..PgOptions::default()
-    };
+    let opts = PgOptions::default().with_connect_timeout(Duration::from_millis(500));
     let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url, opts).await.unwrap());
     let mut acked = Vec::new();
     for i in 0..50u32 {

@@ -120,10 +120,7 @@ async fn reopening_bumps_the_epoch_and_voids_every_older_lease() {
 async fn loss_window_mode_is_opt_in_and_named() {
     let path = temp("window");
     let window = Duration::from_millis(50);
-    let opts = RedbOptions {
-        durability: Durability::LoseUpTo(window),
-        ..RedbOptions::default()
-    };
+    let opts = RedbOptions::default().with_durability(Durability::LoseUpTo(window));
     let s = RedbStore::open_with(&path, opts).unwrap();
     assert_eq!(s.durability(), Durability::LoseUpTo(window));
     for i in 0..100u32 {

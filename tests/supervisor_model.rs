@@ -157,10 +157,7 @@ fn run(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
         let root = SupervisorSpec::new("root", setup.strategy)
             .intensity(setup.max_restarts, Duration::from_millis(setup.period_ms))
             .backoff(Backoff::none());
-        let config = Config {
-            watchdog_every: Duration::from_secs(3600),
-            ..Config::default()
-        };
+        let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
         let sys = System::builder().config(config).root(root).start().unwrap();
         let counters: Vec<Arc<AtomicU32>> = setup.restarts.iter().map(|_| Arc::default()).collect();
         let refs: Vec<ActorRef<Child>> = setup
@@ -204,7 +201,7 @@ fn run(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Some(_) => prop_assert!(answer.is_ok(), "step {n} {step:?}: child {i} answered {answer:?}"),
                     None => prop_assert_eq!(
                         answer,
-                        Err(Error::Dead),
+                        Err(DeliveryError::Dead),
                         "step {} {:?}: child {} should be gone",
                         n,
                         step,

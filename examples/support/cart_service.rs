@@ -134,9 +134,9 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// The runtime's errors as HTTP: RetryAfter becomes 503 with a Retry-After header.
-fn runtime_error(e: Error) -> Response {
+fn runtime_error(e: DeliveryError) -> Response {
     match e {
-        Error::RetryAfter(wait) => {
+        DeliveryError::RetryAfter(wait) => {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -147,8 +147,8 @@ fn runtime_error(e: Error) -> Response {
                 .insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
             r
         }
-        Error::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
-        Error::Crashed(report) => error(
+        DeliveryError::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
+        DeliveryError::Crashed(report) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("outcome unknown: {}", report.reason),
         ),
@@ -271,7 +271,7 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(CartError::Full)) => error(StatusCode::CONFLICT, "cart is full"),
         Ok(Err(CartError::Store(e))) => match e.retry_after() {
-            Some(wait) => runtime_error(Error::RetryAfter(wait)),
+            Some(wait) => runtime_error(DeliveryError::RetryAfter(wait)),
             None => error(StatusCode::CONFLICT, e.to_string()),
         },
         Err(e) => runtime_error(e),
@@ -377,10 +377,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     } else {
         Durability::Durable
     };
-    let opts = RedbOptions {
-        durability,
-        ..RedbOptions::default()
-    };
+    let opts = RedbOptions::default().with_durability(durability);
     let store: Arc<dyn Store> = match RedbStore::open_with(data.join("carts.redb"), opts) {
         Ok(s) => Arc::new(s),
         Err(e) => {

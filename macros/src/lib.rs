@@ -7,8 +7,10 @@
 //!   `#[message(idempotent)]` and `#[message(ttl = "700ms")]` set the envelope defaults; one
 //!   optional `#[start]` function is the recovery path.
 //!
-//! Everything generated names the runtime by absolute paths (`::crashonly::...`), so it works
-//! whatever the user has imported.
+//! Everything generated names the runtime only through its hidden `__private` module, by an
+//! absolute path (`::crashonly::__private::...`), so it works whatever the user has imported. A
+//! crate that depends on crashonly under another name says so with `#[actor(crate = path)]` and
+//! `#[messages(crate = path)]` (a path or a string, as serde's `crate` attribute).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -55,6 +57,31 @@ fn lit_str(expr: &Expr, what: &str) -> syn::Result<LitStr> {
     }
 }
 
+/// The `__private` module of the runtime: `::crashonly::__private` unless `crate = path` says where
+/// the runtime is.
+fn private_path(krate: Option<syn::Path>) -> TokenStream2 {
+    match krate {
+        Some(p) => quote!(#p::__private),
+        None => quote!(::crashonly::__private),
+    }
+}
+
+/// The value of `crate = ..`: a path (`crate = my_runtime`) or a string (`crate = "my_runtime"`).
+fn crate_path(value: &Expr) -> syn::Result<syn::Path> {
+    match value {
+        Expr::Path(p) => Ok(p.path.clone()),
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => s.parse(),
+        other => Err(Error::new(
+            other.span(),
+            "`crate` takes the path the runtime is known by, like crate = my_runtime",
+        )),
+    }
+}
+
+fn is_crate_key(path: &syn::Path) -> bool {
+    path.get_ident().is_some_and(|i| i == "crate") || path.is_ident("krate")
+}
+
 /// `#[derive(Actor)]`: records the `#[actor(..)]` settings for `#[messages]` and adds
 /// `fn spec(args) -> ActorSpec<Self>` with them applied.
 #[proc_macro_derive(Actor, attributes(actor))]
@@ -75,13 +102,23 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     let name = &input.ident;
     let mut args: Type = syn::parse_quote!(Self);
     let mut consts = Vec::new();
+    let mut metas = Vec::new();
+    let mut krate = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("actor")) {
-        let metas = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+        for meta in attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)? {
+            match &meta {
+                Meta::NameValue(nv) if is_crate_key(&nv.path) => krate = Some(crate_path(&nv.value)?),
+                _ => metas.push(meta),
+            }
+        }
+    }
+    let p = private_path(krate);
+    {
         for meta in metas {
             let Meta::NameValue(nv) = &meta else {
                 return Err(Error::new(
                     meta.span(),
-                    "expected `key = value`: args, mailbox, restart, ttl or store_key",
+                    "expected `key = value`: args, mailbox, restart, ttl, store_key or crate",
                 ));
             };
             let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
@@ -118,7 +155,7 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                             ))
                         }
                     };
-                    consts.push(quote!(const RESTART: ::crashonly::Restart = ::crashonly::Restart::#variant;));
+                    consts.push(quote!(const RESTART: #p::Restart = #p::Restart::#variant;));
                 }
                 "ttl" => {
                     let d = duration(&lit_str(&nv.value, "ttl")?)?;
@@ -131,7 +168,7 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                 _ => {
                     return Err(Error::new(
                         nv.path.span(),
-                        "unknown actor setting: expected args, mailbox, restart, ttl or store_key",
+                        "unknown actor setting: expected args, mailbox, restart, ttl, store_key or crate",
                     ))
                 }
             }
@@ -139,12 +176,12 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     }
     let vis = &input.vis;
     let store_key = if consts.iter().any(|c| c.to_string().contains("STORE_KEY")) {
-        quote!(<Self as ::crashonly::derive::ActorDefaults>::STORE_KEY)
+        quote!(<Self as #p::ActorDefaults>::STORE_KEY)
     } else {
         quote!(::core::option::Option::None)
     };
     Ok(quote! {
-        impl ::crashonly::derive::ActorDefaults for #name {
+        impl #p::ActorDefaults for #name {
             type Args = #args;
             #(#consts)*
         }
@@ -156,8 +193,8 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
 
             /// A spec for this actor with the settings of its `#[actor(..)]` attribute.
             #[allow(dead_code)]
-            #vis fn spec(args: <Self as ::crashonly::derive::ActorDefaults>::Args) -> ::crashonly::ActorSpec<Self> {
-                ::crashonly::derive::spec::<Self>(args)
+            #vis fn spec(args: <Self as #p::ActorDefaults>::Args) -> #p::ActorSpec<Self> {
+                #p::spec::<Self>(args)
             }
         }
     })
@@ -216,38 +253,53 @@ fn pascal(name: &str) -> String {
 #[proc_macro_attribute]
 pub fn messages(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
-    let clone_replies = match attr.to_string().as_str() {
-        "" => false,
-        "clone_replies" => true,
-        _ => {
-            return Error::new(attr.span(), "#[messages] takes no arguments, or `clone_replies`")
-                .into_compile_error()
-                .into()
-        }
+    let (clone_replies, krate) = match messages_args(attr) {
+        Ok(a) => a,
+        Err(e) => return e.into_compile_error().into(),
     };
+    let p = private_path(krate);
     let item = parse_macro_input!(item as ItemImpl);
     let self_ty = item.self_ty.clone();
-    messages_impl(item, clone_replies)
+    messages_impl(item, clone_replies, &p)
         .unwrap_or_else(|e| {
             // The error, plus a stand-in `Actor` impl so that it is the only error reported.
             let err = e.into_compile_error();
             quote! {
                 #err
-                impl ::crashonly::Actor for #self_ty {
-                    type Args = <Self as ::crashonly::derive::ActorDefaults>::Args;
+                impl #p::Actor for #self_ty {
+                    type Args = <Self as #p::ActorDefaults>::Args;
                     type Msg = ();
                     type Reply = ();
                     type Error = ::core::convert::Infallible;
-                    async fn start(_: &Self::Args, _: &mut ::crashonly::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
+                    async fn start(_: &Self::Args, _: &mut #p::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
                         ::core::unreachable!()
                     }
-                    async fn handle(&mut self, _: (), _: &mut ::crashonly::Context<Self>) -> ::core::result::Result<(), Self::Error> {
+                    async fn handle(&mut self, _: (), _: &mut #p::Context<Self>) -> ::core::result::Result<(), Self::Error> {
                         ::core::unreachable!()
                     }
                 }
             }
         })
         .into()
+}
+
+/// `#[messages]`, `#[messages(clone_replies)]`, `#[messages(crate = path)]` or both.
+fn messages_args(attr: TokenStream2) -> syn::Result<(bool, Option<syn::Path>)> {
+    let mut clone_replies = false;
+    let mut krate = None;
+    for meta in Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)? {
+        match &meta {
+            Meta::Path(p) if p.is_ident("clone_replies") => clone_replies = true,
+            Meta::NameValue(nv) if is_crate_key(&nv.path) => krate = Some(crate_path(&nv.value)?),
+            other => {
+                return Err(Error::new(
+                    other.span(),
+                    "#[messages] takes no arguments, `clone_replies` or `crate = path`",
+                ))
+            }
+        }
+    }
+    Ok((clone_replies, krate))
 }
 
 struct Msg {
@@ -263,7 +315,7 @@ struct Msg {
     vis: Visibility,
 }
 
-fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenStream2> {
+fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> syn::Result<TokenStream2> {
     if let Some((_, path, _)) = &item.trait_ {
         return Err(Error::new(
             path.span(),
@@ -366,16 +418,16 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenSt
         let idem = m.attr.idempotent;
         let ttl = match &m.attr.ttl {
             Some(d) => quote!(::core::option::Option::Some(#d)),
-            None => quote!(<#self_ty as ::crashonly::derive::ActorDefaults>::TTL),
+            None => quote!(<#self_ty as #p::ActorDefaults>::TTL),
         };
-        let sig = quote!(fn #method(&self, #(#params),*) -> ::crashonly::derive::Call<'_, #self_ty, #o>);
+        let sig = quote!(fn #method(&self, #(#params),*) -> #p::Call<'_, #self_ty, #o>);
         (
             quote!(#(#docs)* #sig;),
             quote! {
                 #sig {
                     let ask = self.ask(#msg_enum::#v(#(#names),*)).set_idempotent(#idem);
                     let ask = match #ttl { ::core::option::Option::Some(t) => ask.ttl(t), ::core::option::Option::None => ask };
-                    ::crashonly::derive::Call::new(ask, |r| match r {
+                    #p::call(ask, |r| match r {
                         #reply_enum::#v(v) => ::core::option::Option::Some(v),
                         #[allow(unreachable_patterns)]
                         _ => ::core::option::Option::None,
@@ -407,13 +459,13 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenSt
             #(#reply_variants),*
         }
 
-        impl ::crashonly::Actor for #self_ty {
-            type Args = <Self as ::crashonly::derive::ActorDefaults>::Args;
+        impl #p::Actor for #self_ty {
+            type Args = <Self as #p::ActorDefaults>::Args;
             type Msg = #msg_enum;
             type Reply = #reply_enum;
             type Error = #error_ty;
 
-            async fn start(args: &Self::Args, ctx: &mut ::crashonly::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
+            async fn start(args: &Self::Args, ctx: &mut #p::Context<Self>) -> ::core::result::Result<Self, Self::Error> {
                 #start_body
             }
 
@@ -421,7 +473,7 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenSt
             async fn handle(
                 &mut self,
                 msg: #msg_enum,
-                __crashonly_ctx: &mut ::crashonly::Context<Self>,
+                __crashonly_ctx: &mut #p::Context<Self>,
             ) -> ::core::result::Result<#reply_enum, Self::Error> {
                 match msg {
                     #(#arms),*
@@ -434,7 +486,7 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool) -> syn::Result<TokenSt
             #(#decls)*
         }
 
-        impl #api for ::crashonly::ActorRef<#self_ty> {
+        impl #api for #p::ActorRef<#self_ty> {
             #(#impls)*
         }
     })

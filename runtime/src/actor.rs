@@ -5,7 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::actor_ref::{ActorRef, Ask, Tell};
+use crate::clock::Instant;
 use crate::envelope::{Header, TraceContext};
+use crate::error::DeliveryError;
+use crate::lease::{Lease, LeaseError};
 use crate::monitor::Down;
 use crate::timer::Timer;
 
@@ -114,7 +117,7 @@ impl<A: Actor> Context<A> {
 
     /// Time left before the current envelope's deadline (`None` in `start`).
     pub fn remaining(&self) -> Option<Duration> {
-        let now = self.myself.slot().shared.clock.now();
+        let now = self.myself.slot().shared().now();
         self.header.map(|h| h.remaining(now))
     }
 
@@ -127,7 +130,7 @@ impl<A: Actor> Context<A> {
     }
 
     /// The trace context and deadline a sub-request inherits from the current envelope.
-    fn inherited(&self) -> Option<(crate::clock::Instant, TraceContext)> {
+    fn inherited(&self) -> Option<(Instant, TraceContext)> {
         self.header.map(|h| {
             (
                 h.deadline,
@@ -176,27 +179,19 @@ impl<A: Actor> Context<A> {
     /// policy's `max_lease`). The runtime renews it every third of `ttl` while this instance runs;
     /// when the instance crashes the renewals stop and the lease simply expires. A restarted
     /// instance takes it over with a newer token.
-    pub fn lease(&self, resource: &str, ttl: Duration) -> Result<crate::Lease, crate::LeaseError> {
+    pub fn lease(&self, resource: &str, ttl: Duration) -> Result<Lease, LeaseError> {
         let slot = self.myself.slot();
-        let shared = slot.shared.clone();
-        let ttl = shared.config.policy.lease(ttl);
-        let lease = shared
-            .leases
-            .acquire(resource, self.myself.path(), ttl, shared.clock.now())?;
-        let mut current = lease.clone();
-        let renewals = shared.exec.spawn({
-            let shared = shared.clone();
-            async move {
-                loop {
-                    shared.clock.sleep(ttl / 3).await;
-                    match shared.leases.renew(&current, ttl, shared.clock.now()) {
-                        Ok(l) => current = l,
-                        Err(_) => return,
-                    }
-                }
-            }
-        });
-        slot.add_timer(renewals.abort_handle());
+        let shared = slot.shared();
+        let ttl = shared.policy().lease(ttl);
+        let (lease, renewals) = crate::lease::hold(
+            shared.leases(),
+            shared.clock(),
+            shared.executor(),
+            resource,
+            self.myself.path(),
+            ttl,
+        )?;
+        slot.add_timer(renewals);
         Ok(lease)
     }
 
@@ -213,7 +208,7 @@ impl<A: Actor> Context<A> {
         target.slot().monitors.add(Some(me.id()), move |down: &Down| {
             match me.try_tell(to_msg(down.clone())) {
                 Ok(()) => true,
-                Err(e) => !matches!(e.error(), crate::Error::Dead),
+                Err(e) => !matches!(e.error(), DeliveryError::Dead),
             }
         });
     }

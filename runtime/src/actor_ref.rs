@@ -11,10 +11,13 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::clock::Instant;
 use crate::envelope::{Envelope, Header, TraceContext};
-use crate::error::{Error, SendError};
+use crate::error::{DeliveryError, SendError};
 use crate::mailbox::PushError;
+use crate::monitor::Monitors;
 use crate::registry::ActorId;
-use crate::slot::{Slot, Stats};
+use crate::reply::ReplyTo;
+use crate::slot::Slot;
+use crate::stats::Stats;
 use crate::sync::Arc;
 
 /// The address of an actor, stable across its restarts.
@@ -22,7 +25,7 @@ use crate::sync::Arc;
 /// The mailbox belongs to the supervised slot, not to an actor instance: messages sent while the
 /// actor restarts wait and are handled by the new instance, within their deadline. Once the slot is
 /// gone for good (a temporary child that crashed, a transient one that ended), every send gets
-/// [`Error::Dead`].
+/// [`DeliveryError::Dead`].
 pub struct ActorRef<A: Actor> {
     slot: Arc<Slot<A>>,
 }
@@ -61,6 +64,15 @@ impl<A: Actor> ActorRef<A> {
         &self.slot
     }
 
+    /// The actor behind a registry entry, if it is one of type `A`.
+    pub(crate) fn from_any(any: Arc<dyn std::any::Any + Send + Sync>) -> Option<Self> {
+        any.downcast::<Slot<A>>().ok().map(ActorRef::from_slot)
+    }
+
+    pub(crate) fn monitors(&self) -> &Monitors {
+        &self.slot.monitors
+    }
+
     /// The id in the system's registry.
     pub fn id(&self) -> ActorId {
         self.slot.id
@@ -88,7 +100,7 @@ impl<A: Actor> ActorRef<A> {
     /// decides as for any crash (restart, with backoff, counted against the intensity). The message
     /// in flight is redelivered if idempotent, answered `Crashed` otherwise; queued ones wait.
     pub fn crash_reboot(&self) {
-        self.slot.crash_from_outside(crate::CrashReason::Killed);
+        self.slot.crash_from_outside(crate::crash::CrashReason::Killed);
     }
 
     /// Progress counters of this slot.
@@ -105,11 +117,11 @@ impl<A: Actor> ActorRef<A> {
         }
     }
 
-    /// Sends `msg` at once or fails: [`Error::MailboxFull`] or [`Error::Dead`], with the message back.
+    /// Sends `msg` at once or fails: [`DeliveryError::MailboxFull`] or [`DeliveryError::Dead`], with the message back.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         let env = Opts::new(self).envelope(msg, None);
         if let Some(wait) = self.slot.retry_after(env.header.deadline) {
-            return Err(SendError::new(Error::RetryAfter(wait), env.payload));
+            return Err(SendError::new(DeliveryError::RetryAfter(wait), env.payload));
         }
         self.slot.mailbox.try_push(env).map_err(push_error)
     }
@@ -141,10 +153,10 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-fn push_error<M, R>(e: PushError<Envelope<M, R>>) -> SendError<M> {
+fn push_error<M, P>(e: PushError<Envelope<M, P>>) -> SendError<M> {
     match e {
-        PushError::Full(env) => SendError::new(Error::MailboxFull, env.payload),
-        PushError::Closed(env) => SendError::new(Error::Dead, env.payload),
+        PushError::Full(env) => SendError::new(DeliveryError::MailboxFull, env.payload),
+        PushError::Closed(env) => SendError::new(DeliveryError::Dead, env.payload),
     }
 }
 
@@ -176,25 +188,14 @@ impl<'a, A: Actor> Opts<'a, A> {
         }
     }
 
-    /// The deadline: the earlier of an explicit deadline and now + TTL (the default TTL when
-    /// neither is given), never past now + the policy's `max_ttl`.
+    /// The deadline: see [`Shared::deadline_for`](crate::shared::Shared::deadline_for).
     fn deadline(&self, now: Instant) -> Instant {
-        let policy = &self.target.slot.shared.config.policy;
-        let by_ttl = now + policy.ttl(self.ttl);
-        match self.deadline {
-            Some(d) if self.ttl.is_none() => d.min(now + policy.max_ttl()),
-            Some(d) => d.min(by_ttl),
-            None => by_ttl,
-        }
+        self.target.slot.shared().deadline_for(now, self.ttl, self.deadline)
     }
 
-    fn envelope(
-        &self,
-        payload: A::Msg,
-        reply: Option<crate::envelope::ReplyTo<A::Reply>>,
-    ) -> Envelope<A::Msg, A::Reply> {
-        let shared = &self.target.slot.shared;
-        let deadline = self.deadline(shared.clock.now());
+    fn envelope(&self, payload: A::Msg, reply: Option<ReplyTo<A::Reply>>) -> Envelope<A::Msg, ReplyTo<A::Reply>> {
+        let shared = self.target.slot.shared();
+        let deadline = self.deadline(shared.now());
         let id = shared.next_envelope_id();
         let trace = self.trace.unwrap_or(TraceContext {
             trace_id: id.get(),
@@ -332,7 +333,7 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
         let env = self.opts.envelope(self.msg, None);
         let slot = &self.opts.target.slot;
         if let Some(wait) = slot.retry_after(env.header.deadline) {
-            let err = SendError::new(Error::RetryAfter(wait), env.payload);
+            let err = SendError::new(DeliveryError::RetryAfter(wait), env.payload);
             return TellFuture {
                 state: TellState::Done(Some(Err(err))),
             };
@@ -340,11 +341,11 @@ impl<'a, A: Actor> IntoFuture for Tell<'a, A> {
         // Fast path: room in the mailbox; no allocation, no timer.
         let state = match slot.mailbox.try_push(env) {
             Ok(()) => TellState::Done(Some(Ok(()))),
-            Err(PushError::Closed(env)) => TellState::Done(Some(Err(SendError::new(Error::Dead, env.payload)))),
+            Err(PushError::Closed(env)) => TellState::Done(Some(Err(SendError::new(DeliveryError::Dead, env.payload)))),
             Err(PushError::Full(env)) => TellState::Waiting(Box::pin(async move {
                 let deadline = env.header.deadline;
                 slot.mailbox
-                    .push_until(env, deadline, &slot.shared.clock)
+                    .push_until(env, deadline, slot.shared().clock())
                     .await
                     .map_err(push_error)
             })),
@@ -390,18 +391,18 @@ impl<'a, A: Actor> Ask<'a, A> {
 }
 
 /// One attempt of an ask.
-async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply, Error> {
+async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply, DeliveryError> {
     let (tx, rx) = oneshot::channel();
     let env = opts.envelope(msg, Some(tx));
     let slot = &opts.target.slot;
     let deadline = env.header.deadline;
     if let Some(wait) = slot.retry_after(deadline) {
-        return Err(Error::RetryAfter(wait));
+        return Err(DeliveryError::RetryAfter(wait));
     }
-    let clock = &slot.shared.clock;
+    let clock = slot.shared().clock();
     match slot.mailbox.try_push_waiting(env) {
         Ok(()) => {}
-        Err(PushError::Closed(_)) => return Err(Error::Dead),
+        Err(PushError::Closed(_)) => return Err(DeliveryError::Dead),
         Err(PushError::Full(env)) => slot
             .mailbox
             .push_until(env, deadline, clock)
@@ -411,14 +412,14 @@ async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply,
     match clock.timeout_at(deadline, rx).await {
         Some(Ok(outcome)) => outcome,
         // The envelope was dropped unanswered: its slot was torn down with it.
-        Some(Err(_)) => Err(Error::Dead),
-        None => Err(Error::Expired),
+        Some(Err(_)) => Err(DeliveryError::Dead),
+        None => Err(DeliveryError::Expired),
     }
 }
 
 impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
-    type Output = Result<A::Reply, Error>;
-    type IntoFuture = BoxFut<'a, Result<A::Reply, Error>>;
+    type Output = Result<A::Reply, DeliveryError>;
+    type IntoFuture = BoxFut<'a, Result<A::Reply, DeliveryError>>;
 
     fn into_future(self) -> Self::IntoFuture {
         let Ask { mut opts, msg } = self;
@@ -426,18 +427,20 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
             if !(opts.retrying && opts.idempotent) {
                 return ask_once(&opts, msg).await;
             }
-            let shared = opts.target.slot.shared.clone();
-            let policy = &shared.config.policy;
+            let shared = opts.target.slot.shared().clone();
+            let policy = shared.policy();
             // One deadline for all attempts; each attempt may be bounded more tightly.
-            let deadline = opts.deadline(shared.clock.now());
+            let deadline = opts.deadline(shared.now());
             opts.ttl = None;
             loop {
-                let now = shared.clock.now();
+                let now = shared.now();
                 opts.deadline = Some(opts.attempt_timeout.map_or(deadline, |t| deadline.min(now + t)));
                 let err = match ask_once(&opts, msg.clone()).await {
                     Ok(reply) => return Ok(reply),
-                    Err(e @ (Error::RetryAfter(_) | Error::MailboxFull | Error::Crashed(_))) => e,
-                    Err(Error::Expired) if shared.clock.now() < deadline => Error::Expired,
+                    Err(
+                        e @ (DeliveryError::RetryAfter(_) | DeliveryError::MailboxFull | DeliveryError::Crashed(_)),
+                    ) => e,
+                    Err(DeliveryError::Expired) if shared.now() < deadline => DeliveryError::Expired,
                     Err(e) => return Err(e),
                 };
                 if opts.attempt > policy.max_retries() {
@@ -445,13 +448,13 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
                 }
                 let backoff = policy.retry_backoff().delay(opts.attempt as usize + 1, shared.random());
                 let wait = match &err {
-                    Error::RetryAfter(hint) => backoff.max(*hint),
+                    DeliveryError::RetryAfter(hint) => backoff.max(*hint),
                     _ => backoff,
                 };
-                if shared.clock.now() + wait >= deadline {
+                if shared.now() + wait >= deadline {
                     return Err(err);
                 }
-                shared.clock.sleep(wait).await;
+                shared.clock().sleep(wait).await;
                 opts.attempt += 1;
             }
         })

@@ -1,7 +1,9 @@
 //! The clock seam: every deadline, TTL, backoff and restart-intensity window reads time here.
 //!
 //! It is tokio's clock, so tests run on paused, virtual time (`#[tokio::test(start_paused = true)]`)
-//! and never sleep for real.
+//! and never sleep for real. Nothing else in the crate names `tokio::time` (`clippy.toml`).
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::future::Future;
 use std::time::Duration;
@@ -100,6 +102,19 @@ impl Clock {
         })
         .await
     }
+}
+
+/// Runs `fut` for at most `limit` of real time; `None` when the time ran out first. For components
+/// that live outside any system's clock (a store shared by several systems, the executor's joins).
+#[cfg_attr(crashonly_loom, allow(dead_code))]
+pub(crate) async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    tokio::time::timeout(limit, fut).await.ok()
+}
+
+/// Completes after `delay` of real time (see [`timeout`]).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) async fn sleep(delay: Duration) {
+    tokio::time::sleep(delay).await
 }
 
 #[cfg(crashonly_loom)]

@@ -13,9 +13,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::envelope::Header;
+use crate::sync::Once;
 
 /// Why an actor instance stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CrashReason {
     /// `start` or `handle` panicked.
     Panic {
@@ -30,7 +32,7 @@ pub enum CrashReason {
     HandleFailed(String),
     /// The supervisor aborted the instance from outside (a sibling's crash, or its subtree restarted).
     Aborted,
-    /// Crash-rebooted from outside on request ([`ActorRef::crash_reboot`](crate::ActorRef::crash_reboot)).
+    /// Crash-rebooted from outside on request ([`ActorRef::crash_reboot`](crate::actor_ref::ActorRef::crash_reboot)).
     Killed,
     /// The watchdog found it handling one message past its handling lease.
     Hung {
@@ -55,6 +57,7 @@ pub enum CrashReason {
 
 /// A crash, as reported to supervisors, monitors, askers and `tracing`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CrashReport {
     /// The actor's path in the supervision tree, such as `/app/cart`.
     pub path: String,
@@ -125,7 +128,7 @@ thread_local! {
 /// The hook is the one process-wide thing crashonly touches: Rust only reports a panic's location
 /// to a hook.
 pub(crate) fn install_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
+    static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {

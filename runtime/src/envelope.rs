@@ -3,10 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use crate::clock::Instant;
-use crate::error::Error;
 
 /// A message id, unique within one [`System`](crate::System).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,7 +39,8 @@ pub struct TraceContext {
 pub struct Header {
     /// Unique id.
     pub id: EnvelopeId,
-    /// After this instant the message is not handled; its asker gets [`Error::Expired`].
+    /// After this instant the message is not handled; its asker gets
+    /// [`DeliveryError::Expired`](crate::DeliveryError::Expired).
     pub deadline: Instant,
     /// Whether handling it twice is harmless; decides at-least-once (true) vs at-most-once (false).
     pub idempotent: bool,
@@ -67,36 +65,15 @@ impl Header {
     }
 }
 
-pub(crate) type ReplyTo<R> = oneshot::Sender<Result<R, Error>>;
-
-/// A message in transit: header, payload and, for an `ask`, the reply channel.
-pub struct Envelope<M, R> {
+/// A message in transit: header, payload and, for an `ask`, the reply port `P` (the runtime's is
+/// `reply::ReplyTo`; generic here so that the envelope needs nothing above it).
+pub(crate) struct Envelope<M, P> {
     pub(crate) header: Header,
     pub(crate) payload: M,
-    pub(crate) reply: Option<ReplyTo<R>>,
+    pub(crate) reply: Option<P>,
 }
 
-impl<M, R> Envelope<M, R> {
-    /// The envelope's header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// The message.
-    pub fn payload(&self) -> &M {
-        &self.payload
-    }
-}
-
-/// Sends the outcome to the asker, if there is one still waiting.
-pub(crate) fn answer<R>(reply: Option<ReplyTo<R>>, outcome: Result<R, Error>) {
-    if let Some(tx) = reply {
-        // The asker may have given up at its deadline; nobody is left to tell.
-        let _ = tx.send(outcome);
-    }
-}
-
-impl<M, R> fmt::Debug for Envelope<M, R> {
+impl<M, P> fmt::Debug for Envelope<M, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Envelope")
             .field("header", &self.header)
@@ -111,6 +88,6 @@ mod tests {
     fn an_envelope_of_a_small_message_fits_in_80_bytes() {
         // Message passing moves envelopes between cores: their size is cache traffic.
         assert_eq!(std::mem::size_of::<super::Header>(), 56);
-        assert!(std::mem::size_of::<super::Envelope<u64, u64>>() <= 80);
+        assert!(std::mem::size_of::<super::Envelope<u64, crate::reply::ReplyTo<u64>>>() <= 80);
     }
 }

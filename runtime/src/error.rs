@@ -1,14 +1,18 @@
-//! Typed errors for sending and asking.
+//! Typed errors for sending and asking (`DeliveryError`, `SendError`), for adding children
+//! (`SpawnError`), and for a system whose root gave up (`SystemError`).
+//!
+//! The actor's own failure is not among them: that is its `Actor::Error`, which becomes a crash.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crash::CrashReport;
+use crate::sync::Arc;
 
 /// Why a message was not handled, or an ask got no reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Error {
+#[non_exhaustive]
+pub enum DeliveryError {
     /// The deadline passed before the message was handled (found expired at dequeue, or the asker's
     /// own deadline ran out first).
     Expired,
@@ -23,44 +27,47 @@ pub enum Error {
     RetryAfter(Duration),
 }
 
-impl Error {
+impl DeliveryError {
     /// Whether sending the same message again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::MailboxFull | Error::RetryAfter(_) | Error::Crashed(_))
+        matches!(
+            self,
+            DeliveryError::MailboxFull | DeliveryError::RetryAfter(_) | DeliveryError::Crashed(_)
+        )
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Expired => write!(f, "message expired before it was handled"),
-            Error::MailboxFull => write!(f, "mailbox full"),
-            Error::Crashed(report) => {
+            DeliveryError::Expired => write!(f, "message expired before it was handled"),
+            DeliveryError::MailboxFull => write!(f, "mailbox full"),
+            DeliveryError::Crashed(report) => {
                 write!(f, "actor crashed while handling the message: {report}")
             }
-            Error::Dead => write!(f, "actor is dead"),
-            Error::RetryAfter(d) => {
+            DeliveryError::Dead => write!(f, "actor is dead"),
+            DeliveryError::RetryAfter(d) => {
                 write!(f, "actor is recovering, retry after {} ms", d.as_millis())
             }
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for DeliveryError {}
 
 /// A failed `tell`/`try_tell`; gives the message back so that the caller can retry it.
 pub struct SendError<M> {
-    error: Error,
+    error: DeliveryError,
     msg: M,
 }
 
 impl<M> SendError<M> {
-    pub(crate) fn new(error: Error, msg: M) -> Self {
+    pub(crate) fn new(error: DeliveryError, msg: M) -> Self {
         SendError { error, msg }
     }
 
     /// Why it failed.
-    pub fn error(&self) -> &Error {
+    pub fn error(&self) -> &DeliveryError {
         &self.error
     }
 
@@ -86,7 +93,7 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M> std::error::Error for SendError<M> {}
 
-impl<M> From<SendError<M>> for Error {
+impl<M> From<SendError<M>> for DeliveryError {
     fn from(e: SendError<M>) -> Self {
         e.error
     }
@@ -94,6 +101,7 @@ impl<M> From<SendError<M>> for Error {
 
 /// Why a child could not be added to a supervisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// A sibling already has this name.
     NameTaken(String),
@@ -118,6 +126,7 @@ impl std::error::Error for SpawnError {}
 /// The system's root supervisor gave up: turn this into a non-zero exit so that the OS-level manager
 /// restarts the process (stop = crash, start = recover).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SystemError {
     /// The crash that made the root give up.
     pub report: Arc<CrashReport>,

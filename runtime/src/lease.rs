@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::clock::Instant;
+use crate::clock::{Clock, Instant};
+use crate::rt::{AbortHandle, Executor};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
-use crate::system::Shared;
 
 /// A lease: `holder` may use `resource` until `expires_at`, proven by a fencing `token` that only
 /// grows, so that work done under an older lease can be refused.
@@ -25,6 +25,7 @@ pub struct Lease {
 
 /// Why a lease was not granted or renewed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeaseError {
     /// Another holder has it.
     Held {
@@ -137,36 +138,68 @@ impl Leases {
     }
 }
 
+/// Takes `resource` for `holder` for `ttl` (already cut to the policy's `max_lease`) and keeps
+/// renewing it every third of `ttl` until the returned task is aborted: then it simply expires.
+pub(crate) fn hold(
+    leases: &Arc<Leases>,
+    clock: &Clock,
+    exec: &Executor,
+    resource: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<(Lease, AbortHandle), LeaseError> {
+    let lease = leases.acquire(resource, holder, ttl, clock.now())?;
+    let (leases, clock) = (leases.clone(), clock.clone());
+    let mut current = lease.clone();
+    let renewals = exec.spawn(async move {
+        loop {
+            clock.sleep(ttl / 3).await;
+            match leases.renew(&current, ttl, clock.now()) {
+                Ok(l) => current = l,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok((lease, renewals.abort_handle()))
+}
+
 /// The lease table of a [`System`](crate::System), for code outside actors (actors use
 /// [`Context::lease`](crate::Context::lease), which renews for them).
 #[derive(Clone, Debug)]
 pub struct LeaseTable {
-    pub(crate) shared: Arc<Shared>,
+    leases: Arc<Leases>,
+    clock: Clock,
+    max_lease: Duration,
 }
 
 impl LeaseTable {
+    pub(crate) fn new(leases: Arc<Leases>, clock: Clock, max_lease: Duration) -> Self {
+        LeaseTable {
+            leases,
+            clock,
+            max_lease,
+        }
+    }
+
     /// Takes `resource` for `holder` for `ttl` (cut to the policy's `max_lease`). The same holder
     /// takes it over with a new token.
     pub fn acquire(&self, resource: &str, holder: &str, ttl: Duration) -> Result<Lease, LeaseError> {
-        let ttl = self.shared.config.policy.lease(ttl);
-        self.shared
-            .leases
-            .acquire(resource, holder, ttl, self.shared.clock.now())
+        self.leases
+            .acquire(resource, holder, ttl.min(self.max_lease), self.clock.now())
     }
 
     /// Extends a current lease.
     pub fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LeaseError> {
-        let ttl = self.shared.config.policy.lease(ttl);
-        self.shared.leases.renew(lease, ttl, self.shared.clock.now())
+        self.leases.renew(lease, ttl.min(self.max_lease), self.clock.now())
     }
 
     /// Gives a lease up (a no-op when it is no longer current).
     pub fn release(&self, lease: &Lease) {
-        self.shared.leases.release(lease);
+        self.leases.release(lease);
     }
 
     /// Whether `lease` is still the current one (the fencing check).
     pub fn is_current(&self, lease: &Lease) -> bool {
-        self.shared.leases.is_current(lease, self.shared.clock.now())
+        self.leases.is_current(lease, self.clock.now())
     }
 }

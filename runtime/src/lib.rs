@@ -39,7 +39,7 @@
 //! # async fn main() {
 //! let system = System::new();
 //! let greeter = system.spawn(ActorSpec::<Greeter>::named("greeter", "hello".into())).unwrap();
-//! assert!(matches!(greeter.ask(String::new()).await, Err(Error::Crashed(_))));
+//! assert!(matches!(greeter.ask(String::new()).await, Err(DeliveryError::Crashed(_))));
 //! assert_eq!(greeter.ask("world".into()).await.unwrap(), "hello, world"); // a new instance
 //! # }
 //! ```
@@ -54,12 +54,33 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+// Layers, from the user's API down to the seams (arrows point down; `tests/architecture.rs`
+// checks it): system, supervisor, call / actor, actor_ref, context / slot, timer, lease, monitor,
+// watchdog / shared, registry, mailbox / reply, error, crash, envelope, config, policy / the seams:
+// sync, rt (executor), clock.
+/// `with_<field>(value)` setters for a settings struct built from `default()` (the structs are
+/// `#[non_exhaustive]`, so callers outside the crate cannot write them as literals).
+macro_rules! with_setters {
+    ($ty:ty { $($(#[$doc:meta])* $name:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod actor;
 mod actor_ref;
-mod clock;
-mod crash;
 #[cfg(feature = "macros")]
-pub mod derive;
+mod call;
+mod clock;
+mod config;
+mod crash;
 mod envelope;
 mod error;
 mod lease;
@@ -67,29 +88,40 @@ mod mailbox;
 mod monitor;
 mod policy;
 mod registry;
+mod reply;
 mod rt;
+mod shared;
 mod slot;
+mod stats;
 mod supervisor;
 mod sync;
 mod system;
-pub mod testing;
 mod timer;
+mod watchdog;
 
 pub mod store;
+pub mod testing;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 pub use actor::{Actor, Context};
 pub use actor_ref::{ActorRef, Ask, Tell, TellFuture};
+#[cfg(feature = "macros")]
+pub use call::Call;
 pub use clock::{Clock, Instant};
+pub use config::Config;
 pub use crash::{CrashReason, CrashReport};
-pub use envelope::{Envelope, EnvelopeId, Header, TraceContext};
-pub use error::{Error, SendError, SpawnError, SystemError};
+pub use envelope::{EnvelopeId, Header, TraceContext};
+pub use error::{DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};
-pub use policy::{Policy, PolicyBuilder, PolicyError};
+pub use policy::{Backoff, Intensity, Policy, PolicyBuilder, PolicyError};
 pub use registry::{ActorId, Snapshot};
-pub use slot::{SlotState, Stats};
-pub use supervisor::{ActorSpec, Backoff, ChildSpec, Intensity, Restart, Strategy, SupervisorRef, SupervisorSpec};
-pub use system::{Config, System, SystemBuilder};
+pub use stats::{SlotState, Stats};
+pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, SupervisorSpec};
+pub use system::{System, SystemBuilder};
 pub use timer::Timer;
 
 /// The README's code blocks compile as doc tests.
@@ -102,9 +134,10 @@ pub use crashonly_macros::{messages, Actor};
 
 /// The names most code needs: `use crashonly::prelude::*;`.
 pub mod prelude {
+    pub use crate::store::{Store, StoreExt};
     pub use crate::{
-        Actor, ActorRef, ActorSpec, Backoff, Config, Context, Down, DownReason, Error, Policy, Restart, Strategy,
-        SupervisorSpec, System,
+        Actor, ActorRef, ActorSpec, Backoff, Config, Context, CrashReason, DeliveryError, Down, DownReason, Header,
+        Policy, Restart, Strategy, SupervisorRef, SupervisorSpec, System,
     };
 
     #[cfg(feature = "macros")]

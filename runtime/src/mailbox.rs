@@ -14,7 +14,7 @@
 //!   already held a place.
 //! - Once closed, nothing is accepted and `close` hands back everything still queued, so that every
 //!   asker gets an answer.
-//! - Lock order: `local` before `inner`.
+//! - Lock order: `local` before `inner` (rule 1 of the complete list in `sync.rs`).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};

@@ -1,16 +1,16 @@
 //! Monitors: be told when an actor crashes or ends.
 
 use std::fmt;
-use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::crash::CrashReport;
 use crate::registry::ActorId;
-use crate::sync::Mutex;
+use crate::sync::{Arc, Mutex};
 
 /// Why a monitored actor went down.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// It crashed (the report says how).
     Crashed(Arc<CrashReport>),
@@ -58,7 +58,7 @@ impl Monitors {
         list.push((key, Box::new(notify)));
     }
 
-    /// Lock order: `Monitors` before a watcher's mailbox.
+    /// Lock order: `Monitors` before a watcher's mailbox (rule 2 of the list in `sync.rs`).
     pub(crate) fn fire(&self, down: &Down) {
         self.list.lock().retain(|(_, notify)| notify(down));
     }

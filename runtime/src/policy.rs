@@ -7,8 +7,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::supervisor::{Backoff, Intensity};
-
 /// Bounds for every interaction of a [`System`](crate::System).
 ///
 /// ```
@@ -16,7 +14,7 @@ use crate::supervisor::{Backoff, Intensity};
 /// use std::time::Duration;
 ///
 /// let policy = Policy::builder().default_ttl(Duration::from_millis(700)).max_retries(3).build().unwrap();
-/// assert_eq!(policy.ttl(Some(Duration::from_secs(3600))), policy.max_ttl());
+/// assert_eq!(policy.default_ttl(), Duration::from_millis(700));
 /// assert!(Policy::builder().max_lease(Duration::ZERO).build().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,17 +143,17 @@ impl Policy {
     }
 
     /// The TTL a message gets: the requested one (or the default), never above `max_ttl`.
-    pub fn ttl(&self, requested: Option<Duration>) -> Duration {
+    pub(crate) fn ttl(&self, requested: Option<Duration>) -> Duration {
         requested.unwrap_or(self.default_ttl).min(self.max_ttl)
     }
 
     /// A lease duration: the requested one, never above `max_lease`.
-    pub fn lease(&self, requested: Duration) -> Duration {
+    pub(crate) fn lease(&self, requested: Duration) -> Duration {
         requested.min(self.max_lease)
     }
 
     /// A handling lease: the requested one (or the maximum), never above `max_handling`.
-    pub fn handling(&self, requested: Option<Duration>) -> Duration {
+    pub(crate) fn handling(&self, requested: Option<Duration>) -> Duration {
         requested.unwrap_or(self.max_handling).min(self.max_handling)
     }
 
@@ -194,5 +192,70 @@ impl Policy {
     /// Abandoned tasks tolerated.
     pub fn max_abandoned(&self) -> u32 {
         self.max_abandoned
+    }
+}
+
+/// Restart intensity: at most `max_restarts` within `period`, or the supervisor gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intensity {
+    /// Restarts allowed within the period.
+    pub max_restarts: u32,
+    /// The sliding window.
+    pub period: Duration,
+}
+
+impl Default for Intensity {
+    /// 10 restarts within 10 seconds.
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Exponential backoff between consecutive restarts, with jitter, capped.
+///
+/// Counted per child: the first restart of a child within the intensity window is immediate (as in
+/// OTP); its n-th waits
+/// `min(cap, base * 2^(n-2))`, spread at random over its upper half so that siblings do not restart
+/// in lock step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the second restart within the window.
+    pub base: Duration,
+    /// Upper bound of any delay.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    /// 10 ms doubling up to 1 s.
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_millis(10),
+            cap: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Backoff {
+    /// Restart at once, every time.
+    pub fn none() -> Self {
+        Backoff {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        }
+    }
+
+    /// The delay before the `nth` restart within the window (1-based), for a random value `r`.
+    pub(crate) fn delay(&self, nth: usize, r: u64) -> Duration {
+        if nth <= 1 || self.base.is_zero() {
+            return Duration::ZERO;
+        }
+        let shift = (nth - 2).min(31) as u32;
+        let full = self.base.saturating_mul(1u32 << shift).min(self.cap);
+        let half = full / 2;
+        let spread = half.as_nanos() as u64;
+        half + Duration::from_nanos(if spread == 0 { 0 } else { r % (spread + 1) })
     }
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use slab::Slab;
 
 use crate::error::SpawnError;
+use crate::stats::Stats;
 use crate::sync::{Arc, Mutex, Weak};
 
 /// The id of a slot in its system's registry: an index and a generation.
@@ -76,7 +77,7 @@ pub struct Snapshot {
     /// Its path.
     pub path: String,
     /// Counters of an actor; `None` for a supervisor.
-    pub stats: Option<crate::slot::Stats>,
+    pub stats: Option<Stats>,
 }
 
 impl fmt::Debug for Entry {

@@ -7,6 +7,23 @@
 //!
 //! Two kinds of task: on the system's tokio runtime, or on a dedicated OS thread (for actors that
 //! must block). Both are aborted from outside and joined the same way.
+//!
+//! It is also the one place that starts OS threads: the dedicated actor threads above, and
+//! [`os_thread`] for components that are threads by nature (the redb store's writer).
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+/// The handle of a thread started by [`os_thread`].
+pub(crate) type ThreadHandle = std::thread::JoinHandle<()>;
+
+/// Starts a named OS thread running `f` (a real thread even in a loom model: such components are
+/// not part of a model).
+pub(crate) fn os_thread<F>(name: String, f: F) -> std::io::Result<ThreadHandle>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(f)
+}
 
 #[cfg(not(crashonly_loom))]
 pub(crate) use tokio_exec::*;
@@ -133,7 +150,7 @@ mod tokio_exec {
 
         /// Waits at most `limit`; false when the task is still running (stuck in blocking code).
         pub(crate) async fn join_within(self, limit: Duration) -> bool {
-            tokio::time::timeout(limit, self.join()).await.is_ok()
+            crate::clock::timeout(limit, self.join()).await.is_some()
         }
     }
 }

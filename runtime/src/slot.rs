@@ -20,61 +20,19 @@ use std::time::Duration;
 
 use crate::actor::{Actor, Context};
 use crate::actor_ref::ActorRef;
+use crate::clock::Instant;
 use crate::crash::{self, CrashReason, CrashReport};
-use crate::envelope::{answer, Envelope, Header, ReplyTo};
-use crate::error::Error;
+use crate::envelope::{Envelope, Header};
+use crate::error::DeliveryError;
 use crate::mailbox::Mailbox;
 use crate::monitor::{Down, DownReason, Monitors};
-use crate::registry::ActorId;
-use crate::registry::{Inspect, Snapshot};
+use crate::registry::{ActorId, Inspect, Snapshot};
+use crate::reply::{answer, ReplyTo};
 use crate::rt::{AbortHandle, Task};
-use crate::supervisor::{ChildHandle, Decision, Exit, Scope, SupNode};
+use crate::shared::Shared;
+use crate::stats::{SlotState, Stats};
+use crate::supervisor::{ChildHandle, Decision, Exit, Parent, Scope};
 use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, Stat, Weak};
-use crate::system::Shared;
-
-/// Where a slot is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotState {
-    /// Running `start` (recovering).
-    Starting,
-    /// Handling messages.
-    Running,
-    /// Between instances: crashed, waiting for its restart (messages wait in the mailbox).
-    Restarting,
-    /// Gone for good.
-    Dead,
-}
-
-impl SlotState {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => SlotState::Starting,
-            1 => SlotState::Running,
-            2 => SlotState::Restarting,
-            _ => SlotState::Dead,
-        }
-    }
-}
-
-/// A snapshot of a slot's progress counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stats {
-    /// How long the current message has been handled (`None` when idle).
-    pub busy_for: Option<Duration>,
-    /// Messages handled to completion (successfully or not) by all instances.
-    pub handled: u64,
-    /// Instances that crashed (including ones aborted by their supervisor).
-    pub crashes: u64,
-    /// Envelopes dropped at dequeue because their deadline had passed (each answered `Expired`
-    /// or, for a tell, logged).
-    pub expired: u64,
-    /// Instances started after the first one.
-    pub restarts: u64,
-    /// Messages waiting in the mailbox.
-    pub mailbox_len: usize,
-    /// Current state.
-    pub state: SlotState,
-}
 
 #[derive(Debug, Default)]
 struct Life {
@@ -87,11 +45,11 @@ struct Life {
 pub(crate) struct Slot<A: Actor> {
     pub(crate) id: ActorId,
     pub(crate) path: Arc<str>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) mailbox: Mailbox<Envelope<A::Msg, A::Reply>>,
+    shared: Arc<Shared>,
+    pub(crate) mailbox: Mailbox<Envelope<A::Msg, ReplyTo<A::Reply>>>,
     pub(crate) monitors: Monitors,
     args: A::Args,
-    parent: Weak<SupNode>,
+    parent: Weak<dyn Parent>,
     me: Weak<Slot<A>>,
     life: Mutex<Life>,
     opts: SlotOptions,
@@ -177,7 +135,7 @@ impl<A: Actor> Slot<A> {
         shared: Arc<Shared>,
         args: A::Args,
         capacity: usize,
-        parent: Weak<SupNode>,
+        parent: Weak<dyn Parent>,
         opts: SlotOptions,
         dedup: Option<Dedup<A::Reply>>,
     ) -> Arc<Self> {
@@ -205,9 +163,13 @@ impl<A: Actor> Slot<A> {
         })
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let busy = self.busy_since.load(Ordering::Relaxed);
-        let now = self.shared.clock.nanos();
+        let now = self.shared.clock().nanos();
         Stats {
             busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
@@ -264,7 +226,7 @@ impl<A: Actor> Slot<A> {
                 Some(delay) => {
                     self.expect_ready_in(delay);
                     if !delay.is_zero() {
-                        Box::pin(self.shared.clock.sleep(delay)).await;
+                        Box::pin(self.shared.clock().sleep(delay)).await;
                     }
                     self.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
@@ -276,7 +238,7 @@ impl<A: Actor> Slot<A> {
 
     /// Reports an exit and carries out the decision, except a one-for-one restart, which it
     /// returns (with its delay) for the caller to do.
-    fn after_exit(self: &Arc<Self>, parent: &Arc<SupNode>, exit: &Exit, decision: Decision) -> Option<Duration> {
+    fn after_exit(self: &Arc<Self>, parent: &Arc<dyn Parent>, exit: &Exit, decision: Decision) -> Option<Duration> {
         let restarting = matches!(decision, Decision::Restart { .. });
         if let Exit::Crash(report) = exit {
             self.crashes.fetch_add(1, Ordering::Relaxed);
@@ -309,20 +271,20 @@ impl<A: Actor> Slot<A> {
 
     /// Records when the slot should serve again: after `delay` and a typical `start`.
     fn expect_ready_in(&self, delay: Duration) {
-        let at = self.shared.clock.nanos() + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
+        let at = self.shared.clock().nanos() + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
         self.ready_at.store(at, Ordering::Relaxed);
     }
 
     /// `Some(estimate)` when the slot is recovering and will not serve before `deadline`: the
     /// caller gets `RetryAfter` at once instead of waiting to time out. The estimate is spread
     /// over [n, 1.5 n] so that callers do not all come back at the same instant.
-    pub(crate) fn retry_after(&self, deadline: crate::clock::Instant) -> Option<Duration> {
+    pub(crate) fn retry_after(&self, deadline: Instant) -> Option<Duration> {
         // Relaxed: a hint; a stale value only makes the caller wait in the mailbox or retry.
         let ready = self.ready_at.load(Ordering::Relaxed);
-        if ready == 0 || ready <= self.shared.clock.nanos_of(deadline) {
+        if ready == 0 || ready <= self.shared.clock().nanos_of(deadline) {
             return None;
         }
-        let wait = ready.saturating_sub(self.shared.clock.nanos()).max(1_000_000);
+        let wait = ready.saturating_sub(self.shared.clock().nanos()).max(1_000_000);
         Some(Duration::from_nanos(wait + self.shared.random() % (wait / 2 + 1)))
     }
 
@@ -350,7 +312,7 @@ impl<A: Actor> Slot<A> {
     async fn incarnation(self: Arc<Self>) -> Exit {
         self.set_state(SlotState::Starting);
         self.rejuvenate.store(0, Ordering::Relaxed);
-        let clock = self.shared.clock.clone();
+        let clock = self.shared.clock().clone();
         let began = clock.nanos();
         if self.ready_at.load(Ordering::Relaxed) == 0 {
             self.expect_ready_in(Duration::ZERO);
@@ -461,9 +423,9 @@ impl<A: Actor> Slot<A> {
         self.set_state(SlotState::Dead);
         self.cancel_timers();
         for env in self.mailbox.close() {
-            answer(env.reply, Err(Error::Dead));
+            answer(env.reply, Err(DeliveryError::Dead));
         }
-        self.shared.registry.remove(self.id);
+        self.shared.registry().remove(self.id);
     }
 
     fn identity(&self) -> *const () {
@@ -472,9 +434,9 @@ impl<A: Actor> Slot<A> {
 }
 
 /// Answers an expired envelope: the asker gets `Expired`; a tell is reported, never dropped silently.
-fn expire<M, R>(path: &str, env: Envelope<M, R>) {
+fn expire<M, R>(path: &str, env: Envelope<M, ReplyTo<R>>) {
     tracing::warn!(actor = %path, id = env.header.id.get(), "dropped expired envelope");
-    answer(env.reply, Err(Error::Expired));
+    answer(env.reply, Err(DeliveryError::Expired));
 }
 
 /// Holds the envelope being handled until its outcome is known.
@@ -488,7 +450,7 @@ struct InFlight<'a, A: Actor> {
 }
 
 impl<'a, A: Actor> InFlight<'a, A> {
-    fn take(env: Envelope<A::Msg, A::Reply>, slot: &'a Slot<A>) -> (A::Msg, Self) {
+    fn take(env: Envelope<A::Msg, ReplyTo<A::Reply>>, slot: &'a Slot<A>) -> (A::Msg, Self) {
         let Envelope { header, payload, reply } = env;
         let keep = header.idempotent.then(|| payload.clone());
         (
@@ -519,7 +481,7 @@ impl<'a, A: Actor> InFlight<'a, A> {
 
     /// At-least-once for idempotent envelopes whose deadline allows; at-most-once otherwise.
     fn settle(&mut self, report: Arc<CrashReport>) {
-        let now = self.slot.shared.clock.now();
+        let now = self.slot.shared.now();
         if let Some(payload) = self.keep.take() {
             if !self.header.is_expired(now) {
                 let header = Header {
@@ -534,13 +496,13 @@ impl<'a, A: Actor> InFlight<'a, A> {
                 match self.slot.mailbox.push_front(env) {
                     Ok(()) => return,
                     Err(env) => {
-                        answer(env.reply, Err(Error::Dead));
+                        answer(env.reply, Err(DeliveryError::Dead));
                         return;
                     }
                 }
             }
         }
-        answer(self.reply.take(), Err(Error::Crashed(report)));
+        answer(self.reply.take(), Err(DeliveryError::Crashed(report)));
     }
 }
 
@@ -588,14 +550,14 @@ impl<A: Actor> ChildHandle for Slot<A> {
             if !delay.is_zero() {
                 me.expect_ready_in(delay);
                 // Boxed: a rare path, kept out of every idle actor's task.
-                Box::pin(me.shared.clock.sleep(delay)).await;
+                Box::pin(me.shared.clock().sleep(delay)).await;
             }
             me.run().await;
         };
         let task = if self.opts.dedicated {
-            self.shared.exec.spawn_thread(&self.path, run)
+            self.shared.executor().spawn_thread(&self.path, run)
         } else {
-            self.shared.exec.spawn(run)
+            self.shared.spawn(run)
         };
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
@@ -623,7 +585,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         Box::pin(async move {
             if let Some(task) = task {
                 // A task stuck in blocking code never sees its abort: it is abandoned and counted.
-                if !task.join_within(self.shared.config.policy.abandon_after()).await {
+                if !task.join_within(self.shared.policy().abandon_after()).await {
                     self.shared.abandoned(&self.path);
                 }
             }
@@ -646,8 +608,7 @@ impl<A: Actor> Inspect for Slot<A> {
     }
 
     fn is_hung(&self, now: u64) -> bool {
-        let busy = self.busy_since.load(Ordering::Relaxed);
-        busy != 0 && now.saturating_sub(busy) > self.opts.handling.as_nanos() as u64
+        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.opts.handling, now)
     }
 
     /// The watchdog's crash-restart: power off from outside first, then the usual decision.

@@ -4,12 +4,42 @@
 //! (`clippy.toml` bans it). Under `--cfg crashonly_loom` the same names come from `loom`, so the code
 //! that loom checks is the code that runs in production.
 //!
-//! Invariant: no lock from this module is held across an `.await`, and no lock is taken while another
-//! one is held, except `SupState` -> `Life` in the supervisor (the documented lock order).
+//! Invariant: no lock from this module is held across an `.await`.
+//!
+//! # Lock order (the complete list)
+//!
+//! A lock is taken while another is held only where this list says, in this order; every other
+//! lock of the crate is a leaf (nothing is locked, and no foreign code runs, while it is held).
+//!
+//! 1. `Mailbox::local` before `Mailbox::inner` (mailbox.rs: the consumer refills its batch).
+//! 2. `Monitors::list` before a watcher's `Mailbox::inner` (monitor.rs: a notice is sent with
+//!    `try_tell` while the list is held, so that a watcher that is gone can be dropped from it).
+//! 3. `Registry::inner` before nothing but atomics: the watchdog's scan reads each slot's
+//!    `busy_since` under it (registry.rs); slots are hung up after it is released.
+//! 4. `Clock`'s manual sleepers (models only) before nothing: time is read under it.
+//!
+//! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life`, the dedup window, the
+//! in-memory lease map, the model executor's wakers, the store's commit-record position, the redb
+//! writer's channel and thread handle, the PostgreSQL idle-connection list. The supervisor never
+//! calls into a child while holding `SupState` (it copies the handles out first), and a child never
+//! holds its own `Life` while calling its supervisor's `decide`.
 
-#![allow(clippy::disallowed_types)]
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 pub(crate) use std::sync::{Arc, Weak};
+
+/// Runs once per process (the panic hook is the one process-wide thing the crate installs).
+pub(crate) use std::sync::Once;
+
+/// The channel between the redb store and its writer thread (a plain OS thread, never loom's).
+pub(crate) mod mpsc {
+    pub(crate) use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+
+    /// An unbounded channel.
+    pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        std::sync::mpsc::channel()
+    }
+}
 
 pub(crate) use std::sync::atomic::Ordering;
 
@@ -103,8 +133,26 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Runs a loom model with the preemption bound from `LOOM_MAX_PREEMPTIONS` (2 by default).
+/// Runs `f` under loom for every interleaving within the preemption bound, which comes from
+/// `LOOM_MAX_PREEMPTIONS` (2 when unset: most concurrency bugs need at most two preemptions,
+/// and each one more multiplies the run time). Re-exported as `testing::model::check`.
+#[cfg(crashonly_loom)]
+pub fn check<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(
+        std::env::var("LOOM_MAX_PREEMPTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2),
+    );
+    b.check(f);
+}
+
+/// The model runner for the crate's own loom tests.
 #[cfg(all(test, crashonly_loom))]
 pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
-    crate::testing::model::check(f)
+    check(f)
 }

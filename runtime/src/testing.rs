@@ -94,7 +94,7 @@ where
     /// Handles one message, with a fresh envelope header (default TTL, attempt 1).
     pub async fn handle(&mut self, msg: A::Msg) -> Result<A::Reply, Failure<A::Error>> {
         let now = self.system.clock().now();
-        let id = self.ctx.myself().slot().shared.next_envelope_id();
+        let id = self.ctx.myself().slot().shared().next_envelope_id();
         let header = Header {
             id,
             deadline: now + self.ttl,

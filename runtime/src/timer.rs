@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
+use crate::error::DeliveryError;
 use crate::rt::AbortHandle;
 
 /// A running timer. Dropping it does not cancel it; [`Timer::cancel`] or a crash of its owner does.
@@ -27,8 +28,8 @@ impl Timer {
 pub(crate) fn send_after<A: Actor>(to: &ActorRef<A>, delay: Duration, msg: A::Msg) -> Timer {
     let me = to.clone();
     let slot = to.slot();
-    let clock = slot.shared.clock.clone();
-    let task = slot.shared.exec.spawn(async move {
+    let clock = slot.shared().clock().clone();
+    let task = slot.shared().spawn(async move {
         clock.sleep(delay).await;
         if let Err(e) = me.tell(msg).await {
             tracing::warn!(actor = %me.path(), error = %e, "timer message not delivered");
@@ -46,15 +47,15 @@ where
 {
     let me = to.clone();
     let slot = to.slot();
-    let clock = slot.shared.clock.clone();
+    let clock = slot.shared().clock().clone();
     let period = period.max(Duration::from_millis(1));
-    let task = slot.shared.exec.spawn(async move {
+    let task = slot.shared().spawn(async move {
         let mut next = clock.now() + period;
         loop {
             clock.sleep_until(next).await;
             if let Err(e) = me.tell(make()).ttl(period).await {
                 tracing::warn!(actor = %me.path(), error = %e, "interval message not delivered");
-                if matches!(e.error(), crate::Error::Dead) {
+                if matches!(e.error(), DeliveryError::Dead) {
                     return;
                 }
             }

@@ -137,11 +137,11 @@ fn loom_ask_reply_racing_deadline() {
             while_time_moves(|a| model::block_on(a.ask(Msg::Note(1)).ttl(Duration::from_millis(10))));
         match &r {
             Ok(_) => assert_eq!(count(&got, 1), 1, "Ok for a message not handled once: {got:?}"),
-            Err(Error::Expired) => assert!(count(&got, 1) <= 1),
+            Err(DeliveryError::Expired) => assert!(count(&got, 1) <= 1),
             Err(e) => panic!("unexpected ask error {e:?}"),
         }
         if count(&got, 1) == 0 {
-            assert!(matches!(r, Err(Error::Expired)));
+            assert!(matches!(r, Err(DeliveryError::Expired)));
             assert_eq!(expired, 1);
         }
     });

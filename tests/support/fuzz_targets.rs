@@ -15,7 +15,7 @@ mod cart_service;
 
 /// Store records (data, lease and idempotency records) as read back from a damaged file.
 pub fn store_records(data: &[u8]) {
-    for outcome in crashonly::store::fuzzing::decode_records(data) {
+    for outcome in crashonly::__private::fuzzing::decode_records(data) {
         if let Err(e) = outcome {
             assert!(matches!(e, crashonly::store::StoreError::Corrupt(_)), "{e:?}");
         }
@@ -69,10 +69,7 @@ pub fn store_file(data: &[u8]) {
     // A fresh commit record: the one the previous input left would refuse every later input as
     // rolled back (the file is always the base file again), and nothing more would be fuzzed.
     let _ = std::fs::remove_file(dir.join("damaged.redb.acked"));
-    let opts = RedbOptions {
-        verify_on_open: true,
-        ..RedbOptions::default()
-    };
+    let opts = RedbOptions::default().with_verify_on_open(true);
     match RedbStore::open_with(&path, opts) {
         Ok(store) => {
             for i in 0..32u32 {

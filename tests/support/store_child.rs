@@ -18,11 +18,9 @@ async fn main() {
         Some("redb") => Arc::new(RedbStore::open(&args[1]).expect("open redb")),
         #[cfg(feature = "postgres")]
         Some("pg") => {
-            let opts = crashonly::store::PgOptions {
-                schema: args[2].clone(),
-                pool_size: 4,
-                ..Default::default()
-            };
+            let opts = crashonly::store::PgOptions::default()
+                .with_schema(args[2].clone())
+                .with_pool_size(4);
             Arc::new(
                 crashonly::store::PgStore::connect(&args[1], opts)
                     .await

@@ -114,10 +114,7 @@ pub mod co {
             .intensity(u32::MAX, Duration::from_secs(1))
             .backoff(Backoff::none());
         System::builder()
-            .config(Config {
-                mailbox_capacity: CAPACITY,
-                ..Config::default()
-            })
+            .config(Config::default().with_mailbox_capacity(CAPACITY))
             .root(root)
             .start()
             .expect("crashonly system")

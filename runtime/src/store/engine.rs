@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::error::{Conflict, StoreError};
 use super::txn::{check_ttl, Committed, Txn, Write};
-use super::{Lease, Limits, Versioned};
+use super::{DurableLease, Limits, Versioned};
 
 /// The tables of an embedded backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,7 +337,7 @@ pub(crate) fn acquire<T: Tables>(
     now_ms: u64,
     epoch: u64,
     limits: &Limits,
-) -> Result<Lease, StoreError> {
+) -> Result<DurableLease, StoreError> {
     check_lease_args(name, ttl, limits)?;
     if let Some(rec) = current_lease(t, name, now_ms, epoch)? {
         if rec.holder != holder {
@@ -357,7 +357,7 @@ pub(crate) fn acquire<T: Tables>(
         holder: holder.to_owned(),
     };
     t.put(Table::Lease, name.as_bytes(), &rec.encode())?;
-    Ok(Lease {
+    Ok(DurableLease {
         name: name.to_owned(),
         holder: rec.holder,
         token,
@@ -367,18 +367,18 @@ pub(crate) fn acquire<T: Tables>(
 
 pub(crate) fn renew<T: Tables>(
     t: &mut T,
-    lease: &Lease,
+    lease: &DurableLease,
     ttl: Duration,
     now_ms: u64,
     epoch: u64,
     limits: &Limits,
-) -> Result<Lease, StoreError> {
+) -> Result<DurableLease, StoreError> {
     check_lease_args(&lease.name, ttl, limits)?;
     match current_lease(t, &lease.name, now_ms, epoch)? {
         Some(mut rec) if rec.token == lease.token => {
             rec.expires_ms = now_ms + ms(ttl);
             t.put(Table::Lease, lease.name.as_bytes(), &rec.encode())?;
-            Ok(Lease {
+            Ok(DurableLease {
                 expires_at_ms: rec.expires_ms,
                 ..lease.clone()
             })
@@ -390,7 +390,7 @@ pub(crate) fn renew<T: Tables>(
     }
 }
 
-pub(crate) fn release<T: Tables>(t: &mut T, lease: &Lease, now_ms: u64, epoch: u64) -> Result<(), StoreError> {
+pub(crate) fn release<T: Tables>(t: &mut T, lease: &DurableLease, now_ms: u64, epoch: u64) -> Result<(), StoreError> {
     if let Some(rec) = current_lease(t, &lease.name, now_ms, epoch)? {
         if rec.token == lease.token {
             t.remove(Table::Lease, lease.name.as_bytes())?;

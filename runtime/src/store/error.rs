@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Why a store operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store cannot serve now (I/O failure, connection lost, store restarting); try again
     /// after `retry_after`. Nothing of the failed operation was acknowledged.
@@ -24,6 +25,7 @@ pub enum StoreError {
 
 /// The kinds of [`StoreError::Conflict`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Conflict {
     /// A compare-and-set found another version.
     Version {

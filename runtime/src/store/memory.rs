@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::engine::{self, Table, Tables};
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned,
+    Committed, Durability, DurableLease, Limits, Store, StoreError, StoreFuture, TimeSource, Txn, Versioned, WallClock,
 };
 use crate::sync::{Arc, Mutex};
 
@@ -49,7 +49,7 @@ const EPOCH: u64 = 1;
 impl MemoryStore {
     /// An empty store with default limits on the system clock.
     pub fn new() -> Self {
-        Self::with(Limits::default(), Arc::new(SystemTime))
+        Self::with(Limits::default(), Arc::new(WallClock))
     }
 
     /// An empty store with these limits and this time source.
@@ -108,17 +108,17 @@ impl Store for MemoryStore {
         Box::pin(async move { out })
     }
 
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         let out = self.write(|t, now| engine::acquire(t, name, holder, ttl, now, EPOCH, &self.limits));
         Box::pin(async move { out })
     }
 
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         let out = self.write(|t, now| engine::renew(t, lease, ttl, now, EPOCH, &self.limits));
         Box::pin(async move { out })
     }
 
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()> {
         let out = self.write(|t, now| engine::release(t, lease, now, EPOCH));
         Box::pin(async move { out })
     }

@@ -26,7 +26,7 @@
 //! ```
 
 mod acked;
-mod engine;
+pub(crate) mod engine;
 mod error;
 mod memory;
 mod redb;
@@ -44,22 +44,13 @@ use std::time::Duration;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::{RedbOptions, RedbStore};
-/// Entry points for the fuzz targets (`fuzz/`) and their stable replay (`tests/fuzz_replay.rs`).
-#[doc(hidden)]
-pub mod fuzzing {
-    use super::StoreError;
-
-    /// Decodes `bytes` as every kind of stored record; each outcome is a value or a typed error.
-    pub fn decode_records(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
-        super::engine::decode_any(bytes)
-    }
-}
-
-/// The storage layer under [`RedbStore::open_backend`] (redb's trait).
+/// The storage layer under [`RedbStore::open_backend`] (redb's trait), deliberately public: a
+/// custom disk (an encrypted file, a test disk that records every write to cut power at any point)
+/// implements it.
 pub use ::redb::StorageBackend;
 pub use error::{Conflict, StoreError};
 pub use state::DurableState;
-pub use time::{ManualTime, SystemTime, TimeSource};
+pub use time::{ManualTime, TimeSource, WallClock};
 pub use txn::{Committed, Txn, Write};
 
 #[cfg(feature = "postgres")]
@@ -83,7 +74,7 @@ pub struct Versioned {
 /// A lease on a named resource: held by `holder` until `expires_at_ms` (wall clock, ms since the
 /// Unix epoch), proven by `token`. Tokens only grow, so a write fenced with an old token is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
+pub struct DurableLease {
     /// The resource.
     pub name: String,
     /// Who holds it.
@@ -96,6 +87,7 @@ pub struct Lease {
 
 /// When an acknowledged write is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// Acknowledged means durable: nothing acknowledged is lost by `kill -9` or a power cut.
     /// Concurrent writers share one sync (group commit), so this stays fast under load.
@@ -107,7 +99,10 @@ pub enum Durability {
 }
 
 /// Bounds on what a store accepts; past them, [`StoreError::BadInput`].
+///
+/// Start from `Limits::default()` and change what you need (`Limits::default().with_max_value(1 << 20)`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Longest key, in bytes.
     pub max_key: usize,
@@ -135,6 +130,19 @@ impl Default for Limits {
     }
 }
 
+with_setters!(Limits {
+    /// Sets the longest key, in bytes.
+    with_max_key => max_key: usize,
+    /// Sets the largest value, in bytes.
+    with_max_value => max_value: usize,
+    /// Sets the longest per-key TTL.
+    with_max_ttl => max_ttl: Duration,
+    /// Sets the longest lease.
+    with_max_lease => max_lease: Duration,
+    /// Sets how long an idempotency key is remembered.
+    with_idempotency_ttl => idempotency_ttl: Duration,
+});
+
 /// A crash-only state store.
 ///
 /// Implementations must be crash-only themselves: nothing acknowledged under
@@ -152,13 +160,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Takes the lease `name` for `holder` for `ttl`. Granted when it is free, expired, or already
     /// held by the same holder (a restarted owner takes over, with a new token that fences out its
     /// previous incarnation); otherwise [`Conflict::LeaseHeld`].
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease>;
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease>;
 
     /// Extends a lease that is still current; [`Conflict::LeaseLost`] otherwise.
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease>;
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease>;
 
     /// Gives a lease up (a no-op when it is no longer current).
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()>;
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()>;
 
     /// When acknowledged writes are durable.
     fn durability(&self) -> Durability;

@@ -24,13 +24,16 @@ use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 use super::error::Conflict;
 use super::txn::check_ttl;
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned, Write,
+    Committed, Durability, DurableLease, Limits, Store, StoreError, StoreFuture, TimeSource, Txn, Versioned, WallClock,
+    Write,
 };
 use crate::rt::Executor;
 use crate::sync::{Arc, Mutex};
 
-/// Options of [`PgStore::connect`].
+/// Options of [`PgStore::connect`]: start from `PgOptions::default()` and change what you need
+/// (`PgOptions::default().with_schema("app")`); more options may come in later versions.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PgOptions {
     /// Schema holding the store's tables (created if missing).
     pub schema: String,
@@ -51,10 +54,23 @@ impl Default for PgOptions {
             pool_size: 4,
             connect_timeout: Duration::from_secs(2),
             limits: Limits::default(),
-            time: Arc::new(SystemTime),
+            time: Arc::new(WallClock),
         }
     }
 }
+
+with_setters!(PgOptions {
+    /// Sets the schema holding the store's tables.
+    with_schema => schema: String,
+    /// Sets the number of connections in the pool.
+    with_pool_size => pool_size: usize,
+    /// Sets the longest wait for a connection (including connecting).
+    with_connect_timeout => connect_timeout: Duration,
+    /// Sets what the store accepts.
+    with_limits => limits: Limits,
+    /// Sets the wall-clock time source for TTLs and leases.
+    with_time => time: Arc<dyn TimeSource>,
+});
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -161,9 +177,9 @@ impl PgStore {
 
     async fn open_conn(&self, create: bool) -> Result<Conn, StoreError> {
         let (mut client, connection) =
-            tokio::time::timeout(self.opts.connect_timeout, tokio_postgres::connect(&self.url, NoTls))
+            crate::clock::timeout(self.opts.connect_timeout, tokio_postgres::connect(&self.url, NoTls))
                 .await
-                .map_err(|_| StoreError::unavailable("postgres: connect timed out"))?
+                .ok_or_else(|| StoreError::unavailable("postgres: connect timed out"))?
                 .map_err(pg_error)?;
         self.exec.spawn(async move {
             if let Err(e) = connection.await {
@@ -248,9 +264,9 @@ impl PgStore {
 
     /// A pooled connection: an idle one that still works, or a new one.
     async fn conn(&self) -> Result<Pooled<'_>, StoreError> {
-        let permit = tokio::time::timeout(self.opts.connect_timeout, self.permits.acquire())
+        let permit = crate::clock::timeout(self.opts.connect_timeout, self.permits.acquire())
             .await
-            .map_err(|_| StoreError::unavailable("postgres: no connection free in time"))?
+            .ok_or_else(|| StoreError::unavailable("postgres: no connection free in time"))?
             .map_err(|_| StoreError::unavailable("postgres: pool closed"))?;
         let idle = self.idle.lock().pop();
         let conn = match idle {
@@ -312,7 +328,7 @@ impl PgStore {
                 Err(e) if is_retryable(&e) && attempt < 20 => {
                     // Spread the retries of transactions that collided.
                     let jitter = (now ^ (attempt as u64).wrapping_mul(0x9E37_79B9)) % 4;
-                    tokio::time::sleep(Duration::from_millis(jitter + attempt as u64)).await;
+                    crate::clock::sleep(Duration::from_millis(jitter + attempt as u64)).await;
                 }
                 other => return other,
             }
@@ -328,17 +344,17 @@ enum Op<'a> {
         ttl: Duration,
     },
     Renew {
-        lease: &'a Lease,
+        lease: &'a DurableLease,
         ttl: Duration,
     },
     Release {
-        lease: &'a Lease,
+        lease: &'a DurableLease,
     },
 }
 
 enum Done {
     Committed(Committed),
-    Lease(Lease),
+    Lease(DurableLease),
     Released,
 }
 
@@ -409,21 +425,21 @@ impl Store for PgStore {
         })
     }
 
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         Box::pin(async move {
             check_lease(name, ttl, &self.opts.limits)?;
             lease_of(self.run(Op::Acquire { name, holder, ttl }).await?)
         })
     }
 
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         Box::pin(async move {
             check_lease(&lease.name, ttl, &self.opts.limits)?;
             lease_of(self.run(Op::Renew { lease, ttl }).await?)
         })
     }
 
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()> {
         Box::pin(async move { self.run(Op::Release { lease }).await.map(|_| ()) })
     }
 
@@ -437,10 +453,10 @@ impl Store for PgStore {
     }
 }
 
-fn lease_of(done: Done) -> Result<Lease, StoreError> {
+fn lease_of(done: Done) -> Result<DurableLease, StoreError> {
     match done {
         Done::Lease(l) => Ok(l),
-        _ => unreachable!("a lease request answers Lease"),
+        _ => unreachable!("a lease request answers DurableLease"),
     }
 }
 
@@ -451,12 +467,12 @@ async fn acquire(
     holder: &str,
     ttl: Duration,
     now: u64,
-) -> Result<Lease, StoreError> {
+) -> Result<DurableLease, StoreError> {
     let expires = now + ms(ttl);
     let args: [&(dyn ToSql + Sync); 4] = [&name, &holder, &i64_of(expires), &i64_of(now)];
     if let Some(r) = tx.query_opt(&st.acquire, &args).await.map_err(pg_error)? {
         let token = r.get::<_, i64>(0) as u64;
-        return Ok(Lease {
+        return Ok(DurableLease {
             name: name.to_owned(),
             holder: holder.to_owned(),
             token,
@@ -475,14 +491,14 @@ async fn acquire(
 async fn renew(
     tx: &tokio_postgres::Transaction<'_>,
     st: &Statements,
-    lease: &Lease,
+    lease: &DurableLease,
     ttl: Duration,
     now: u64,
-) -> Result<Lease, StoreError> {
+) -> Result<DurableLease, StoreError> {
     let expires = now + ms(ttl);
     let args: [&(dyn ToSql + Sync); 4] = [&lease.name, &i64_of(lease.token), &i64_of(expires), &i64_of(now)];
     match tx.query_opt(&st.renew, &args).await.map_err(pg_error)? {
-        Some(_) => Ok(Lease {
+        Some(_) => Ok(DurableLease {
             expires_at_ms: expires,
             ..lease.clone()
         }),

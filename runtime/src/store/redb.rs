@@ -20,8 +20,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -30,9 +28,10 @@ use tokio::sync::oneshot;
 use super::acked::{self, CommitRecord, Recorded};
 use super::engine::{self, Table, Tables};
 use super::{
-    Committed, Durability, Lease, Limits, Store, StoreError, StoreFuture, SystemTime, TimeSource, Txn, Versioned,
+    Committed, Durability, DurableLease, Limits, Store, StoreError, StoreFuture, TimeSource, Txn, Versioned, WallClock,
 };
-use crate::sync::{Arc, Mutex};
+use crate::rt::ThreadHandle;
+use crate::sync::{mpsc, Arc, Mutex};
 
 const DEFS: [TableDefinition<'static, &'static [u8], &'static [u8]>; 5] = [
     TableDefinition::new("data"),
@@ -42,8 +41,10 @@ const DEFS: [TableDefinition<'static, &'static [u8], &'static [u8]>; 5] = [
     TableDefinition::new("meta"),
 ];
 
-/// Options of [`RedbStore::open`].
+/// Options of [`RedbStore::open`]: start from `RedbOptions::default()` and change what you need
+/// (`RedbOptions::default().with_durability(..)`); more options may come in later versions.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RedbOptions {
     /// When acknowledged writes are durable (durable by default).
     pub durability: Durability,
@@ -65,12 +66,25 @@ impl Default for RedbOptions {
         RedbOptions {
             durability: Durability::Durable,
             limits: Limits::default(),
-            time: Arc::new(SystemTime),
+            time: Arc::new(WallClock),
             max_batch: 1024,
             verify_on_open: false,
         }
     }
 }
+
+with_setters!(RedbOptions {
+    /// Sets when acknowledged writes are durable.
+    with_durability => durability: Durability,
+    /// Sets what the store accepts.
+    with_limits => limits: Limits,
+    /// Sets the wall-clock time source for TTLs and leases.
+    with_time => time: Arc<dyn TimeSource>,
+    /// Sets the most requests folded into one commit.
+    with_max_batch => max_batch: usize,
+    /// Verifies every page's checksum when opening (see [`RedbOptions::verify_on_open`]).
+    with_verify_on_open => verify_on_open: bool,
+});
 
 enum Op {
     Commit(Txn),
@@ -80,17 +94,17 @@ enum Op {
         ttl: Duration,
     },
     Renew {
-        lease: Lease,
+        lease: DurableLease,
         ttl: Duration,
     },
     Release {
-        lease: Lease,
+        lease: DurableLease,
     },
 }
 
 enum Done {
     Committed(Committed),
-    Lease(Lease),
+    Lease(DurableLease),
     Released,
 }
 
@@ -123,7 +137,7 @@ pub struct RedbStore {
     db: Option<Arc<Database>>,
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Option<ThreadHandle>>,
     epoch: u64,
     opts: RedbOptions,
     opened_in: Duration,
@@ -396,10 +410,10 @@ impl RedbStore {
         let writer = {
             let (db, opts) = (db.clone(), opts.clone());
             let log = CommitLog { record, commits };
-            std::thread::Builder::new()
-                .name("crashonly-redb-writer".into())
-                .spawn(move || writer_loop(&db, &rx, epoch, &opts, log))
-                .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
+            crate::rt::os_thread("crashonly-redb-writer".into(), move || {
+                writer_loop(&db, &rx, epoch, &opts, log)
+            })
+            .map_err(|e| StoreError::unavailable(format!("cannot start the writer thread: {e}")))?
         };
         Ok(RedbStore {
             db: Some(db),
@@ -686,7 +700,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         let fut = self.submit(Op::Acquire {
             name: name.to_owned(),
             holder: holder.to_owned(),
@@ -695,7 +709,7 @@ impl Store for RedbStore {
         Box::pin(async move { lease_of(fut.await?) })
     }
 
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         let fut = self.submit(Op::Renew {
             lease: lease.clone(),
             ttl,
@@ -703,7 +717,7 @@ impl Store for RedbStore {
         Box::pin(async move { lease_of(fut.await?) })
     }
 
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()> {
         let fut = self.submit(Op::Release { lease: lease.clone() });
         Box::pin(async move { fut.await.map(|_| ()) })
     }
@@ -717,7 +731,7 @@ impl Store for RedbStore {
     }
 }
 
-fn lease_of(done: Done) -> Result<Lease, StoreError> {
+fn lease_of(done: Done) -> Result<DurableLease, StoreError> {
     match done {
         Done::Lease(l) => Ok(l),
         _ => Err(StoreError::Corrupt(

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Lease, Store, StoreError, Txn};
+use super::{DurableLease, Store, StoreError, Txn};
 use crate::sync::Arc;
 
 /// One actor's durable state: loaded in `start`, written back fenced by the actor's lease, so that
@@ -30,7 +30,7 @@ use crate::sync::Arc;
 pub struct DurableState {
     store: Arc<dyn Store>,
     key: Vec<u8>,
-    lease: Lease,
+    lease: DurableLease,
     version: u64,
     value: Option<Vec<u8>>,
 }
@@ -79,7 +79,7 @@ impl DurableState {
     }
 
     /// The lease this incarnation holds.
-    pub fn lease(&self) -> &Lease {
+    pub fn lease(&self) -> &DurableLease {
         &self.lease
     }
 

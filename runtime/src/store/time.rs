@@ -13,9 +13,9 @@ pub trait TimeSource: Send + Sync + fmt::Debug {
 
 /// The system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemTime;
+pub struct WallClock;
 
-impl TimeSource for SystemTime {
+impl TimeSource for WallClock {
     fn now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::error::StoreError;
-use super::{Lease, Limits};
+use super::{DurableLease, Limits};
 
 /// One write of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Txn {
     }
 
     /// Applies only while `lease` is current: a stale incarnation's write is refused.
-    pub fn fenced(mut self, lease: &Lease) -> Self {
+    pub fn fenced(mut self, lease: &DurableLease) -> Self {
         self.fence = Some((lease.name.clone(), lease.token));
         self
     }

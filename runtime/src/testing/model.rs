@@ -32,32 +32,19 @@ pub use loom;
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Clock;
-use crate::store::{Committed, Durability, Lease, Limits, MemoryStore, Store, StoreFuture, Txn, Versioned};
-use crate::supervisor::{ActorSpec, Backoff, Strategy, SupervisorSpec};
-use crate::system::{Config, System};
+use crate::config::Config;
+use crate::policy::Backoff;
+use crate::store::{Committed, Durability, DurableLease, Limits, MemoryStore, Store, StoreFuture, Txn, Versioned};
+use crate::supervisor::{ActorSpec, Strategy, SupervisorSpec};
+use crate::sync::Arc;
+use crate::system::System;
 
-/// Runs `f` under loom for every interleaving within the preemption bound, which comes from
-/// `LOOM_MAX_PREEMPTIONS` (2 when unset: most concurrency bugs need at most two preemptions,
-/// and each one more multiplies the run time).
-pub fn check<F>(f: F)
-where
-    F: Fn() + Sync + Send + 'static,
-{
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(
-        std::env::var("LOOM_MAX_PREEMPTIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2),
-    );
-    b.check(f);
-}
+pub use crate::sync::check;
 
 /// Runs a future to completion on the current model thread (asks, tells, store calls).
 pub fn block_on<F: IntoFuture>(f: F) -> F::Output {
@@ -114,13 +101,13 @@ impl Store for ModelStore {
             done
         })
     }
-    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn acquire_lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         self.0.acquire_lease(name, holder, ttl)
     }
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+    fn renew_lease<'a>(&'a self, lease: &'a DurableLease, ttl: Duration) -> StoreFuture<'a, DurableLease> {
         self.0.renew_lease(lease, ttl)
     }
-    fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+    fn release_lease<'a>(&'a self, lease: &'a DurableLease) -> StoreFuture<'a, ()> {
         self.0.release_lease(lease)
     }
     fn durability(&self) -> Durability {

@@ -1,0 +1,51 @@
+//! `Config`: the system-wide settings a [`System`](crate::System) is built with.
+
+use std::time::Duration;
+
+use crate::policy::Policy;
+
+/// System-wide settings.
+///
+/// Start from [`Config::default`] and change what you need; new settings may be added in later
+/// versions, so the struct cannot be written as a literal outside this crate.
+///
+/// ```
+/// use crashonly::{Config, Policy};
+/// use std::time::Duration;
+///
+/// let config = Config::default()
+///     .with_policy(Policy::builder().default_ttl(Duration::from_millis(700)).build().unwrap())
+///     .with_mailbox_capacity(64);
+/// assert_eq!(config.mailbox_capacity, 64);
+/// assert_eq!(config.policy.default_ttl(), Duration::from_millis(700));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The bounds on every timeout, lease and retry (there is no infinite ask).
+    pub policy: Policy,
+    /// Mailbox capacity of an actor whose spec sets none.
+    pub mailbox_capacity: usize,
+    /// How often the watchdog looks for actors past their handling lease.
+    pub watchdog_every: Duration,
+}
+
+impl Default for Config {
+    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms.
+    fn default() -> Self {
+        Config {
+            policy: Policy::default(),
+            mailbox_capacity: 1024,
+            watchdog_every: Duration::from_millis(50),
+        }
+    }
+}
+
+with_setters!(Config {
+    /// Sets the policy.
+    with_policy => policy: Policy,
+    /// Sets the mailbox capacity of actors whose spec sets none.
+    with_mailbox_capacity => mailbox_capacity: usize,
+    /// Sets how often the watchdog looks for actors past their handling lease.
+    with_watchdog_every => watchdog_every: Duration,
+});

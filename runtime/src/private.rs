@@ -1,0 +1,58 @@
+//! The paths that `#[derive(Actor)]` and `#[messages]` emit, and nothing else.
+//!
+//! Generated code names only `<crate>::__private::*` (where `<crate>` is `::crashonly`, or the
+//! path given with `#[actor(crate = path)]` / `#[messages(crate = path)]`), so that the public API
+//! carries no macro plumbing and a renamed dependency still works. Not a public API: it may change
+//! in any release.
+
+use std::time::Duration;
+
+pub use crate::actor::{Actor, Context};
+pub use crate::actor_ref::{ActorRef, Ask};
+#[cfg(feature = "macros")]
+pub use crate::call::Call;
+pub use crate::supervisor::{ActorSpec, Restart};
+
+#[cfg(feature = "macros")]
+/// The typed request of a generated method: `ask` with its reply unpacked by `extract`.
+pub fn call<A: Actor, T>(ask: Ask<'_, A>, extract: fn(A::Reply) -> Option<T>) -> Call<'_, A, T> {
+    Call::new(ask, extract)
+}
+
+/// Entry points for the fuzz targets (`fuzz/`) and their stable replay (`tests/fuzz_replay.rs`).
+pub mod fuzzing {
+    use crate::store::StoreError;
+
+    /// Decodes `bytes` as every kind of stored record; each outcome is a value or a typed error.
+    pub fn decode_records(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
+        crate::store::engine::decode_any(bytes)
+    }
+}
+
+/// What `#[derive(Actor)]` records from `#[actor(..)]`; `#[messages]` builds the [`Actor`] impl on it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an actor",
+    label = "`#[messages]` needs an actor type",
+    note = "add `#[derive(Actor)]` to the definition of `{Self}`"
+)]
+pub trait ActorDefaults: Sized + Send + 'static {
+    /// The start arguments (`Self` unless `#[actor(args = T)]`).
+    type Args: Send + Sync + 'static;
+    /// `#[actor(mailbox = n)]`.
+    const MAILBOX: Option<usize> = None;
+    /// `#[actor(restart = "transient")]`.
+    const RESTART: Restart = Restart::Permanent;
+    /// `#[actor(ttl = "2s")]`: the default TTL of the actor's messages.
+    const TTL: Option<Duration> = None;
+    /// `#[actor(store_key = "...")]`: the store key the actor recovers its state from.
+    const STORE_KEY: Option<&'static str> = None;
+}
+
+/// An actor spec with the defaults of `#[actor(..)]` applied.
+pub fn spec<A: Actor + ActorDefaults>(args: <A as Actor>::Args) -> ActorSpec<A> {
+    let spec = ActorSpec::new(args).restart(A::RESTART);
+    match A::MAILBOX {
+        Some(n) => spec.mailbox_capacity(n),
+        None => spec,
+    }
+}

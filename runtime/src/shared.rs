@@ -1,0 +1,163 @@
+//! `Shared`: what every slot and supervisor of one system shares (settings, clock, executor,
+//! registry, id and random sequences, the failure signal, in-memory leases, the watchdog's count).
+//!
+//! Reached only through narrow methods, so that a module asks for what it needs (`deadline_for`,
+//! `spawn`, `now`) rather than walking field chains. It holds no slot strongly (the registry keeps
+//! weak references), so there is no cycle between slots and the system.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::{Clock, Instant};
+use crate::config::Config;
+use crate::crash::CrashReport;
+use crate::envelope::EnvelopeId;
+use crate::lease::Leases;
+use crate::policy::Policy;
+use crate::registry::Registry;
+use crate::rt::{Executor, Task};
+use crate::sync::{Arc, Ordering, Stat};
+use crate::watchdog::Abandonment;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: Config,
+    clock: Clock,
+    exec: Executor,
+    registry: Registry,
+    // Relaxed: only uniqueness matters.
+    ids: Stat,
+    rng: Stat,
+    failure: watch::Sender<Option<Arc<CrashReport>>>,
+    abandonment: Abandonment,
+    leases: Arc<Leases>,
+}
+
+impl Shared {
+    /// A fresh system's shared part, on the executor of the calling tokio runtime.
+    pub(crate) fn new(config: Config) -> Arc<Shared> {
+        let (failure, _) = watch::channel(None);
+        let seed = {
+            let here = &failure as *const _ as u64;
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64);
+            here ^ t.unwrap_or(0)
+        };
+        Arc::new(Shared {
+            config,
+            clock: Clock::default(),
+            exec: Executor::current(),
+            registry: Registry::default(),
+            ids: Stat::new(0),
+            rng: Stat::new(seed),
+            failure,
+            abandonment: Abandonment::default(),
+            leases: Default::default(),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    pub(crate) fn mailbox_capacity(&self) -> usize {
+        self.config.mailbox_capacity
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Now, in clock nanos (see [`Clock::nanos_of`]).
+    pub(crate) fn nanos(&self) -> u64 {
+        self.clock.nanos()
+    }
+
+    pub(crate) fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    pub(crate) fn spawn<F>(&self, fut: F) -> Task
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.exec.spawn(fut)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn leases(&self) -> &Arc<Leases> {
+        &self.leases
+    }
+
+    /// The deadline of a message sent at `now`: the earlier of an explicit deadline and now + TTL
+    /// (the default TTL when neither is given), never past now + the policy's `max_ttl`.
+    pub(crate) fn deadline_for(&self, now: Instant, ttl: Option<Duration>, deadline: Option<Instant>) -> Instant {
+        let policy = &self.config.policy;
+        let by_ttl = now + policy.ttl(ttl);
+        match deadline {
+            Some(d) if ttl.is_none() => d.min(now + policy.max_ttl()),
+            Some(d) => d.min(by_ttl),
+            None => by_ttl,
+        }
+    }
+
+    pub(crate) fn next_envelope_id(&self) -> EnvelopeId {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        EnvelopeId(std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    /// A random value (SplitMix64 over a shared counter): for jitter, not for secrets.
+    pub(crate) fn random(&self) -> u64 {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A task did not end after its abort (stuck in blocking code): it is left behind. Past the
+    /// policy's threshold the system gives up, so the process is restarted from outside.
+    pub(crate) fn abandoned(&self, path: &str) {
+        if let Some(report) = self.abandonment.record(path, self.config.policy.max_abandoned()) {
+            self.fail(Arc::new(report));
+        }
+    }
+
+    /// Tasks abandoned so far.
+    pub(crate) fn abandoned_count(&self) -> u64 {
+        self.abandonment.count()
+    }
+
+    /// The root gave up: whoever waits on the system learns why.
+    pub(crate) fn fail(&self, report: Arc<CrashReport>) {
+        tracing::error!(crash = %report, "root supervisor gave up; the process should exit non-zero");
+        self.failure.send_replace(Some(report));
+    }
+
+    pub(crate) fn failure(&self) -> Option<Arc<CrashReport>> {
+        self.failure.borrow().clone()
+    }
+
+    /// Waits until the root gives up.
+    pub(crate) async fn failed(&self) -> Arc<CrashReport> {
+        let mut rx = self.failure.subscribe();
+        let report = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives in self")
+            .clone();
+        report.expect("waited for Some")
+    }
+}

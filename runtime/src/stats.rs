@@ -1,0 +1,50 @@
+//! Progress counters (the paper's section 4): what each slot has done and where it is, as read by
+//! `ActorRef::stats`, `System::snapshot` and the watchdog.
+
+use std::time::Duration;
+
+/// Where a slot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotState {
+    /// Running `start` (recovering).
+    Starting,
+    /// Handling messages.
+    Running,
+    /// Between instances: crashed, waiting for its restart (messages wait in the mailbox).
+    Restarting,
+    /// Gone for good.
+    Dead,
+}
+
+impl SlotState {
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => SlotState::Starting,
+            1 => SlotState::Running,
+            2 => SlotState::Restarting,
+            _ => SlotState::Dead,
+        }
+    }
+}
+
+/// A snapshot of a slot's progress counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// How long the current message has been handled (`None` when idle).
+    pub busy_for: Option<Duration>,
+    /// Messages handled to completion (successfully or not) by all instances.
+    pub handled: u64,
+    /// Instances that crashed (including ones aborted by their supervisor).
+    pub crashes: u64,
+    /// Envelopes dropped at dequeue because their deadline had passed (each answered `Expired`
+    /// or, for a tell, logged).
+    pub expired: u64,
+    /// Instances started after the first one.
+    pub restarts: u64,
+    /// Messages waiting in the mailbox.
+    pub mailbox_len: usize,
+    /// Current state.
+    pub state: SlotState,
+}

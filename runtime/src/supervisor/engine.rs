@@ -1,0 +1,437 @@
+//! The restart engine: a supervisor's children, its decisions on their exits (strategy, restart
+//! type, intensity, backoff), and the task that carries the decisions out.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::child::{ChildHandle, Decision, Exit, Parent, Scope};
+use super::spec::{ActorSpec, ChildSpec, Kind, Restart, Strategy, SupervisorSpec};
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::clock::Instant;
+use crate::crash::{CrashReason, CrashReport};
+use crate::error::SpawnError;
+use crate::mailbox::Mailbox;
+use crate::policy::{Backoff, Intensity};
+use crate::registry::{ActorId, Inspect, Snapshot};
+use crate::rt::{AbortHandle, Task};
+use crate::shared::Shared;
+use crate::sync::{Arc, Mutex, Weak};
+
+struct Entry {
+    restart: Restart,
+    handle: Arc<dyn ChildHandle>,
+    /// This child's own restarts within the intensity period: its backoff grows with them, so
+    /// one crash-looping child does not slow down the restarts of its healthy siblings.
+    recent: VecDeque<Instant>,
+}
+
+#[derive(Default)]
+struct SupState {
+    children: Vec<Entry>,
+    restarts: VecDeque<Instant>,
+    failed: bool,
+}
+
+struct Event {
+    child: Arc<dyn ChildHandle>,
+    decision: Decision,
+}
+
+#[derive(Default)]
+struct Life {
+    task: Option<Task>,
+    abort: Option<AbortHandle>,
+}
+
+pub(crate) struct SupNode {
+    id: ActorId,
+    path: Arc<str>,
+    shared: Arc<Shared>,
+    strategy: Strategy,
+    intensity: Intensity,
+    backoff: Backoff,
+    parent: Weak<SupNode>,
+    me: Weak<SupNode>,
+    state: Mutex<SupState>,
+    events: Mailbox<Event>,
+    life: Mutex<Life>,
+}
+
+impl fmt::Debug for SupNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupNode")
+            .field("path", &self.path)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SupNode {
+    pub(crate) fn id(&self) -> ActorId {
+        self.id
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Builds a supervisor and its declared subtree (nothing runs until `launch`).
+    pub(crate) fn build(
+        spec: SupervisorSpec,
+        shared: Arc<Shared>,
+        parent: Option<&Arc<SupNode>>,
+    ) -> Result<Arc<SupNode>, SpawnError> {
+        let (parent_path, name) = match parent {
+            Some(p) => (p.path.to_string(), Some(spec.name.as_str())),
+            None => (String::new(), None),
+        };
+        let weak_parent = parent.map(Arc::downgrade).unwrap_or_default();
+        let node = shared.registry().insert(&parent_path, name, |id, path| {
+            let path: Arc<str> = if parent.is_none() { "/".into() } else { path };
+            Arc::new_cyclic(|me| SupNode {
+                id,
+                path,
+                shared: shared.clone(),
+                strategy: spec.strategy,
+                intensity: spec.intensity.unwrap_or(shared.policy().intensity()),
+                backoff: spec.backoff,
+                parent: weak_parent,
+                me: me.clone(),
+                state: Mutex::new(SupState::default()),
+                events: Mailbox::new(usize::MAX),
+                life: Mutex::new(Life::default()),
+            })
+        })?;
+        for child in spec.children {
+            node.add(child)?;
+        }
+        if let Some(p) = parent {
+            p.adopt(node.clone(), spec.restart)?;
+        }
+        Ok(node)
+    }
+
+    fn add(self: &Arc<Self>, child: ChildSpec) -> Result<Arc<dyn ChildHandle>, SpawnError> {
+        match child.kind {
+            Kind::Actor(make) => make(self),
+            Kind::Supervisor(spec) => SupNode::build(spec, self.shared.clone(), Some(self)).map(|n| n as _),
+        }
+    }
+
+    /// Appends a built child; refuses when this supervisor has given up.
+    pub(super) fn adopt(&self, handle: Arc<dyn ChildHandle>, restart: Restart) -> Result<(), SpawnError> {
+        let mut st = self.state.lock();
+        if st.failed {
+            drop(st);
+            handle.kill();
+            return Err(SpawnError::SupervisorDown(self.path.to_string()));
+        }
+        st.children.push(Entry {
+            restart,
+            handle,
+            recent: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Adds and starts a dynamic actor child.
+    pub(crate) fn spawn<A: Actor>(self: &Arc<Self>, spec: ActorSpec<A>) -> Result<ActorRef<A>, SpawnError> {
+        let slot = spec.build(self)?;
+        ChildHandle::launch(&*slot);
+        Ok(ActorRef::from_slot(slot))
+    }
+
+    /// Adds an actor child without starting it (the test driver runs its code by hand).
+    pub(crate) fn adopt_unlaunched<A: Actor>(self: &Arc<Self>, spec: ActorSpec<A>) -> Result<ActorRef<A>, SpawnError> {
+        Ok(ActorRef::from_slot(spec.build(self)?))
+    }
+
+    /// Adds and starts a dynamic supervisor child.
+    pub(crate) fn spawn_supervisor(self: &Arc<Self>, spec: SupervisorSpec) -> Result<Arc<SupNode>, SpawnError> {
+        let node = SupNode::build(spec, self.shared.clone(), Some(self))?;
+        node.launch();
+        Ok(node)
+    }
+
+    pub(crate) fn children(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .children
+            .iter()
+            .map(|e| e.handle.path().to_owned())
+            .collect()
+    }
+
+    async fn run(self: Arc<Self>) {
+        while let Some(Event { child, decision }) = self.events.pop().await {
+            match decision {
+                Decision::Restart { scope, delay } => self.restart(child, scope, delay).await,
+                Decision::Remove => child.kill(),
+                Decision::Escalate(report) => {
+                    self.give_up(report).await;
+                    return;
+                }
+                Decision::Ignore => {}
+            }
+        }
+    }
+
+    async fn restart(&self, child: Arc<dyn ChildHandle>, scope: Scope, delay: Duration) {
+        let group: Vec<Arc<dyn ChildHandle>> = {
+            let st = self.state.lock();
+            let Some(idx) = st.children.iter().position(|e| e.handle.identity() == child.identity()) else {
+                return;
+            };
+            let range = match scope {
+                Scope::One => idx..idx + 1,
+                Scope::All => 0..st.children.len(),
+                Scope::Rest => idx..st.children.len(),
+            };
+            st.children[range].iter().map(|e| e.handle.clone()).collect()
+        };
+        for c in group.iter().rev() {
+            c.abort();
+        }
+        for c in &group {
+            c.join().await;
+        }
+        if self.state.lock().failed {
+            return;
+        }
+        tracing::info!(supervisor = %self.path, scope = ?scope, children = group.len(), "restarting");
+        if let [only] = group.as_slice() {
+            // One child: its backoff runs in its own new task; other restarts need not wait.
+            only.launch_after(delay);
+            return;
+        }
+        if !delay.is_zero() {
+            self.shared.clock().sleep(delay).await;
+        }
+        for c in &group {
+            c.launch();
+        }
+    }
+
+    /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
+    async fn give_up(&self, report: Arc<CrashReport>) {
+        tracing::error!(supervisor = %self.path, crash = %report, "supervisor gave up, escalating");
+        let children = self.snapshot();
+        for c in children.iter().rev() {
+            c.abort();
+        }
+        for c in &children {
+            c.join().await;
+        }
+        match (self.parent.upgrade(), self.me.upgrade()) {
+            (Some(parent), Some(me)) => {
+                let decision = parent.decide(self.identity(), &Exit::Crash(report));
+                match decision {
+                    Decision::Ignore => {}
+                    d => parent.submit(me, d),
+                }
+            }
+            _ => self.shared.fail(report),
+        }
+    }
+
+    fn identity(&self) -> *const () {
+        self as *const Self as *const ()
+    }
+
+    fn snapshot(&self) -> Vec<Arc<dyn ChildHandle>> {
+        self.state.lock().children.iter().map(|e| e.handle.clone()).collect()
+    }
+}
+
+impl Parent for SupNode {
+    /// Decides what a child's exit leads to, recording the restart against the intensity.
+    fn decide(&self, who: *const (), exit: &Exit) -> Decision {
+        let mut st = self.state.lock();
+        if st.failed {
+            return Decision::Ignore;
+        }
+        let Some(idx) = st.children.iter().position(|e| e.handle.identity() == who) else {
+            return Decision::Ignore;
+        };
+        let crashed = matches!(exit, Exit::Crash(_));
+        let restart = match st.children[idx].restart {
+            Restart::Permanent => true,
+            Restart::Transient => crashed,
+            Restart::Temporary => false,
+        };
+        if !restart {
+            st.children.remove(idx);
+            return Decision::Remove;
+        }
+        let now = self.shared.now();
+        let period = self.intensity.period;
+        while st
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= period)
+        {
+            st.restarts.pop_front();
+        }
+        st.restarts.push_back(now);
+        if st.restarts.len() > self.intensity.max_restarts as usize {
+            st.failed = true;
+            let report = CrashReport {
+                path: self.path.to_string(),
+                reason: CrashReason::IntensityExceeded {
+                    max_restarts: self.intensity.max_restarts,
+                    period_ms: period.as_millis(),
+                },
+                envelope: None,
+            };
+            return Decision::Escalate(Arc::new(report));
+        }
+        let recent = &mut st.children[idx].recent;
+        while recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= period)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        let delay = self.backoff.delay(recent.len(), self.shared.random());
+        let scope = match self.strategy {
+            Strategy::OneForOne => Scope::One,
+            Strategy::OneForAll => Scope::All,
+            Strategy::RestForOne => Scope::Rest,
+        };
+        Decision::Restart { scope, delay }
+    }
+
+    /// Aborts, at once, the siblings a group restart will restart (the crashed child is ending on its
+    /// own). The supervisor's task joins and relaunches them; this only stops them sooner.
+    fn abort_group(&self, who: *const (), scope: Scope) {
+        let group: Vec<Arc<dyn ChildHandle>> = {
+            let st = self.state.lock();
+            let Some(idx) = st.children.iter().position(|e| e.handle.identity() == who) else {
+                return;
+            };
+            let from = if scope == Scope::Rest { idx } else { 0 };
+            st.children[from..].iter().map(|e| e.handle.clone()).collect()
+        };
+        for c in group.iter().rev().filter(|c| c.identity() != who) {
+            c.abort();
+        }
+    }
+
+    /// Hands a decision to this supervisor's task.
+    fn submit(&self, child: Arc<dyn ChildHandle>, decision: Decision) {
+        // The queue is unbounded and only closed when the node is killed, when nothing is left to do.
+        let _ = self.events.try_push(Event { child, decision });
+    }
+}
+
+impl ChildHandle for SupNode {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn rejuvenate(&self) {
+        SupNode::rejuvenate(self);
+    }
+
+    fn launch_after(&self, delay: Duration) {
+        // A subtree is restarted rarely; its backoff waits in a task of its own.
+        match self.me.upgrade() {
+            Some(me) if !delay.is_zero() => {
+                let clock = self.shared.clock().clone();
+                let task = self.shared.spawn(async move {
+                    clock.sleep(delay).await;
+                    ChildHandle::launch(&*me);
+                });
+                *self.life.lock() = Life {
+                    abort: Some(task.abort_handle()),
+                    task: Some(task),
+                };
+            }
+            _ => ChildHandle::launch(self),
+        }
+    }
+
+    fn identity(&self) -> *const () {
+        SupNode::identity(self)
+    }
+
+    fn launch(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        {
+            let mut st = self.state.lock();
+            st.failed = false;
+            st.restarts.clear();
+        }
+        // Decisions queued for the previous incarnation are void: its whole subtree restarts now.
+        while self.events.try_pop().is_some() {}
+        let task = self.shared.spawn(me.clone().run());
+        *self.life.lock() = Life {
+            abort: Some(task.abort_handle()),
+            task: Some(task),
+        };
+        for child in self.snapshot() {
+            child.launch();
+        }
+    }
+
+    fn abort(&self) {
+        if let Some(a) = self.life.lock().abort.take() {
+            a.abort();
+        }
+        for child in self.snapshot().iter().rev() {
+            child.abort();
+        }
+    }
+
+    fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let task = self.life.lock().task.take();
+            if let Some(task) = task {
+                task.join().await;
+            }
+            for child in self.snapshot() {
+                child.join().await;
+            }
+        })
+    }
+
+    fn kill(&self) {
+        ChildHandle::abort(self);
+        let children = std::mem::take(&mut self.state.lock().children);
+        self.state.lock().failed = true;
+        for e in children.iter().rev() {
+            e.handle.kill();
+        }
+        self.events.close();
+        self.shared.registry().remove(self.id);
+    }
+}
+
+impl Inspect for SupNode {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            path: self.path.to_string(),
+            stats: None,
+        }
+    }
+}
+
+impl SupNode {
+    /// Rejuvenates every actor of the subtree: each ends after its current message and starts
+    /// again; requests meanwhile wait in the mailboxes (within their deadlines) instead of failing.
+    pub(crate) fn rejuvenate(&self) {
+        for child in self.snapshot() {
+            child.rejuvenate();
+        }
+    }
+}
