@@ -20,8 +20,9 @@ const LAYERS: &[&[&str]] = &[
     &["error", "config"],
     &["stats", "reply", "mailbox", "lease"],
     &["registry"],
-    &["monitor", "watchdog"],
+    &["monitor"],
     &["shared", "store"],
+    &["watchdog"],
 ];
 
 /// The seams: the only files that may name these paths.

@@ -259,7 +259,9 @@ async fn escalation_fires_exactly_where_the_intensities_say() {
         .intensity(1, hour)
         .backoff(Backoff::none())
         .child(mid);
-    let sys = System::builder().root(root).start().unwrap();
+    // The root fails on purpose here: the test, not the watchdog, decides what happens next.
+    let config = Config::default().with_exit_on_failure(None);
+    let sys = System::builder().config(config).root(root).start().unwrap();
     let leaf = sys.lookup::<Worker>("/mid/leaf").unwrap();
     for crash in 1..=6 {
         leaf.ask(Msg::Ping).await.unwrap();

@@ -94,7 +94,8 @@ fn blocked_forever(dedicated: bool) {
             .unwrap();
         let config = Config::default()
             .with_policy(policy)
-            .with_watchdog_every(Duration::from_millis(20));
+            .with_watchdog_every(Duration::from_millis(20))
+            .with_exit_on_failure(None);
         let system = System::builder().config(config).start().unwrap();
         let spec = ActorSpec::<Blocker>::named("blocker", ());
         let b = system.spawn(if dedicated { spec.blocking() } else { spec }).unwrap();

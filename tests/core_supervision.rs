@@ -148,7 +148,9 @@ fn escalation_tree(root_max: u32) -> (System, ActorRef<Probe>, Probes) {
     let root = SupervisorSpec::new("root", Strategy::OneForOne)
         .intensity(root_max, Duration::from_secs(60))
         .child(mid);
-    let system = System::builder().root(root).start().unwrap();
+    // The root fails on purpose here: the test, not the watchdog, decides what happens next.
+    let config = Config::default().with_exit_on_failure(None);
+    let system = System::builder().config(config).root(root).start().unwrap();
     let leaf = system.lookup::<Probe>("/mid/leaf").unwrap();
     (system, leaf, p)
 }
@@ -193,9 +195,10 @@ async fn escalation_reaches_the_root_and_the_system_fails() {
         CrashReason::IntensityExceeded { max_restarts: 1, .. }
     ));
     assert!(err.to_string().starts_with("root supervisor gave up"));
-    // The whole tree was aborted: nothing answers any more.
+    // The whole tree was aborted and every mailbox closed: nothing answers any more, at once.
+    assert!(!leaf.is_alive());
     let e = leaf.ask(Cmd::Get).ttl(Duration::from_millis(100)).await.unwrap_err();
-    assert_eq!(e, DeliveryError::Expired);
+    assert_eq!(e, DeliveryError::Dead);
 }
 
 #[tokio::test(start_paused = true)]

@@ -87,7 +87,12 @@ impl Model {
             Strategy::RestForOne => (i..self.starts.len()).filter(|&j| alive(j)).collect(),
         };
         for j in group {
-            *self.starts[j].as_mut().unwrap() += 1;
+            // OTP: a temporary sibling is terminated with the group and never restarted.
+            if j != i && self.setup.restarts[j] == Restart::Temporary {
+                self.starts[j] = None;
+            } else {
+                *self.starts[j].as_mut().unwrap() += 1;
+            }
         }
     }
 
@@ -157,7 +162,10 @@ fn run(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
         let root = SupervisorSpec::new("root", setup.strategy)
             .intensity(setup.max_restarts, Duration::from_millis(setup.period_ms))
             .backoff(Backoff::none());
-        let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
+        // Systems fail here on purpose: the test, not the watchdog, decides what happens next.
+        let config = Config::default()
+            .with_watchdog_every(Duration::from_secs(3600))
+            .with_exit_on_failure(None);
         let sys = System::builder().config(config).root(root).start().unwrap();
         let counters: Vec<Arc<AtomicU32>> = setup.restarts.iter().map(|_| Arc::default()).collect();
         let refs: Vec<ActorRef<Child>> = setup
@@ -194,8 +202,16 @@ fn run(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 );
                 return Ok(());
             }
-            // Settle: every child the model has alive answers (after its restart, if any).
-            for (i, r) in refs.iter().enumerate() {
+            // Settle: every child the model has alive answers (after its restart, if any). The
+            // child the step touched goes first: once it answers, its group restart is done (and
+            // temporary siblings removed by it are gone).
+            let first = match step {
+                Step::Crash(i) | Step::Exit(i) | Step::Ping(i) => i,
+                Step::Advance(_) => 0,
+            };
+            let order = std::iter::once(first).chain((0..refs.len()).filter(|&j| j != first));
+            for i in order {
+                let r = &refs[i];
                 let answer = r.ask(Msg::Ping).ttl(Duration::from_secs(60)).await;
                 match model.starts[i] {
                     Some(_) => prop_assert!(answer.is_ok(), "step {n} {step:?}: child {i} answered {answer:?}"),

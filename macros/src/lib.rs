@@ -238,6 +238,22 @@ fn is_context(ty: &Type) -> bool {
     }
 }
 
+/// `T` of a `ReplyPort<T>` argument.
+fn reply_port_of(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "ReplyPort" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(a) => match a.args.first()? {
+            syn::GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn pascal(name: &str) -> String {
     name.split('_')
         .filter(|p| !p.is_empty())
@@ -253,14 +269,14 @@ fn pascal(name: &str) -> String {
 #[proc_macro_attribute]
 pub fn messages(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
-    let (clone_replies, krate) = match messages_args(attr) {
+    let (args, krate) = match messages_args(attr) {
         Ok(a) => a,
         Err(e) => return e.into_compile_error().into(),
     };
     let p = private_path(krate);
     let item = parse_macro_input!(item as ItemImpl);
     let self_ty = item.self_ty.clone();
-    messages_impl(item, clone_replies, &p)
+    messages_impl(item, args, &p)
         .unwrap_or_else(|e| {
             // The error, plus a stand-in `Actor` impl so that it is the only error reported.
             let err = e.into_compile_error();
@@ -283,31 +299,47 @@ pub fn messages(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// `#[messages]`, `#[messages(clone_replies)]`, `#[messages(crate = path)]` or both.
-fn messages_args(attr: TokenStream2) -> syn::Result<(bool, Option<syn::Path>)> {
-    let mut clone_replies = false;
+/// The settings of `#[messages(..)]`.
+#[derive(Default)]
+struct MessagesArgs {
+    clone_replies: bool,
+    no_clone: bool,
+}
+
+/// `#[messages]`, with any of `clone_replies`, `no_clone`, `crate = path`.
+fn messages_args(attr: TokenStream2) -> syn::Result<(MessagesArgs, Option<syn::Path>)> {
+    let mut args = MessagesArgs::default();
     let mut krate = None;
     for meta in Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)? {
         match &meta {
-            Meta::Path(p) if p.is_ident("clone_replies") => clone_replies = true,
+            Meta::Path(p) if p.is_ident("clone_replies") => args.clone_replies = true,
+            Meta::Path(p) if p.is_ident("no_clone") => args.no_clone = true,
             Meta::NameValue(nv) if is_crate_key(&nv.path) => krate = Some(crate_path(&nv.value)?),
             other => {
                 return Err(Error::new(
                     other.span(),
-                    "#[messages] takes no arguments, `clone_replies` or `crate = path`",
+                    "#[messages] takes no arguments, or `clone_replies`, `no_clone`, `crate = path`",
                 ))
             }
         }
     }
-    Ok((clone_replies, krate))
+    Ok((args, krate))
+}
+
+enum CallArg {
+    Arg(syn::Ident),
+    Ctx,
+    Port,
 }
 
 struct Msg {
     method: syn::Ident,
     variant: syn::Ident,
     args: Vec<(syn::Ident, Type)>,
-    /// Where the context goes among the arguments, if the method takes one.
-    ctx_at: Option<usize>,
+    /// The method's arguments after `self`, in order.
+    call: Vec<CallArg>,
+    /// With a `ReplyPort<T>` argument the reply is deferred: `output` is `T`, what the caller gets.
+    deferred: bool,
     output: Type,
     is_async: bool,
     attr: MessageAttr,
@@ -315,7 +347,11 @@ struct Msg {
     vis: Visibility,
 }
 
-fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> syn::Result<TokenStream2> {
+fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> syn::Result<TokenStream2> {
+    let MessagesArgs {
+        clone_replies,
+        no_clone,
+    } = args;
     if let Some((_, path, _)) = &item.trait_ {
         return Err(Error::new(
             path.span(),
@@ -370,16 +406,37 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> s
     let arms = msgs.iter().map(|m| {
         let (v, method) = (&m.variant, &m.method);
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-        let mut call_args: Vec<TokenStream2> = names.iter().map(|n| quote!(#n)).collect();
-        if let Some(at) = m.ctx_at {
-            call_args.insert(at, quote!(__crashonly_ctx));
-        }
+        let call_args: Vec<TokenStream2> = m
+            .call
+            .iter()
+            .map(|a| match a {
+                CallArg::Arg(n) => quote!(#n),
+                CallArg::Ctx => quote!(__crashonly_ctx),
+                CallArg::Port => quote!(__crashonly_port),
+            })
+            .collect();
         let call = if m.is_async {
             quote!(self.#method(#(#call_args),*).await)
         } else {
             quote!(self.#method(#(#call_args),*))
         };
-        quote!(#msg_enum::#v(#(#names),*) => ::core::result::Result::Ok(#reply_enum::#v(#call)))
+        if m.deferred {
+            // The port answers with this message's own reply variant; `handle`'s return value is
+            // then ignored by the runtime.
+            quote!(#msg_enum::#v(#(#names),*) => {
+                let __crashonly_port = __crashonly_ctx.defer_map(#reply_enum::#v);
+                #call;
+                ::core::result::Result::Ok(#reply_enum::__Deferred)
+            })
+        } else {
+            quote!(#msg_enum::#v(#(#names),*) => ::core::result::Result::Ok(#reply_enum::#v(#call)))
+        }
+    });
+    let deferred_variant = msgs.iter().any(|m| m.deferred).then(|| {
+        quote!(
+            #[doc(hidden)]
+            __Deferred,
+        )
     });
     let (start_body, error_ty) = match &start {
         Some((f, Some(err), is_async)) => {
@@ -415,7 +472,11 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> s
         let (method, v, o, docs) = (&m.method, &m.variant, &m.output, &m.docs);
         let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-        let idem = m.attr.idempotent;
+        let idem_call = if m.attr.idempotent {
+            quote!(let ask = ask.idempotent();)
+        } else {
+            quote!()
+        };
         let ttl = match &m.attr.ttl {
             Some(d) => quote!(::core::option::Option::Some(#d)),
             None => quote!(<#self_ty as #p::ActorDefaults>::TTL),
@@ -425,7 +486,8 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> s
             quote!(#(#docs)* #sig;),
             quote! {
                 #sig {
-                    let ask = self.ask(#msg_enum::#v(#(#names),*)).set_idempotent(#idem);
+                    let ask = self.ask(#msg_enum::#v(#(#names),*));
+                    #idem_call
                     let ask = match #ttl { ::core::option::Option::Some(t) => ask.ttl(t), ::core::option::Option::None => ask };
                     #p::call(ask, |r| match r {
                         #reply_enum::#v(v) => ::core::option::Option::Some(v),
@@ -442,11 +504,26 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> s
     let doc_api = format!("Typed requests to a [`{type_name}`] actor: `actor_ref.method(args).await`.");
 
     let derive_clone = clone_replies.then(|| quote!(#[derive(Clone)]));
+    if no_clone {
+        if let Some(m) = msgs.iter().find(|m| m.attr.idempotent) {
+            return Err(Error::new(
+                m.method.span(),
+                "an idempotent message is copied for redelivery after a crash: it cannot be in a `#[messages(no_clone)]` block",
+            ));
+        }
+    }
+    // Messages are `Clone` unless `no_clone` says they cannot be (reply ports, file handles):
+    // only messages sent idempotent are ever copied.
+    let derive_msg = if no_clone {
+        quote!(#[derive(Debug)])
+    } else {
+        quote!(#[derive(Clone, Debug)])
+    };
     Ok(quote! {
         #item
 
         #[doc = #doc_msg]
-        #[derive(Clone, Debug)]
+        #derive_msg
         #[allow(dead_code)]
         #vis enum #msg_enum {
             #(#variants),*
@@ -456,7 +533,8 @@ fn messages_impl(mut item: ItemImpl, clone_replies: bool, p: &TokenStream2) -> s
         #[allow(dead_code)]
         #derive_clone
         #vis enum #reply_enum {
-            #(#reply_variants),*
+            #(#reply_variants,)*
+            #deferred_variant
         }
 
         impl #p::Actor for #self_ty {
@@ -585,11 +663,23 @@ fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> {
         }
     }
     let mut args = Vec::new();
-    let mut ctx_at = None;
-    for (i, input) in sig.inputs.iter().skip(1).enumerate() {
+    let mut call = Vec::new();
+    let mut port: Option<Type> = None;
+    for input in sig.inputs.iter().skip(1) {
         let FnArg::Typed(pt) = input else { continue };
         if is_context(&pt.ty) {
-            ctx_at = Some(i - ctx_at.map_or(0, |_| 1));
+            call.push(CallArg::Ctx);
+            continue;
+        }
+        if let Some(t) = reply_port_of(&pt.ty) {
+            if port.is_some() {
+                return Err(Error::new(
+                    pt.ty.span(),
+                    "a #[message] method takes at most one ReplyPort",
+                ));
+            }
+            port = Some(t);
+            call.push(CallArg::Port);
             continue;
         }
         let name = match &*pt.pat {
@@ -602,17 +692,26 @@ fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> {
                 "message arguments are owned values (they travel in an envelope)",
             ));
         }
+        call.push(CallArg::Arg(name.clone()));
         args.push((name, (*pt.ty).clone()));
     }
-    let output = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
-        ReturnType::Type(_, t) => (**t).clone(),
+    let output = match (&sig.output, &port) {
+        (ReturnType::Default, Some(t)) => t.clone(),
+        (ReturnType::Type(_, t), Some(_)) => {
+            return Err(Error::new(
+                t.span(),
+                "a #[message] method with a ReplyPort answers through the port: it returns nothing",
+            ))
+        }
+        (ReturnType::Default, None) => syn::parse_quote!(()),
+        (ReturnType::Type(_, t), None) => (**t).clone(),
     };
     Ok(Msg {
         method: sig.ident.clone(),
         variant: format_ident!("{}", pascal(&sig.ident.to_string())),
         args,
-        ctx_at,
+        call,
+        deferred: port.is_some(),
         output,
         is_async: sig.asyncness.is_some(),
         attr,

@@ -10,13 +10,15 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::clock::Instant;
-use crate::envelope::{Envelope, Header, TraceContext};
+use crate::crash::CrashReason;
+use crate::envelope::{self, CopyFn, Envelope, Header, Inherited, TraceContext};
 use crate::error::{DeliveryError, SendError};
 use crate::mailbox::PushError;
 use crate::monitor::Monitors;
 use crate::registry::ActorId;
 use crate::reply::ReplyTo;
 use crate::slot::Slot;
+use crate::stats::SlotState;
 use crate::stats::Stats;
 use crate::sync::Arc;
 
@@ -99,8 +101,82 @@ impl<A: Actor> ActorRef<A> {
     /// running instance is aborted wherever it is, without its cooperation, and its supervisor
     /// decides as for any crash (restart, with backoff, counted against the intensity). The message
     /// in flight is redelivered if idempotent, answered `Crashed` otherwise; queued ones wait.
+    ///
+    /// The same as [`kill`](ActorRef::kill), for callers that need no answer.
     pub fn crash_reboot(&self) {
-        self.slot.crash_from_outside(crate::crash::CrashReason::Killed);
+        let _ = self.kill();
+    }
+
+    /// Crashes the actor from outside (reason [`CrashReason::Killed`]): its running instance is
+    /// aborted wherever it is, and its supervisor applies its strategy as for any crash. The asker
+    /// of the message in flight learns that it was killed (an idempotent message is redelivered
+    /// instead). `Err(Dead)` for an actor that is gone or terminated.
+    pub fn kill(&self) -> Result<(), DeliveryError> {
+        if matches!(self.slot.state(), SlotState::Dead | SlotState::Stopped) {
+            return Err(DeliveryError::Dead);
+        }
+        self.slot.crash_from_outside(CrashReason::Killed);
+        Ok(())
+    }
+
+    /// Resolves once an instance has completed `start` (at once if one has), like OTP's
+    /// `start_child` returning: `spawn` itself returns at once. `Err(Crashed(report))` if `start`
+    /// failed and the supervisor did not restart it (a temporary child, or intensity exceeded),
+    /// `Err(Dead)` if the actor is gone, and `Err(Expired)` past the policy's default TTL.
+    ///
+    /// ```
+    /// use crashonly::prelude::*;
+    ///
+    /// struct Slow;
+    ///
+    /// impl Actor for Slow {
+    ///     type Args = ();
+    ///     type Msg = ();
+    ///     type Reply = ();
+    ///     type Error = String;
+    ///
+    ///     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, String> {
+    ///         Ok(Slow) // the recovery path: load state from the store here
+    ///     }
+    ///
+    ///     async fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), String> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = System::new();
+    /// let a = system.spawn(ActorSpec::<Slow>::new(())).unwrap();
+    /// assert_eq!(a.started().await, Ok(()));
+    /// assert_eq!(a.stats().incarnation, 1);
+    /// # }
+    /// ```
+    pub fn started(&self) -> impl Future<Output = Result<(), DeliveryError>> + Send + '_ {
+        let shared = self.slot.shared();
+        let deadline = shared.now() + shared.policy().default_ttl();
+        let clock = shared.clock();
+        async move {
+            let waiting = std::future::poll_fn(|cx| self.slot.poll_started(cx));
+            clock
+                .timeout_at(deadline, waiting)
+                .await
+                .unwrap_or(Err(DeliveryError::Expired))
+        }
+    }
+
+    /// Links this actor with `other`, as in OTP, ractor and kameo: when either crashes, the other
+    /// is crashed from outside too (reason [`CrashReason::Linked`]) and each is handled by its own
+    /// supervisor. A normal end or a rejuvenation does not propagate. A link fires once: it is
+    /// gone after the crash it carried (link again in `start` to keep one across restarts).
+    /// `Err(Dead)` if either actor is gone.
+    pub fn link<B: Actor>(&self, other: &ActorRef<B>) -> Result<(), DeliveryError> {
+        crate::link::link(self, other)
+    }
+
+    /// Removes a link made with [`link`](ActorRef::link) (a no-op if there is none).
+    pub fn unlink<B: Actor>(&self, other: &ActorRef<B>) {
+        crate::link::unlink(self, other)
     }
 
     /// Progress counters of this slot.
@@ -171,6 +247,10 @@ struct Opts<'a, A: Actor> {
     attempt: u32,
     retrying: bool,
     attempt_timeout: Option<Duration>,
+    /// Set for idempotent messages (their type is `Clone`): how to copy one for a redelivery.
+    copy: Option<CopyFn<A::Msg>>,
+    /// The envelope being handled where this message is sent, if any: its deadline caps this one.
+    inherited: Option<Inherited>,
 }
 
 impl<'a, A: Actor> Opts<'a, A> {
@@ -185,19 +265,30 @@ impl<'a, A: Actor> Opts<'a, A> {
             attempt: 1,
             retrying: false,
             attempt_timeout: None,
+            copy: None,
+            inherited: envelope::current(),
         }
     }
 
     /// The deadline: see [`Shared::deadline_for`](crate::shared::Shared::deadline_for).
+    /// Inside a handler, never past the handled envelope's deadline.
     fn deadline(&self, now: Instant) -> Instant {
-        self.target.slot.shared().deadline_for(now, self.ttl, self.deadline)
+        let own = self.target.slot.shared().deadline_for(now, self.ttl, self.deadline);
+        match self.inherited {
+            Some(parent) => own.min(parent.deadline),
+            None => own,
+        }
     }
 
     fn envelope(&self, payload: A::Msg, reply: Option<ReplyTo<A::Reply>>) -> Envelope<A::Msg, ReplyTo<A::Reply>> {
-        let shared = self.target.slot.shared();
+        let slot = &self.target.slot;
+        if let Some(copy) = self.copy {
+            slot.set_copy(copy);
+        }
+        let shared = slot.shared();
         let deadline = self.deadline(shared.now());
         let id = shared.next_envelope_id();
-        let trace = self.trace.unwrap_or(TraceContext {
+        let trace = self.trace.or(self.inherited.map(|i| i.trace)).unwrap_or(TraceContext {
             trace_id: id.get(),
             parent: None,
         });
@@ -231,15 +322,23 @@ macro_rules! builder_methods {
         }
 
         /// Marks the message idempotent: after a crash it may be handed to the next instance
-        /// (at-least-once). Messages are at-most-once otherwise.
-        pub fn idempotent(mut self) -> Self {
+        /// (at-least-once), so it must be `Clone`. Messages are at-most-once otherwise.
+        pub fn idempotent(mut self) -> Self
+        where
+            A::Msg: Clone,
+        {
             self.opts.idempotent = true;
+            self.opts.copy = Some(<A::Msg as Clone>::clone);
             self
         }
 
         /// Sets the idempotency flag explicitly.
-        pub fn set_idempotent(mut self, idempotent: bool) -> Self {
+        pub fn set_idempotent(mut self, idempotent: bool) -> Self
+        where
+            A::Msg: Clone,
+        {
             self.opts.idempotent = idempotent;
+            self.opts.copy = idempotent.then_some(<A::Msg as Clone>::clone as CopyFn<A::Msg>);
             self
         }
 
@@ -252,23 +351,26 @@ macro_rules! builder_methods {
         /// Sets an idempotency key: an actor keeping a window of keys
         /// ([`ActorSpec::dedup`](crate::ActorSpec::dedup)) executes a keyed request once and answers
         /// repeats from its window. Marks the message idempotent.
-        pub fn key(mut self, key: impl std::hash::Hash) -> Self {
+        pub fn key(mut self, key: impl std::hash::Hash) -> Self
+        where
+            A::Msg: Clone,
+        {
             use std::hash::Hasher;
             // Deterministic: the same key hashes the same in every process of one build.
             #[allow(deprecated)]
             let mut h = std::hash::SipHasher::new();
             key.hash(&mut h);
             self.opts.key = std::num::NonZeroU64::new(h.finish()).or(std::num::NonZeroU64::new(1));
-            self.opts.idempotent = true;
-            self
+            self.idempotent()
         }
 
-        /// Inherits deadline and trace from an envelope being handled (a sub-request).
-        pub fn within(self, parent: &Header) -> Self {
-            self.deadline(parent.deadline).trace(TraceContext {
-                trace_id: parent.trace.trace_id,
-                parent: Some(parent.id),
-            })
+        /// Inherits deadline and trace from an envelope being handled (a sub-request). Inside a
+        /// handler this happens by itself; `within` is for code the handler does not poll (a
+        /// spawned task holding the header).
+        pub fn within(mut self, parent: &Header) -> Self {
+            self.opts.inherited = Some(parent.inherited());
+            self.opts.trace = None;
+            self
         }
     };
 }
@@ -424,9 +526,10 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
     fn into_future(self) -> Self::IntoFuture {
         let Ask { mut opts, msg } = self;
         Box::pin(async move {
-            if !(opts.retrying && opts.idempotent) {
-                return ask_once(&opts, msg).await;
-            }
+            let copy = match (opts.retrying, opts.copy) {
+                (true, Some(copy)) => copy,
+                _ => return ask_once(&opts, msg).await,
+            };
             let shared = opts.target.slot.shared().clone();
             let policy = shared.policy();
             // One deadline for all attempts; each attempt may be bounded more tightly.
@@ -435,7 +538,7 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
             loop {
                 let now = shared.now();
                 opts.deadline = Some(opts.attempt_timeout.map_or(deadline, |t| deadline.min(now + t)));
-                let err = match ask_once(&opts, msg.clone()).await {
+                let err = match ask_once(&opts, copy(&msg)).await {
                     Ok(reply) => return Ok(reply),
                     Err(
                         e @ (DeliveryError::RetryAfter(_) | DeliveryError::MailboxFull | DeliveryError::Crashed(_)),

@@ -85,15 +85,24 @@ impl<'a, A: Actor, T> Call<'a, A, T> {
         self.map(|a| a.deadline(deadline))
     }
     /// See [`Ask::idempotent`].
-    pub fn idempotent(self) -> Self {
+    pub fn idempotent(self) -> Self
+    where
+        A::Msg: Clone,
+    {
         self.map(|a| a.idempotent())
     }
     /// See [`Ask::set_idempotent`].
-    pub fn set_idempotent(self, idempotent: bool) -> Self {
+    pub fn set_idempotent(self, idempotent: bool) -> Self
+    where
+        A::Msg: Clone,
+    {
         self.map(|a| a.set_idempotent(idempotent))
     }
     /// See [`Ask::key`].
-    pub fn key(self, key: impl std::hash::Hash) -> Self {
+    pub fn key(self, key: impl std::hash::Hash) -> Self
+    where
+        A::Msg: Clone,
+    {
         self.map(|a| a.key(key))
     }
     /// See [`Ask::retrying`].

@@ -50,6 +50,11 @@ impl Clock {
             + 1
     }
 
+    /// The instant of a value of [`nanos_of`](Self::nanos_of).
+    pub(crate) fn instant_of(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos.saturating_sub(1))
+    }
+
     /// Now, as [`nanos_of`](Self::nanos_of).
     pub(crate) fn nanos(&self) -> u64 {
         self.nanos_of(self.now())

@@ -28,15 +28,23 @@ pub struct Config {
     pub mailbox_capacity: usize,
     /// How often the watchdog looks for actors past their handling lease.
     pub watchdog_every: Duration,
+    /// Once the system has failed (its root gave up, or too many tasks were abandoned), the
+    /// watchdog's own OS thread exits the process with status 1 after this grace, unless the
+    /// `System` has been dropped by then: escalation reaches the OS-level manager even when every
+    /// tokio worker is blocked or `main` never reaches [`System::wait`](crate::System::wait).
+    /// `None` leaves the exit to `main` (tests that make a system fail on purpose).
+    pub exit_on_failure: Option<Duration>,
 }
 
 impl Default for Config {
-    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms.
+    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms, and an exit 1 s after a
+    /// failure that `main` did not act on.
     fn default() -> Self {
         Config {
             policy: Policy::default(),
             mailbox_capacity: 1024,
             watchdog_every: Duration::from_millis(50),
+            exit_on_failure: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -48,4 +56,6 @@ with_setters!(Config {
     with_mailbox_capacity => mailbox_capacity: usize,
     /// Sets how often the watchdog looks for actors past their handling lease.
     with_watchdog_every => watchdog_every: Duration,
+    /// Sets the grace before the process exits after a failure (`None`: never by itself).
+    with_exit_on_failure => exit_on_failure: Option<Duration>,
 });

@@ -41,6 +41,14 @@ pub enum CrashReason {
         /// Its handling lease, in milliseconds.
         lease_ms: u128,
     },
+    /// A linked actor crashed ([`ActorRef::link`](crate::actor_ref::ActorRef::link)), so this one
+    /// crashed with it.
+    Linked {
+        /// The linked actor's path.
+        peer: String,
+        /// Why it crashed.
+        reason: String,
+    },
     /// More tasks were abandoned (stuck in blocking code, deaf to abort) than the policy allows.
     TooManyAbandoned {
         /// Tasks abandoned so far.
@@ -88,6 +96,7 @@ impl fmt::Display for CrashReason {
                     "hung: handling one message for {busy_ms} ms, past its {lease_ms} ms lease"
                 )
             }
+            CrashReason::Linked { peer, reason } => write!(f, "linked actor {peer} crashed: {reason}"),
             CrashReason::TooManyAbandoned { abandoned } => {
                 write!(
                     f,

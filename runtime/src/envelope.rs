@@ -1,6 +1,14 @@
 //! Self-describing envelopes: every message carries its id, deadline, idempotency, attempt and trace.
+//!
+//! While a handler runs, its envelope is the *current* one of the thread polling it
+//! ([`WithEnvelope`]): every `tell` or `ask` made then, through `ctx` or not, inherits the
+//! remaining time and the trace, so a sub-request can never outlive its parent's deadline.
 
+use std::cell::Cell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -65,12 +73,79 @@ impl Header {
     }
 }
 
+impl Header {
+    /// What a message sent while this envelope is handled inherits: its deadline, and a trace that
+    /// names this envelope as the parent.
+    pub(crate) fn inherited(&self) -> Inherited {
+        Inherited {
+            deadline: self.deadline,
+            trace: TraceContext {
+                trace_id: self.trace.trace_id,
+                parent: Some(self.id),
+            },
+        }
+    }
+}
+
 /// A message in transit: header, payload and, for an `ask`, the reply port `P` (the runtime's is
 /// `reply::ReplyTo`; generic here so that the envelope needs nothing above it).
 pub(crate) struct Envelope<M, P> {
     pub(crate) header: Header,
     pub(crate) payload: M,
     pub(crate) reply: Option<P>,
+}
+
+/// How to copy a message for a redelivery (known only for message types sent idempotent, which
+/// must be `Clone`).
+pub(crate) type CopyFn<M> = fn(&M) -> M;
+
+/// The deadline and trace a sub-request inherits from the envelope being handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Inherited {
+    pub(crate) deadline: Instant,
+    pub(crate) trace: TraceContext,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Inherited>> = const { Cell::new(None) };
+}
+
+/// The envelope being handled by the code this thread is polling, if any.
+pub(crate) fn current() -> Option<Inherited> {
+    CURRENT.with(Cell::get)
+}
+
+pin_project_lite::pin_project! {
+    /// Polls a handler with its envelope as the current one (restored after every poll, so that
+    /// no other task sees it while the handler waits).
+    pub(crate) struct WithEnvelope<F> {
+        #[pin]
+        inner: F,
+        current: Option<Inherited>,
+    }
+}
+
+/// Runs `inner` with `current` as the current envelope.
+pub(crate) fn with_envelope<F: Future>(current: Option<Inherited>, inner: F) -> WithEnvelope<F> {
+    WithEnvelope { inner, current }
+}
+
+impl<F: Future> Future for WithEnvelope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let before = CURRENT.with(|c| c.replace(*this.current));
+        // Restored even if the handler panics (the panic is caught further out).
+        struct Restore(Option<Inherited>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(before);
+        this.inner.poll(cx)
+    }
 }
 
 impl<M, P> fmt::Debug for Envelope<M, P> {
@@ -89,5 +164,27 @@ mod tests {
         // Message passing moves envelopes between cores: their size is cache traffic.
         assert_eq!(std::mem::size_of::<super::Header>(), 56);
         assert!(std::mem::size_of::<super::Envelope<u64, crate::reply::ReplyTo<u64>>>() <= 80);
+    }
+
+    #[test]
+    fn the_current_envelope_is_set_only_while_its_handler_is_polled() {
+        use std::future::Future;
+        use std::task::{Context, Poll};
+        let now = crate::clock::Clock::default().now();
+        let inherited = super::Inherited {
+            deadline: now,
+            trace: super::TraceContext {
+                trace_id: 7,
+                parent: None,
+            },
+        };
+        let mut fut = Box::pin(super::with_envelope(
+            Some(inherited),
+            std::future::poll_fn(|_| Poll::Ready(super::current())),
+        ));
+        let waker = std::task::Waker::noop();
+        let seen = fut.as_mut().poll(&mut Context::from_waker(waker));
+        assert_eq!(seen, Poll::Ready(Some(inherited)));
+        assert_eq!(super::current(), None, "restored after the poll");
     }
 }

@@ -25,6 +25,9 @@ pub enum DeliveryError {
     Dead,
     /// The actor is recovering; try again after this long (the runtime's estimate).
     RetryAfter(Duration),
+    /// The handler deferred its reply ([`ReplyPort`](crate::ReplyPort)) and the port was dropped
+    /// without an answer.
+    Unanswered,
 }
 
 impl DeliveryError {
@@ -49,6 +52,7 @@ impl fmt::Display for DeliveryError {
             DeliveryError::RetryAfter(d) => {
                 write!(f, "actor is recovering, retry after {} ms", d.as_millis())
             }
+            DeliveryError::Unanswered => write!(f, "the deferred reply was dropped without an answer"),
         }
     }
 }
@@ -122,6 +126,30 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
+
+/// Why a supervisor could not terminate, restart or remove a child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildError {
+    /// The supervisor has no child of this name.
+    NotFound(String),
+    /// `restart_child` on a child that runs (terminate it first).
+    Running(String),
+    /// The supervisor has given up (it is crashing or gone).
+    SupervisorDown(String),
+}
+
+impl fmt::Display for ChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildError::NotFound(p) => write!(f, "no child at {p}"),
+            ChildError::Running(p) => write!(f, "child {p} is running; terminate it first"),
+            ChildError::SupervisorDown(p) => write!(f, "supervisor {p} is down"),
+        }
+    }
+}
+
+impl std::error::Error for ChildError {}
 
 /// The system's root supervisor gave up: turn this into a non-zero exit so that the OS-level manager
 /// restarts the process (stop = crash, start = recover).

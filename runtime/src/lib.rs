@@ -80,10 +80,14 @@ mod actor_ref;
 mod call;
 mod clock;
 mod config;
+mod context;
 mod crash;
+mod dedup;
 mod envelope;
 mod error;
+mod inflight;
 mod lease;
+mod link;
 mod mailbox;
 mod monitor;
 mod policy;
@@ -106,19 +110,21 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use actor::{Actor, Context};
+pub use actor::Actor;
 pub use actor_ref::{ActorRef, Ask, Tell, TellFuture};
 #[cfg(feature = "macros")]
 pub use call::Call;
 pub use clock::{Clock, Instant};
 pub use config::Config;
+pub use context::Context;
 pub use crash::{CrashReason, CrashReport};
 pub use envelope::{EnvelopeId, Header, TraceContext};
-pub use error::{DeliveryError, SendError, SpawnError, SystemError};
+pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};
 pub use policy::{Backoff, Intensity, Policy, PolicyBuilder, PolicyError};
 pub use registry::{ActorId, Snapshot};
+pub use reply::ReplyPort;
 pub use stats::{SlotState, Stats};
 pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, SupervisorSpec};
 pub use system::{System, SystemBuilder};

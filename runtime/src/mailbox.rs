@@ -258,6 +258,12 @@ impl<T> Mailbox<T> {
         poll_fn(|cx| self.poll_pop(cx)).await
     }
 
+    /// Accepts messages again after a `close` (a child terminated by its supervisor and then
+    /// restarted by hand keeps its mailbox, and so its refs).
+    pub(crate) fn reopen(&self) {
+        self.inner.lock().closed = false;
+    }
+
     /// Closes the mailbox and returns what was still queued.
     pub(crate) fn close(&self) -> Vec<T> {
         let mut local = self.local.lock();

@@ -14,7 +14,7 @@ use crate::sync::{Arc, Mutex};
 pub enum DownReason {
     /// It crashed (the report says how).
     Crashed(Arc<CrashReport>),
-    /// It ended normally (`Context::stop`) or its mailbox was closed.
+    /// It ended normally (`Context::stop`), or it was terminated or removed by its supervisor.
     Ended,
     /// It was restarted preemptively (rejuvenation), after finishing its current message.
     Rejuvenated,
@@ -36,10 +36,19 @@ pub struct Down {
 
 type Notify = Box<dyn Fn(&Down) -> bool + Send + Sync>;
 
-/// The watchers of one slot. A watcher returns `false` when it is gone and is then forgotten.
+/// Who watches: a stream, an actor's monitor, or a link (one of each per watcher and target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watcher {
+    Stream,
+    Monitor(ActorId),
+    Link(ActorId),
+}
+
+/// The watchers of one slot. A watcher returns `false` when it is done (gone, or a link that has
+/// fired) and is then forgotten.
 #[derive(Default)]
 pub(crate) struct Monitors {
-    list: Mutex<Vec<(Option<ActorId>, Notify)>>,
+    list: Mutex<Vec<(Watcher, Notify)>>,
 }
 
 impl fmt::Debug for Monitors {
@@ -49,18 +58,38 @@ impl fmt::Debug for Monitors {
 }
 
 impl Monitors {
-    /// Adds a watcher; a keyed watcher replaces an earlier one with the same key.
-    pub(crate) fn add(&self, key: Option<ActorId>, notify: impl Fn(&Down) -> bool + Send + Sync + 'static) {
+    /// Adds a watcher; a monitor or link replaces an earlier one of the same watcher.
+    pub(crate) fn add(&self, key: Watcher, notify: impl Fn(&Down) -> bool + Send + Sync + 'static) {
         let mut list = self.list.lock();
-        if key.is_some() {
+        if key != Watcher::Stream {
             list.retain(|(k, _)| *k != key);
         }
         list.push((key, Box::new(notify)));
     }
 
-    /// Lock order: `Monitors` before a watcher's mailbox (rule 2 of the list in `sync.rs`).
+    /// Removes a watcher; whether it was there.
+    pub(crate) fn remove(&self, key: Watcher) -> bool {
+        let mut list = self.list.lock();
+        let before = list.len();
+        list.retain(|(k, _)| *k != key);
+        list.len() != before
+    }
+
+    /// Tells every watcher. The list is not locked while they run: a link's notice crashes the
+    /// linked actor, which fires (and edits) that actor's own watchers, possibly this list.
     pub(crate) fn fire(&self, down: &Down) {
-        self.list.lock().retain(|(_, notify)| notify(down));
+        let watchers = std::mem::take(&mut *self.list.lock());
+        let kept: Vec<_> = watchers.into_iter().filter(|(_, notify)| notify(down)).collect();
+        let mut list = self.list.lock();
+        // Watchers added meanwhile go after the kept ones; a newer registration of the same
+        // watcher wins over a kept older one.
+        let added = std::mem::take(&mut *list);
+        let newer: Vec<Watcher> = added.iter().map(|(k, _)| *k).collect();
+        *list = kept
+            .into_iter()
+            .filter(|(k, _)| *k == Watcher::Stream || !newer.contains(k))
+            .chain(added)
+            .collect();
     }
 }
 
@@ -73,7 +102,7 @@ pub struct MonitorStream {
 impl MonitorStream {
     pub(crate) fn new(monitors: &Monitors) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        monitors.add(None, move |down| tx.send(down.clone()).is_ok());
+        monitors.add(Watcher::Stream, move |down| tx.send(down.clone()).is_ok());
         MonitorStream { rx }
     }
 

@@ -27,7 +27,7 @@ pub struct Policy {
     intensity: Intensity,
     max_handling: Duration,
     abandon_after: Duration,
-    max_abandoned: u32,
+    max_abandoned: Option<u32>,
 }
 
 /// A policy that cannot be built: a bound that is zero or infinite, or bounds that contradict.
@@ -50,8 +50,9 @@ pub struct PolicyBuilder {
 
 impl Default for Policy {
     /// TTL 5 s by default and at most 60 s; leases at most 60 s; 5 retries with backoff from 10 ms
-    /// to 1 s; 10 restarts in 10 s; a message may run 30 s; a hung task is abandoned after 1 s and
-    /// the process gives up past 8 abandoned tasks.
+    /// to 1 s; 10 restarts in 10 s; a message may run 30 s; a hung task is abandoned after 1 s; and
+    /// the system gives up once as many tasks are abandoned as the runtime has worker threads (see
+    /// [`PolicyBuilder::max_abandoned`]).
     fn default() -> Self {
         Policy {
             default_ttl: Duration::from_secs(5),
@@ -65,7 +66,7 @@ impl Default for Policy {
             intensity: Intensity::default(),
             max_handling: Duration::from_secs(30),
             abandon_after: Duration::from_secs(1),
-            max_abandoned: 8,
+            max_abandoned: None,
         }
     }
 }
@@ -97,8 +98,15 @@ impl PolicyBuilder {
         max_handling: Duration);
     setter!(/// How long a restart waits for an aborted task before abandoning it (stuck in blocking code).
         abandon_after: Duration);
-    setter!(/// Abandoned tasks tolerated before the system gives up (so the process is restarted).
-        max_abandoned: u32);
+    /// Abandoned tasks tolerated before the system gives up (so the process is restarted).
+    ///
+    /// By default, one fewer than the tokio runtime's worker threads (0 on a current-thread
+    /// runtime): a task abandoned in blocking code keeps its worker, and the system gives up
+    /// before the last worker is lost, while something can still run.
+    pub fn max_abandoned(mut self, n: u32) -> Self {
+        self.p.get_or_insert_with(Policy::default).max_abandoned = Some(n);
+        self
+    }
 
     /// Checks the bounds.
     pub fn build(self) -> Result<Policy, PolicyError> {
@@ -189,8 +197,8 @@ impl Policy {
     pub fn abandon_after(&self) -> Duration {
         self.abandon_after
     }
-    /// Abandoned tasks tolerated.
-    pub fn max_abandoned(&self) -> u32 {
+    /// Abandoned tasks tolerated, when set (otherwise it follows the worker count).
+    pub fn max_abandoned(&self) -> Option<u32> {
         self.max_abandoned
     }
 }

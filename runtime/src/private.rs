@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-pub use crate::actor::{Actor, Context};
+pub use crate::actor::Actor;
 pub use crate::actor_ref::{ActorRef, Ask};
 #[cfg(feature = "macros")]
 pub use crate::call::Call;
+pub use crate::context::Context;
+pub use crate::reply::ReplyPort;
 pub use crate::supervisor::{ActorSpec, Restart};
 
 #[cfg(feature = "macros")]

@@ -67,6 +67,12 @@ pub(crate) trait Inspect: Send + Sync {
     }
     /// Crash-restarts it from outside (the watchdog's power-off switch).
     fn hang(&self, _now: u64) {}
+    /// Whether its task was aborted more than `limit` ago and still runs, at `now`.
+    fn is_overdue(&self, _now: u64, _limit: std::time::Duration) -> bool {
+        false
+    }
+    /// Abandons its aborted task (counted once, whoever calls first).
+    fn abandon(&self) {}
 }
 
 /// Progress of one slot (or supervisor) of the tree.
@@ -191,6 +197,17 @@ impl Registry {
             .iter()
             .filter_map(|(_, e)| e.inspect.upgrade())
             .filter(|i| i.is_hung(now))
+            .collect()
+    }
+
+    /// The slots whose aborted task has outlived `limit` at `now`.
+    pub(crate) fn overdue(&self, now: u64, limit: std::time::Duration) -> Vec<Arc<dyn Inspect>> {
+        let inner = self.inner.lock();
+        inner
+            .slots
+            .iter()
+            .filter_map(|(_, e)| e.inspect.upgrade())
+            .filter(|i| i.is_overdue(now, limit))
             .collect()
     }
 

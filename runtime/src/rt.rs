@@ -16,6 +16,12 @@
 /// The handle of a thread started by [`os_thread`].
 pub(crate) type ThreadHandle = std::thread::JoinHandle<()>;
 
+/// Sleeps the calling OS thread for at most `d`, or until [`ThreadHandle`]'s `unpark` (the
+/// watchdog's thread, between passes).
+pub(crate) fn park_timeout(d: std::time::Duration) {
+    std::thread::park_timeout(d)
+}
+
 /// Starts a named OS thread running `f` (a real thread even in a loom model: such components are
 /// not part of a model).
 pub(crate) fn os_thread<F>(name: String, f: F) -> std::io::Result<ThreadHandle>
@@ -90,6 +96,17 @@ mod tokio_exec {
             Executor {
                 handle: tokio::runtime::Handle::current(),
             }
+        }
+
+        /// Worker threads of the runtime (1 for a current-thread runtime).
+        pub(crate) fn workers(&self) -> usize {
+            self.handle.metrics().num_workers()
+        }
+
+        /// Makes the runtime's context current on this thread (its clock, paused in tests), for
+        /// a thread of ours that reads the system's time.
+        pub(crate) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+            self.handle.enter()
         }
 
         pub(crate) fn spawn<F>(&self, fut: F) -> Task
@@ -247,6 +264,11 @@ mod model_exec {
     impl Executor {
         pub(crate) fn current() -> Self {
             Executor::default()
+        }
+
+        /// A model runs tasks on loom threads; none of them is a scarce worker.
+        pub(crate) fn workers(&self) -> usize {
+            1
         }
 
         pub(crate) fn spawn<F>(&self, fut: F) -> Task

@@ -1,5 +1,6 @@
 //! `Shared`: what every slot and supervisor of one system shares (settings, clock, executor,
-//! registry, id and random sequences, the failure signal, in-memory leases, the watchdog's count).
+//! registry, id and random sequences, the failure signal, in-memory leases, the count of
+//! abandoned tasks).
 //!
 //! Reached only through narrow methods, so that a module asks for what it needs (`deadline_for`,
 //! `spawn`, `now`) rather than walking field chains. It holds no slot strongly (the registry keeps
@@ -17,8 +18,7 @@ use crate::lease::Leases;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::rt::{Executor, Task};
-use crate::sync::{Arc, Ordering, Stat};
-use crate::watchdog::Abandonment;
+use crate::sync::{Arc, AtomicU8, Ordering, Stat};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -30,8 +30,13 @@ pub(crate) struct Shared {
     ids: Stat,
     rng: Stat,
     failure: watch::Sender<Option<Arc<CrashReport>>>,
-    abandonment: Abandonment,
+    // Relaxed: a count compared with a threshold.
+    abandoned: Stat,
+    /// The policy's `max_abandoned`, or one fewer than the runtime's workers.
+    max_abandoned: u32,
     leases: Arc<Leases>,
+    /// Set when the `System` is dropped: its watchdog thread stops.
+    dropped: AtomicU8,
 }
 
 impl Shared {
@@ -45,15 +50,22 @@ impl Shared {
                 .map(|d| d.as_nanos() as u64);
             here ^ t.unwrap_or(0)
         };
+        let exec = Executor::current();
+        let max_abandoned = config
+            .policy
+            .max_abandoned()
+            .unwrap_or_else(|| exec.workers().saturating_sub(1) as u32);
         Arc::new(Shared {
             config,
             clock: Clock::default(),
-            exec: Executor::current(),
+            exec,
+            max_abandoned,
+            dropped: AtomicU8::new(0),
             registry: Registry::default(),
             ids: Stat::new(0),
             rng: Stat::new(seed),
             failure,
-            abandonment: Abandonment::default(),
+            abandoned: Stat::new(0),
             leases: Default::default(),
         })
     }
@@ -127,23 +139,36 @@ impl Shared {
         z ^ (z >> 31)
     }
 
-    /// A task did not end after its abort (stuck in blocking code): it is left behind. Past the
-    /// policy's threshold the system gives up, so the process is restarted from outside.
-    pub(crate) fn abandoned(&self, path: &str) {
-        if let Some(report) = self.abandonment.record(path, self.config.policy.max_abandoned()) {
-            self.fail(Arc::new(report));
-        }
+    /// Counts one more task abandoned in blocking code; the count so far (the rule that acts on
+    /// it is the watchdog's).
+    pub(crate) fn count_abandoned(&self) -> u64 {
+        self.abandoned.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Tasks abandoned so far.
     pub(crate) fn abandoned_count(&self) -> u64 {
-        self.abandonment.count()
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Abandoned tasks tolerated: the policy's, or one fewer than the runtime's workers.
+    pub(crate) fn max_abandoned(&self) -> u32 {
+        self.max_abandoned
     }
 
     /// The root gave up: whoever waits on the system learns why.
     pub(crate) fn fail(&self, report: Arc<CrashReport>) {
         tracing::error!(crash = %report, "root supervisor gave up; the process should exit non-zero");
         self.failure.send_replace(Some(report));
+    }
+
+    /// The `System` is gone: its watchdog thread stops.
+    pub(crate) fn set_dropped(&self) {
+        // Relaxed: the watchdog thread polls it; being late by a pass is harmless.
+        self.dropped.store(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn failure(&self) -> Option<Arc<CrashReport>> {

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use crate::clock::Instant;
+use crate::crash::CrashReport;
+use crate::sync::Arc;
+
 /// Where a slot is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -15,6 +19,9 @@ pub enum SlotState {
     Restarting,
     /// Gone for good.
     Dead,
+    /// Terminated by its supervisor on request (`SupervisorRef::terminate_child`): sends get
+    /// `Dead` until `restart_child` starts it again.
+    Stopped,
 }
 
 impl SlotState {
@@ -23,13 +30,14 @@ impl SlotState {
             0 => SlotState::Starting,
             1 => SlotState::Running,
             2 => SlotState::Restarting,
+            4 => SlotState::Stopped,
             _ => SlotState::Dead,
         }
     }
 }
 
 /// A snapshot of a slot's progress counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// How long the current message has been handled (`None` when idle).
@@ -47,4 +55,12 @@ pub struct Stats {
     pub mailbox_len: usize,
     /// Current state.
     pub state: SlotState,
+    /// The number of the current (or last) instance: 1 for the first, one more for each start.
+    pub incarnation: u64,
+    /// The last crash, if any.
+    pub last_crash: Option<Arc<CrashReport>>,
+    /// When it happened.
+    pub last_crash_at: Option<Instant>,
+    /// While backing off before a restart: when the next start is due.
+    pub next_start_at: Option<Instant>,
 }

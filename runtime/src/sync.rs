@@ -12,13 +12,15 @@
 //! lock of the crate is a leaf (nothing is locked, and no foreign code runs, while it is held).
 //!
 //! 1. `Mailbox::local` before `Mailbox::inner` (mailbox.rs: the consumer refills its batch).
-//! 2. `Monitors::list` before a watcher's `Mailbox::inner` (monitor.rs: a notice is sent with
-//!    `try_tell` while the list is held, so that a watcher that is gone can be dropped from it).
-//! 3. `Registry::inner` before nothing but atomics: the watchdog's scan reads each slot's
+//! 2. `Registry::inner` before nothing but atomics: the watchdog's scan reads each slot's
 //!    `busy_since` under it (registry.rs); slots are hung up after it is released.
-//! 4. `Clock`'s manual sleepers (models only) before nothing: time is read under it.
+//! 3. `Clock`'s manual sleepers (models only) before nothing: time is read under it.
 //!
-//! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life`, the dedup window, the
+//! `Monitors::list` is not held while its watchers run (a link's notice crashes the linked actor,
+//! whose own watchers may edit this list).
+//!
+//! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life` and `Rare` (last crash,
+//! abort reason, waiters for the first start), `Monitors::list`, the dedup window, the
 //! in-memory lease map, the model executor's wakers, the store's commit-record position, the redb
 //! writer's channel and thread handle, the PostgreSQL idle-connection list. The supervisor never
 //! calls into a child while holding `SupState` (it copies the handles out first), and a child never
@@ -79,6 +81,27 @@ macro_rules! atomic {
 
 atomic!(AtomicU64, u64);
 atomic!(AtomicU8, u8);
+
+/// A value set once and read many times (std even under loom: it is only ever set to the same
+/// value, such as a message type's copy function, so no interleaving can tell readers apart).
+#[derive(Debug)]
+pub(crate) struct SetOnce<T>(std::sync::OnceLock<T>);
+
+impl<T> Default for SetOnce<T> {
+    fn default() -> Self {
+        SetOnce(std::sync::OnceLock::new())
+    }
+}
+
+impl<T: Copy> SetOnce<T> {
+    pub(crate) fn get(&self) -> Option<T> {
+        self.0.get().copied()
+    }
+
+    pub(crate) fn set(&self, v: T) {
+        let _ = self.0.set(v);
+    }
+}
 
 /// A counter or hint that orders nothing (statistics, id and random sequences, recovery-time
 /// estimates): std atomics even under loom, so that models spend their budget on the

@@ -41,14 +41,21 @@ struct Inner {
     root: Arc<SupNode>,
     /// None in a loom model, where a periodic task would only use up one of loom's few threads.
     watchdog: Option<crate::rt::AbortHandle>,
+    /// The watchdog's own OS thread (see `watchdog`); none in a loom model.
+    guardian: Option<crate::rt::ThreadHandle>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The power-off switch: abort every task of the tree. Nothing inside is asked to cooperate.
-        ChildHandle::abort(&*self.root);
+        // Every mailbox closes: whoever waits is told `Dead` now, not at its deadline.
+        ChildHandle::kill(&*self.root);
         if let Some(w) = &self.watchdog {
             w.abort();
+        }
+        self.shared.set_dropped();
+        if let Some(g) = &self.guardian {
+            g.thread().unpark();
         }
         // A model ends only when every thread has: stop timers and renewals too.
         #[cfg(crashonly_loom)]
@@ -99,8 +106,18 @@ impl SystemBuilder {
             });
             task.abort_handle()
         });
+        let guardian = if cfg!(crashonly_loom) {
+            None
+        } else {
+            crate::watchdog::start_thread(&shared)
+        };
         Ok(System {
-            inner: Arc::new(Inner { shared, root, watchdog }),
+            inner: Arc::new(Inner {
+                shared,
+                root,
+                watchdog,
+                guardian,
+            }),
         })
     }
 }

@@ -27,8 +27,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::actor::{Actor, Context};
+use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
+use crate::context::Context;
 use crate::crash::{self, CrashReason};
 use crate::envelope::{Header, TraceContext};
 use crate::supervisor::ActorSpec;
@@ -71,7 +72,7 @@ where
             .root_node()
             .adopt_unlaunched(ActorSpec::named("driven", args.clone()))
             .expect("a fresh system has no child named driven");
-        let mut ctx = Context::new(myself);
+        let mut ctx = Context::new(myself, 1);
         let actor = Self::run_start(&args, &mut ctx).await?;
         let ttl = system.config().policy.default_ttl();
         Ok(Driver {
@@ -119,7 +120,7 @@ where
     /// Drops the instance and runs `start` again, as a restart after a crash does.
     pub async fn restart(&mut self) -> Result<(), Failure<A::Error>> {
         let myself = self.ctx.myself().clone();
-        self.ctx = Context::new(myself);
+        self.ctx = Context::new(myself, self.ctx.incarnation() + 1);
         self.actor = Self::run_start(&self.args, &mut self.ctx).await?;
         Ok(())
     }

@@ -1,24 +1,39 @@
 //! The watchdog: the high-confidence crasher of the paper's section 3.2 ("if a computation is
 //! unable to renew its execution lease, it is terminated by a high confidence watchdog").
 //!
-//! Three rules live here:
+//! Rules that live here:
 //! - the scan: every `Config::watchdog_every`, each live slot of the registry is checked;
 //! - the hang check: a slot that has handled one message for longer than its handling lease is
 //!   hung, and is crash-restarted from outside (its supervisor decides as for any crash);
-//! - the abandonment rule: a task that does not end after its abort (stuck in blocking code, which
-//!   tokio cannot interrupt) is abandoned and counted; past the policy's `max_abandoned` the system
-//!   gives up, so that the process is restarted by its own supervisor (the OS).
+//! - the abandonment rule: a task that does not end within `abandon_after` of its abort (stuck in
+//!   blocking code, which tokio cannot interrupt) is abandoned and counted once; past the
+//!   policy's `max_abandoned` the system gives up, so that the process is restarted by its own
+//!   supervisor (the OS);
+//! - the exit: once the system has failed, the process exits with status 1 after
+//!   `Config::exit_on_failure`, unless the `System` was dropped first.
+//!
+//! The scan runs twice: as a task on the system's runtime (it follows tokio's clock, paused in
+//! tests) and on an OS thread of its own, which keeps scanning, abandoning and exiting when every
+//! tokio worker is blocked in user code. Both may find the same slot; each step is taken once
+//! (`busy_since` and `aborted_at` are swapped to zero by whoever acts).
 
 use std::time::Duration;
 
 use crate::crash::{CrashReason, CrashReport};
 use crate::registry::Registry;
-use crate::sync::{Ordering, Stat};
+use crate::rt::{self, ThreadHandle};
+use crate::shared::Shared;
+use crate::sync::{Arc, Weak};
 
 /// Whether a slot busy since `busy_since` (clock nanos, 0 = idle) is past its handling `lease`
 /// at `now`.
 pub(crate) fn is_hung(busy_since: u64, lease: Duration, now: u64) -> bool {
     busy_since != 0 && now.saturating_sub(busy_since) > lease.as_nanos() as u64
+}
+
+/// Whether a task aborted at `aborted_at` (clock nanos, 0 = none) is overdue at `now`.
+pub(crate) fn is_overdue(aborted_at: u64, limit: Duration, now: u64) -> bool {
+    aborted_at != 0 && now.saturating_sub(aborted_at) > limit.as_nanos() as u64
 }
 
 /// One pass: crash-restart every slot past its handling lease at `now`.
@@ -28,26 +43,60 @@ pub(crate) fn scan(registry: &Registry, now: u64) {
     }
 }
 
-/// The count of abandoned tasks.
-#[derive(Debug, Default)]
-pub(crate) struct Abandonment {
-    // Relaxed: a count compared with a threshold.
-    count: Stat,
-}
-
-impl Abandonment {
-    /// Counts one abandoned task; past `max` it returns the report the system fails with.
-    pub(crate) fn record(&self, path: &str, max: u32) -> Option<CrashReport> {
-        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::error!(actor = %path, abandoned = n, "task did not stop after its abort; abandoned");
-        (n > u64::from(max)).then(|| CrashReport {
+/// The abandonment rule: counts a task abandoned in blocking code; past the policy's
+/// `max_abandoned` the system gives up, so that the process is restarted from outside.
+pub(crate) fn abandoned(shared: &Shared, path: &str) {
+    let n = shared.count_abandoned();
+    tracing::error!(actor = %path, abandoned = n, "task did not stop after its abort; abandoned");
+    if n > u64::from(shared.max_abandoned()) {
+        shared.fail(Arc::new(CrashReport {
             path: "/".into(),
             reason: CrashReason::TooManyAbandoned { abandoned: n as u32 },
             envelope: None,
-        })
+        }));
     }
+}
 
-    pub(crate) fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+/// Starts the watchdog's own OS thread for `shared`'s system. It holds the system weakly and
+/// stops when the `System` is dropped (unpark it then, so that it notices at once).
+pub(crate) fn start_thread(shared: &Arc<Shared>) -> Option<ThreadHandle> {
+    let weak = Arc::downgrade(shared);
+    let every = shared.config().watchdog_every.max(Duration::from_millis(1));
+    match rt::os_thread("crashonly-watchdog".into(), move || guard(weak, every)) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the watchdog thread; hangs are found by the watchdog task only");
+            None
+        }
+    }
+}
+
+fn guard(weak: Weak<Shared>, every: Duration) {
+    let mut failed_for = Duration::ZERO;
+    loop {
+        rt::park_timeout(every);
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.is_dropped() {
+            return;
+        }
+        {
+            let _runtime = shared.executor().enter();
+            let now = shared.nanos();
+            scan(shared.registry(), now);
+            let limit = shared.policy().abandon_after();
+            for stuck in shared.registry().overdue(now, limit) {
+                stuck.abandon();
+            }
+        }
+        let Some(report) = shared.failure() else { continue };
+        let Some(grace) = shared.config().exit_on_failure else {
+            continue;
+        };
+        // Real time, counted here: the system's clock may be paused or its workers blocked.
+        failed_for += every;
+        if failed_for >= grace {
+            eprintln!("crashonly: the system failed ({report}); exiting with status 1 so that it is restarted");
+            std::process::exit(1);
+        }
     }
 }

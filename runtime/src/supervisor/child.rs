@@ -48,6 +48,9 @@ pub(crate) trait ChildHandle: Send + Sync + 'static {
     fn abort(&self);
     /// Waits until every aborted task has ended.
     fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// After an abort and join: closes its mailbox(es) (senders get `Dead`) and keeps it, stopped,
+    /// until it is launched again (`terminate_child`, then `restart_child`).
+    fn stop(&self);
     /// Aborts and removes it for good.
     fn kill(&self);
     /// Planned restart through the crash path, after the current message (a subtree: every actor).

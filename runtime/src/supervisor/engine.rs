@@ -13,7 +13,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Instant;
 use crate::crash::{CrashReason, CrashReport};
-use crate::error::SpawnError;
+use crate::error::{ChildError, SpawnError};
 use crate::mailbox::Mailbox;
 use crate::policy::{Backoff, Intensity};
 use crate::registry::{ActorId, Inspect, Snapshot};
@@ -24,6 +24,8 @@ use crate::sync::{Arc, Mutex, Weak};
 struct Entry {
     restart: Restart,
     handle: Arc<dyn ChildHandle>,
+    /// Terminated by hand (`terminate_child`): not restarted until `restart_child`.
+    stopped: bool,
     /// This child's own restarts within the intensity period: its backoff grows with them, so
     /// one crash-looping child does not slow down the restarts of its healthy siblings.
     recent: VecDeque<Instant>,
@@ -137,6 +139,7 @@ impl SupNode {
         st.children.push(Entry {
             restart,
             handle,
+            stopped: false,
             recent: VecDeque::new(),
         });
         Ok(())
@@ -184,9 +187,11 @@ impl SupNode {
         }
     }
 
+    /// Restarts `child`'s group. As in OTP, a temporary sibling in the group is terminated and
+    /// removed, not restarted; a child terminated by hand stays stopped.
     async fn restart(&self, child: Arc<dyn ChildHandle>, scope: Scope, delay: Duration) {
-        let group: Vec<Arc<dyn ChildHandle>> = {
-            let st = self.state.lock();
+        let (group, temporaries) = {
+            let mut st = self.state.lock();
             let Some(idx) = st.children.iter().position(|e| e.handle.identity() == child.identity()) else {
                 return;
             };
@@ -195,13 +200,34 @@ impl SupNode {
                 Scope::All => 0..st.children.len(),
                 Scope::Rest => idx..st.children.len(),
             };
-            st.children[range].iter().map(|e| e.handle.clone()).collect()
+            let (start, end) = (range.start, range.end);
+            let mut group = Vec::new();
+            let mut temporaries = Vec::new();
+            let mut i = start;
+            let mut end = end;
+            while i < end {
+                let e = &st.children[i];
+                if e.stopped {
+                    i += 1;
+                } else if e.restart == Restart::Temporary && e.handle.identity() != child.identity() {
+                    temporaries.push(st.children.remove(i).handle);
+                    end -= 1;
+                } else {
+                    group.push(e.handle.clone());
+                    i += 1;
+                }
+            }
+            (group, temporaries)
         };
-        for c in group.iter().rev() {
+        for c in group.iter().chain(&temporaries).rev() {
             c.abort();
         }
-        for c in &group {
+        for c in group.iter().chain(&temporaries) {
             c.join().await;
+        }
+        for t in &temporaries {
+            t.stop();
+            t.kill();
         }
         if self.state.lock().failed {
             return;
@@ -209,15 +235,83 @@ impl SupNode {
         tracing::info!(supervisor = %self.path, scope = ?scope, children = group.len(), "restarting");
         if let [only] = group.as_slice() {
             // One child: its backoff runs in its own new task; other restarts need not wait.
-            only.launch_after(delay);
+            if !self.is_stopped(only) {
+                only.launch_after(delay);
+            }
             return;
         }
         if !delay.is_zero() {
             self.shared.clock().sleep(delay).await;
         }
         for c in &group {
-            c.launch();
+            if !self.is_stopped(c) {
+                c.launch();
+            }
         }
+    }
+
+    /// Whether `child` was terminated by hand (or is no longer a child).
+    fn is_stopped(&self, child: &Arc<dyn ChildHandle>) -> bool {
+        let st = self.state.lock();
+        st.children
+            .iter()
+            .find(|e| e.handle.identity() == child.identity())
+            .is_none_or(|e| e.stopped)
+    }
+
+    /// The child named `name`, marked with `f` under the lock.
+    fn with_child<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Vec<Entry>, usize) -> Result<R, ChildError>,
+    ) -> Result<R, ChildError> {
+        let path = super::join_path(&self.path, name);
+        let mut st = self.state.lock();
+        if st.failed {
+            return Err(ChildError::SupervisorDown(self.path.to_string()));
+        }
+        let Some(idx) = st.children.iter().position(|e| e.handle.path() == path) else {
+            return Err(ChildError::NotFound(path));
+        };
+        f(&mut st.children, idx)
+    }
+
+    /// OTP's `terminate_child`: aborts the child (a subtree, for a supervisor), waits for it, and
+    /// keeps its spec, stopped: sends get `Dead` until `restart_child`.
+    pub(crate) async fn terminate_child(&self, name: &str) -> Result<(), ChildError> {
+        let handle = self.with_child(name, |children, i| {
+            children[i].stopped = true;
+            Ok(children[i].handle.clone())
+        })?;
+        handle.abort();
+        handle.join().await;
+        handle.stop();
+        Ok(())
+    }
+
+    /// OTP's `restart_child`: starts a child that was terminated by hand.
+    pub(crate) fn restart_child(&self, name: &str) -> Result<(), ChildError> {
+        let handle = self.with_child(name, |children, i| {
+            let e = &mut children[i];
+            if !e.stopped {
+                return Err(ChildError::Running(e.handle.path().to_owned()));
+            }
+            e.stopped = false;
+            e.recent.clear();
+            Ok(e.handle.clone())
+        })?;
+        handle.launch();
+        Ok(())
+    }
+
+    /// OTP's `terminate_child` then `delete_child`: aborts the child, waits for it, and forgets
+    /// it; its refs answer `Dead` for good.
+    pub(crate) async fn remove_child(&self, name: &str) -> Result<(), ChildError> {
+        let handle = self.with_child(name, |children, i| Ok(children.remove(i).handle))?;
+        handle.abort();
+        handle.join().await;
+        handle.kill();
+        Ok(())
     }
 
     /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
@@ -238,7 +332,13 @@ impl SupNode {
                     d => parent.submit(me, d),
                 }
             }
-            _ => self.shared.fail(report),
+            _ => {
+                // The root gave up: every mailbox closes, so that nobody waits out a deadline.
+                for c in children.iter().rev() {
+                    c.kill();
+                }
+                self.shared.fail(report)
+            }
         }
     }
 
@@ -261,6 +361,9 @@ impl Parent for SupNode {
         let Some(idx) = st.children.iter().position(|e| e.handle.identity() == who) else {
             return Decision::Ignore;
         };
+        if st.children[idx].stopped {
+            return Decision::Ignore;
+        }
         let crashed = matches!(exit, Exit::Crash(_));
         let restart = match st.children[idx].restart {
             Restart::Permanent => true,
@@ -378,7 +481,15 @@ impl ChildHandle for SupNode {
             abort: Some(task.abort_handle()),
             task: Some(task),
         };
-        for child in self.snapshot() {
+        let running: Vec<_> = {
+            let st = self.state.lock();
+            st.children
+                .iter()
+                .filter(|e| !e.stopped)
+                .map(|e| e.handle.clone())
+                .collect()
+        };
+        for child in running {
             child.launch();
         }
     }
@@ -402,6 +513,12 @@ impl ChildHandle for SupNode {
                 child.join().await;
             }
         })
+    }
+
+    fn stop(&self) {
+        for child in self.snapshot().iter().rev() {
+            child.stop();
+        }
     }
 
     fn kill(&self) {

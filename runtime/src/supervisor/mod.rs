@@ -30,7 +30,7 @@ use std::any::Any;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
-use crate::error::SpawnError;
+use crate::error::{ChildError, SpawnError};
 use crate::registry::ActorId;
 use crate::sync::Arc;
 use crate::system::{lookup_actor, lookup_supervisor};
@@ -87,13 +87,61 @@ impl SupervisorRef {
         self.node.rejuvenate();
     }
 
+    /// Terminates the child `name` (an actor, or a supervisor and its subtree), as OTP's
+    /// `terminate_child`: its task is aborted from outside and waited for, and its spec is kept,
+    /// stopped. Messages queued for it are answered `Dead`, and so are later sends, until
+    /// [`restart_child`](SupervisorRef::restart_child) starts it again (refs stay valid). A
+    /// terminated child is not restarted by its siblings' group restarts.
+    pub async fn terminate_child(&self, name: &str) -> Result<(), ChildError> {
+        self.node.terminate_child(name).await
+    }
+
+    /// Starts again a child terminated with [`terminate_child`](SupervisorRef::terminate_child)
+    /// (OTP's `restart_child`); [`ChildError::Running`] if it runs.
+    pub fn restart_child(&self, name: &str) -> Result<(), ChildError> {
+        self.node.restart_child(name)
+    }
+
+    /// Terminates the child `name` and forgets it (OTP's `terminate_child` then `delete_child`):
+    /// its refs answer `Dead` for good and its name is free again.
+    ///
+    /// ```
+    /// use crashonly::prelude::*;
+    /// use crashonly::ChildError;
+    ///
+    /// #[derive(Actor, Clone, Default)]
+    /// struct Worker;
+    ///
+    /// #[messages]
+    /// impl Worker {
+    ///     #[message]
+    ///     fn ping(&self) -> &'static str { "pong" }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = System::new();
+    /// let w = system.spawn(Worker::spec(Worker).name("w")).unwrap();
+    /// system.root().terminate_child("w").await.unwrap();
+    /// assert_eq!(w.ping().await, Err(DeliveryError::Dead));
+    /// system.root().restart_child("w").unwrap();
+    /// assert_eq!(w.ping().await, Ok("pong"));
+    /// system.root().remove_child("w").await.unwrap();
+    /// assert!(!w.is_alive());
+    /// assert!(matches!(system.root().remove_child("w").await, Err(ChildError::NotFound(_))));
+    /// # }
+    /// ```
+    pub async fn remove_child(&self, name: &str) -> Result<(), ChildError> {
+        self.node.remove_child(name).await
+    }
+
     /// A named supervisor child.
     pub fn supervisor(&self, name: &str) -> Option<SupervisorRef> {
         lookup_supervisor(self.node.shared(), &join_path(self.node.path(), name))
     }
 }
 
-fn join_path(parent: &str, name: &str) -> String {
+pub(crate) fn join_path(parent: &str, name: &str) -> String {
     if parent.ends_with('/') {
         format!("{parent}{name}")
     } else {

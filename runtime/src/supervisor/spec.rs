@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::child::{ChildHandle, Parent};
 use super::engine::SupNode;
 use crate::actor::Actor;
+use crate::dedup::Dedup;
 use crate::error::SpawnError;
 use crate::policy::{Backoff, Intensity};
-use crate::slot::{Dedup, Slot, SlotOptions};
+use crate::slot::{Slot, SlotOptions};
 use crate::sync::{Arc, Weak};
 
 /// Which children restart when one of them crashes.
@@ -32,7 +33,8 @@ pub enum Restart {
     Permanent,
     /// Only when it crashed; a normal end removes it.
     Transient,
-    /// Never; it is removed when it crashes or ends.
+    /// Never; it is removed when it crashes or ends, and also when a sibling's crash makes a
+    /// one-for-all or rest-for-one supervisor restart the group (as in OTP).
     Temporary,
 }
 
@@ -154,10 +156,10 @@ impl<A: Actor> ActorSpec<A> {
 
     pub(super) fn build(self, parent: &Arc<SupNode>) -> Result<Arc<Slot<A>>, SpawnError> {
         let shared = parent.shared().clone();
-        let capacity = self.capacity.unwrap_or(shared.mailbox_capacity());
         let weak: Weak<dyn Parent> = Arc::downgrade(&(parent.clone() as Arc<dyn Parent>));
         let args = self.args;
         let opts = SlotOptions {
+            capacity: self.capacity.unwrap_or(shared.mailbox_capacity()),
             handling: shared.policy().handling(self.handling),
             rejuvenate_messages: self.rejuvenate_messages,
             rejuvenate_age: self.rejuvenate_age,
@@ -167,7 +169,7 @@ impl<A: Actor> ActorSpec<A> {
         let slot = shared
             .registry()
             .insert(parent.path(), self.name.as_deref(), |id, path| {
-                Slot::<A>::new(id, path, shared.clone(), args, capacity, weak, opts, dedup)
+                Slot::<A>::new((id, path), shared.clone(), args, weak, opts, dedup)
             })?;
         parent.adopt(slot.clone(), self.restart)?;
         Ok(slot)

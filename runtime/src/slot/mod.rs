@@ -1,38 +1,45 @@
 //! A supervised slot: the mailbox, start arguments and counters that outlive actor instances, and
 //! the loop that runs one instance after another.
 //!
-//! States: `Starting` (running `start`) -> `Running` -> (`Restarting` -> `Starting` ...) -> `Dead`.
-//! Invariants:
+//! States: `Starting` (running `start`) -> `Running` -> (`Restarting` -> `Starting` ...) -> `Dead`;
+//! `Stopped` while terminated by hand. Invariants:
 //! - At most one instance of a slot runs at a time: an in-place restart happens in the same task
 //!   after the old instance is dropped, and an external restart aborts and joins the old task before
 //!   launching the next (see `supervisor`).
-//! - The envelope being handled is held by an `InFlight` guard. However the instance ends (return,
-//!   error, panic, or abort from outside), the guard either hands an idempotent envelope back to the
-//!   head of the mailbox (at-least-once) or answers its asker with `Crashed` (at-most-once).
+//! - The envelope being handled is held by the instance's `Context` (see `inflight`): however the
+//!   instance ends (return, error, panic, or abort from outside), it is settled exactly once.
+//! - A crash is counted once, where its exit is known: by the loop for a crash inside, by
+//!   `crash_from_outside` for the watchdog's or a user's crash, by `abort` for a supervisor's.
+//!
+//! `life.rs` holds what the supervisor and the watchdog do to a slot from outside.
 
-use std::collections::{HashMap, VecDeque};
+mod life;
+
 use std::fmt;
 use std::future::poll_fn;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use crate::actor::{Actor, Context};
+use tracing::Instrument;
+
+use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Instant;
+use crate::context::Context;
 use crate::crash::{self, CrashReason, CrashReport};
-use crate::envelope::{Envelope, Header};
+use crate::dedup::Dedup;
+use crate::envelope::{self, CopyFn, Envelope, Header};
 use crate::error::DeliveryError;
 use crate::mailbox::Mailbox;
 use crate::monitor::{Down, DownReason, Monitors};
-use crate::registry::{ActorId, Inspect, Snapshot};
+use crate::registry::ActorId;
 use crate::reply::{answer, ReplyTo};
 use crate::rt::{AbortHandle, Task};
 use crate::shared::Shared;
 use crate::stats::{SlotState, Stats};
-use crate::supervisor::{ChildHandle, Decision, Exit, Parent, Scope};
-use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, Stat, Weak};
+use crate::supervisor::{Decision, Exit, Parent, Scope};
+use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, SetOnce, Stat, Weak};
 
 #[derive(Debug, Default)]
 struct Life {
@@ -40,6 +47,18 @@ struct Life {
     abort: Option<AbortHandle>,
     timers: Vec<AbortHandle>,
     launched: bool,
+}
+
+/// What a slot rarely needs, allocated on first use: most actors never crash.
+#[derive(Debug, Default)]
+struct Rare {
+    last_crash: Option<(Arc<CrashReport>, Instant)>,
+    /// Why the instance is being aborted from outside (hung, killed), for its in-flight asker.
+    abort_reason: Option<CrashReason>,
+    /// `started()` futures waiting for the first start.
+    waiters: Vec<Waker>,
+    /// The supervisor did not restart the slot after a crash before its first start.
+    gave_up: bool,
 }
 
 pub(crate) struct Slot<A: Actor> {
@@ -52,6 +71,7 @@ pub(crate) struct Slot<A: Actor> {
     parent: Weak<dyn Parent>,
     me: Weak<Slot<A>>,
     life: Mutex<Life>,
+    rare: Mutex<Option<Box<Rare>>>,
     opts: SlotOptions,
     dedup: Option<Dedup<A::Reply>>,
     // Relaxed: counters are statistics; nothing is ordered by them.
@@ -59,58 +79,35 @@ pub(crate) struct Slot<A: Actor> {
     crashes: Stat,
     expired: Stat,
     restarts: Stat,
+    incarnations: Stat,
     state: AtomicU8,
+    /// An instance has completed `start` (for `started()`). Release/Acquire with its readers.
+    started: AtomicU8,
     /// Clock nanos when the current message started (0: idle). Read by the watchdog.
     busy_since: AtomicU64,
+    /// Clock nanos when a running task was aborted (0: none, or it has ended). Read by the watchdog.
+    aborted_at: AtomicU64,
     /// Clock nanos when the slot is expected to serve again (0: serving). For `RetryAfter`.
     ready_at: Stat,
+    /// Clock nanos when the next start is due, while backing off (0: not backing off).
+    next_start: Stat,
     /// Moving average of `start` durations, in nanos.
     start_ewma: Stat,
     /// Set to ask the instance to end after its current message (rejuvenation).
     rejuvenate: AtomicU8,
+    /// How to copy a message for redelivery: known once an idempotent message was sent (its
+    /// sender proved `A::Msg: Clone`); messages need not be `Clone` otherwise.
+    copy: SetOnce<CopyFn<A::Msg>>,
 }
 
 /// Per-slot settings, already tightened by the policy.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SlotOptions {
+    pub(crate) capacity: usize,
     pub(crate) handling: Duration,
     pub(crate) rejuvenate_messages: Option<u64>,
     pub(crate) rejuvenate_age: Option<Duration>,
     pub(crate) dedicated: bool,
-}
-
-/// A bounded window of recent idempotency keys and their replies.
-pub(crate) struct Dedup<R> {
-    cap: usize,
-    clone: fn(&R) -> R,
-    seen: Mutex<(HashMap<u64, R>, VecDeque<u64>)>,
-}
-
-impl<R> Dedup<R> {
-    pub(crate) fn new(cap: usize, clone: fn(&R) -> R) -> Self {
-        Dedup {
-            cap: cap.max(1),
-            clone,
-            seen: Mutex::new((HashMap::new(), VecDeque::new())),
-        }
-    }
-
-    fn get(&self, key: u64) -> Option<R> {
-        self.seen.lock().0.get(&key).map(self.clone)
-    }
-
-    fn insert(&self, key: u64, reply: R) {
-        let mut seen = self.seen.lock();
-        let (map, order) = &mut *seen;
-        if map.insert(key, reply).is_none() {
-            order.push_back(key);
-            while order.len() > self.cap {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-        }
-    }
 }
 
 enum Next<E> {
@@ -128,13 +125,10 @@ impl<A: Actor> fmt::Debug for Slot<A> {
 }
 
 impl<A: Actor> Slot<A> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        id: ActorId,
-        path: Arc<str>,
+        (id, path): (ActorId, Arc<str>),
         shared: Arc<Shared>,
         args: A::Args,
-        capacity: usize,
         parent: Weak<dyn Parent>,
         opts: SlotOptions,
         dedup: Option<Dedup<A::Reply>>,
@@ -143,23 +137,29 @@ impl<A: Actor> Slot<A> {
             id,
             path,
             shared,
-            mailbox: Mailbox::new(capacity),
+            mailbox: Mailbox::new(opts.capacity),
             monitors: Monitors::default(),
             args,
             parent,
             me: me.clone(),
             life: Mutex::new(Life::default()),
+            rare: Mutex::new(None),
             handled: Stat::new(0),
             crashes: Stat::new(0),
             expired: Stat::new(0),
             restarts: Stat::new(0),
+            incarnations: Stat::new(0),
             state: AtomicU8::new(SlotState::Starting as u8),
+            started: AtomicU8::new(0),
             opts,
             dedup,
             busy_since: AtomicU64::new(0),
+            aborted_at: AtomicU64::new(0),
             ready_at: Stat::new(0),
+            next_start: Stat::new(0),
             start_ewma: Stat::new(0),
             rejuvenate: AtomicU8::new(0),
+            copy: SetOnce::default(),
         })
     }
 
@@ -167,9 +167,29 @@ impl<A: Actor> Slot<A> {
         &self.shared
     }
 
+    /// Records how to copy this slot's messages (by the sender of an idempotent message).
+    pub(crate) fn set_copy(&self, copy: CopyFn<A::Msg>) {
+        if self.copy.get().is_none() {
+            self.copy.set(copy);
+        }
+    }
+
+    pub(crate) fn copy_fn(&self) -> Option<CopyFn<A::Msg>> {
+        self.copy.get()
+    }
+
+    /// Runs `f` on the rarely used part, allocating it on first use.
+    fn rare<R>(&self, f: impl FnOnce(&mut Rare) -> R) -> R {
+        let mut rare = self.rare.lock();
+        f(rare.get_or_insert_with(Box::default))
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let busy = self.busy_since.load(Ordering::Relaxed);
-        let now = self.shared.clock().nanos();
+        let clock = self.shared.clock();
+        let now = clock.nanos();
+        let next = self.next_start.load(Ordering::Relaxed);
+        let last = self.rare.lock().as_ref().and_then(|r| r.last_crash.clone());
         Stats {
             busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
@@ -178,6 +198,10 @@ impl<A: Actor> Slot<A> {
             restarts: self.restarts.load(Ordering::Relaxed),
             mailbox_len: self.mailbox.len(),
             state: self.state(),
+            incarnation: self.incarnations.load(Ordering::Relaxed),
+            last_crash_at: last.as_ref().map(|(_, at)| *at),
+            last_crash: last.map(|(report, _)| report),
+            next_start_at: (next != 0).then(|| clock.instant_of(next)),
         }
     }
 
@@ -236,16 +260,26 @@ impl<A: Actor> Slot<A> {
         }
     }
 
+    /// Counts a crash and remembers it (for `Stats` and `started()`).
+    fn record_crash(&self, report: &Arc<CrashReport>) {
+        self.crashes.fetch_add(1, Ordering::Relaxed);
+        let now = self.shared.now();
+        self.rare(|r| r.last_crash = Some((report.clone(), now)));
+    }
+
     /// Reports an exit and carries out the decision, except a one-for-one restart, which it
     /// returns (with its delay) for the caller to do.
     fn after_exit(self: &Arc<Self>, parent: &Arc<dyn Parent>, exit: &Exit, decision: Decision) -> Option<Duration> {
         let restarting = matches!(decision, Decision::Restart { .. });
         if let Exit::Crash(report) = exit {
-            self.crashes.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(actor = %self.path, crash = %report, restarting, "actor crashed");
+            self.record_crash(report);
+            report_crash(report, restarting);
         }
         if restarting {
             self.set_state(SlotState::Restarting);
+        } else if matches!(exit, Exit::Crash(_)) {
+            self.rare(|r| r.gave_up = true);
+            self.wake_waiters();
         }
         self.fire_monitors(exit, restarting);
         match decision {
@@ -262,8 +296,7 @@ impl<A: Actor> Slot<A> {
                 if let Decision::Restart { scope, .. } = other {
                     parent.abort_group(self.identity(), scope);
                 }
-                let me: Arc<dyn ChildHandle> = self.clone();
-                parent.submit(me, other);
+                parent.submit(self.clone(), other);
                 None
             }
         }
@@ -271,8 +304,12 @@ impl<A: Actor> Slot<A> {
 
     /// Records when the slot should serve again: after `delay` and a typical `start`.
     fn expect_ready_in(&self, delay: Duration) {
-        let at = self.shared.clock().nanos() + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
+        let now = self.shared.clock().nanos();
+        let at = now + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
         self.ready_at.store(at, Ordering::Relaxed);
+        if !delay.is_zero() {
+            self.next_start.store(now + delay.as_nanos() as u64, Ordering::Relaxed);
+        }
     }
 
     /// `Some(estimate)` when the slot is recovering and will not serve before `deadline`: the
@@ -312,12 +349,17 @@ impl<A: Actor> Slot<A> {
     async fn incarnation(self: Arc<Self>) -> Exit {
         self.set_state(SlotState::Starting);
         self.rejuvenate.store(0, Ordering::Relaxed);
+        self.next_start.store(0, Ordering::Relaxed);
+        if let Some(rare) = self.rare.lock().as_mut() {
+            rare.abort_reason = None;
+        }
+        let n = self.incarnations.fetch_add(1, Ordering::Relaxed) + 1;
         let clock = self.shared.clock().clone();
         let began = clock.nanos();
         if self.ready_at.load(Ordering::Relaxed) == 0 {
             self.expect_ready_in(Duration::ZERO);
         }
-        let mut ctx = Context::new(ActorRef::from_slot(self.clone()));
+        let mut ctx = Context::new(ActorRef::from_slot(self.clone()), n);
         // Boxed: `start` runs once per instance, and an inline start future would make every
         // idle actor's task as large as the largest `start`.
         let mut actor = match Box::pin(crash::catch(A::start(&self.args, &mut ctx))).await {
@@ -333,6 +375,7 @@ impl<A: Actor> Slot<A> {
         );
         self.ready_at.store(0, Ordering::Relaxed);
         self.set_state(SlotState::Running);
+        self.mark_started();
         let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
         let mut handled_here = 0u64;
         loop {
@@ -359,47 +402,50 @@ impl<A: Actor> Slot<A> {
                 expire(&self.path, env);
                 continue;
             }
-            let (msg, guard) = InFlight::take(env, &self);
-            let key = guard.header.key.map(|k| k.get());
+            let header = env.header;
+            let msg = ctx.begin(env);
+            let key = header.key.map(|k| k.get());
             if let (Some(dedup), Some(k)) = (&self.dedup, key) {
                 if let Some(reply) = dedup.get(k) {
                     // Seen before: answered from the window, not executed again.
-                    guard.reply(reply);
+                    ctx.reply(reply);
                     continue;
                 }
             }
-            ctx.set_header(Some(guard.header));
-            let span = tracing::debug_span!("envelope", actor = %self.path, id = guard.header.id.get(), attempt = guard.header.attempt);
+            // Attached to the handler's future: entered while it is polled, never across an await.
+            let span = tracing::debug_span!(
+                "envelope",
+                actor = %self.path,
+                id = header.id.get(),
+                attempt = header.attempt,
+                trace_id = header.trace.trace_id,
+            );
             // Relaxed: the watchdog only needs to see it eventually.
             self.busy_since.store(clock.nanos_of(now), Ordering::Relaxed);
-            let outcome = {
-                let _enter = span.enter();
-                crash::catch(actor.handle(msg, &mut ctx)).await
-            };
+            let handling = crash::catch(actor.handle(msg, &mut ctx));
+            let outcome = envelope::with_envelope(Some(header.inherited()), handling)
+                .instrument(span)
+                .await;
             self.busy_since.store(0, Ordering::Relaxed);
             self.handled.fetch_add(1, Ordering::Relaxed);
-            match outcome {
-                Ok(Ok(reply)) => match (&self.dedup, key) {
-                    (Some(dedup), Some(k)) => {
-                        dedup.insert(k, (dedup.clone)(&reply));
-                        guard.reply(reply);
+            let reason = match outcome {
+                Ok(Ok(reply)) => {
+                    if let (Some(dedup), Some(k), false) = (&self.dedup, key, ctx.deferred()) {
+                        dedup.insert(k, &reply);
                     }
-                    _ => guard.reply(reply),
-                },
-                Ok(Err(e)) => {
-                    let header = guard.header;
-                    let exit = self.crash(CrashReason::HandleFailed(e.to_string()), Some(header));
-                    guard.crashed(&exit);
-                    return exit;
+                    ctx.reply(reply);
+                    None
                 }
-                Err(panic) => {
-                    let header = guard.header;
-                    let exit = self.crash(panic, Some(header));
-                    guard.crashed(&exit);
-                    return exit;
+                Ok(Err(e)) => Some(CrashReason::HandleFailed(e.to_string())),
+                Err(panic) => Some(panic),
+            };
+            if let Some(reason) = reason {
+                let exit = self.crash(reason, Some(header));
+                if let Exit::Crash(report) = &exit {
+                    ctx.crashed(report.clone());
                 }
+                return exit;
             }
-            ctx.set_header(None);
             if ctx.stop_requested() {
                 return Exit::Normal;
             }
@@ -418,18 +464,19 @@ impl<A: Actor> Slot<A> {
         }))
     }
 
-    /// The slot dies for good: nothing more is accepted, and whoever waits is told `Dead`.
-    fn kill(&self) {
-        self.set_state(SlotState::Dead);
-        self.cancel_timers();
-        for env in self.mailbox.close() {
-            answer(env.reply, Err(DeliveryError::Dead));
-        }
-        self.shared.registry().remove(self.id);
-    }
-
     fn identity(&self) -> *const () {
         self as *const Self as *const ()
+    }
+}
+
+/// Logs a crash. A panic is also printed to stderr, with the actor's path, when no `tracing`
+/// subscriber would show the event (the panic hook keeps actor panics off stderr): a panic never
+/// vanishes, and is shown once.
+fn report_crash(report: &CrashReport, restarting: bool) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(actor = %report.path, crash = %report, restarting, "actor crashed");
+    } else if matches!(report.reason, CrashReason::Panic { .. }) {
+        eprintln!("crashonly: actor {report} (restarting: {restarting})");
     }
 }
 
@@ -437,217 +484,4 @@ impl<A: Actor> Slot<A> {
 fn expire<M, R>(path: &str, env: Envelope<M, ReplyTo<R>>) {
     tracing::warn!(actor = %path, id = env.header.id.get(), "dropped expired envelope");
     answer(env.reply, Err(DeliveryError::Expired));
-}
-
-/// Holds the envelope being handled until its outcome is known.
-struct InFlight<'a, A: Actor> {
-    slot: &'a Slot<A>,
-    header: Header,
-    /// The original payload, kept only for idempotent envelopes (they may be redelivered).
-    keep: Option<A::Msg>,
-    reply: Option<ReplyTo<A::Reply>>,
-    armed: bool,
-}
-
-impl<'a, A: Actor> InFlight<'a, A> {
-    fn take(env: Envelope<A::Msg, ReplyTo<A::Reply>>, slot: &'a Slot<A>) -> (A::Msg, Self) {
-        let Envelope { header, payload, reply } = env;
-        let keep = header.idempotent.then(|| payload.clone());
-        (
-            payload,
-            InFlight {
-                slot,
-                header,
-                keep,
-                reply,
-                armed: true,
-            },
-        )
-    }
-
-    fn reply(mut self, reply: A::Reply) {
-        self.armed = false;
-        answer(self.reply.take(), Ok(reply));
-    }
-
-    fn crashed(mut self, exit: &Exit) {
-        self.armed = false;
-        let report = match exit {
-            Exit::Crash(r) => r.clone(),
-            Exit::Normal | Exit::Rejuvenated => unreachable!("crashed() is only called with a crash"),
-        };
-        self.settle(report);
-    }
-
-    /// At-least-once for idempotent envelopes whose deadline allows; at-most-once otherwise.
-    fn settle(&mut self, report: Arc<CrashReport>) {
-        let now = self.slot.shared.now();
-        if let Some(payload) = self.keep.take() {
-            if !self.header.is_expired(now) {
-                let header = Header {
-                    attempt: self.header.attempt + 1,
-                    ..self.header
-                };
-                let env = Envelope {
-                    header,
-                    payload,
-                    reply: self.reply.take(),
-                };
-                match self.slot.mailbox.push_front(env) {
-                    Ok(()) => return,
-                    Err(env) => {
-                        answer(env.reply, Err(DeliveryError::Dead));
-                        return;
-                    }
-                }
-            }
-        }
-        answer(self.reply.take(), Err(DeliveryError::Crashed(report)));
-    }
-}
-
-impl<A: Actor> Drop for InFlight<'_, A> {
-    /// Runs when the instance is aborted from outside while handling (or its handler unwound past us).
-    fn drop(&mut self) {
-        if self.armed {
-            let report = Arc::new(CrashReport {
-                path: self.slot.path.to_string(),
-                reason: CrashReason::Aborted,
-                envelope: Some(self.header),
-            });
-            self.settle(report);
-        }
-    }
-}
-
-impl<A: Actor> ChildHandle for Slot<A> {
-    fn path(&self) -> &str {
-        &self.path
-    }
-
-    fn rejuvenate(&self) {
-        self.request_rejuvenation();
-    }
-
-    fn identity(&self) -> *const () {
-        Slot::identity(self)
-    }
-
-    fn launch(&self) {
-        self.launch_after(Duration::ZERO);
-    }
-
-    fn launch_after(&self, delay: Duration) {
-        let Some(me) = self.myself() else { return };
-        let mut life = self.life.lock();
-        if life.launched {
-            self.restarts.fetch_add(1, Ordering::Relaxed);
-        }
-        life.launched = true;
-        // The backoff is the new task's first step: aborting the slot cancels a pending restart,
-        // and the supervisor is free to restart other children meanwhile.
-        let run = async move {
-            if !delay.is_zero() {
-                me.expect_ready_in(delay);
-                // Boxed: a rare path, kept out of every idle actor's task.
-                Box::pin(me.shared.clock().sleep(delay)).await;
-            }
-            me.run().await;
-        };
-        let task = if self.opts.dedicated {
-            self.shared.executor().spawn_thread(&self.path, run)
-        } else {
-            self.shared.spawn(run)
-        };
-        life.abort = Some(task.abort_handle());
-        life.task = Some(task);
-    }
-
-    fn abort(&self) {
-        let mut life = self.life.lock();
-        if let Some(a) = life.abort.take() {
-            if !a.is_finished() {
-                self.crashes.fetch_add(1, Ordering::Relaxed);
-            }
-            a.abort();
-        }
-        life.timers.drain(..).for_each(|t| t.abort());
-        drop(life);
-        self.busy_since.store(0, Ordering::Relaxed);
-        if self.state() != SlotState::Dead {
-            self.set_state(SlotState::Restarting);
-            self.expect_ready_in(Duration::ZERO);
-        }
-    }
-
-    fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let task = self.life.lock().task.take();
-        Box::pin(async move {
-            if let Some(task) = task {
-                // A task stuck in blocking code never sees its abort: it is abandoned and counted.
-                if !task.join_within(self.shared.policy().abandon_after()).await {
-                    self.shared.abandoned(&self.path);
-                }
-            }
-        })
-    }
-
-    fn kill(&self) {
-        ChildHandle::abort(self);
-        Slot::kill(self);
-    }
-}
-
-impl<A: Actor> Inspect for Slot<A> {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            id: self.id,
-            path: self.path.to_string(),
-            stats: Some(self.stats()),
-        }
-    }
-
-    fn is_hung(&self, now: u64) -> bool {
-        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.opts.handling, now)
-    }
-
-    /// The watchdog's crash-restart: power off from outside first, then the usual decision.
-    fn hang(&self, now: u64) {
-        let busy = self.busy_since.swap_zero();
-        if busy == 0 {
-            return; // finished meanwhile
-        }
-        let reason = CrashReason::Hung {
-            busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
-            lease_ms: self.opts.handling.as_millis(),
-        };
-        self.crash_from_outside(reason);
-    }
-}
-
-impl<A: Actor> Slot<A> {
-    /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
-    /// the supervisor decides as for any crash.
-    pub(crate) fn crash_from_outside(&self, reason: CrashReason) {
-        let Some(me) = self.myself() else { return };
-        // Already down (dead, or between instances): nothing runs to crash.
-        if matches!(self.state(), SlotState::Dead | SlotState::Restarting) {
-            return;
-        }
-        ChildHandle::abort(self);
-        let exit = self.crash(reason, None);
-        let Some(parent) = self.parent.upgrade() else { return };
-        let decision = parent.decide(self.identity(), &exit);
-        if let Some(delay) = me.after_exit(&parent, &exit, decision) {
-            // The task is aborted (or stuck): the supervisor joins it, within bounds, and relaunches.
-            let me: Arc<dyn ChildHandle> = me.clone();
-            parent.submit(
-                me,
-                Decision::Restart {
-                    scope: Scope::One,
-                    delay,
-                },
-            );
-        }
-    }
 }

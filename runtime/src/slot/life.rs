@@ -1,0 +1,294 @@
+//! What is done to a slot from outside: launched, aborted, joined, stopped or killed by its
+//! supervisor; crash-rebooted by the watchdog or a user; abandoned when its task does not end;
+//! waited on until its first start.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use super::{Slot, SlotState};
+use crate::actor::Actor;
+use crate::crash::{CrashReason, CrashReport};
+use crate::error::DeliveryError;
+use crate::monitor::{Down, DownReason};
+use crate::registry::{Inspect, Snapshot};
+use crate::reply::answer;
+use crate::supervisor::{ChildHandle, Decision, Scope};
+use crate::sync::{Arc, Ordering};
+
+/// Clears the slot's `aborted_at` when its task's future ends or is dropped: the task has stopped.
+struct TaskEnded<A: Actor>(Arc<Slot<A>>);
+
+impl<A: Actor> Drop for TaskEnded<A> {
+    fn drop(&mut self) {
+        self.0.aborted_at.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<A: Actor> Slot<A> {
+    /// The external power-off switch: aborts the task and its timers without waiting. Whether a
+    /// running instance was aborted.
+    fn power_off(&self) -> bool {
+        let mut life = self.life.lock();
+        let mut was_running = false;
+        if let Some(a) = life.abort.take() {
+            was_running = !a.is_finished();
+            a.abort();
+        }
+        life.timers.drain(..).for_each(|t| t.abort());
+        drop(life);
+        if was_running {
+            // Relaxed: read by the watchdog, which only needs to see it eventually.
+            self.aborted_at.store(self.shared.nanos(), Ordering::Relaxed);
+        }
+        self.busy_since.store(0, Ordering::Relaxed);
+        if !matches!(self.state(), SlotState::Dead | SlotState::Stopped) {
+            self.set_state(SlotState::Restarting);
+            self.expect_ready_in(Duration::ZERO);
+        }
+        was_running
+    }
+
+    /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
+    /// the supervisor decides as for any crash. The asker of the message in flight learns `reason`.
+    pub(crate) fn crash_from_outside(&self, reason: CrashReason) {
+        let Some(me) = self.myself() else { return };
+        // Already down (dead, stopped, or between instances): nothing runs to crash.
+        if matches!(
+            self.state(),
+            SlotState::Dead | SlotState::Restarting | SlotState::Stopped
+        ) {
+            return;
+        }
+        self.rare(|r| r.abort_reason = Some(reason.clone()));
+        self.power_off();
+        let exit = self.crash(reason, None);
+        let Some(parent) = self.parent.upgrade() else { return };
+        let decision = parent.decide(self.identity(), &exit);
+        if let Some(delay) = me.after_exit(&parent, &exit, decision) {
+            // The task is aborted (or stuck): the supervisor joins it, within bounds, and relaunches.
+            parent.submit(
+                me,
+                Decision::Restart {
+                    scope: Scope::One,
+                    delay,
+                },
+            );
+        }
+    }
+
+    /// Why the instance was aborted from outside, for its in-flight asker (taken once).
+    pub(crate) fn take_abort_reason(&self) -> Option<CrashReason> {
+        self.rare.lock().as_mut().and_then(|r| r.abort_reason.take())
+    }
+
+    /// Counts the aborted task as abandoned, once, whoever finds it first (the supervisor's join
+    /// or the watchdog's thread).
+    fn abandon_task(&self) {
+        if self.aborted_at.swap_zero() != 0 {
+            crate::watchdog::abandoned(&self.shared, &self.path);
+        }
+    }
+
+    /// An instance has completed `start`: wake whoever waits for it.
+    pub(super) fn mark_started(&self) {
+        if self.started.load(Ordering::Acquire) == 0 {
+            self.started.store(1, Ordering::Release);
+            self.wake_waiters();
+        }
+    }
+
+    pub(super) fn wake_waiters(&self) {
+        let waiters = self
+            .rare
+            .lock()
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.waiters))
+            .unwrap_or_default();
+        waiters.into_iter().for_each(|w| w.wake());
+    }
+
+    /// Ready once an instance has completed `start` (`Ok`), or the slot is gone or was given up
+    /// before one did (the last crash, or `Dead`).
+    pub(crate) fn poll_started(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), DeliveryError>> {
+        if self.started.load(Ordering::Acquire) != 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let down = matches!(self.state(), SlotState::Dead | SlotState::Stopped);
+        self.rare(|r| {
+            // Checked again under the lock that `wake_waiters` takes: no wake-up is lost.
+            if self.started.load(Ordering::Acquire) != 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if down || r.gave_up {
+                return Poll::Ready(Err(match &r.last_crash {
+                    Some((report, _)) => DeliveryError::Crashed(report.clone()),
+                    None => DeliveryError::Dead,
+                }));
+            }
+            r.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Closes the mailbox: whoever waits is told `Dead`, and so is every later sender.
+    fn close_mailbox(&self) {
+        self.cancel_timers();
+        for env in self.mailbox.close() {
+            answer(env.reply, Err(DeliveryError::Dead));
+        }
+    }
+
+    /// The slot dies for good: nothing more is accepted, and whoever waits is told `Dead`.
+    pub(super) fn kill(&self) {
+        self.set_state(SlotState::Dead);
+        self.close_mailbox();
+        self.shared.registry().remove(self.id);
+        self.wake_waiters();
+    }
+}
+
+impl<A: Actor> ChildHandle for Slot<A> {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn rejuvenate(&self) {
+        self.request_rejuvenation();
+    }
+
+    fn identity(&self) -> *const () {
+        Slot::identity(self)
+    }
+
+    fn launch(&self) {
+        self.launch_after(Duration::ZERO);
+    }
+
+    fn launch_after(&self, delay: Duration) {
+        let Some(me) = self.myself() else { return };
+        if self.state() == SlotState::Dead {
+            return;
+        }
+        if self.state() == SlotState::Stopped {
+            // Restarted by hand after `terminate_child`: its refs work again.
+            self.mailbox.reopen();
+            self.set_state(SlotState::Restarting);
+        }
+        let mut life = self.life.lock();
+        if life.launched {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        life.launched = true;
+        // The backoff is the new task's first step: aborting the slot cancels a pending restart,
+        // and the supervisor is free to restart other children meanwhile.
+        let run = async move {
+            let ended = TaskEnded(me);
+            let me = &ended.0;
+            if !delay.is_zero() {
+                me.expect_ready_in(delay);
+                // Boxed: a rare path, kept out of every idle actor's task.
+                Box::pin(me.shared.clock().sleep(delay)).await;
+            }
+            me.clone().run().await;
+        };
+        let task = if self.opts.dedicated {
+            self.shared.executor().spawn_thread(&self.path, run)
+        } else {
+            self.shared.spawn(run)
+        };
+        life.abort = Some(task.abort_handle());
+        life.task = Some(task);
+    }
+
+    fn abort(&self) {
+        if self.power_off() {
+            // Aborted by its supervisor (a sibling's group restart, its subtree restarting).
+            let report = Arc::new(CrashReport {
+                path: self.path.to_string(),
+                reason: CrashReason::Aborted,
+                envelope: None,
+            });
+            self.record_crash(&report);
+        }
+    }
+
+    fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let task = self.life.lock().task.take();
+        Box::pin(async move {
+            if let Some(task) = task {
+                // A task stuck in blocking code never sees its abort: it is abandoned and counted.
+                if task.join_within(self.shared.policy().abandon_after()).await {
+                    self.aborted_at.store(0, Ordering::Relaxed);
+                } else {
+                    self.abandon_task();
+                }
+            }
+        })
+    }
+
+    fn stop(&self) {
+        if self.state() == SlotState::Dead {
+            return;
+        }
+        self.set_state(SlotState::Stopped);
+        self.close_mailbox();
+        self.monitors.fire(&Down {
+            id: self.id,
+            path: self.path.to_string(),
+            reason: DownReason::Ended,
+            restarting: false,
+        });
+        self.wake_waiters();
+    }
+
+    fn kill(&self) {
+        ChildHandle::abort(self);
+        Slot::kill(self);
+    }
+}
+
+impl<A: Actor> Inspect for Slot<A> {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            path: self.path.to_string(),
+            stats: Some(self.stats()),
+        }
+    }
+
+    fn is_hung(&self, now: u64) -> bool {
+        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.opts.handling, now)
+    }
+
+    /// The watchdog's crash-restart: power off from outside first, then the usual decision.
+    fn hang(&self, now: u64) {
+        let busy = self.busy_since.swap_zero();
+        if busy == 0 {
+            return; // finished meanwhile, or the other scan got it
+        }
+        let reason = CrashReason::Hung {
+            busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
+            lease_ms: self.opts.handling.as_millis(),
+        };
+        self.crash_from_outside(reason);
+    }
+
+    fn is_overdue(&self, now: u64, limit: Duration) -> bool {
+        crate::watchdog::is_overdue(self.aborted_at.load(Ordering::Relaxed), limit, now)
+    }
+
+    fn abandon(&self) {
+        let finished = {
+            let life = self.life.lock();
+            life.task.as_ref().is_some_and(|t| t.abort_handle().is_finished())
+        };
+        if finished {
+            // It did end: `aborted_at` was only stale.
+            self.aborted_at.store(0, Ordering::Relaxed);
+        } else {
+            self.abandon_task();
+        }
+    }
+}
