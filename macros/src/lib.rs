@@ -5,7 +5,9 @@
 //! - `#[messages]` on an `impl` block: every `#[message]` method becomes a variant of the actor's
 //!   message type and a typed method on `ActorRef<Self>` (through a trait named `<Type>Api`);
 //!   `#[message(idempotent)]` and `#[message(ttl = "700ms")]` set the envelope defaults; one
-//!   optional `#[start]` function is the recovery path.
+//!   optional `#[start]` function is the recovery path. A method with a `ReplyPort<T>` argument
+//!   (and no return value) defers its reply; `#[messages(no_clone)]` for messages that cannot be
+//!   copied (then none may be idempotent).
 //!
 //! Everything generated names the runtime only through its hidden `__private` module, by an
 //! absolute path (`::crashonly::__private::...`), so it works whatever the user has imported. A

@@ -18,7 +18,6 @@ use crate::monitor::Monitors;
 use crate::registry::ActorId;
 use crate::reply::ReplyTo;
 use crate::slot::Slot;
-use crate::stats::SlotState;
 use crate::stats::Stats;
 use crate::sync::Arc;
 
@@ -112,11 +111,7 @@ impl<A: Actor> ActorRef<A> {
     /// of the message in flight learns that it was killed (an idempotent message is redelivered
     /// instead). `Err(Dead)` for an actor that is gone or terminated.
     pub fn kill(&self) -> Result<(), DeliveryError> {
-        if matches!(self.slot.state(), SlotState::Dead | SlotState::Stopped) {
-            return Err(DeliveryError::Dead);
-        }
-        self.slot.crash_from_outside(CrashReason::Killed);
-        Ok(())
+        self.slot.crash_from_outside(CrashReason::Killed)
     }
 
     /// Resolves once an instance has completed `start` (at once if one has), like OTP's

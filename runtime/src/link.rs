@@ -36,7 +36,7 @@ fn one_way<A: Actor, B: Actor>(from: &ActorRef<A>, to: &ActorRef<B>) {
         .add(Watcher::Link(to.id()), move |down| match &down.reason {
             DownReason::Crashed(report) => {
                 target.monitors().remove(Watcher::Link(from_id));
-                target.slot().crash_from_outside(CrashReason::Linked {
+                let _ = target.slot().crash_from_outside(CrashReason::Linked {
                     peer: down.path.clone(),
                     reason: report.reason.to_string(),
                 });

@@ -79,6 +79,9 @@ impl Monitors {
     /// linked actor, which fires (and edits) that actor's own watchers, possibly this list.
     pub(crate) fn fire(&self, down: &Down) {
         let watchers = std::mem::take(&mut *self.list.lock());
+        if watchers.is_empty() {
+            return;
+        }
         let kept: Vec<_> = watchers.into_iter().filter(|(_, notify)| notify(down)).collect();
         let mut list = self.list.lock();
         // Watchers added meanwhile go after the kept ones; a newer registration of the same

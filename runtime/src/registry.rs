@@ -72,6 +72,7 @@ pub(crate) trait Inspect: Send + Sync {
         false
     }
     /// Abandons its aborted task (counted once, whoever calls first).
+    #[cfg_attr(crashonly_loom, allow(dead_code))]
     fn abandon(&self) {}
 }
 
@@ -201,6 +202,7 @@ impl Registry {
     }
 
     /// The slots whose aborted task has outlived `limit` at `now`.
+    #[cfg_attr(crashonly_loom, allow(dead_code))]
     pub(crate) fn overdue(&self, now: u64, limit: std::time::Duration) -> Vec<Arc<dyn Inspect>> {
         let inner = self.inner.lock();
         inner

@@ -18,6 +18,7 @@ pub(crate) type ThreadHandle = std::thread::JoinHandle<()>;
 
 /// Sleeps the calling OS thread for at most `d`, or until [`ThreadHandle`]'s `unpark` (the
 /// watchdog's thread, between passes).
+#[cfg_attr(crashonly_loom, allow(dead_code))]
 pub(crate) fn park_timeout(d: std::time::Duration) {
     std::thread::park_timeout(d)
 }

@@ -167,6 +167,7 @@ impl Shared {
         self.dropped.store(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(crashonly_loom, allow(dead_code))]
     pub(crate) fn is_dropped(&self) -> bool {
         self.dropped.load(Ordering::Relaxed) != 0
     }

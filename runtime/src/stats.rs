@@ -59,7 +59,8 @@ pub struct Stats {
     pub incarnation: u64,
     /// The last crash, if any.
     pub last_crash: Option<Arc<CrashReport>>,
-    /// When it happened.
+    /// When it happened (not recorded in a loom model, where reading the clock is an
+    /// interleaving point of its own).
     pub last_crash_at: Option<Instant>,
     /// While backing off before a restart: when the next start is due.
     pub next_start_at: Option<Instant>,

@@ -20,7 +20,7 @@
 //! whose own watchers may edit this list).
 //!
 //! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life` and `Rare` (last crash,
-//! abort reason, waiters for the first start), `Monitors::list`, the dedup window, the
+//! abort reason, waiters for the first start: a `PlainMutex`), `Monitors::list`, the dedup window, the
 //! in-memory lease map, the model executor's wakers, the store's commit-record position, the redb
 //! writer's channel and thread handle, the PostgreSQL idle-connection list. The supervisor never
 //! calls into a child while holding `SupState` (it copies the handles out first), and a child never
@@ -103,6 +103,23 @@ impl<T: Copy> SetOnce<T> {
     }
 }
 
+/// A mutex for data that no model checks (the statistics-like parts of a slot: its last crash,
+/// `started()` waiters): std even under loom, so that models spend their budget elsewhere.
+/// Never held across a loom operation (no loom atomic, lock or waker is touched inside it), so
+/// loom's one-thread-at-a-time scheduler can never block on it.
+#[derive(Debug, Default)]
+pub(crate) struct PlainMutex<T>(std::sync::Mutex<T>);
+
+impl<T> PlainMutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        PlainMutex(std::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// A counter or hint that orders nothing (statistics, id and random sequences, recovery-time
 /// estimates): std atomics even under loom, so that models spend their budget on the
 /// interleavings that matter instead of on statistics.
@@ -121,6 +138,10 @@ impl Stat {
     }
     pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
         self.0.fetch_add(v, order)
+    }
+    /// Takes the value, leaving 0. AcqRel: a single owner of what the value stood for.
+    pub(crate) fn swap_zero(&self) -> u64 {
+        self.0.swap(0, Ordering::AcqRel)
     }
 }
 

@@ -49,7 +49,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The power-off switch: abort every task of the tree. Nothing inside is asked to cooperate.
         // Every mailbox closes: whoever waits is told `Dead` now, not at its deadline.
+        #[cfg(not(crashonly_loom))]
         ChildHandle::kill(&*self.root);
+        // In a model the executor stops every task below; closing every mailbox as well would
+        // only add interleavings after the property under test was checked.
+        #[cfg(crashonly_loom)]
+        ChildHandle::abort(&*self.root);
         if let Some(w) = &self.watchdog {
             w.abort();
         }
@@ -106,11 +111,11 @@ impl SystemBuilder {
             });
             task.abort_handle()
         });
-        let guardian = if cfg!(crashonly_loom) {
-            None
-        } else {
-            crate::watchdog::start_thread(&shared)
-        };
+        // No watchdog thread in a loom model: models run no blocking code.
+        #[cfg(not(crashonly_loom))]
+        let guardian = crate::watchdog::start_thread(&shared);
+        #[cfg(crashonly_loom)]
+        let guardian = None;
         Ok(System {
             inner: Arc::new(Inner {
                 shared,

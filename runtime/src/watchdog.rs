@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use crate::crash::{CrashReason, CrashReport};
 use crate::registry::Registry;
+#[cfg(not(crashonly_loom))]
 use crate::rt::{self, ThreadHandle};
 use crate::shared::Shared;
-use crate::sync::{Arc, Weak};
+use crate::sync::Arc;
+#[cfg(not(crashonly_loom))]
+use crate::sync::Weak;
 
 /// Whether a slot busy since `busy_since` (clock nanos, 0 = idle) is past its handling `lease`
 /// at `now`.
@@ -57,6 +60,7 @@ pub(crate) fn abandoned(shared: &Shared, path: &str) {
     }
 }
 
+#[cfg(not(crashonly_loom))]
 /// Starts the watchdog's own OS thread for `shared`'s system. It holds the system weakly and
 /// stops when the `System` is dropped (unpark it then, so that it notices at once).
 pub(crate) fn start_thread(shared: &Arc<Shared>) -> Option<ThreadHandle> {
@@ -71,6 +75,7 @@ pub(crate) fn start_thread(shared: &Arc<Shared>) -> Option<ThreadHandle> {
     }
 }
 
+#[cfg(not(crashonly_loom))]
 fn guard(weak: Weak<Shared>, every: Duration) {
     let mut failed_for = Duration::ZERO;
     loop {

@@ -27,9 +27,10 @@ impl<A: Actor> Drop for TaskEnded<A> {
 }
 
 impl<A: Actor> Slot<A> {
-    /// The external power-off switch: aborts the task and its timers without waiting. Whether a
-    /// running instance was aborted.
-    fn power_off(&self) -> bool {
+    /// The external power-off switch: aborts the task and its timers without waiting, noting why
+    /// for the asker of the message in flight. Whether a running instance was aborted.
+    fn power_off(&self, reason: Option<CrashReason>) -> bool {
+        self.set_abort_reason(reason);
         let mut life = self.life.lock();
         let mut was_running = false;
         if let Some(a) = life.abort.take() {
@@ -52,19 +53,22 @@ impl<A: Actor> Slot<A> {
 
     /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
     /// the supervisor decides as for any crash. The asker of the message in flight learns `reason`.
-    pub(crate) fn crash_from_outside(&self, reason: CrashReason) {
-        let Some(me) = self.myself() else { return };
-        // Already down (dead, stopped, or between instances): nothing runs to crash.
-        if matches!(
-            self.state(),
-            SlotState::Dead | SlotState::Restarting | SlotState::Stopped
-        ) {
-            return;
+    /// `Err(Dead)` when the slot is gone or terminated; a slot between instances is left alone.
+    pub(crate) fn crash_from_outside(&self, reason: CrashReason) -> Result<(), DeliveryError> {
+        let Some(me) = self.myself() else {
+            return Err(DeliveryError::Dead);
+        };
+        match self.state() {
+            SlotState::Dead | SlotState::Stopped => return Err(DeliveryError::Dead),
+            // Between instances: nothing runs to crash.
+            SlotState::Restarting => return Ok(()),
+            _ => {}
         }
-        self.rare(|r| r.abort_reason = Some(reason.clone()));
-        self.power_off();
+        self.power_off(Some(reason.clone()));
         let exit = self.crash(reason, None);
-        let Some(parent) = self.parent.upgrade() else { return };
+        let Some(parent) = self.parent.upgrade() else {
+            return Ok(());
+        };
         let decision = parent.decide(self.identity(), &exit);
         if let Some(delay) = me.after_exit(&parent, &exit, decision) {
             // The task is aborted (or stuck): the supervisor joins it, within bounds, and relaunches.
@@ -75,6 +79,17 @@ impl<A: Actor> Slot<A> {
                     delay,
                 },
             );
+        }
+        Ok(())
+    }
+
+    /// Notes (or clears) why the task is being aborted; allocates only to note one.
+    fn set_abort_reason(&self, reason: Option<CrashReason>) {
+        let mut rare = self.rare.lock();
+        match (rare.as_mut(), reason) {
+            (Some(r), reason) => r.abort_reason = reason,
+            (None, Some(reason)) => rare.get_or_insert_with(Box::default).abort_reason = Some(reason),
+            (None, None) => {}
         }
     }
 
@@ -94,8 +109,13 @@ impl<A: Actor> Slot<A> {
     /// An instance has completed `start`: wake whoever waits for it.
     pub(super) fn mark_started(&self) {
         if self.started.load(Ordering::Acquire) == 0 {
-            self.started.store(1, Ordering::Release);
-            self.wake_waiters();
+            // SeqCst with the waiter's store of `waiting` and load of `started` (a store-load
+            // pair on each side): either the waiter sees `started`, or this sees `waiting` and
+            // wakes it.
+            self.started.store(1, Ordering::SeqCst);
+            if self.waiting.load(Ordering::SeqCst) != 0 {
+                self.wake_waiters();
+            }
         }
     }
 
@@ -116,9 +136,14 @@ impl<A: Actor> Slot<A> {
             return Poll::Ready(Ok(()));
         }
         let down = matches!(self.state(), SlotState::Dead | SlotState::Stopped);
-        self.rare(|r| {
+        // SeqCst: pairs with `mark_started` (see there).
+        self.waiting.store(1, Ordering::SeqCst);
+        // Cloned before the lock and, when not kept, dropped after it: nothing of the waker's
+        // runs while `rare` is held.
+        let mut waker = Some(cx.waker().clone());
+        let poll = self.rare(|r| {
             // Checked again under the lock that `wake_waiters` takes: no wake-up is lost.
-            if self.started.load(Ordering::Acquire) != 0 {
+            if self.started.load(Ordering::SeqCst) != 0 {
                 return Poll::Ready(Ok(()));
             }
             if down || r.gave_up {
@@ -127,9 +152,13 @@ impl<A: Actor> Slot<A> {
                     None => DeliveryError::Dead,
                 }));
             }
-            r.waiters.push(cx.waker().clone());
+            if let Some(w) = waker.take_if(|w| !r.waiters.iter().any(|known| known.will_wake(w))) {
+                r.waiters.push(w);
+            }
             Poll::Pending
-        })
+        });
+        drop(waker);
+        poll
     }
 
     /// Closes the mailbox: whoever waits is told `Dead`, and so is every later sender.
@@ -168,14 +197,16 @@ impl<A: Actor> ChildHandle for Slot<A> {
 
     fn launch_after(&self, delay: Duration) {
         let Some(me) = self.myself() else { return };
-        if self.state() == SlotState::Dead {
+        let state = self.state();
+        if state == SlotState::Dead {
             return;
         }
-        if self.state() == SlotState::Stopped {
+        if state == SlotState::Stopped {
             // Restarted by hand after `terminate_child`: its refs work again.
             self.mailbox.reopen();
             self.set_state(SlotState::Restarting);
         }
+        self.set_abort_reason(None);
         let mut life = self.life.lock();
         if life.launched {
             self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +234,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
     }
 
     fn abort(&self) {
-        if self.power_off() {
+        if self.power_off(None) {
             // Aborted by its supervisor (a sibling's group restart, its subtree restarting).
             let report = Arc::new(CrashReport {
                 path: self.path.to_string(),
@@ -272,7 +303,7 @@ impl<A: Actor> Inspect for Slot<A> {
             busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
             lease_ms: self.opts.handling.as_millis(),
         };
-        self.crash_from_outside(reason);
+        let _ = self.crash_from_outside(reason);
     }
 
     fn is_overdue(&self, now: u64, limit: Duration) -> bool {

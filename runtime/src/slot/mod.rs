@@ -39,7 +39,7 @@ use crate::rt::{AbortHandle, Task};
 use crate::shared::Shared;
 use crate::stats::{SlotState, Stats};
 use crate::supervisor::{Decision, Exit, Parent, Scope};
-use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, SetOnce, Stat, Weak};
+use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, PlainMutex, SetOnce, Stat, Weak};
 
 #[derive(Debug, Default)]
 struct Life {
@@ -52,8 +52,8 @@ struct Life {
 /// What a slot rarely needs, allocated on first use: most actors never crash.
 #[derive(Debug, Default)]
 struct Rare {
-    last_crash: Option<(Arc<CrashReport>, Instant)>,
-    /// Why the instance is being aborted from outside (hung, killed), for its in-flight asker.
+    last_crash: Option<(Arc<CrashReport>, Option<Instant>)>,
+    /// Why the task is being aborted from outside (hung, killed), for its in-flight asker.
     abort_reason: Option<CrashReason>,
     /// `started()` futures waiting for the first start.
     waiters: Vec<Waker>,
@@ -71,7 +71,7 @@ pub(crate) struct Slot<A: Actor> {
     parent: Weak<dyn Parent>,
     me: Weak<Slot<A>>,
     life: Mutex<Life>,
-    rare: Mutex<Option<Box<Rare>>>,
+    rare: PlainMutex<Option<Box<Rare>>>,
     opts: SlotOptions,
     dedup: Option<Dedup<A::Reply>>,
     // Relaxed: counters are statistics; nothing is ordered by them.
@@ -81,12 +81,18 @@ pub(crate) struct Slot<A: Actor> {
     restarts: Stat,
     incarnations: Stat,
     state: AtomicU8,
-    /// An instance has completed `start` (for `started()`). Release/Acquire with its readers.
-    started: AtomicU8,
+    /// An instance has completed `start` (for `started()`); see `mark_started` for its ordering.
+    /// Std even under loom: a hint for code outside the models, not part of any interleaving they
+    /// check.
+    started: Stat,
+    /// Someone waits in `started()`: keeps the first start from locking `rare` when nobody does.
+    /// Only ever goes 0 -> 1 (std even under loom, like the statistics).
+    waiting: Stat,
     /// Clock nanos when the current message started (0: idle). Read by the watchdog.
     busy_since: AtomicU64,
-    /// Clock nanos when a running task was aborted (0: none, or it has ended). Read by the watchdog.
-    aborted_at: AtomicU64,
+    /// Clock nanos when a running task was aborted (0: none, or it has ended). Read by the
+    /// watchdog's thread, which models do not run: std even under loom.
+    aborted_at: Stat,
     /// Clock nanos when the slot is expected to serve again (0: serving). For `RetryAfter`.
     ready_at: Stat,
     /// Clock nanos when the next start is due, while backing off (0: not backing off).
@@ -143,18 +149,19 @@ impl<A: Actor> Slot<A> {
             parent,
             me: me.clone(),
             life: Mutex::new(Life::default()),
-            rare: Mutex::new(None),
+            rare: PlainMutex::new(None),
             handled: Stat::new(0),
             crashes: Stat::new(0),
             expired: Stat::new(0),
             restarts: Stat::new(0),
             incarnations: Stat::new(0),
             state: AtomicU8::new(SlotState::Starting as u8),
-            started: AtomicU8::new(0),
+            started: Stat::new(0),
+            waiting: Stat::new(0),
             opts,
             dedup,
             busy_since: AtomicU64::new(0),
-            aborted_at: AtomicU64::new(0),
+            aborted_at: Stat::new(0),
             ready_at: Stat::new(0),
             next_start: Stat::new(0),
             start_ewma: Stat::new(0),
@@ -199,7 +206,7 @@ impl<A: Actor> Slot<A> {
             mailbox_len: self.mailbox.len(),
             state: self.state(),
             incarnation: self.incarnations.load(Ordering::Relaxed),
-            last_crash_at: last.as_ref().map(|(_, at)| *at),
+            last_crash_at: last.as_ref().and_then(|(_, at)| *at),
             last_crash: last.map(|(report, _)| report),
             next_start_at: (next != 0).then(|| clock.instant_of(next)),
         }
@@ -263,8 +270,13 @@ impl<A: Actor> Slot<A> {
     /// Counts a crash and remembers it (for `Stats` and `started()`).
     fn record_crash(&self, report: &Arc<CrashReport>) {
         self.crashes.fetch_add(1, Ordering::Relaxed);
-        let now = self.shared.now();
-        self.rare(|r| r.last_crash = Some((report.clone(), now)));
+        // In a loom model reading the clock is an interleaving point of its own; a statistic is
+        // not worth multiplying the search for, so a model records no crash time.
+        #[cfg(not(crashonly_loom))]
+        let at = Some(self.shared.now());
+        #[cfg(crashonly_loom)]
+        let at = None;
+        self.rare(|r| r.last_crash = Some((report.clone(), at)));
     }
 
     /// Reports an exit and carries out the decision, except a one-for-one restart, which it
@@ -350,9 +362,6 @@ impl<A: Actor> Slot<A> {
         self.set_state(SlotState::Starting);
         self.rejuvenate.store(0, Ordering::Relaxed);
         self.next_start.store(0, Ordering::Relaxed);
-        if let Some(rare) = self.rare.lock().as_mut() {
-            rare.abort_reason = None;
-        }
         let n = self.incarnations.fetch_add(1, Ordering::Relaxed) + 1;
         let clock = self.shared.clock().clone();
         let began = clock.nanos();

@@ -229,34 +229,34 @@ impl SupNode {
             t.stop();
             t.kill();
         }
-        if self.state.lock().failed {
-            return;
-        }
+        // One look under the lock: give up if this supervisor failed meanwhile, and leave out
+        // children terminated by hand meanwhile.
+        let group: Vec<Arc<dyn ChildHandle>> = {
+            let st = self.state.lock();
+            if st.failed {
+                return;
+            }
+            group
+                .into_iter()
+                .filter(|c| {
+                    st.children
+                        .iter()
+                        .any(|e| e.handle.identity() == c.identity() && !e.stopped)
+                })
+                .collect()
+        };
         tracing::info!(supervisor = %self.path, scope = ?scope, children = group.len(), "restarting");
         if let [only] = group.as_slice() {
             // One child: its backoff runs in its own new task; other restarts need not wait.
-            if !self.is_stopped(only) {
-                only.launch_after(delay);
-            }
+            only.launch_after(delay);
             return;
         }
         if !delay.is_zero() {
             self.shared.clock().sleep(delay).await;
         }
         for c in &group {
-            if !self.is_stopped(c) {
-                c.launch();
-            }
+            c.launch();
         }
-    }
-
-    /// Whether `child` was terminated by hand (or is no longer a child).
-    fn is_stopped(&self, child: &Arc<dyn ChildHandle>) -> bool {
-        let st = self.state.lock();
-        st.children
-            .iter()
-            .find(|e| e.handle.identity() == child.identity())
-            .is_none_or(|e| e.stopped)
     }
 
     /// The child named `name`, marked with `f` under the lock.
