@@ -203,3 +203,31 @@ async fn a_root_that_gave_up_closes_every_mailbox_at_once() {
     assert_closed(&busy, queued).await;
     assert!(!crasher.is_alive());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_restart_counts_the_crash_once_and_a_linked_sibling_does_not_restart_it_twice() {
+    let system = System::new();
+    let sup = system
+        .root()
+        .spawn_supervisor(
+            SupervisorSpec::new("g", Strategy::OneForAll)
+                .backoff(Backoff::none())
+                .child(ActorSpec::<Probe>::named("a", Probes::default()))
+                .child(ActorSpec::<Probe>::named("b", Probes::default())),
+        )
+        .unwrap();
+    let (a, b) = (sup.child::<Probe>("a").unwrap(), sup.child::<Probe>("b").unwrap());
+    get(&a).await;
+    get(&b).await;
+    a.link(&b).unwrap();
+    a.tell(Cmd::Panic("once")).await.unwrap();
+    assert_eq!(get(&a).await.instance, 2);
+    assert_eq!(get(&b).await.instance, 2, "restarted once, with its group");
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.crashes, sa.restarts), (1, 1), "{sa:?}");
+    assert_eq!((sb.crashes, sb.restarts), (1, 1), "{sb:?}");
+    assert!(matches!(
+        sa.last_crash.as_deref().map(|r| &r.reason),
+        Some(CrashReason::Panic { .. })
+    ));
+}

@@ -626,6 +626,10 @@ const RESERVED: &[&str] = &[
     "stats",
     "rejuvenate",
     "crash_reboot",
+    "kill",
+    "started",
+    "link",
+    "unlink",
     "clone",
     "eq",
     "ne",
@@ -696,6 +700,12 @@ fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> {
         }
         call.push(CallArg::Arg(name.clone()));
         args.push((name, (*pt.ty).clone()));
+    }
+    if port.is_some() && attr.idempotent {
+        return Err(Error::new(
+            sig.ident.span(),
+            "a message that defers its reply through a ReplyPort cannot be idempotent: the port is handed on, so the message cannot be redelivered",
+        ));
     }
     let output = match (&sig.output, &port) {
         (ReturnType::Default, Some(t)) => t.clone(),

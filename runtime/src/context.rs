@@ -228,7 +228,7 @@ impl<A: Actor> Drop for Context<A> {
     fn drop(&mut self) {
         if let Some(inflight) = self.inflight.take() {
             let slot = self.myself.slot();
-            let reason = slot.take_abort_reason().unwrap_or(CrashReason::Aborted);
+            let reason = slot.take_abort_reason(self.incarnation).unwrap_or(CrashReason::Aborted);
             let report = Arc::new(CrashReport {
                 path: slot.path.to_string(),
                 reason,

@@ -115,6 +115,21 @@ pub(crate) fn current() -> Option<Inherited> {
     CURRENT.with(Cell::get)
 }
 
+/// Puts the previous current envelope back when dropped (also when unwinding).
+struct Restore(Option<Inherited>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+/// Runs `f` with no current envelope (notices the runtime sends on its own behalf).
+pub(crate) fn without_current<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = Restore(CURRENT.with(|c| c.replace(None)));
+    f()
+}
+
 pin_project_lite::pin_project! {
     /// Polls a handler with its envelope as the current one (restored after every poll, so that
     /// no other task sees it while the handler waits).
@@ -135,15 +150,8 @@ impl<F: Future> Future for WithEnvelope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let before = CURRENT.with(|c| c.replace(*this.current));
         // Restored even if the handler panics (the panic is caught further out).
-        struct Restore(Option<Inherited>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(before);
+        let _restore = Restore(CURRENT.with(|c| c.replace(*this.current)));
         this.inner.poll(cx)
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use tokio::sync::mpsc;
 
 use crate::crash::CrashReport;
+use crate::envelope;
 use crate::registry::ActorId;
 use crate::sync::{Arc, Mutex};
 
@@ -34,7 +35,7 @@ pub struct Down {
     pub restarting: bool,
 }
 
-type Notify = Box<dyn Fn(&Down) -> bool + Send + Sync>;
+type Notify = Arc<dyn Fn(&Down) -> bool + Send + Sync>;
 
 /// Who watches: a stream, an actor's monitor, or a link (one of each per watcher and target).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +65,7 @@ impl Monitors {
         if key != Watcher::Stream {
             list.retain(|(k, _)| *k != key);
         }
-        list.push((key, Box::new(notify)));
+        list.push((key, Arc::new(notify)));
     }
 
     /// Removes a watcher; whether it was there.
@@ -75,24 +76,34 @@ impl Monitors {
         list.len() != before
     }
 
-    /// Tells every watcher. The list is not locked while they run: a link's notice crashes the
-    /// linked actor, which fires (and edits) that actor's own watchers, possibly this list.
+    /// Forgets every watcher (the slot is gone; links hold the other actor, so this also breaks
+    /// their reference cycles).
+    pub(crate) fn clear(&self) {
+        let gone = std::mem::take(&mut *self.list.lock());
+        drop(gone);
+    }
+
+    /// Tells every watcher. The list is not locked while they run (a link's notice crashes the
+    /// linked actor, which fires, and may edit, that actor's own watchers, possibly this list); a
+    /// watcher that returns `false` is then removed, and only that one. They run with no current
+    /// envelope: a notice sent from inside a handler does not take on its deadline.
     pub(crate) fn fire(&self, down: &Down) {
-        let watchers = std::mem::take(&mut *self.list.lock());
+        let watchers: Vec<(Watcher, Notify)> = self.list.lock().clone();
         if watchers.is_empty() {
             return;
         }
-        let kept: Vec<_> = watchers.into_iter().filter(|(_, notify)| notify(down)).collect();
-        let mut list = self.list.lock();
-        // Watchers added meanwhile go after the kept ones; a newer registration of the same
-        // watcher wins over a kept older one.
-        let added = std::mem::take(&mut *list);
-        let newer: Vec<Watcher> = added.iter().map(|(k, _)| *k).collect();
-        *list = kept
-            .into_iter()
-            .filter(|(k, _)| *k == Watcher::Stream || !newer.contains(k))
-            .chain(added)
-            .collect();
+        let done: Vec<Notify> = envelope::without_current(|| {
+            watchers
+                .into_iter()
+                .filter(|(_, notify)| !notify(down))
+                .map(|(_, notify)| notify)
+                .collect()
+        });
+        if !done.is_empty() {
+            self.list
+                .lock()
+                .retain(|(_, n)| !done.iter().any(|d| Arc::ptr_eq(d, n)));
+        }
     }
 }
 

@@ -75,6 +75,12 @@ macro_rules! atomic {
             pub(crate) fn swap_zero(&self) -> $int {
                 self.0.swap(0, Ordering::AcqRel)
             }
+            /// Replaces `current` with `new`; whether it was `current`. AcqRel: one winner.
+            pub(crate) fn replace_if(&self, current: $int, new: $int) -> bool {
+                self.0
+                    .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            }
         }
     };
 }

@@ -17,38 +17,47 @@ use crate::reply::answer;
 use crate::supervisor::{ChildHandle, Decision, Scope};
 use crate::sync::{Arc, Ordering};
 
-/// Clears the slot's `aborted_at` when its task's future ends or is dropped: the task has stopped.
-struct TaskEnded<A: Actor>(Arc<Slot<A>>);
+/// Clears the slot's `aborted_at` when its task's future ends or is dropped: the task has
+/// stopped. Only for its own launch: an abandoned task that ends late clears nothing of a newer one.
+struct TaskEnded<A: Actor>(Arc<Slot<A>>, u64);
 
 impl<A: Actor> Drop for TaskEnded<A> {
     fn drop(&mut self) {
-        self.0.aborted_at.store(0, Ordering::Relaxed);
+        if self.0.task_gen.load(Ordering::Relaxed) == self.1 {
+            self.0.aborted_at.store(0, Ordering::Relaxed);
+        }
     }
 }
 
 impl<A: Actor> Slot<A> {
     /// The external power-off switch: aborts the task and its timers without waiting, noting why
-    /// for the asker of the message in flight. Whether a running instance was aborted.
+    /// for the asker of the message in flight. Whether an instance was running (not a task that
+    /// only waited out its restart backoff).
     fn power_off(&self, reason: Option<CrashReason>) -> bool {
-        self.set_abort_reason(reason);
+        if let Some(reason) = reason {
+            self.set_abort_reason(reason);
+        }
+        let state = self.state();
+        let now = self.shared.nanos();
         let mut life = self.life.lock();
         let mut was_running = false;
         if let Some(a) = life.abort.take() {
-            was_running = !a.is_finished();
+            if !a.is_finished() {
+                // Before the abort: a task that ends at once clears it again (`TaskEnded`).
+                // Relaxed: read by the watchdog, which only needs to see it eventually.
+                self.aborted_at.store(now, Ordering::Relaxed);
+                was_running = true;
+            }
             a.abort();
         }
         life.timers.drain(..).for_each(|t| t.abort());
         drop(life);
-        if was_running {
-            // Relaxed: read by the watchdog, which only needs to see it eventually.
-            self.aborted_at.store(self.shared.nanos(), Ordering::Relaxed);
-        }
         self.busy_since.store(0, Ordering::Relaxed);
-        if !matches!(self.state(), SlotState::Dead | SlotState::Stopped) {
+        if !matches!(state, SlotState::Dead | SlotState::Stopped) {
             self.set_state(SlotState::Restarting);
-            self.expect_ready_in(Duration::ZERO);
+            self.expect_ready_at(now, Duration::ZERO);
         }
-        was_running
+        was_running && matches!(state, SlotState::Starting | SlotState::Running)
     }
 
     /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
@@ -58,11 +67,12 @@ impl<A: Actor> Slot<A> {
         let Some(me) = self.myself() else {
             return Err(DeliveryError::Dead);
         };
-        match self.state() {
-            SlotState::Dead | SlotState::Stopped => return Err(DeliveryError::Dead),
-            // Between instances: nothing runs to crash.
-            SlotState::Restarting => return Ok(()),
-            _ => {}
+        if !self.claim_exit() {
+            return match self.state() {
+                SlotState::Dead | SlotState::Stopped => Err(DeliveryError::Dead),
+                // Between instances, or claimed by a crash from inside: nothing more to crash.
+                _ => Ok(()),
+            };
         }
         self.power_off(Some(reason.clone()));
         let exit = self.crash(reason, None);
@@ -83,19 +93,30 @@ impl<A: Actor> Slot<A> {
         Ok(())
     }
 
-    /// Notes (or clears) why the task is being aborted; allocates only to note one.
-    fn set_abort_reason(&self, reason: Option<CrashReason>) {
+    /// Notes why the running instance is being aborted from outside.
+    fn set_abort_reason(&self, reason: CrashReason) {
+        let n = self.incarnations.load(Ordering::Relaxed);
+        self.rare(|r| r.abort_reason = Some((n, reason)));
+    }
+
+    /// Why instance `incarnation` was aborted from outside, for its in-flight asker (taken once;
+    /// a reason noted for another instance is left alone).
+    pub(crate) fn take_abort_reason(&self, incarnation: u64) -> Option<CrashReason> {
         let mut rare = self.rare.lock();
-        match (rare.as_mut(), reason) {
-            (Some(r), reason) => r.abort_reason = reason,
-            (None, Some(reason)) => rare.get_or_insert_with(Box::default).abort_reason = Some(reason),
-            (None, None) => {}
+        let r = rare.as_mut()?;
+        match &r.abort_reason {
+            Some((n, _)) if *n == incarnation => r.abort_reason.take().map(|(_, reason)| reason),
+            _ => None,
         }
     }
 
-    /// Why the instance was aborted from outside, for its in-flight asker (taken once).
-    pub(crate) fn take_abort_reason(&self) -> Option<CrashReason> {
-        self.rare.lock().as_mut().and_then(|r| r.abort_reason.take())
+    /// A new task starts: what was noted for the old ones no longer holds.
+    fn forget_last_instance(&self) {
+        self.down.store(0, Ordering::Relaxed);
+        if let Some(r) = self.rare.lock().as_mut() {
+            r.abort_reason = None;
+            r.gave_up = false;
+        }
     }
 
     /// Counts the aborted task as abandoned, once, whoever finds it first (the supervisor's join
@@ -135,7 +156,6 @@ impl<A: Actor> Slot<A> {
         if self.started.load(Ordering::Acquire) != 0 {
             return Poll::Ready(Ok(()));
         }
-        let down = matches!(self.state(), SlotState::Dead | SlotState::Stopped);
         // SeqCst: pairs with `mark_started` (see there).
         self.waiting.store(1, Ordering::SeqCst);
         // Cloned before the lock and, when not kept, dropped after it: nothing of the waker's
@@ -146,7 +166,8 @@ impl<A: Actor> Slot<A> {
             if self.started.load(Ordering::SeqCst) != 0 {
                 return Poll::Ready(Ok(()));
             }
-            if down || r.gave_up {
+            // `down` is set before `wake_waiters` takes this lock: seen here, or woken there.
+            if self.down.load(Ordering::Relaxed) != 0 || r.gave_up {
                 return Poll::Ready(Err(match &r.last_crash {
                     Some((report, _)) => DeliveryError::Crashed(report.clone()),
                     None => DeliveryError::Dead,
@@ -174,6 +195,9 @@ impl<A: Actor> Slot<A> {
         self.set_state(SlotState::Dead);
         self.close_mailbox();
         self.shared.registry().remove(self.id);
+        // Links hold the linked actor: forgetting the watchers also breaks those cycles.
+        self.monitors.clear();
+        self.down.store(1, Ordering::Relaxed);
         self.wake_waiters();
     }
 }
@@ -197,25 +221,25 @@ impl<A: Actor> ChildHandle for Slot<A> {
 
     fn launch_after(&self, delay: Duration) {
         let Some(me) = self.myself() else { return };
-        let state = self.state();
-        if state == SlotState::Dead {
+        if matches!(self.state(), SlotState::Dead | SlotState::Stopped) {
+            // Gone, or terminated by hand: only `resume` (restart_child) brings it back.
             return;
         }
-        if state == SlotState::Stopped {
-            // Restarted by hand after `terminate_child`: its refs work again.
-            self.mailbox.reopen();
-            self.set_state(SlotState::Restarting);
-        }
-        self.set_abort_reason(None);
+        self.forget_last_instance();
         let mut life = self.life.lock();
+        if life.abort.as_ref().is_some_and(|a| !a.is_finished()) {
+            // Never two instances: the running task must be aborted (and joined) first.
+            return;
+        }
         if life.launched {
             self.restarts.fetch_add(1, Ordering::Relaxed);
         }
         life.launched = true;
+        let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
         // The backoff is the new task's first step: aborting the slot cancels a pending restart,
         // and the supervisor is free to restart other children meanwhile.
         let run = async move {
-            let ended = TaskEnded(me);
+            let ended = TaskEnded(me, generation);
             let me = &ended.0;
             if !delay.is_zero() {
                 me.expect_ready_in(delay);
@@ -231,6 +255,17 @@ impl<A: Actor> ChildHandle for Slot<A> {
         };
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
+    }
+
+    fn resume(&self) {
+        if self.state() == SlotState::Stopped {
+            self.mailbox.reopen();
+            self.set_state(SlotState::Restarting);
+        }
+    }
+
+    fn halt(&self) {
+        self.power_off(None);
     }
 
     fn abort(&self) {
@@ -265,6 +300,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         self.set_state(SlotState::Stopped);
         self.close_mailbox();
+        self.down.store(1, Ordering::Relaxed);
         self.monitors.fire(&Down {
             id: self.id,
             path: self.path.to_string(),
@@ -313,7 +349,11 @@ impl<A: Actor> Inspect for Slot<A> {
     fn abandon(&self) {
         let finished = {
             let life = self.life.lock();
-            life.task.as_ref().is_some_and(|t| t.abort_handle().is_finished())
+            match &life.task {
+                Some(t) => t.abort_handle().is_finished(),
+                // Taken by a supervisor's join in progress: the join decides.
+                None => return,
+            }
         };
         if finished {
             // It did end: `aborted_at` was only stale.

@@ -53,8 +53,9 @@ struct Life {
 #[derive(Debug, Default)]
 struct Rare {
     last_crash: Option<(Arc<CrashReport>, Option<Instant>)>,
-    /// Why the task is being aborted from outside (hung, killed), for its in-flight asker.
-    abort_reason: Option<CrashReason>,
+    /// Why an instance (by its number) is being aborted from outside (hung, killed), for its
+    /// in-flight asker.
+    abort_reason: Option<(u64, CrashReason)>,
     /// `started()` futures waiting for the first start.
     waiters: Vec<Waker>,
     /// The supervisor did not restart the slot after a crash before its first start.
@@ -88,6 +89,10 @@ pub(crate) struct Slot<A: Actor> {
     /// Someone waits in `started()`: keeps the first start from locking `rare` when nobody does.
     /// Only ever goes 0 -> 1 (std even under loom, like the statistics).
     waiting: Stat,
+    /// Killed or stopped (for `started()` waiters, read under `rare`); cleared by a relaunch.
+    down: Stat,
+    /// Counts launches, so that an old abandoned task that ends late clears nothing of a newer one.
+    task_gen: Stat,
     /// Clock nanos when the current message started (0: idle). Read by the watchdog.
     busy_since: AtomicU64,
     /// Clock nanos when a running task was aborted (0: none, or it has ended). Read by the
@@ -158,6 +163,8 @@ impl<A: Actor> Slot<A> {
             state: AtomicU8::new(SlotState::Starting as u8),
             started: Stat::new(0),
             waiting: Stat::new(0),
+            down: Stat::new(0),
+            task_gen: Stat::new(0),
             opts,
             dedup,
             busy_since: AtomicU64::new(0),
@@ -221,6 +228,21 @@ impl<A: Actor> Slot<A> {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
+    /// Claims the end of the running instance (Starting or Running -> Restarting), once: when a
+    /// crash from inside and one from outside (watchdog, `kill`) race, one of them decides.
+    fn claim_exit(&self) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s != SlotState::Starting as u8 && s != SlotState::Running as u8 {
+                return false;
+            }
+            if self.state.replace_if(s, SlotState::Restarting as u8) {
+                return true;
+            }
+            s = self.state.load(Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn add_timer(&self, timer: AbortHandle) {
         let mut life = self.life.lock();
         life.timers.retain(|t| !t.is_finished());
@@ -240,6 +262,11 @@ impl<A: Actor> Slot<A> {
     async fn run(self: Arc<Self>) {
         loop {
             let exit = self.clone().incarnation().await;
+            if !self.claim_exit() {
+                // Crashed from outside meanwhile (or killed): that path decides, and this task
+                // is being aborted.
+                return;
+            }
             self.cancel_timers();
             if let Exit::Rejuvenated = exit {
                 // A planned restart through the same path: not a failure, not counted against
@@ -286,12 +313,17 @@ impl<A: Actor> Slot<A> {
         if let Exit::Crash(report) = exit {
             self.record_crash(report);
             report_crash(report, restarting);
+            if !restarting {
+                self.rare(|r| r.gave_up = true);
+                self.wake_waiters();
+            }
         }
-        if restarting {
-            self.set_state(SlotState::Restarting);
-        } else if matches!(exit, Exit::Crash(_)) {
-            self.rare(|r| r.gave_up = true);
-            self.wake_waiters();
+        // Siblings go down before anyone hears of this exit: a linked sibling in the same group
+        // is then already restarting, not crashed a second time.
+        if let Decision::Restart { scope, .. } = &decision {
+            if *scope != Scope::One {
+                parent.abort_group(self.identity(), *scope);
+            }
         }
         self.fire_monitors(exit, restarting);
         match decision {
@@ -305,9 +337,6 @@ impl<A: Actor> Slot<A> {
             }
             Decision::Ignore => None,
             other => {
-                if let Decision::Restart { scope, .. } = other {
-                    parent.abort_group(self.identity(), scope);
-                }
                 parent.submit(self.clone(), other);
                 None
             }
@@ -316,7 +345,11 @@ impl<A: Actor> Slot<A> {
 
     /// Records when the slot should serve again: after `delay` and a typical `start`.
     fn expect_ready_in(&self, delay: Duration) {
-        let now = self.shared.clock().nanos();
+        self.expect_ready_at(self.shared.clock().nanos(), delay);
+    }
+
+    /// [`expect_ready_in`](Self::expect_ready_in) from `now` (clock nanos).
+    fn expect_ready_at(&self, now: u64, delay: Duration) {
         let at = now + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
         self.ready_at.store(at, Ordering::Relaxed);
         if !delay.is_zero() {

@@ -44,8 +44,14 @@ pub(crate) trait ChildHandle: Send + Sync + 'static {
     fn launch(&self);
     /// Starts a fresh instance after `delay` (the backoff), without making the caller wait.
     fn launch_after(&self, delay: Duration);
-    /// The external power-off switch: aborts the instance (or subtree) without waiting.
+    /// The external power-off switch: aborts the instance (or subtree) without waiting; a running
+    /// instance counts a crash (aborted by its supervisor).
     fn abort(&self);
+    /// The same for a child that has already reported its exit (it crashed, and its group is
+    /// restarting): nothing more is counted.
+    fn halt(&self);
+    /// Makes a child stopped by `stop` launchable again (`restart_child`).
+    fn resume(&self);
     /// Waits until every aborted task has ended.
     fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
     /// After an abort and join: closes its mailbox(es) (senders get `Dead`) and keeps it, stopped,

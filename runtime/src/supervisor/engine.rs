@@ -26,6 +26,8 @@ struct Entry {
     handle: Arc<dyn ChildHandle>,
     /// Terminated by hand (`terminate_child`): not restarted until `restart_child`.
     stopped: bool,
+    /// `terminate_child` has not finished with it yet: `restart_child` must wait.
+    terminating: bool,
     /// This child's own restarts within the intensity period: its backoff grows with them, so
     /// one crash-looping child does not slow down the restarts of its healthy siblings.
     recent: VecDeque<Instant>,
@@ -140,6 +142,7 @@ impl SupNode {
             restart,
             handle,
             stopped: false,
+            terminating: false,
             recent: VecDeque::new(),
         });
         Ok(())
@@ -179,7 +182,7 @@ impl SupNode {
                 Decision::Restart { scope, delay } => self.restart(child, scope, delay).await,
                 Decision::Remove => child.kill(),
                 Decision::Escalate(report) => {
-                    self.give_up(report).await;
+                    self.give_up(child, report).await;
                     return;
                 }
                 Decision::Ignore => {}
@@ -220,7 +223,12 @@ impl SupNode {
             (group, temporaries)
         };
         for c in group.iter().chain(&temporaries).rev() {
-            c.abort();
+            if c.identity() == child.identity() {
+                // It reported its own exit; its crash is counted already.
+                c.halt();
+            } else {
+                c.abort();
+            }
         }
         for c in group.iter().chain(&temporaries) {
             c.join().await;
@@ -281,11 +289,16 @@ impl SupNode {
     pub(crate) async fn terminate_child(&self, name: &str) -> Result<(), ChildError> {
         let handle = self.with_child(name, |children, i| {
             children[i].stopped = true;
+            children[i].terminating = true;
             Ok(children[i].handle.clone())
         })?;
         handle.abort();
         handle.join().await;
         handle.stop();
+        let _ = self.with_child(name, |children, i| {
+            children[i].terminating = false;
+            Ok(())
+        });
         Ok(())
     }
 
@@ -293,13 +306,14 @@ impl SupNode {
     pub(crate) fn restart_child(&self, name: &str) -> Result<(), ChildError> {
         let handle = self.with_child(name, |children, i| {
             let e = &mut children[i];
-            if !e.stopped {
+            if !e.stopped || e.terminating {
                 return Err(ChildError::Running(e.handle.path().to_owned()));
             }
             e.stopped = false;
             e.recent.clear();
             Ok(e.handle.clone())
         })?;
+        handle.resume();
         handle.launch();
         Ok(())
     }
@@ -315,11 +329,16 @@ impl SupNode {
     }
 
     /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
-    async fn give_up(&self, report: Arc<CrashReport>) {
+    async fn give_up(&self, last: Arc<dyn ChildHandle>, report: Arc<CrashReport>) {
         tracing::error!(supervisor = %self.path, crash = %report, "supervisor gave up, escalating");
         let children = self.snapshot();
         for c in children.iter().rev() {
-            c.abort();
+            if c.identity() == last.identity() {
+                // The child whose crash exceeded the intensity has reported it already.
+                c.halt();
+            } else {
+                c.abort();
+            }
         }
         for c in &children {
             c.join().await;
@@ -518,6 +537,24 @@ impl ChildHandle for SupNode {
     fn stop(&self) {
         for child in self.snapshot().iter().rev() {
             child.stop();
+        }
+    }
+
+    fn halt(&self) {
+        ChildHandle::abort(self);
+    }
+
+    fn resume(&self) {
+        let running: Vec<_> = {
+            let st = self.state.lock();
+            st.children
+                .iter()
+                .filter(|e| !e.stopped)
+                .map(|e| e.handle.clone())
+                .collect()
+        };
+        for child in running {
+            child.resume();
         }
     }
 
