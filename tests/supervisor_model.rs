@@ -143,9 +143,11 @@ impl Actor for Child {
 
 /// Runs `steps` on a fresh system and on the model, comparing them after every step.
 fn run(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
-    // Planned crashes by the thousand: keep them off the terminal.
+    // Planned crashes by the thousand: keep them off the terminal. A subscriber that writes
+    // nowhere takes the runtime's crash events (without one, each panic is printed to stderr).
     static QUIET: std::sync::Once = std::sync::Once::new();
     QUIET.call_once(|| {
+        let _ = tracing_subscriber::fmt().with_writer(std::io::sink).try_init();
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if info.payload().downcast_ref::<&str>() != Some(&"planned crash") {
