@@ -480,6 +480,7 @@ fn subtree_1000(c: &mut Criterion) {
 fn all(c: &mut Criterion) {
     if std::env::var_os("PEERS_LOUD").is_none() {
         std::panic::set_hook(Box::new(|_| {}));
+        let _ = tracing::subscriber::set_global_default(Off);
     }
     let only = std::env::var("PEERS_ROWS").unwrap_or_default();
     let want = |row: &str| only.is_empty() || only.split(',').any(|r| r == row);
@@ -499,3 +500,22 @@ fn all(c: &mut Criterion) {
 
 criterion_group!(benches, all);
 criterion_main!(benches);
+
+/// A `tracing` subscriber that keeps every event and span off: the benches measure the runtime
+/// as a service with its logging filtered runs it (with no subscriber at all, crashonly prints
+/// each actor panic to stderr, as Rust's own panic hook does for every other framework here).
+struct Off;
+
+impl tracing::Subscriber for Off {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}

@@ -511,11 +511,12 @@ impl<A: Actor> Slot<A> {
     }
 }
 
-/// Logs a crash. A panic is also printed to stderr, with the actor's path, when no `tracing`
-/// subscriber would show the event (the panic hook keeps actor panics off stderr): a panic never
-/// vanishes, and is shown once.
+/// Logs a crash. When no `tracing` subscriber is installed at all, a panic is printed to stderr
+/// instead, with the actor's path (the panic hook keeps actor panics off stderr): a panic never
+/// vanishes, and is shown once. A subscriber that filters the event out is the user's choice.
 fn report_crash(report: &CrashReport, restarting: bool) {
-    if tracing::enabled!(tracing::Level::ERROR) {
+    let no_subscriber = tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+    if !no_subscriber {
         tracing::error!(actor = %report.path, crash = %report, restarting, "actor crashed");
     } else if matches!(report.reason, CrashReason::Panic { .. }) {
         eprintln!("crashonly: actor {report} (restarting: {restarting})");
