@@ -244,14 +244,18 @@ impl SupNode {
             if st.failed {
                 return;
             }
-            group
-                .into_iter()
-                .filter(|c| {
-                    st.children
-                        .iter()
-                        .any(|e| e.handle.identity() == c.identity() && !e.stopped)
-                })
-                .collect()
+            // Usually none is: then the group stands as it is (no quadratic search).
+            let stopped: Vec<*const ()> = st
+                .children
+                .iter()
+                .filter(|e| e.stopped)
+                .map(|e| e.handle.identity())
+                .collect();
+            if stopped.is_empty() {
+                group
+            } else {
+                group.into_iter().filter(|c| !stopped.contains(&c.identity())).collect()
+            }
         };
         tracing::info!(supervisor = %self.path, scope = ?scope, children = group.len(), "restarting");
         if let [only] = group.as_slice() {
