@@ -407,6 +407,9 @@ impl tracing::Subscriber for Off {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         false
     }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::OFF)
+    }
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
         tracing::span::Id::from_u64(1)
     }

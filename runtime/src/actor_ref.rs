@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::clock::Instant;
 use crate::crash::CrashReason;
-use crate::envelope::{self, CopyFn, Envelope, Header, Inherited, TraceContext};
+use crate::envelope::{CopyFn, Envelope, Header, Inherited, TraceContext};
 use crate::error::{DeliveryError, SendError};
 use crate::mailbox::PushError;
 use crate::monitor::Monitors;
@@ -261,15 +261,21 @@ impl<'a, A: Actor> Opts<'a, A> {
             retrying: false,
             attempt_timeout: None,
             copy: None,
-            inherited: envelope::current(),
+            inherited: None,
         }
     }
 
     /// The deadline: see [`Shared::deadline_for`](crate::shared::Shared::deadline_for).
+    /// What this message inherits: the envelope given with `within`, or else the one being
+    /// handled where it is sent (read when the envelope is made, that is when it is sent).
+    fn inherited(&self) -> Option<Inherited> {
+        self.inherited.or_else(crate::crash::current_envelope)
+    }
+
     /// Inside a handler, never past the handled envelope's deadline.
-    fn deadline(&self, now: Instant) -> Instant {
+    fn deadline(&self, now: Instant, inherited: Option<Inherited>) -> Instant {
         let own = self.target.slot.shared().deadline_for(now, self.ttl, self.deadline);
-        match self.inherited {
+        match inherited {
             Some(parent) => own.min(parent.deadline),
             None => own,
         }
@@ -281,9 +287,10 @@ impl<'a, A: Actor> Opts<'a, A> {
             slot.set_copy(copy);
         }
         let shared = slot.shared();
-        let deadline = self.deadline(shared.now());
+        let inherited = self.inherited();
+        let deadline = self.deadline(shared.now(), inherited);
         let id = shared.next_envelope_id();
-        let trace = self.trace.or(self.inherited.map(|i| i.trace)).unwrap_or(TraceContext {
+        let trace = self.trace.or(inherited.map(|i| i.trace)).unwrap_or(TraceContext {
             trace_id: id.get(),
             parent: None,
         });
@@ -527,8 +534,9 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
             };
             let shared = opts.target.slot.shared().clone();
             let policy = shared.policy();
-            // One deadline for all attempts; each attempt may be bounded more tightly.
-            let deadline = opts.deadline(shared.now());
+            // One deadline and one parent for all attempts; each attempt may be bounded more tightly.
+            opts.inherited = opts.inherited();
+            let deadline = opts.deadline(shared.now(), opts.inherited);
             opts.ttl = None;
             loop {
                 let now = shared.now();

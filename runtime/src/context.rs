@@ -47,7 +47,12 @@ impl<A: Actor> Context<A> {
 
     /// Handling starts: the envelope is held here until its outcome is known.
     pub(crate) fn begin(&mut self, env: Envelope<A::Msg, ReplyTo<A::Reply>>) -> A::Msg {
-        let (msg, inflight) = InFlight::take(env, self.myself.slot().copy_fn());
+        let copy = if env.header.idempotent {
+            self.myself.slot().copy_fn()
+        } else {
+            None
+        };
+        let (msg, inflight) = InFlight::take(env, copy);
         self.inflight = Some(inflight);
         msg
     }

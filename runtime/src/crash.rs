@@ -12,7 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::envelope::Header;
+use crate::envelope::{Header, Inherited};
 use crate::sync::Once;
 
 /// Why an actor instance stopped.
@@ -126,9 +126,55 @@ impl fmt::Display for CrashReport {
     }
 }
 
+/// What this thread is polling: actor code or not, and the envelope being handled, whose
+/// deadline and trace every send made meanwhile inherits. Both in one thread-local, set and
+/// restored once per poll.
+///
+/// `current` points into the `CatchCrash` being polled (pinned, so it stays put for the poll, and
+/// reset before the poll returns); null when no envelope is handled.
+#[derive(Clone, Copy)]
+struct Polling {
+    in_actor: bool,
+    current: *const Inherited,
+}
+
 thread_local! {
-    static IN_ACTOR: Cell<bool> = const { Cell::new(false) };
+    static POLLING: Cell<Polling> = const {
+        Cell::new(Polling {
+            in_actor: false,
+            current: std::ptr::null(),
+        })
+    };
     static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// The envelope being handled by the code this thread is polling, if any.
+pub(crate) fn current_envelope() -> Option<Inherited> {
+    let current = POLLING.with(|p| p.get().current);
+    // SAFETY: non-null only while the `CatchCrash` it points into is being polled on this thread
+    // (set before its inner poll, restored after it), and that future is pinned: the pointee is
+    // alive and unmoved for as long as the pointer can be read here.
+    unsafe { current.as_ref().copied() }
+}
+
+/// Runs `f` with no current envelope (notices the runtime sends on its own behalf).
+pub(crate) fn without_current<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts the previous state back, also when unwinding.
+    struct Restore(Polling);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POLLING.with(|p| p.set(self.0));
+        }
+    }
+    let before = POLLING.with(|p| p.get());
+    let _restore = Restore(before);
+    POLLING.with(|p| {
+        p.set(Polling {
+            current: std::ptr::null(),
+            ..before
+        })
+    });
+    f()
 }
 
 /// Installs (once per process) a panic hook that records the message and location of panics
@@ -141,7 +187,7 @@ pub(crate) fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if IN_ACTOR.with(Cell::get) {
+            if POLLING.with(|p| p.get().in_actor) {
                 let message = payload_message(info.payload());
                 let location = info
                     .location()
@@ -165,25 +211,48 @@ fn payload_message(payload: &(dyn Any + Send)) -> String {
 }
 
 pin_project_lite::pin_project! {
-    /// Polls a future of actor code, turning a panic into `Err(CrashReason::Panic)`.
+    /// Polls a future of actor code, turning a panic into `Err(CrashReason::Panic)`; while a
+    /// handler is polled, its envelope is the thread's current one (never across an await: it is
+    /// restored after every poll, so no other task sees it).
     pub(crate) struct CatchCrash<F> {
         #[pin]
         inner: F,
+        current: Option<Inherited>,
     }
 }
 
+/// Actor code with no envelope (`start`).
 pub(crate) fn catch<F: Future>(inner: F) -> CatchCrash<F> {
-    CatchCrash { inner }
+    CatchCrash { inner, current: None }
+}
+
+/// A handler, with the envelope it handles as the current one.
+pub(crate) fn catch_handling<F: Future>(current: Inherited, inner: F) -> CatchCrash<F> {
+    CatchCrash {
+        inner,
+        current: Some(current),
+    }
 }
 
 impl<F: Future> Future for CatchCrash<F> {
     type Output = Result<F::Output, CrashReason>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.project().inner;
-        let was = IN_ACTOR.with(|f| f.replace(true));
+        let this = self.project();
+        let current = this
+            .current
+            .as_ref()
+            .map_or(std::ptr::null(), |c| c as *const Inherited);
+        let inner = this.inner;
+        let was = POLLING.with(|p| {
+            p.replace(Polling {
+                in_actor: true,
+                current,
+            })
+        });
+        // A panic is caught here, so the state is always put back.
         let polled = panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        IN_ACTOR.with(|f| f.set(was));
+        POLLING.with(|p| p.set(was));
         match polled {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Ok(Poll::Pending) => Poll::Pending,
@@ -194,5 +263,36 @@ impl<F: Future> Future for CatchCrash<F> {
                 Poll::Ready(Err(CrashReason::Panic { message, location }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::envelope::TraceContext;
+
+    #[test]
+    fn the_current_envelope_is_set_only_while_its_handler_is_polled() {
+        let inherited = Inherited {
+            deadline: crate::clock::Clock::default().now(),
+            trace: TraceContext {
+                trace_id: 7,
+                parent: None,
+            },
+        };
+        let mut fut = Box::pin(catch_handling(
+            inherited,
+            std::future::poll_fn(|_| Poll::Ready(current_envelope())),
+        ));
+        let seen = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert_eq!(seen, Poll::Ready(Ok(Some(inherited))));
+        assert_eq!(current_envelope(), None, "restored after the poll");
+        let inside = catch_handling(inherited, async { without_current(current_envelope) });
+        let mut inside = Box::pin(inside);
+        let seen = inside.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert_eq!(seen, Poll::Ready(Ok(None)), "notices are sent with no current envelope");
     }
 }

@@ -1,14 +1,10 @@
 //! Self-describing envelopes: every message carries its id, deadline, idempotency, attempt and trace.
 //!
-//! While a handler runs, its envelope is the *current* one of the thread polling it
-//! ([`WithEnvelope`]): every `tell` or `ask` made then, through `ctx` or not, inherits the
+//! While a handler runs, its envelope is the *current* one of the thread polling it (see
+//! `crash::catch_handling`): every `tell` or `ask` made then, through `ctx` or not, inherits the
 //! remaining time and the trace, so a sub-request can never outlive its parent's deadline.
 
-use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -106,65 +102,6 @@ pub(crate) struct Inherited {
     pub(crate) trace: TraceContext,
 }
 
-thread_local! {
-    static CURRENT: Cell<Option<Inherited>> = const { Cell::new(None) };
-}
-
-/// The envelope being handled by the code this thread is polling, if any.
-pub(crate) fn current() -> Option<Inherited> {
-    CURRENT.with(Cell::get)
-}
-
-/// Puts the previous current envelope back when dropped (also when unwinding).
-struct Restore(Option<Inherited>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        CURRENT.with(|c| c.set(self.0));
-    }
-}
-
-/// Runs `f` with no current envelope (notices the runtime sends on its own behalf).
-pub(crate) fn without_current<R>(f: impl FnOnce() -> R) -> R {
-    let _restore = Restore(CURRENT.with(|c| c.replace(None)));
-    f()
-}
-
-pin_project_lite::pin_project! {
-    /// Polls a handler with its envelope as the current one (restored after every poll, so that
-    /// no other task sees it while the handler waits).
-    pub(crate) struct WithEnvelope<F> {
-        #[pin]
-        inner: F,
-        current: Option<Inherited>,
-    }
-}
-
-/// Runs `inner` with `current` as the current envelope.
-pub(crate) fn with_envelope<F: Future>(current: Option<Inherited>, inner: F) -> WithEnvelope<F> {
-    WithEnvelope { inner, current }
-}
-
-impl<F: Future> Future for WithEnvelope<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        // Restored even if the handler panics (the panic is caught further out).
-        let _restore = Restore(CURRENT.with(|c| c.replace(*this.current)));
-        this.inner.poll(cx)
-    }
-}
-
-impl<M, P> fmt::Debug for Envelope<M, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
-            .field("header", &self.header)
-            .field("ask", &self.reply.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -172,27 +109,5 @@ mod tests {
         // Message passing moves envelopes between cores: their size is cache traffic.
         assert_eq!(std::mem::size_of::<super::Header>(), 56);
         assert!(std::mem::size_of::<super::Envelope<u64, crate::reply::ReplyTo<u64>>>() <= 80);
-    }
-
-    #[test]
-    fn the_current_envelope_is_set_only_while_its_handler_is_polled() {
-        use std::future::Future;
-        use std::task::{Context, Poll};
-        let now = crate::clock::Clock::default().now();
-        let inherited = super::Inherited {
-            deadline: now,
-            trace: super::TraceContext {
-                trace_id: 7,
-                parent: None,
-            },
-        };
-        let mut fut = Box::pin(super::with_envelope(
-            Some(inherited),
-            std::future::poll_fn(|_| Poll::Ready(super::current())),
-        ));
-        let waker = std::task::Waker::noop();
-        let seen = fut.as_mut().poll(&mut Context::from_waker(waker));
-        assert_eq!(seen, Poll::Ready(Some(inherited)));
-        assert_eq!(super::current(), None, "restored after the poll");
     }
 }

@@ -4,8 +4,8 @@ use std::fmt;
 
 use tokio::sync::mpsc;
 
+use crate::crash;
 use crate::crash::CrashReport;
-use crate::envelope;
 use crate::registry::ActorId;
 use crate::sync::{Arc, Mutex};
 
@@ -92,7 +92,7 @@ impl Monitors {
         if watchers.is_empty() {
             return;
         }
-        let done: Vec<Notify> = envelope::without_current(|| {
+        let done: Vec<Notify> = crash::without_current(|| {
             watchers
                 .into_iter()
                 .filter(|(_, notify)| !notify(down))

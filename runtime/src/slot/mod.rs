@@ -21,6 +21,7 @@ use std::future::Future;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use futures::future::Either;
 use tracing::Instrument;
 
 use crate::actor::Actor;
@@ -29,7 +30,7 @@ use crate::clock::Instant;
 use crate::context::Context;
 use crate::crash::{self, CrashReason, CrashReport};
 use crate::dedup::Dedup;
-use crate::envelope::{self, CopyFn, Envelope, Header};
+use crate::envelope::{CopyFn, Envelope, Header};
 use crate::error::DeliveryError;
 use crate::mailbox::Mailbox;
 use crate::monitor::{Down, DownReason, Monitors};
@@ -464,10 +465,13 @@ impl<A: Actor> Slot<A> {
             );
             // Relaxed: the watchdog only needs to see it eventually.
             self.busy_since.store(clock.nanos_of(now), Ordering::Relaxed);
-            let handling = crash::catch(actor.handle(msg, &mut ctx));
-            let outcome = envelope::with_envelope(Some(header.inherited()), handling)
-                .instrument(span)
-                .await;
+            let handling = crash::catch_handling(header.inherited(), actor.handle(msg, &mut ctx));
+            let outcome = if span.is_disabled() {
+                Either::Right(handling)
+            } else {
+                Either::Left(handling.instrument(span))
+            }
+            .await;
             self.busy_since.store(0, Ordering::Relaxed);
             self.handled.fetch_add(1, Ordering::Relaxed);
             let reason = match outcome {
