@@ -15,18 +15,7 @@ use tokio::sync::Semaphore;
 #[tokio::test(start_paused = true)]
 async fn kill_is_a_crash_its_supervisor_handles_with_its_strategy() {
     let system = System::new();
-    let sup = system
-        .root()
-        .spawn_supervisor(
-            SupervisorSpec::new("g", Strategy::OneForAll)
-                .backoff(Backoff::none())
-                .child(ActorSpec::<Probe>::named("a", Probes::default()))
-                .child(ActorSpec::<Probe>::named("b", Probes::default())),
-        )
-        .unwrap();
-    let (a, b) = (sup.child::<Probe>("a").unwrap(), sup.child::<Probe>("b").unwrap());
-    get(&a).await;
-    get(&b).await;
+    let (_sup, a, b) = common::pair(&system, "g", Strategy::OneForAll).await;
     a.kill().unwrap();
     assert_eq!(get(&a).await.instance, 2);
     assert_eq!(get(&b).await.instance, 2, "one-for-all restarted the sibling too");
@@ -82,17 +71,7 @@ async fn terminate_restart_and_remove_an_actor_child() {
 #[tokio::test(start_paused = true)]
 async fn a_terminated_child_is_not_restarted_by_a_group_restart() {
     let system = System::new();
-    let sup = system
-        .root()
-        .spawn_supervisor(
-            SupervisorSpec::new("g", Strategy::OneForAll)
-                .backoff(Backoff::none())
-                .child(ActorSpec::<Probe>::named("a", Probes::default()))
-                .child(ActorSpec::<Probe>::named("b", Probes::default())),
-        )
-        .unwrap();
-    let (a, b) = (sup.child::<Probe>("a").unwrap(), sup.child::<Probe>("b").unwrap());
-    get(&a).await;
+    let (sup, a, b) = common::pair(&system, "g", Strategy::OneForAll).await;
     sup.terminate_child("a").await.unwrap();
     b.tell(Cmd::Panic("group restart")).await.unwrap();
     assert_eq!(get(&b).await.instance, 2);

@@ -207,18 +207,7 @@ async fn a_root_that_gave_up_closes_every_mailbox_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_group_restart_counts_the_crash_once_and_a_linked_sibling_does_not_restart_it_twice() {
     let system = System::new();
-    let sup = system
-        .root()
-        .spawn_supervisor(
-            SupervisorSpec::new("g", Strategy::OneForAll)
-                .backoff(Backoff::none())
-                .child(ActorSpec::<Probe>::named("a", Probes::default()))
-                .child(ActorSpec::<Probe>::named("b", Probes::default())),
-        )
-        .unwrap();
-    let (a, b) = (sup.child::<Probe>("a").unwrap(), sup.child::<Probe>("b").unwrap());
-    get(&a).await;
-    get(&b).await;
+    let (_sup, a, b) = common::pair(&system, "g", Strategy::OneForAll).await;
     a.link(&b).unwrap();
     a.tell(Cmd::Panic("once")).await.unwrap();
     assert_eq!(get(&a).await.instance, 2);

@@ -139,3 +139,25 @@ pub async fn get(r: &ActorRef<Probe>) -> Seen {
         .await
         .expect("probe answers")
 }
+
+/// A one-for-all (or other) supervisor `name` under the root with two probes, `a` and `b`, both
+/// started.
+pub async fn pair(
+    system: &System,
+    name: &str,
+    strategy: Strategy,
+) -> (SupervisorRef, ActorRef<Probe>, ActorRef<Probe>) {
+    let sup = system
+        .root()
+        .spawn_supervisor(
+            SupervisorSpec::new(name, strategy)
+                .backoff(Backoff::none())
+                .child(ActorSpec::<Probe>::named("a", Probes::default()))
+                .child(ActorSpec::<Probe>::named("b", Probes::default())),
+        )
+        .unwrap();
+    let (a, b) = (sup.child::<Probe>("a").unwrap(), sup.child::<Probe>("b").unwrap());
+    get(&a).await;
+    get(&b).await;
+    (sup, a, b)
+}

@@ -369,6 +369,16 @@ impl SupNode {
         self as *const Self as *const ()
     }
 
+    /// The children not terminated by hand.
+    fn running_children(&self) -> Vec<Arc<dyn ChildHandle>> {
+        let st = self.state.lock();
+        st.children
+            .iter()
+            .filter(|e| !e.stopped)
+            .map(|e| e.handle.clone())
+            .collect()
+    }
+
     fn snapshot(&self) -> Vec<Arc<dyn ChildHandle>> {
         self.state.lock().children.iter().map(|e| e.handle.clone()).collect()
     }
@@ -504,14 +514,7 @@ impl ChildHandle for SupNode {
             abort: Some(task.abort_handle()),
             task: Some(task),
         };
-        let running: Vec<_> = {
-            let st = self.state.lock();
-            st.children
-                .iter()
-                .filter(|e| !e.stopped)
-                .map(|e| e.handle.clone())
-                .collect()
-        };
+        let running = self.running_children();
         for child in running {
             child.launch();
         }
@@ -549,14 +552,7 @@ impl ChildHandle for SupNode {
     }
 
     fn resume(&self) {
-        let running: Vec<_> = {
-            let st = self.state.lock();
-            st.children
-                .iter()
-                .filter(|e| !e.stopped)
-                .map(|e| e.handle.clone())
-                .collect()
-        };
+        let running = self.running_children();
         for child in running {
             child.resume();
         }
