@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use super::{Slot, SlotState};
+use super::{LastCrash, Slot, SlotState};
 use crate::actor::Actor;
 use crate::crash::{CrashReason, CrashReport};
 use crate::error::DeliveryError;
@@ -33,7 +33,7 @@ impl<A: Actor> Slot<A> {
     /// The external power-off switch: aborts the task and its timers without waiting, noting why
     /// for the asker of the message in flight. Whether an instance was running (not a task that
     /// only waited out its restart backoff).
-    fn power_off(&self, reason: Option<CrashReason>) -> bool {
+    fn power_off(&self, reason: Option<CrashReason>) -> Option<u64> {
         if let Some(reason) = reason {
             self.set_abort_reason(reason);
         }
@@ -57,7 +57,7 @@ impl<A: Actor> Slot<A> {
             self.set_state(SlotState::Restarting);
             self.expect_ready_at(now, Duration::ZERO);
         }
-        was_running && matches!(state, SlotState::Starting | SlotState::Running)
+        (was_running && matches!(state, SlotState::Starting | SlotState::Running)).then_some(now)
     }
 
     /// A recovery agent's crash-reboot: abort the instance from outside (it is not asked), then
@@ -169,7 +169,12 @@ impl<A: Actor> Slot<A> {
             // `down` is set before `wake_waiters` takes this lock: seen here, or woken there.
             if self.down.load(Ordering::Relaxed) != 0 || r.gave_up {
                 return Poll::Ready(Err(match &r.last_crash {
-                    Some((report, _)) => DeliveryError::Crashed(report.clone()),
+                    Some(LastCrash::Report(report, _)) => DeliveryError::Crashed(report.clone()),
+                    Some(LastCrash::Aborted(_)) => DeliveryError::Crashed(Arc::new(CrashReport {
+                        path: self.path.to_string(),
+                        reason: CrashReason::Aborted,
+                        envelope: None,
+                    })),
                     None => DeliveryError::Dead,
                 }));
             }
@@ -269,14 +274,18 @@ impl<A: Actor> ChildHandle for Slot<A> {
     }
 
     fn abort(&self) {
-        if self.power_off(None) {
-            // Aborted by its supervisor (a sibling's group restart, its subtree restarting).
-            let report = Arc::new(CrashReport {
-                path: self.path.to_string(),
-                reason: CrashReason::Aborted,
-                envelope: None,
-            });
-            self.record_crash(&report);
+        if let Some(now) = self.power_off(None) {
+            // Aborted by its supervisor (a sibling's group restart, its subtree restarting):
+            // counted, and remembered without a report or a second clock read.
+            self.crashes.fetch_add(1, Ordering::Relaxed);
+            #[cfg(not(crashonly_loom))]
+            let at = Some(self.shared.clock().instant_of(now));
+            #[cfg(crashonly_loom)]
+            let at = {
+                let _ = now;
+                None
+            };
+            self.rare(|r| r.last_crash = Some(LastCrash::Aborted(at)));
         }
     }
 

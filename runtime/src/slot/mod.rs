@@ -50,10 +50,18 @@ struct Life {
     launched: bool,
 }
 
+/// The last crash of a slot. An abort by the supervisor (a sibling's group restart) is kept
+/// without a report, made only if someone asks: a 1,000-child group restart records 999 of them.
+#[derive(Debug, Clone)]
+enum LastCrash {
+    Report(Arc<CrashReport>, Option<Instant>),
+    Aborted(Option<Instant>),
+}
+
 /// What a slot rarely needs, allocated on first use: most actors never crash.
 #[derive(Debug, Default)]
 struct Rare {
-    last_crash: Option<(Arc<CrashReport>, Option<Instant>)>,
+    last_crash: Option<LastCrash>,
     /// Why an instance (by its number) is being aborted from outside (hung, killed), for its
     /// in-flight asker.
     abort_reason: Option<(u64, CrashReason)>,
@@ -204,7 +212,7 @@ impl<A: Actor> Slot<A> {
         let clock = self.shared.clock();
         let now = clock.nanos();
         let next = self.next_start.load(Ordering::Relaxed);
-        let last = self.rare.lock().as_ref().and_then(|r| r.last_crash.clone());
+        let last = self.last_crash();
         Stats {
             busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
@@ -295,6 +303,22 @@ impl<A: Actor> Slot<A> {
         }
     }
 
+    /// The last crash, with its report made if it was an abort.
+    fn last_crash(&self) -> Option<(Arc<CrashReport>, Option<Instant>)> {
+        let last = self.rare.lock().as_ref().and_then(|r| r.last_crash.clone())?;
+        Some(match last {
+            LastCrash::Report(report, at) => (report, at),
+            LastCrash::Aborted(at) => {
+                let report = CrashReport {
+                    path: self.path.to_string(),
+                    reason: CrashReason::Aborted,
+                    envelope: None,
+                };
+                (Arc::new(report), at)
+            }
+        })
+    }
+
     /// Counts a crash and remembers it (for `Stats` and `started()`).
     fn record_crash(&self, report: &Arc<CrashReport>) {
         self.crashes.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +328,7 @@ impl<A: Actor> Slot<A> {
         let at = Some(self.shared.now());
         #[cfg(crashonly_loom)]
         let at = None;
-        self.rare(|r| r.last_crash = Some((report.clone(), at)));
+        self.rare(|r| r.last_crash = Some(LastCrash::Report(report.clone(), at)));
     }
 
     /// Reports an exit and carries out the decision, except a one-for-one restart, which it
