@@ -208,6 +208,35 @@ pub async fn apply_once_executes_once(s: S, _t: ManualTime) {
     assert!(!other.replayed);
 }
 
+/// An idempotency key stands for one request: a retry of it is replayed, the key reused for another
+/// request (another resource, another change) is refused and writes nothing.
+pub async fn an_idempotency_key_means_one_request(s: S, _t: ManualTime) {
+    let add = |cart: &str, item: &str| Txn::new().put(cart.as_bytes(), item.as_bytes().to_vec());
+    let first = s
+        .commit(add("cart/1", "book").once_for(b"K", b"cart/1 add book"))
+        .await
+        .unwrap();
+    let retry = s
+        .commit(add("cart/1", "book").once_for(b"K", b"cart/1 add book"))
+        .await
+        .unwrap();
+    assert!(retry.replayed && retry.versions == first.versions);
+    for (txn, what) in [
+        (add("cart/2", "book").once_for(b"K", b"cart/2 add book"), "another cart"),
+        (add("cart/1", "pen").once_for(b"K", b"cart/1 add pen"), "another item"),
+        (add("cart/1", "book").once(b"K"), "no request named"),
+    ] {
+        match s.commit(txn).await {
+            Err(StoreError::Conflict(Conflict::KeyReused { key })) => assert_eq!(key, b"K", "{what}"),
+            other => panic!("{what}: expected KeyReused, got {other:?}"),
+        }
+    }
+    assert_eq!(s.get(b"cart/2").await.unwrap(), None, "a refused reuse writes nothing");
+    assert_eq!(s.get(b"cart/1").await.unwrap().unwrap().value, b"book");
+    let long = vec![b'r'; s.limits().max_key + 1];
+    assert!(bad_input(s.commit(add("cart/1", "x").once_for(b"L", &long)).await).contains("idempotency request"));
+}
+
 pub async fn bad_input_is_refused_clearly(s: S, _t: ManualTime) {
     let limits = s.limits().clone();
     let big_key = vec![b'k'; limits.max_key + 1];
@@ -257,7 +286,8 @@ macro_rules! conformance {
     ($make:expr) => {
         conformance!(@cases $make;
             versions_grow_and_never_repeat, compare_and_set, prefix_scan, transactions_are_all_or_nothing,
-            ttl_hides_and_reclaims, leases_and_fencing, apply_once_executes_once, bad_input_is_refused_clearly,
+            ttl_hides_and_reclaims, leases_and_fencing, apply_once_executes_once, an_idempotency_key_means_one_request,
+            bad_input_is_refused_clearly,
             durable_state_fences_old_incarnations);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -291,6 +321,27 @@ mod redb {
         std::fs::create_dir_all(&dir).unwrap();
         let opts = RedbOptions::default().with_limits(limits()).with_time(Arc::new(t));
         Some(Arc::new(RedbStore::open_with(dir.join("s.redb"), opts).unwrap()))
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+    conformance!(make);
+}
+
+/// The supervised handle over redb: the same store, seen through the reboot wrapper.
+mod supervised {
+    use super::*;
+    use crashonly::store::RedbOptions;
+    use crashonly::SupervisedStore;
+
+    async fn make(t: ManualTime) -> Option<S> {
+        let dir = std::env::temp_dir().join(format!("crashonly-confsup-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = RedbOptions::default().with_limits(limits()).with_time(Arc::new(t));
+        Some(Arc::new(SupervisedStore::redb(dir.join("s.redb"), opts).unwrap()))
     }
 
     fn rand_suffix() -> u64 {

@@ -16,19 +16,86 @@ fn temp(name: &str) -> std::path::PathBuf {
 async fn a_second_opener_gets_a_clear_error() {
     let path = temp("second");
     let first = RedbStore::open(&path).unwrap();
+    let me = std::process::id();
     match RedbStore::open(&path) {
-        Err(StoreError::Unavailable { reason, .. }) => assert!(reason.contains("already open"), "{reason}"),
-        other => panic!("expected Unavailable, got {other:?}"),
+        Err(e @ StoreError::AlreadyOpen { pid, .. }) => {
+            assert_eq!(pid, Some(me), "the error names the owner");
+            assert_eq!(e.retry_after(), None, "the owner is alive: not a temporary error");
+            assert!(e.to_string().contains(&format!("already open in process {me}")), "{e}");
+        }
+        other => panic!("expected AlreadyOpen, got {other:?}"),
     }
-    // A second process gets the same answer (the lock is the file's, not the process's).
+    // A second process gets the same answer, naming this one, and does not say "retry after".
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_crashonly-store-child"))
         .args(["redb", path.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already open"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("already open in process {me}")), "{stderr}");
+    assert!(!stderr.contains("retry"), "{stderr}");
     drop(first);
     RedbStore::open(&path).unwrap();
+}
+
+/// Two processes creating a new store in the same empty directory at the same moment: exactly one
+/// serves, the other gets the clear "already open" error naming it. Tried many times, since the
+/// race is between processes.
+#[tokio::test]
+async fn two_processes_creating_one_store_at_once_exactly_one_serves() {
+    use tokio::io::AsyncBufReadExt;
+    for round in 0..20 {
+        let dir = std::env::temp_dir().join(format!("crashonly-redb-{}-race-{round}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.redb");
+        let spawn = || {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_crashonly-store-child"))
+                .args(["redb", path.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        };
+        let mut children = [spawn(), spawn()];
+        let mut served = Vec::new();
+        let mut refused = Vec::new();
+        for (i, child) in children.iter_mut().enumerate() {
+            let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+                .await
+                .expect("each child opens or exits")
+                .unwrap();
+            match first {
+                Some(line) if line.starts_with("opened") => served.push(i),
+                _ => {
+                    let status = child.wait().await.unwrap();
+                    let mut err = String::new();
+                    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut err)
+                        .await
+                        .unwrap();
+                    assert!(!status.success(), "round {round}: {err}");
+                    refused.push((i, err));
+                }
+            }
+        }
+        assert_eq!(
+            served.len(),
+            1,
+            "round {round}: exactly one serves; refused: {refused:?}"
+        );
+        let owner = children[served[0]].id().unwrap();
+        let (_, err) = &refused[0];
+        assert!(
+            err.contains(&format!("already open in process {owner}")),
+            "round {round}: {err}"
+        );
+        for child in &mut children {
+            let _ = child.kill().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[tokio::test]
@@ -80,8 +147,21 @@ async fn a_file_older_than_its_commit_record_is_refused_as_rolled_back() {
         Err(StoreError::Corrupt(m)) => assert!(m.contains("commit record"), "{m}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    // Deleting the store starts a new one: the record left beside it is not held against it.
+    // A missing file whose record says commits were made is refused, never started empty (it
+    // would serve every acknowledged key as absent)...
+    std::fs::remove_file(&record).unwrap();
+    drop(RedbStore::open(&path).unwrap()); // a new, intact record
     std::fs::remove_file(&path).unwrap();
+    match RedbStore::open(&path) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("is missing") && m.contains("commit record"), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!path.exists(), "nothing was created in its place");
+    // ... and so is a damaged record beside a missing file.
+    std::fs::write(&record, [0xA5u8; 600]).unwrap();
+    assert!(matches!(RedbStore::open(&path), Err(StoreError::Corrupt(_))));
+    // Removing the record too starts a new store on purpose.
+    std::fs::remove_file(&record).unwrap();
     let s = RedbStore::open(&path).unwrap();
     assert_eq!(s.get(b"k").await.unwrap(), None);
 }

@@ -15,7 +15,13 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let started = std::time::Instant::now();
     let store: Arc<dyn Store> = match args.first().map(String::as_str) {
-        Some("redb") => Arc::new(RedbStore::open(&args[1]).expect("open redb")),
+        Some("redb") => match RedbStore::open(&args[1]) {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
         #[cfg(feature = "postgres")]
         Some("pg") => {
             let opts = crashonly::store::PgOptions::default()

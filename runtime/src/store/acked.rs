@@ -14,7 +14,7 @@
 //!   [`StoreError::Corrupt`]. A file ahead of its record had a crash between a commit and its
 //!   record, or a damaged header byte chose a commit still being written (redb trusts it without
 //!   reading its pages): such a file has every page's checksum read before it is used.
-//! - Two slots 512 bytes apart, durable commit `n` in slot `n % 2`, each `[n][checksum]`: a write
+//! - Two slots 512 bytes apart, durable commit `n` in slot `n % 2`, each `[n][crc32c(n)]`: a write
 //!   torn by a power cut damages only its own slot, and the other still holds the commit before.
 //!   A third slot, never synced, holds the last commit made that may be lost
 //!   (`Durability::LoseUpTo`): it matches the file after `kill -9` (which keeps the page cache),
@@ -31,18 +31,13 @@ use super::StoreError;
 use crate::sync::Mutex;
 
 const SLOT: u64 = 512;
-const SEALED: usize = 16;
+const SEALED: usize = 12;
 
-/// `n` and its checksum (FNV-1a over `n`; never 0 for a slot of zeros).
+/// `n` and its checksum (CRC32C over `n`; not 0 for `n` = 0, so a slot of zeros is not a commit).
 fn seal(n: u64) -> [u8; SEALED] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in n.to_le_bytes() {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
     let mut out = [0u8; SEALED];
     out[..8].copy_from_slice(&n.to_le_bytes());
-    out[8..].copy_from_slice(&h.to_le_bytes());
+    out[8..].copy_from_slice(&crc32c::crc32c(&n.to_le_bytes()).to_le_bytes());
     out
 }
 

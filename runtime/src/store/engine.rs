@@ -1,11 +1,15 @@
 //! The transaction logic every embedded backend shares, written once against [`Tables`].
 //!
-//! Record layouts (integers little-endian unless noted):
+//! Record layouts (integers little-endian unless noted). Every value of `Data`, `Lease`, `Idem` and
+//! `Meta` is sealed: `crc32c(key ‖ body)` (u32) ‖ body, so a damaged record, or a record whose key
+//! was damaged (it would move to another key), reads as [`StoreError::Corrupt`], never as data.
 //! - `Data`:   key -> version u64 | expires_ms u64 (0: never) | value
 //! - `Expiry`: expires_ms u64 big-endian | kind u8 (0 data, 1 idempotency) | key -> empty
 //! - `Lease`:  name -> token u64 | expires_ms u64 | epoch u64 | holder (UTF-8)
-//! - `Idem`:   key -> expires_ms u64 | count u32 | (version u64, existed u8) * count
-//! - `Meta`:   name -> u64 (`seq`: last version, `token`: last lease token, `epoch`: opens)
+//! - `Idem`:   key -> expires_ms u64 | request length u32 | request | count u32 |
+//!   (version u64, existed u8) * count
+//! - `Meta`:   name -> u64 (`format`: [`FORMAT`], `seq`: last version, `token`: last lease token,
+//!   `epoch`: opens, `commits`: commits made)
 //!
 //! A commit reads and checks everything before it writes anything, so a refused transaction leaves
 //! no trace even when it shares a backend transaction with others (redb's group commit).
@@ -47,20 +51,42 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
         .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
-/// FNV-1a (64-bit) over a data record's fields: stable across builds and platforms, as an
-/// on-disk checksum must be.
-fn checksum(version: u64, expires_ms: u64, value: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = version
-        .to_le_bytes()
-        .into_iter()
-        .chain(expires_ms.to_le_bytes())
-        .chain(value.iter().copied());
-    for byte in bytes {
-        h ^= byte as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The version of the record layouts above, kept in `Meta` as `format`. A store written in
+/// another format is refused with [`StoreError::Unsupported`] instead of misread (1 was the
+/// layout before sealed records).
+pub(crate) const FORMAT: u64 = 2;
+
+/// Bytes a seal adds before a record's body.
+const SEAL: usize = 4;
+
+/// A record buffer with room for its seal; fill the body, then [`seal`] it.
+fn sealable(body_len: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SEAL + body_len);
+    b.extend_from_slice(&[0; SEAL]);
+    b
+}
+
+/// Writes the checksum of `key ‖ body` in front of the body (CRC32C: hardware accelerated, and
+/// stable across builds and platforms, as an on-disk checksum must be).
+fn seal(key: &[u8], mut record: Vec<u8>) -> Vec<u8> {
+    let sum = crc32c::crc32c_append(crc32c::crc32c(key), &record[SEAL..]);
+    record[..SEAL].copy_from_slice(&sum.to_le_bytes());
+    record
+}
+
+/// The body of a sealed record, or `Corrupt` when the record or its key was damaged.
+fn unseal<'b>(what: &str, key: &[u8], b: &'b [u8]) -> Result<&'b [u8], StoreError> {
+    let (Some(sum), Some(body)) = (b.get(..SEAL), b.get(SEAL..)) else {
+        return Err(corrupt(what, key));
+    };
+    let want = crc32c::crc32c_append(crc32c::crc32c(key), body);
+    if sum != want.to_le_bytes() {
+        return Err(StoreError::Corrupt(format!(
+            "{what} record for {:?} failed its checksum",
+            String::from_utf8_lossy(key)
+        )));
     }
-    h
+    Ok(body)
 }
 
 /// A decoded data record.
@@ -71,32 +97,31 @@ pub(crate) struct DataRecord {
 }
 
 impl DataRecord {
-    /// Layout: version (8 bytes), expiry (8), checksum (8), value. The checksum covers the rest,
-    /// so a damaged record is reported `Corrupt` instead of read as wrong data (the file's own
-    /// page checksums are only verified on repair; the fuzz replay found a flipped value bit
-    /// read back silently before this).
+    /// Layout: seal, version (8 bytes), expiry (8), value. The seal covers the key and the rest,
+    /// so a damaged record is reported `Corrupt` instead of read as wrong data (redb verifies its
+    /// pages' checksums only when asked; the fuzz replay found a flipped value bit read back
+    /// silently before records were sealed).
     pub(crate) fn decode(key: &[u8], b: &[u8]) -> Result<Self, StoreError> {
-        let (Some(version), Some(expires_ms), Some(sum)) = (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16)) else {
+        let b = unseal("data", key, b)?;
+        let (Some(version), Some(expires_ms)) = (u64_at(b, 0), u64_at(b, 8)) else {
             return Err(corrupt("data", key));
         };
-        let value = &b[24..];
-        if version == 0 || sum != checksum(version, expires_ms, value) {
+        if version == 0 {
             return Err(corrupt("data", key));
         }
         Ok(DataRecord {
             version,
             expires_ms,
-            value: value.to_vec(),
+            value: b[16..].to_vec(),
         })
     }
 
-    fn encode(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(24 + value.len());
+    fn encode(key: &[u8], version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+        let mut b = sealable(16 + value.len());
         b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&expires_ms.to_le_bytes());
-        b.extend_from_slice(&checksum(version, expires_ms, value).to_le_bytes());
         b.extend_from_slice(value);
-        b
+        seal(key, b)
     }
 
     pub(crate) fn live(&self, now_ms: u64) -> bool {
@@ -134,15 +159,44 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-pub(crate) fn meta_get<T: Tables>(t: &T, name: &str) -> Result<u64, StoreError> {
-    match t.get(Table::Meta, name.as_bytes())? {
+/// A meta value as stored (`None`: never written, 0).
+pub(crate) fn meta_decode(name: &str, raw: Option<&[u8]>) -> Result<u64, StoreError> {
+    match raw {
         None => Ok(0),
-        Some(b) => u64_at(&b, 0).ok_or_else(|| corrupt("meta", name.as_bytes())),
+        Some(b) => {
+            let body = unseal("meta", name.as_bytes(), b)?;
+            u64_at(body, 0).ok_or_else(|| corrupt("meta", name.as_bytes()))
+        }
     }
 }
 
+pub(crate) fn meta_get<T: Tables>(t: &T, name: &str) -> Result<u64, StoreError> {
+    meta_decode(name, t.get(Table::Meta, name.as_bytes())?.as_deref())
+}
+
 pub(crate) fn meta_put<T: Tables>(t: &mut T, name: &str, v: u64) -> Result<(), StoreError> {
-    t.put(Table::Meta, name.as_bytes(), &v.to_le_bytes())
+    let mut b = sealable(8);
+    b.extend_from_slice(&v.to_le_bytes());
+    t.put(Table::Meta, name.as_bytes(), &seal(name.as_bytes(), b))
+}
+
+/// Checks the store's format at open, and writes it into a new store (one that has made no
+/// commit yet).
+pub(crate) fn check_format<T: Tables>(t: &mut T) -> Result<(), StoreError> {
+    if t.get(Table::Meta, b"format")?.is_none() {
+        if t.get(Table::Meta, b"commits")?.is_some() {
+            return Err(StoreError::Unsupported(format!(
+                "the store was written in format 1; this build reads format {FORMAT}"
+            )));
+        }
+        return meta_put(t, "format", FORMAT);
+    }
+    match meta_get(t, "format")? {
+        FORMAT => Ok(()),
+        other => Err(StoreError::Unsupported(format!(
+            "the store was written in format {other}; this build reads format {FORMAT}"
+        ))),
+    }
 }
 
 fn live_data<T: Tables>(t: &T, key: &[u8], now_ms: u64) -> Result<Option<DataRecord>, StoreError> {
@@ -164,6 +218,7 @@ struct LeaseRecord {
 
 impl LeaseRecord {
     fn decode(name: &[u8], b: &[u8]) -> Result<Self, StoreError> {
+        let b = unseal("lease", name, b)?;
         let (Some(token), Some(expires_ms), Some(epoch)) = (u64_at(b, 0), u64_at(b, 8), u64_at(b, 16)) else {
             return Err(corrupt("lease", name));
         };
@@ -176,13 +231,13 @@ impl LeaseRecord {
         })
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(24 + self.holder.len());
+    fn encode(&self, name: &[u8]) -> Vec<u8> {
+        let mut b = sealable(24 + self.holder.len());
         b.extend_from_slice(&self.token.to_le_bytes());
         b.extend_from_slice(&self.expires_ms.to_le_bytes());
         b.extend_from_slice(&self.epoch.to_le_bytes());
         b.extend_from_slice(self.holder.as_bytes());
-        b
+        seal(name, b)
     }
 
     /// Current: granted in this epoch (every lease from before a restart of an embedded store is
@@ -210,11 +265,11 @@ pub(crate) fn apply<T: Tables>(
     epoch: u64,
     limits: &Limits,
 ) -> Result<Committed, StoreError> {
-    if let Some(k) = &txn.once {
-        if let Some(b) = t.get(Table::Idem, k)? {
-            let expires = u64_at(&b, 0).ok_or_else(|| corrupt("idempotency", k))?;
-            if expires > now_ms {
-                return decode_replay(k, &b);
+    if let Some(once) = &txn.once {
+        if let Some(b) = t.get(Table::Idem, &once.key)? {
+            let rec = IdemRecord::decode(&once.key, &b)?;
+            if rec.expires_ms > now_ms {
+                return rec.replay(&once.key, &once.request);
             }
         }
     }
@@ -260,7 +315,7 @@ pub(crate) fn apply<T: Tables>(
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |ttl| now_ms + ms(ttl));
-                t.put(Table::Data, key, &DataRecord::encode(version, expires, value))?;
+                t.put(Table::Data, key, &DataRecord::encode(key, version, expires, value))?;
                 if expires != 0 {
                     t.put(Table::Expiry, &expiry_key(expires, 0, key), &[])?;
                 }
@@ -280,43 +335,82 @@ pub(crate) fn apply<T: Tables>(
         existed,
         replayed: false,
     };
-    if let Some(k) = &txn.once {
+    if let Some(once) = &txn.once {
         let expires = now_ms + ms(limits.idempotency_ttl);
-        let mut b = Vec::with_capacity(12 + 9 * committed.versions.len());
-        b.extend_from_slice(&expires.to_le_bytes());
-        b.extend_from_slice(&(committed.versions.len() as u32).to_le_bytes());
-        for (v, e) in committed.versions.iter().zip(&committed.existed) {
-            b.extend_from_slice(&v.to_le_bytes());
-            b.push(*e as u8);
-        }
-        t.put(Table::Idem, k, &b)?;
-        t.put(Table::Expiry, &expiry_key(expires, 1, k), &[])?;
+        let rec = IdemRecord::encode(&once.key, expires, &once.request, &committed);
+        t.put(Table::Idem, &once.key, &rec)?;
+        t.put(Table::Expiry, &expiry_key(expires, 1, &once.key), &[])?;
     }
     Ok(committed)
 }
 
-fn decode_replay(k: &[u8], b: &[u8]) -> Result<Committed, StoreError> {
-    let n = b
-        .get(8..12)
-        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize);
-    let n = n.ok_or_else(|| corrupt("idempotency", k))?;
-    // The count comes from the file: check it against the record's length before allocating
-    // (found by the fuzz replay: a damaged count asked for 27 GB and aborted the process).
-    if b.len().saturating_sub(12) / 9 < n {
-        return Err(corrupt("idempotency", k));
+/// What an idempotency key remembers: until when, the request it was used for, and the outcome.
+struct IdemRecord<'b> {
+    expires_ms: u64,
+    request: &'b [u8],
+    outcome: &'b [u8],
+}
+
+impl<'b> IdemRecord<'b> {
+    fn decode(key: &[u8], b: &'b [u8]) -> Result<Self, StoreError> {
+        let b = unseal("idempotency", key, b)?;
+        let bad = || corrupt("idempotency", key);
+        let expires_ms = u64_at(b, 0).ok_or_else(bad)?;
+        let len = b
+            .get(8..12)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(bad)?;
+        let request = b.get(12..12 + len).ok_or_else(bad)?;
+        Ok(IdemRecord {
+            expires_ms,
+            request,
+            outcome: &b[12 + len..],
+        })
     }
-    let mut versions = Vec::with_capacity(n);
-    let mut existed = Vec::with_capacity(n);
-    for i in 0..n {
-        let at = 12 + i * 9;
-        versions.push(u64_at(b, at).ok_or_else(|| corrupt("idempotency", k))?);
-        existed.push(*b.get(at + 8).ok_or_else(|| corrupt("idempotency", k))? != 0);
+
+    fn encode(key: &[u8], expires_ms: u64, request: &[u8], c: &Committed) -> Vec<u8> {
+        let mut b = sealable(16 + request.len() + 9 * c.versions.len());
+        b.extend_from_slice(&expires_ms.to_le_bytes());
+        b.extend_from_slice(&(request.len() as u32).to_le_bytes());
+        b.extend_from_slice(request);
+        b.extend_from_slice(&(c.versions.len() as u32).to_le_bytes());
+        for (v, e) in c.versions.iter().zip(&c.existed) {
+            b.extend_from_slice(&v.to_le_bytes());
+            b.push(*e as u8);
+        }
+        seal(key, b)
     }
-    Ok(Committed {
-        versions,
-        existed,
-        replayed: true,
-    })
+
+    /// The first outcome, for a retry of the same request; a key used for another request is
+    /// refused (it would otherwise be acknowledged without being applied).
+    fn replay(&self, key: &[u8], request: &[u8]) -> Result<Committed, StoreError> {
+        if self.request != request {
+            return Err(StoreError::Conflict(Conflict::KeyReused { key: key.to_vec() }));
+        }
+        let bad = || corrupt("idempotency", key);
+        let b = self.outcome;
+        let n = b
+            .get(..4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(bad)?;
+        // The count comes from the file: check it against the record's length before allocating
+        // (found by the fuzz replay: a damaged count asked for 27 GB and aborted the process).
+        if b.len().saturating_sub(4) / 9 < n {
+            return Err(bad());
+        }
+        let mut versions = Vec::with_capacity(n);
+        let mut existed = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = 4 + i * 9;
+            versions.push(u64_at(b, at).ok_or_else(bad)?);
+            existed.push(*b.get(at + 8).ok_or_else(bad)? != 0);
+        }
+        Ok(Committed {
+            versions,
+            existed,
+            replayed: true,
+        })
+    }
 }
 
 fn check_lease_args(name: &str, ttl: Duration, limits: &Limits) -> Result<(), StoreError> {
@@ -356,7 +450,7 @@ pub(crate) fn acquire<T: Tables>(
         epoch,
         holder: holder.to_owned(),
     };
-    t.put(Table::Lease, name.as_bytes(), &rec.encode())?;
+    t.put(Table::Lease, name.as_bytes(), &rec.encode(name.as_bytes()))?;
     Ok(DurableLease {
         name: name.to_owned(),
         holder: rec.holder,
@@ -377,7 +471,7 @@ pub(crate) fn renew<T: Tables>(
     match current_lease(t, &lease.name, now_ms, epoch)? {
         Some(mut rec) if rec.token == lease.token => {
             rec.expires_ms = now_ms + ms(ttl);
-            t.put(Table::Lease, lease.name.as_bytes(), &rec.encode())?;
+            t.put(Table::Lease, lease.name.as_bytes(), &rec.encode(lease.name.as_bytes()))?;
             Ok(DurableLease {
                 expires_at_ms: rec.expires_ms,
                 ..lease.clone()
@@ -399,16 +493,26 @@ pub(crate) fn release<T: Tables>(t: &mut T, lease: &DurableLease, now_ms: u64, e
     Ok(())
 }
 
-/// Deletes up to `limit` expired data records and idempotency keys; returns how many.
+/// Deletes up to `limit` expired data records and idempotency keys; returns how many index
+/// entries it took. A record goes only when it still expires at its entry's time (a damaged entry
+/// cannot delete a live key; an overwritten record's entry was removed with it).
 pub(crate) fn reclaim<T: Tables>(t: &mut T, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
     let end = (now_ms + 1).to_be_bytes();
     let due = t.expiry_until(&end, limit)?;
     for ek in &due {
-        let (Some(&kind), Some(key)) = (ek.get(8), ek.get(9..)) else {
+        let (Some(at), Some(&kind), Some(key)) = (ek.get(..8), ek.get(8), ek.get(9..)) else {
             return Err(StoreError::Corrupt("expiry index entry is malformed".into()));
         };
-        let table = if kind == 0 { Table::Data } else { Table::Idem };
-        t.remove(table, key)?;
+        let at = u64::from_be_bytes(at.try_into().expect("8 bytes"));
+        let (table, expires) = match (kind, t.get(if kind == 0 { Table::Data } else { Table::Idem }, key)?) {
+            (_, None) => (None, 0),
+            (0, Some(b)) => (Some(Table::Data), DataRecord::decode(key, &b)?.expires_ms),
+            (1, Some(b)) => (Some(Table::Idem), IdemRecord::decode(key, &b)?.expires_ms),
+            _ => return Err(StoreError::Corrupt("expiry index entry has an unknown kind".into())),
+        };
+        if let Some(table) = table.filter(|_| expires == at) {
+            t.remove(table, key)?;
+        }
         t.remove(Table::Expiry, ek)?;
     }
     Ok(due.len())
@@ -422,6 +526,6 @@ pub(crate) fn decode_any(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
             let _ = r.live(0);
         }),
         LeaseRecord::decode(b"fuzz", bytes).map(drop),
-        decode_replay(b"fuzz", bytes).map(drop),
+        IdemRecord::decode(b"fuzz", bytes).and_then(|r| r.replay(b"fuzz", r.request).map(drop)),
     ]
 }

@@ -17,8 +17,28 @@ pub enum StoreError {
     },
     /// A version check or a fence failed, or a lease is held by someone else.
     Conflict(Conflict),
-    /// The stored data is damaged; the message says where. Never a panic.
+    /// The disk (or the file-size limit, or a quota) has no room for the write; try again after
+    /// `retry_after`, by when the store may have been reopened. Nothing of the failed operation
+    /// was acknowledged.
+    NoSpace {
+        /// When to try again.
+        retry_after: Duration,
+        /// What happened.
+        reason: String,
+    },
+    /// The stored data is damaged; the message says where. Never a panic, never served as data.
     Corrupt(String),
+    /// The stored data was written in a format this build does not read (it is refused, not
+    /// misread).
+    Unsupported(String),
+    /// The store is owned by another process (one process owns a store file); `pid` names it when
+    /// it could be read. Not temporary: the owner is alive.
+    AlreadyOpen {
+        /// The store.
+        path: String,
+        /// The owner's process id, when known.
+        pid: Option<u32>,
+    },
     /// The request itself is invalid (too large, empty key, TTL of zero or past the limits).
     BadInput(String),
 }
@@ -52,6 +72,13 @@ pub enum Conflict {
         /// Until it lapses.
         remaining: Duration,
     },
+    /// An idempotency key was used before for another request (another resource, another
+    /// change): refused, since answering with the first outcome would acknowledge a request that
+    /// was never applied.
+    KeyReused {
+        /// The idempotency key.
+        key: Vec<u8>,
+    },
     /// The lease to renew has expired or been taken over.
     LeaseLost {
         /// The lease.
@@ -65,8 +92,25 @@ impl StoreError {
     /// The retry-after hint, when the error is temporary.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            StoreError::Unavailable { retry_after, .. } => Some(*retry_after),
+            StoreError::Unavailable { retry_after, .. } | StoreError::NoSpace { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// The same error, with `retry_after` set (when the error is temporary).
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        if let StoreError::Unavailable { retry_after, .. } | StoreError::NoSpace { retry_after, .. } = &mut self {
+            *retry_after = wait;
+        }
+        self
+    }
+
+    /// What happened, without the retry-after hint (for a process that exits on it).
+    pub fn reason(&self) -> String {
+        match self {
+            StoreError::Unavailable { reason, .. } => format!("store unavailable: {reason}"),
+            StoreError::NoSpace { reason, .. } => format!("no space left for the store: {reason}"),
+            other => other.to_string(),
         }
     }
 
@@ -88,8 +132,22 @@ impl fmt::Display for StoreError {
                     retry_after.as_millis()
                 )
             }
+            StoreError::NoSpace { retry_after, reason } => write!(
+                f,
+                "no space left for the store ({reason}), retry after {} ms",
+                retry_after.as_millis()
+            ),
             StoreError::Conflict(c) => write!(f, "conflict: {c}"),
             StoreError::Corrupt(m) => write!(f, "store corrupt: {m}"),
+            StoreError::Unsupported(m) => write!(f, "store format not supported: {m}"),
+            StoreError::AlreadyOpen { path, pid: Some(pid) } => write!(
+                f,
+                "{path} is already open in process {pid} (one process owns a store file)"
+            ),
+            StoreError::AlreadyOpen { path, pid: None } => write!(
+                f,
+                "{path} is already open in another process (one process owns a store file)"
+            ),
             StoreError::BadInput(m) => write!(f, "bad input: {m}"),
         }
     }
@@ -117,6 +175,11 @@ impl fmt::Display for Conflict {
                     remaining.as_millis()
                 )
             }
+            Conflict::KeyReused { key } => write!(
+                f,
+                "idempotency key {:?} was already used for another request",
+                String::from_utf8_lossy(key)
+            ),
             Conflict::LeaseLost { lease, token } => {
                 write!(f, "lease {lease:?} with token {token} was lost")
             }

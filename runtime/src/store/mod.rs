@@ -171,6 +171,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// When acknowledged writes are durable.
     fn durability(&self) -> Durability;
 
+    /// Why this store has stopped, once it has: a failed commit or a damaged read stops an
+    /// embedded store for good (crash-only: it is reopened, never repaired in place), and every
+    /// later request gets this error. `None` while it serves, and always for stores that recover
+    /// by themselves (the PostgreSQL store reconnects). [`SupervisedStore`](crate::SupervisedStore)
+    /// watches it to reboot the store.
+    fn failed(&self) -> Option<StoreError> {
+        None
+    }
+
     /// What the store accepts.
     fn limits(&self) -> &Limits;
 }

@@ -117,6 +117,12 @@ const RETRY_MARK: &str = " [retryable]";
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     let reason = match e.as_db_error() {
+        Some(db) if db.code() == &SqlState::DISK_FULL => {
+            return StoreError::NoSpace {
+                retry_after: Duration::from_secs(1),
+                reason: format!("postgres: {}", db.message()),
+            }
+        }
         Some(db) => {
             let retry = [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(db.code());
             let mark = if retry { RETRY_MARK } else { "" };
@@ -201,6 +207,7 @@ impl PgStore {
                      token bigint NOT NULL, expires_ms bigint NOT NULL);
                  CREATE TABLE IF NOT EXISTS {s}.idem (key bytea PRIMARY KEY, expires_ms bigint NOT NULL,
                      versions bigint[] NOT NULL, existed bool[] NOT NULL);
+                 ALTER TABLE {s}.idem ADD COLUMN IF NOT EXISTS request bytea NOT NULL DEFAULT '';
                  CREATE SEQUENCE IF NOT EXISTS {s}.versions;
                  CREATE SEQUENCE IF NOT EXISTS {s}.tokens;"
             ))
@@ -229,11 +236,11 @@ impl PgStore {
             .await?,
             delete: p(format!("DELETE FROM {s}.kv WHERE key = $1")).await?,
             next_version: p(format!("SELECT nextval('{s}.versions')")).await?,
-            idem_get: p(format!("SELECT versions, existed FROM {s}.idem WHERE key = $1 AND expires_ms > $2")).await?,
+            idem_get: p(format!("SELECT versions, existed, request FROM {s}.idem WHERE key = $1 AND expires_ms > $2")).await?,
             idem_put: p(format!(
-                "INSERT INTO {s}.idem (key, expires_ms, versions, existed) VALUES ($1, $2, $3, $4)
+                "INSERT INTO {s}.idem (key, expires_ms, versions, existed, request) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (key) DO UPDATE SET expires_ms = EXCLUDED.expires_ms,
-                 versions = EXCLUDED.versions, existed = EXCLUDED.existed"
+                 versions = EXCLUDED.versions, existed = EXCLUDED.existed, request = EXCLUDED.request"
             ))
             .await?,
             fence: p(format!("SELECT token FROM {s}.leases WHERE name = $1 AND expires_ms > $2 FOR SHARE")).await?,
@@ -528,8 +535,15 @@ async fn apply(
     limits: &Limits,
 ) -> Result<Committed, StoreError> {
     let now_i = i64_of(now);
-    if let Some(k) = &txn.once {
-        if let Some(r) = tx.query_opt(&st.idem_get, &[k, &now_i]).await.map_err(pg_error)? {
+    if let Some(once) = &txn.once {
+        if let Some(r) = tx
+            .query_opt(&st.idem_get, &[&once.key, &now_i])
+            .await
+            .map_err(pg_error)?
+        {
+            if r.get::<_, &[u8]>(2) != once.request.as_slice() {
+                return Err(StoreError::Conflict(Conflict::KeyReused { key: once.key.clone() }));
+            }
             let versions: Vec<i64> = r.get(0);
             let existed: Vec<bool> = r.get(1);
             return Ok(Committed {
@@ -589,10 +603,10 @@ async fn apply(
             }
         }
     }
-    if let Some(k) = &txn.once {
+    if let Some(once) = &txn.once {
         let vs: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
         let expires = i64_of(now + ms(limits.idempotency_ttl));
-        tx.execute(&st.idem_put, &[k, &expires, &vs, &existed])
+        tx.execute(&st.idem_put, &[&once.key, &expires, &vs, &existed, &once.request])
             .await
             .map_err(pg_error)?;
     }

@@ -40,7 +40,14 @@ pub struct Txn {
     pub(crate) checks: Vec<(Vec<u8>, u64)>,
     pub(crate) writes: Vec<Write>,
     pub(crate) fence: Option<(String, u64)>,
-    pub(crate) once: Option<Vec<u8>>,
+    pub(crate) once: Option<Once>,
+}
+
+/// An idempotency key and the request it stands for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Once {
+    pub(crate) key: Vec<u8>,
+    pub(crate) request: Vec<u8>,
 }
 
 /// What a commit did.
@@ -100,8 +107,36 @@ impl Txn {
     }
 
     /// Applies at most once per `key` (see [`StoreExt::apply_once`](super::StoreExt::apply_once)).
-    pub fn once(mut self, key: &[u8]) -> Self {
-        self.once = Some(key.to_vec());
+    /// The same as [`once_for`](Self::once_for) with an empty request.
+    pub fn once(self, key: &[u8]) -> Self {
+        self.once_for(key, &[])
+    }
+
+    /// Applies at most once per `key`, for the request `request` stands for (a few bytes naming
+    /// the resource and what is asked of it, such as `cart/42 add book`; up to
+    /// [`Limits::max_key`] bytes). A retry of the same request gets the first outcome back
+    /// (`replayed: true`) and writes nothing; the key reused for another request is refused with
+    /// [`Conflict::KeyReused`](super::Conflict::KeyReused), never acknowledged without being
+    /// applied.
+    ///
+    /// ```
+    /// use crashonly::store::{Conflict, MemoryStore, Store, StoreError, Txn};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let add = |cart: &str| Txn::new().put(cart.as_bytes(), b"book".to_vec());
+    /// let first = store.commit(add("cart/1").once_for(b"K", b"cart/1 add book")).await.unwrap();
+    /// let retry = store.commit(add("cart/1").once_for(b"K", b"cart/1 add book")).await.unwrap();
+    /// assert!(retry.replayed && retry.versions == first.versions);
+    /// let reused = store.commit(add("cart/2").once_for(b"K", b"cart/2 add book")).await;
+    /// assert!(matches!(reused, Err(StoreError::Conflict(Conflict::KeyReused { .. }))));
+    /// # }
+    /// ```
+    pub fn once_for(mut self, key: &[u8], request: &[u8]) -> Self {
+        self.once = Some(Once {
+            key: key.to_vec(),
+            request: request.to_vec(),
+        });
         self
     }
 
@@ -131,8 +166,15 @@ impl Txn {
         for (k, _) in &self.checks {
             key_ok(k)?;
         }
-        if let Some(k) = &self.once {
-            key_ok(k)?;
+        if let Some(once) = &self.once {
+            key_ok(&once.key)?;
+            if once.request.len() > limits.max_key {
+                return Err(StoreError::BadInput(format!(
+                    "idempotency request of {} bytes exceeds the limit of {} bytes",
+                    once.request.len(),
+                    limits.max_key
+                )));
+            }
         }
         for w in &self.writes {
             match w {
