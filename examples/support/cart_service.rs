@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crashonly::prelude::*;
-use crashonly::store::{Durability, RedbOptions, RedbStore, Store, StoreError, Txn};
-use crashonly::SupervisorRef;
+use crashonly::store::{Conflict, Durability, RedbOptions, Store, StoreError, TimeSource, Txn, WallClock};
+use crashonly::{SupervisedStore, SupervisorRef};
 use serde::{Deserialize, Serialize};
 
 /// How long an untouched cart lives (session state).
-const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest item name and most items in a cart.
 const MAX_ITEM: usize = 200;
 const MAX_ITEMS: usize = 10_000;
@@ -28,16 +28,22 @@ pub struct CartState {
 }
 
 /// One shopping cart. Volatile copy of the session state; `#[start]` reloads it from the store.
+/// The session expires in the store `SESSION_TTL` after its last write; the live copy follows it
+/// (a crash-free transition to an empty cart), on the store's clock.
 #[derive(Actor)]
 #[actor(args = CartArgs, restart = "transient")]
 struct Cart {
     key: Vec<u8>,
     store: Arc<dyn Store>,
+    time: Arc<dyn TimeSource>,
     state: CartState,
     version: u64,
+    /// When the stored session expires (store clock, ms), if it is stored.
+    expires_at_ms: u64,
 }
 
-type CartArgs = (String, Arc<dyn Store>);
+/// The cart's id, the store, and the store's clock.
+type CartArgs = (String, Arc<dyn Store>, Arc<dyn TimeSource>);
 
 /// What the cart answers.
 #[derive(Clone, Debug, Serialize)]
@@ -54,99 +60,173 @@ enum CartError {
     Store(StoreError),
 }
 
+impl Cart {
+    /// The cart as the store has it (empty when new or expired); a damaged record is an error,
+    /// never an empty cart.
+    async fn load(store: &dyn Store, key: &[u8], now_ms: u64) -> Result<(CartState, u64, u64), StoreError> {
+        Ok(match store.get(key).await? {
+            // Written at most SESSION_TTL ago: expires no later than that from now.
+            Some(v) => (
+                decode_cart(&v.value)?,
+                v.version,
+                now_ms + SESSION_TTL.as_millis() as u64,
+            ),
+            None => (CartState::default(), 0, 0),
+        })
+    }
+
+    /// A session that expired while this instance was live becomes an empty cart, as the store
+    /// already has it.
+    fn expire(&mut self) {
+        if self.version != 0 && self.time.now_ms() >= self.expires_at_ms {
+            self.state = CartState::default();
+            self.version = 0;
+        }
+    }
+
+    fn view_of(&self) -> CartView {
+        CartView {
+            id: String::from_utf8_lossy(&self.key[5..]).into_owned(),
+            items: self.state.items.clone(),
+            version: self.version,
+        }
+    }
+}
+
 #[messages]
 impl Cart {
     /// The recovery path: the cart as the store has it (empty when new or expired).
     #[start]
-    async fn recover((id, store): &CartArgs, _ctx: &mut Context<Self>) -> Result<Self, StoreError> {
+    async fn recover((id, store, time): &CartArgs, _ctx: &mut Context<Self>) -> Result<Self, StoreError> {
         let key = format!("cart/{id}").into_bytes();
-        let (state, version) = match store.get(&key).await? {
-            Some(v) => {
-                let state = decode_cart(&v.value)?;
-                (state, v.version)
-            }
-            None => (CartState::default(), 0),
-        };
+        let (state, version, expires_at_ms) = Cart::load(&**store, &key, time.now_ms()).await?;
         Ok(Cart {
             key,
             store: store.clone(),
+            time: time.clone(),
             state,
             version,
+            expires_at_ms,
         })
     }
 
     /// The cart's contents.
     #[message(idempotent)]
-    fn view(&self, ctx: &mut Context<Self>) -> CartView {
-        let id = ctx.myself().path().rsplit('/').next().unwrap_or_default().to_owned();
-        CartView {
-            id,
-            items: self.state.items.clone(),
-            version: self.version,
-        }
+    fn view(&mut self) -> CartView {
+        self.expire();
+        self.view_of()
     }
 
     /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
+    ///
+    /// The key is global (one client's key for one request) and bound to this cart and item: used
+    /// again for another cart or item, it is refused (`Conflict::KeyReused`), never acknowledged
+    /// without being applied.
     #[message]
     async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
-        if self.state.items.len() >= MAX_ITEMS {
-            return Err(CartError::Full);
-        }
-        let mut next = self.state.clone();
-        next.items.push(item);
-        let bytes = serde_json::to_vec(&next).expect("a cart serializes");
-        let mut txn = Txn::new()
-            .check(&self.key, self.version)
-            .put_ttl(&self.key, bytes, SESSION_TTL);
-        if let Some(k) = &key {
-            txn = txn.once(format!("idem/{k}").as_bytes());
-        }
-        let committed = self.store.commit(txn).await.map_err(CartError::Store)?;
-        if committed.replayed {
-            // Applied before (maybe by an earlier incarnation): reload what the store has.
-            let v = self.store.get(&self.key).await.map_err(CartError::Store)?;
-            if let Some(v) = v {
-                self.state = decode_cart(&v.value).map_err(CartError::Store)?;
-                self.version = v.version;
+        self.expire();
+        let request = format!("{} add {item}", String::from_utf8_lossy(&self.key));
+        let mut reloaded = false;
+        loop {
+            if self.state.items.len() >= MAX_ITEMS {
+                return Err(CartError::Full);
             }
-        } else {
-            self.state = next;
-            self.version = committed.versions[0];
+            let mut next = self.state.clone();
+            next.items.push(item.clone());
+            let bytes = serde_json::to_vec(&next).expect("a cart serializes");
+            let mut txn = Txn::new()
+                .check(&self.key, self.version)
+                .put_ttl(&self.key, bytes, SESSION_TTL);
+            if let Some(k) = &key {
+                txn = txn.once_for(format!("idem/{k}").as_bytes(), request.as_bytes());
+            }
+            let now = self.time.now_ms();
+            match self.store.commit(txn).await {
+                Ok(c) if c.replayed => {
+                    // Applied before (maybe by an earlier incarnation): reload what the store has.
+                    self.reload(now).await?;
+                }
+                Ok(c) => {
+                    self.state = next;
+                    self.version = c.versions[0];
+                    self.expires_at_ms = now + SESSION_TTL.as_millis() as u64;
+                }
+                // The stored session moved on without this instance (it expired, or another
+                // incarnation wrote it): reload it and apply the item to what is stored, once.
+                Err(StoreError::Conflict(Conflict::Version { .. })) if !reloaded => {
+                    self.reload(now).await?;
+                    reloaded = true;
+                    continue;
+                }
+                Err(e) => return Err(CartError::Store(e)),
+            }
+            return Ok(self.view_of());
         }
-        let id = String::from_utf8_lossy(&self.key[5..]).into_owned();
-        Ok(CartView {
-            id,
-            items: self.state.items.clone(),
-            version: self.version,
-        })
+    }
+}
+
+impl Cart {
+    async fn reload(&mut self, now_ms: u64) -> Result<(), CartError> {
+        let (state, version, expires_at_ms) = Cart::load(&*self.store, &self.key, now_ms)
+            .await
+            .map_err(CartError::Store)?;
+        (self.state, self.version, self.expires_at_ms) = (state, version, expires_at_ms);
+        Ok(())
     }
 }
 
 #[derive(Clone)]
-struct App {
+pub struct App {
     carts: SupervisorRef,
     system: System,
-    store: Arc<dyn Store>,
+    store: SupervisedStore,
+    time: Arc<dyn TimeSource>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
+fn with_retry_after(mut r: Response, wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    r.headers_mut()
+        .insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
+    r
+}
+
+/// The store's errors as HTTP, each saying what happened: a full disk is `507` and a damaged
+/// store `500` (both named), a store restarting `503`, all with `Retry-After` when it is known; a
+/// reused idempotency key `422`; a conflict `409`.
+fn store_error(e: &StoreError) -> Response {
+    let (status, msg) = match e {
+        StoreError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, e.reason()),
+        StoreError::Corrupt(_) | StoreError::Unsupported(_) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        StoreError::Conflict(Conflict::KeyReused { .. }) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Idempotency-Key was already used for another request (another cart or item): use a new key".into(),
+        ),
+        StoreError::Conflict(c) => (StatusCode::CONFLICT, c.to_string()),
+        StoreError::BadInput(m) => (StatusCode::BAD_REQUEST, m.clone()),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, e.reason()),
+    };
+    let r = error(status, msg);
+    match e.retry_after() {
+        Some(wait) => with_retry_after(r, wait),
+        None => r,
+    }
+}
+
 /// The runtime's errors as HTTP: RetryAfter becomes 503 with a Retry-After header.
 fn runtime_error(e: DeliveryError) -> Response {
     match e {
-        DeliveryError::RetryAfter(wait) => {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut r = error(
+        DeliveryError::RetryAfter(wait) => with_retry_after(
+            error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("recovering, retry after {} ms", wait.as_millis()),
-            );
-            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
-            r.headers_mut()
-                .insert("x-retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
-            r
-        }
+            ),
+            wait,
+        ),
         DeliveryError::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
         DeliveryError::Crashed(report) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,7 +261,40 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl App {
-    /// The cart's actor, started on first use; its ref stays valid across its restarts.
+    /// The service over `store` (whose clock, `time`, sessions expire on), its carts under
+    /// `carts`.
+    pub fn new(system: System, carts: SupervisorRef, store: SupervisedStore, time: Arc<dyn TimeSource>) -> Self {
+        App {
+            carts,
+            system,
+            store,
+            time,
+        }
+    }
+
+    /// The routes (see `examples/cart.rs`).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/carts/{id}", get(view))
+            .route("/carts/{id}/items", post(add))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+            .layer(DefaultBodyLimit::max(16 * 1024))
+            .with_state(self)
+    }
+
+    /// A runtime error, unless the store is down: then what happened to the store (a cart that
+    /// cannot recover because its store is damaged says so, not "deadline passed").
+    fn failed(&self, e: DeliveryError) -> Response {
+        match self.store.status() {
+            Err(store) => store_error(&store),
+            Ok(()) => runtime_error(e),
+        }
+    }
+
+    /// The cart's actor, started on first use; its ref stays valid across its restarts. While
+    /// the store is down, the store's error at once.
     fn cart(&self, id: &str) -> Result<ActorRef<Cart>, Response> {
         if !valid_id(id) {
             return Err(error(
@@ -189,12 +302,13 @@ impl App {
                 "cart ids are 1 to 64 letters, digits, '-' or '_'",
             ));
         }
+        self.store.status().map_err(|e| store_error(&e))?;
         if let Some(c) = self.carts.child::<Cart>(id) {
             return Ok(c);
         }
         match self
             .carts
-            .spawn(Cart::spec((id.to_owned(), self.store.clone())).name(id))
+            .spawn(Cart::spec((id.to_owned(), Arc::new(self.store.clone()), self.time.clone())).name(id))
         {
             Ok(c) => Ok(c),
             // Another request started it meanwhile.
@@ -218,7 +332,7 @@ async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap
     };
     match cart.view().ttl(ttl).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => runtime_error(e),
+        Err(e) => app.failed(e),
     }
 }
 
@@ -270,18 +384,28 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
     match call.await {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(CartError::Full)) => error(StatusCode::CONFLICT, "cart is full"),
-        Ok(Err(CartError::Store(e))) => match e.retry_after() {
-            Some(wait) => runtime_error(DeliveryError::RetryAfter(wait)),
-            None => error(StatusCode::CONFLICT, e.to_string()),
-        },
-        Err(e) => runtime_error(e),
+        Ok(Err(CartError::Store(e))) => store_error(&e),
+        Err(e) => app.failed(e),
     }
 }
 
+/// Liveness: `503` once the supervision tree has given up, or while the store is down (named).
 async fn health(State(app): State<App>) -> Response {
-    match app.system.failure() {
-        None => (StatusCode::OK, "ok").into_response(),
-        Some(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    if let Some(e) = app.system.failure() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    match app.store.status() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Readiness: `200` only while requests can be served: the tree is up and the store serves.
+async fn ready(State(app): State<App>) -> Response {
+    match (app.system.failure(), app.store.status()) {
+        (None, Ok(())) => (StatusCode::OK, "ready").into_response(),
+        (Some(e), _) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        (None, Err(e)) => store_error(&e),
     }
 }
 
@@ -294,6 +418,12 @@ struct Opts {
     /// aborts (`process`, the world without microreboots).
     fault_every: Option<Duration>,
     fault_process: bool,
+    /// The store's restart intensity: this many reopenings within the period, then the process
+    /// exits non-zero.
+    store_restarts: u32,
+    store_period: Duration,
+    /// Skip the page verification of the first open (a reopen after a failure always verifies).
+    skip_verify: bool,
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -303,6 +433,9 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         ack_before_sync: false,
         fault_every: None,
         fault_process: false,
+        store_restarts: 5,
+        store_period: Duration::from_secs(30),
+        skip_verify: false,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -317,6 +450,16 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                     .ok_or("--fault-every-ms needs a number")?;
                 o.fault_every = Some(Duration::from_millis(ms.max(1)));
             }
+            "--store-intensity" => {
+                let v = args.next().ok_or("--store-intensity needs N/SECONDS, e.g. 5/30")?;
+                let (n, secs) = v
+                    .split_once('/')
+                    .and_then(|(n, s)| Some((n.parse().ok()?, s.parse::<u64>().ok()?)))
+                    .filter(|&(_, secs)| secs > 0)
+                    .ok_or("--store-intensity needs N/SECONDS, e.g. 5/30")?;
+                (o.store_restarts, o.store_period) = (n, Duration::from_secs(secs));
+            }
+            "--skip-verify" => o.skip_verify = true,
             "--fault-mode" => match args.next().as_deref() {
                 Some("actor") => o.fault_process = false,
                 Some("process") => o.fault_process = true,
@@ -360,6 +503,9 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         ack_before_sync,
         fault_every,
         fault_process,
+        store_restarts,
+        store_period,
+        skip_verify,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -377,40 +523,43 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     } else {
         Durability::Durable
     };
-    let opts = RedbOptions::default().with_durability(durability);
-    let store: Arc<dyn Store> = match RedbStore::open_with(data.join("carts.redb"), opts) {
-        Ok(s) => Arc::new(s),
+    let opts = RedbOptions::default()
+        .with_durability(durability)
+        .with_verify_on_open(!skip_verify);
+    // The first open, before the tree starts: a store another process owns, or a damaged one,
+    // stops the service at once with what happened (and no "retry after": this process exits).
+    let store = match SupervisedStore::redb(data.join("carts.redb"), opts) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: cannot open the store: {}", e.reason());
             return std::process::ExitCode::FAILURE;
         }
     };
-    let root = SupervisorSpec::new("root", Strategy::OneForOne).child(
-        SupervisorSpec::new("carts", Strategy::OneForOne)
-            .intensity(100_000, Duration::from_secs(10))
-            // A cart recovers in well under a millisecond: retry soon, back off little.
-            .backoff(Backoff {
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(20),
-            }),
-    );
+    // The store is the root's child: its failures are crashes, each reopen backs off, and past
+    // the intensity the root gives up and the process exits non-zero.
+    let root = SupervisorSpec::new("root", Strategy::OneForOne)
+        .intensity(store_restarts, store_period)
+        .backoff(Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+        })
+        .child(store.spec())
+        .child(
+            SupervisorSpec::new("carts", Strategy::OneForOne)
+                .intensity(100_000, Duration::from_secs(10))
+                // A cart recovers in well under a millisecond: retry soon, back off little.
+                .backoff(Backoff {
+                    base: Duration::from_millis(1),
+                    cap: Duration::from_millis(20),
+                }),
+        );
     let system = System::builder().root(root).start().expect("static names");
     let carts = system.lookup_supervisor("/carts").expect("declared above");
     if let Some(every) = fault_every {
         tokio::spawn(inject_faults(carts.clone(), every, fault_process));
     }
-    let app = App {
-        carts,
-        system: system.clone(),
-        store,
-    };
-    let router = Router::new()
-        .route("/carts/{id}", get(view))
-        .route("/carts/{id}/items", post(add))
-        .route("/health", get(health))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(DefaultBodyLimit::max(16 * 1024))
-        .with_state(app);
+    let app = App::new(system.clone(), carts, store.clone(), Arc::new(WallClock));
+    let router = app.router();
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -426,7 +575,10 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(e) = system.wait() => {
-            eprintln!("{e}");
+            eprintln!("error: {e}");
+            if let Err(e) = store.status() {
+                eprintln!("error: the store failed: {}", e.reason());
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -91,15 +91,19 @@ impl fmt::Debug for SupervisedStore {
 const LET_GO: Duration = Duration::from_secs(2);
 
 impl SupervisedStore {
-    /// A supervised [`RedbStore`] at `path`, opened now (the first start of its keeper adopts
-    /// it): an error here (another process owns the store, the file is damaged) is for the
-    /// program to report before it starts serving.
+    /// A supervised [`RedbStore`] at `path`, opened now with `opts` (the first start of its
+    /// keeper adopts it): an error here (another process owns the store, the file is damaged) is
+    /// for the program to report before it starts serving. Every reopen after a failure verifies
+    /// every page, whatever `opts.verify_on_open` says: a crash calls for it.
     pub fn redb(path: impl Into<PathBuf>, opts: RedbOptions) -> Result<SupervisedStore, StoreError> {
         let path = path.into();
         let (limits, durability) = (opts.limits.clone(), opts.durability);
         let name = path.display().to_string();
-        let open: Opener = Box::new(move || Ok(Arc::new(RedbStore::open_with(&path, opts.clone())?) as Arc<dyn Store>));
-        Self::with_opener(name, limits, durability, open)
+        let first = Arc::new(RedbStore::open_with(&path, opts.clone())?) as Arc<dyn Store>;
+        let reopen = opts.with_verify_on_open(true);
+        let open: Opener =
+            Box::new(move || Ok(Arc::new(RedbStore::open_with(&path, reopen.clone())?) as Arc<dyn Store>));
+        Ok(Self::with_first(name, limits, durability, first, open))
     }
 
     /// A supervised store of any kind: `open` is its recovery path, run now and at every reboot.
@@ -120,7 +124,11 @@ impl SupervisedStore {
 
     fn with_opener(name: String, limits: Limits, durability: Durability, open: Opener) -> Result<Self, StoreError> {
         let first = open()?;
-        Ok(SupervisedStore {
+        Ok(Self::with_first(name, limits, durability, first, open))
+    }
+
+    fn with_first(name: String, limits: Limits, durability: Durability, first: Arc<dyn Store>, open: Opener) -> Self {
+        SupervisedStore {
             inner: Arc::new(Inner {
                 name,
                 open,
@@ -134,7 +142,7 @@ impl SupervisedStore {
                 }),
                 keeper: Mutex::new(None),
             }),
-        })
+        }
     }
 
     /// The keeper's spec, named `store`: put it in the tree where the store's failures should be
@@ -228,11 +236,11 @@ impl SupervisedStore {
         };
         // Requests still running on the failed store hold it (and its file lock): wait for them.
         if let Some(old) = old {
-            let mut waited = Duration::ZERO;
-            while old.strong_count() > 0 && waited < LET_GO {
+            let since = std::time::Instant::now();
+            while old.strong_count() > 0 && since.elapsed() < LET_GO {
                 crate::rt::park_timeout(Duration::from_millis(2));
-                waited += Duration::from_millis(2);
             }
+            tracing::debug!(store = %self.inner.name, waited = ?since.elapsed(), held = old.strong_count(), "the failed store was let go of");
         }
         match (self.inner.open)() {
             Ok(store) => {
