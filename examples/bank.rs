@@ -26,7 +26,7 @@ async fn main() -> std::process::ExitCode {
     let store = match RedbStore::open(dir.join("bank.redb")) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("bank: cannot open the store: {e}");
+            eprintln!("bank: cannot open the store: {}", e.reason());
             return std::process::ExitCode::FAILURE;
         }
     };

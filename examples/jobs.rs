@@ -146,7 +146,13 @@ async fn main() -> ExitCode {
     let dir = std::env::temp_dir().join(format!("crashonly-jobs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("jobs.redb")).expect("open the store"));
+    let store: Arc<dyn Store> = match RedbStore::open(dir.join("jobs.redb")) {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            eprintln!("error: cannot open the store: {}", e.reason());
+            return ExitCode::FAILURE;
+        }
+    };
     let mut enqueue = Txn::new();
     for i in 0..opts.jobs {
         enqueue = enqueue.put(format!("job/{i:06}").as_bytes(), format!("image {i}").into_bytes());

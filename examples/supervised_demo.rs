@@ -139,7 +139,7 @@ async fn main() -> ExitCode {
     let store: Arc<dyn Store> = match RedbStore::open(dir.join("demo.redb")) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: cannot open the store: {}", e.reason());
             return ExitCode::from(2);
         }
     };
