@@ -213,26 +213,27 @@ impl SupervisedStore {
         let generation = state.generation;
         drop(state);
         tracing::error!(store = %self.inner.name, %error, "the store failed; its keeper crashes and reopens it");
-        if let Some(keeper) = self.inner.keeper.lock().clone() {
+        let keeper = self.inner.keeper.lock().clone();
+        if let Some(keeper) = keeper {
             let _ = keeper.try_tell(StoreFailed { generation, error });
         }
     }
 
     /// The keeper's start: adopt the store serving now, or reopen it.
     fn recover(&self) -> Result<(), StoreError> {
-        let old: Option<Weak<dyn Store>> = {
-            let mut state = self.inner.state.lock();
-            match state.up.take() {
-                Some(up) if up.failed().is_none() => {
-                    state.up = Some(up);
-                    return Ok(());
+        let up = self.inner.state.lock().up.clone();
+        // (The store's own state is read with no lock of ours held: `State` is a leaf lock.)
+        let old: Option<Weak<dyn Store>> = match up.map(|up| (up.failed(), up)) {
+            Some((None, _)) => return Ok(()),
+            Some((Some(error), up)) => {
+                let mut state = self.inner.state.lock();
+                if state.up.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &up)) {
+                    state.up = None;
+                    state.down = error;
                 }
-                Some(up) => {
-                    state.down = up.failed().unwrap_or_else(|| StoreError::unavailable("reopening"));
-                    Some(Arc::downgrade(&up))
-                }
-                None => state.failed.take(),
+                Some(Arc::downgrade(&up))
             }
+            None => self.inner.state.lock().failed.take(),
         };
         // Requests still running on the failed store hold it (and its file lock): wait for them.
         if let Some(old) = old {

@@ -22,7 +22,8 @@
 //! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life` and `Rare` (last crash,
 //! abort reason, waiters for the first start: a `PlainMutex`), `Monitors::list`, the dedup window, the
 //! in-memory lease map, the model executor's wakers, the store's commit-record position, the redb
-//! writer's channel and thread handle, the PostgreSQL idle-connection list. The supervisor never
+//! writer's channel and thread handle, the PostgreSQL idle-connection list, a
+//! supervised store's `State` and keeper ref, the redb store's failure record. The supervisor never
 //! calls into a child while holding `SupState` (it copies the handles out first), and a child never
 //! holds its own `Life` while calling its supervisor's `decide`.
 
