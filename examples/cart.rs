@@ -20,6 +20,7 @@ mod cart_service;
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
     cart_service::serve(std::env::args().skip(1).collect()).await
 }

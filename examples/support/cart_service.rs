@@ -16,6 +16,9 @@ use crashonly::store::{Durability, RedbOptions, RedbStore, Store, StoreError, Tx
 use crashonly::SupervisorRef;
 use serde::{Deserialize, Serialize};
 
+#[path = "frontend.rs"]
+pub mod frontend;
+
 /// How long an untouched cart lives (session state).
 const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest item name and most items in a cart.
@@ -294,6 +297,8 @@ struct Opts {
     /// aborts (`process`, the world without microreboots).
     fault_every: Option<Duration>,
     fault_process: bool,
+    /// The front end's admission control and timeouts.
+    frontend: frontend::Limits,
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -303,6 +308,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         ack_before_sync: false,
         fault_every: None,
         fault_process: false,
+        frontend: frontend::Limits::default(),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -322,6 +328,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 Some("process") => o.fault_process = true,
                 _ => return Err("--fault-mode is actor or process".into()),
             },
+            f if frontend::Limits::FLAGS.contains(&f) => o.frontend.set(f, args.next())?,
             other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
         }
     }
@@ -360,6 +367,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         ack_before_sync,
         fault_every,
         fault_process,
+        frontend: limits,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -411,18 +419,17 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(app);
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
-        Ok(l) => l,
+    let server = match frontend::Frontend::bind(&listen, limits).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
+            eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("listening {}", listener.local_addr().expect("bound"));
-    let server = axum::serve(listener, router);
+    println!("listening {}", server.local_addr());
     tokio::select! {
-        r = server => {
-            eprintln!("server stopped: {r:?}");
+        e = server.run(router) => {
+            eprintln!("server stopped: {e}");
             std::process::ExitCode::FAILURE
         }
         Err(e) = system.wait() => {
