@@ -308,6 +308,9 @@ async fn stdout_carries_only_the_listening_line_even_with_debug_logs() {
     assert!(rest.is_empty(), "stdout after the listening line: {rest:?}");
     // The logs are there, on stderr.
     let err = cart.stderr.await.unwrap();
-    assert!(err.contains("DEBUG"), "no debug logs on stderr: {err}");
+    assert!(
+        err.contains("DEBUG") && err.contains("connection opened"),
+        "no debug logs on stderr: {err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -185,8 +185,8 @@ impl Frontend {
         loop {
             // While full, stop accepting: waiting connections stay in the kernel's backlog.
             let slot = connections.clone().acquire_owned().await.expect("never closed");
-            let stream = match self.listener.accept().await {
-                Ok((s, _)) => s,
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(s) => s,
                 Err(e) if transient(&e) => {
                     tracing::warn!("accept: {e}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,9 +197,11 @@ impl Frontend {
             let _ = stream.set_nodelay(true);
             let (http, gate) = (http.clone(), gate.clone());
             tokio::spawn(async move {
+                tracing::debug!(%peer, "connection opened");
                 let service = hyper::service::service_fn(move |req| gate.clone().handle(req));
-                if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
-                    tracing::debug!("connection closed: {e}");
+                match http.serve_connection(TokioIo::new(stream), service).await {
+                    Ok(()) => tracing::debug!(%peer, "connection closed"),
+                    Err(e) => tracing::debug!(%peer, "connection closed: {e}"),
                 }
                 drop(slot);
             });
