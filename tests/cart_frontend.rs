@@ -154,7 +154,8 @@ async fn a_slow_body_is_answered_408_and_not_applied() {
     let cart = start(&dir, &["--body-timeout-ms", "300"], &[]).await;
     let addr = cart.addr;
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let head = "POST /carts/b/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    let head =
+        "POST /carts/b/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(br#"{"item":"s"#).await.unwrap();
     let answer = read_until_closed(&mut s, Duration::from_secs(10))
@@ -274,7 +275,10 @@ async fn overload_is_shed_with_retry_after_and_every_200_is_a_real_write() {
         assert!(took < Duration::from_secs(4), "answered after {took:?}");
         statuses.push(r.status);
     }
-    assert!(statuses.contains(&503), "8 x 400 ms of work cannot fit a 1 s TTL: {statuses:?}");
+    assert!(
+        statuses.contains(&503),
+        "8 x 400 ms of work cannot fit a 1 s TTL: {statuses:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -138,7 +138,9 @@ pub fn raise_fd_limit() -> u64 {
             "open files: soft limit {before} -> {} (hard limit {})",
             lim.rlim_cur, lim.rlim_max
         );
-        lim.rlim_cur as u64
+        #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+        let soft = lim.rlim_cur as u64;
+        soft
     }
 }
 
@@ -309,7 +311,10 @@ impl Admission {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(Refusal::Answer(closing(StatusCode::PAYLOAD_TOO_LARGE, "body too large")));
+            return Err(Refusal::Answer(closing(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large",
+            )));
         }
         let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
         let read = async {

@@ -136,8 +136,17 @@ impl Conn {
         r
     }
 
-    async fn exchange(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n", body.len());
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         if !body.is_empty() {
             req.push_str("Content-Type: application/json\r\n");
         }
@@ -192,7 +201,10 @@ impl Conn {
             }
             self.buf[start..start + len].to_vec()
         };
-        if headers.get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+        if headers
+            .get("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        {
             self.closed = true;
         }
         Ok(Response { status, headers, body })
@@ -207,7 +219,10 @@ impl Conn {
 
     async fn read_exact_more(&mut self) -> io::Result<()> {
         match self.read_more().await? {
-            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response")),
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-response",
+            )),
             _ => Ok(()),
         }
     }
