@@ -11,7 +11,14 @@
 //! - `X-Request-Ttl-Ms` sets the request's TTL (1 to 60000; 2000 by default).
 //!
 //! `cargo run --release --bin cart -- --listen 127.0.0.1:8080 --data ./cart-data`
-//! It prints `listening <addr>` once it serves.
+//! It prints `listening <addr>` once it serves (the only line on stdout; logs go to stderr).
+//!
+//! The front end protects itself (`support/frontend.rs`): `--max-inflight N` requests in the
+//! handlers (32 per core), `--max-queue N` waiting for them (128 per core), each only as long as
+//! its TTL allows, the rest shed with `503` + `Retry-After`; `--max-connections N` (4096, and at
+//! most the open-files limit, which it raises to the hard limit); `--header-timeout-ms` (5000)
+//! and `--body-timeout-ms` (10000) for slow clients. `--hold-ms N` is a test knob: every
+//! admitted request holds its permit N ms first.
 
 #[path = "support/cart_service.rs"]
 mod cart_service;

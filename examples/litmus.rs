@@ -7,6 +7,7 @@
 //! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--json]`
 //! Exit status: 0 when nothing acknowledged was lost, nothing unexpected or duplicated appeared, and
 //! progress never stopped; 1 otherwise; 2 for bad arguments.
+//! `--overload`: the front end under 10x its load instead (see `support/overload.rs`).
 
 #[path = "support/cart_service.rs"]
 mod cart_service;
@@ -14,6 +15,8 @@ mod cart_service;
 mod history;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/overload.rs"]
+mod overload;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -280,6 +283,9 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-cart") {
         return cart_service::serve(args[1..].to_vec()).await;
+    }
+    if args.iter().any(|a| a == "--overload") {
+        return overload::run(&args).await;
     }
     let opts = match parse() {
         Ok(o) => o,

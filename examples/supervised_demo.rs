@@ -120,6 +120,7 @@ const CLIENTS: u32 = 64;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
     let opts = match parse() {
         Ok(o) => o,

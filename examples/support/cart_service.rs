@@ -16,6 +16,9 @@ use crashonly::store::{Conflict, Durability, RedbOptions, Store, StoreError, Tim
 use crashonly::{SupervisedStore, SupervisorRef};
 use serde::{Deserialize, Serialize};
 
+#[path = "frontend.rs"]
+pub mod frontend;
+
 /// How long an untouched cart lives (session state).
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Longest item name and most items in a cart.
@@ -424,6 +427,8 @@ struct Opts {
     store_period: Duration,
     /// Skip the page verification of the first open (a reopen after a failure always verifies).
     skip_verify: bool,
+    /// The front end's admission control and timeouts.
+    frontend: frontend::Limits,
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -436,6 +441,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         store_restarts: 5,
         store_period: Duration::from_secs(30),
         skip_verify: false,
+        frontend: frontend::Limits::default(),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -465,6 +471,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 Some("process") => o.fault_process = true,
                 _ => return Err("--fault-mode is actor or process".into()),
             },
+            f if frontend::Limits::FLAGS.contains(&f) => o.frontend.set(f, args.next())?,
             other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
         }
     }
@@ -506,6 +513,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         store_restarts,
         store_period,
         skip_verify,
+        frontend: limits,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -560,18 +568,17 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     }
     let app = App::new(system.clone(), carts, store.clone(), Arc::new(WallClock));
     let router = app.router();
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
-        Ok(l) => l,
+    let server = match frontend::Frontend::bind(&listen, limits).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
+            eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("listening {}", listener.local_addr().expect("bound"));
-    let server = axum::serve(listener, router);
+    println!("listening {}", server.local_addr());
     tokio::select! {
-        r = server => {
-            eprintln!("server stopped: {r:?}");
+        e = server.run(router) => {
+            eprintln!("server stopped: {e}");
             std::process::ExitCode::FAILURE
         }
         Err(e) = system.wait() => {
