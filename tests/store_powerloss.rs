@@ -22,6 +22,7 @@ mod bitflip;
 mod simdisk;
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,9 @@ fn recovered(store: &RedbStore) -> BTreeSet<u64> {
 }
 
 /// redb panics on some damaged pages; the store catches each panic and answers `Corrupt`. Keeps
-/// those panics' messages out of the output (a panic in this test or in crashonly still prints).
+/// those panics' messages out of the output (a panic in this test or in crashonly still prints;
+/// `POWERLOSS_LOUD=1` prints them all). A second panic while one unwinds aborts the process, and
+/// no test can report it: the image being judged is then written to stderr before the abort.
 fn quiet_redb_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -85,11 +88,21 @@ fn quiet_redb_panics() {
             let in_redb = info
                 .location()
                 .is_some_and(|l| l.file().contains("/redb-") || l.file().starts_with("/rustc/"));
-            if !in_redb {
+            if !in_redb || std::env::var_os("POWERLOSS_LOUD").is_some() {
                 default(info);
+            }
+            if info.payload_as_str().is_some_and(|m| m.contains("during cleanup")) {
+                // Straight to stderr: the test harness's capture is lost with the process.
+                let image = JUDGING.with(|j| j.borrow().clone());
+                let _ = writeln!(std::io::stderr(), "the process aborts (a panic while unwinding) judging {image}");
             }
         }));
     });
+}
+
+thread_local! {
+    /// The damaged image this thread judges, for the report of an abort.
+    static JUDGING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Every `POWERLOSS_STRIDE`-th cut point and I/O operation is used: 1 for the images and 2 for
@@ -353,10 +366,11 @@ fn flipped_image(log: &[Event], cut: usize, target: Target, seed: u64) -> Option
 
 /// Judges one damaged image on a thread of its own, so that a panic that escapes the store or an
 /// open or read that never returns is a failure reported with its seed, like a wrong answer.
-fn judged(image: Vec<Vec<u8>>, acked: &[u64]) -> Result<Verdict, String> {
+fn judged(image: Vec<Vec<u8>>, acked: &[u64], label: String) -> Result<Verdict, String> {
     let commits = expected(acked);
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
+        JUDGING.with(|j| *j.borrow_mut() = label);
         let _ = tx.send(judge(open(&SimDisk::with_images(image), "image"), &commits));
     });
     match rx.recv_timeout(HANG) {
@@ -398,11 +412,12 @@ fn flip_images(target: Target, every: usize) -> u64 {
             continue;
         };
         images += 1;
-        match judged(image, &acked) {
+        let label = format!("cut {cut} seed {seed:#x} ({flips})");
+        match judged(image, &acked, label.clone()) {
             Ok(Verdict::Refused) => refused += 1,
             Ok(Verdict::Opened { corrupt_reads: 0 }) => intact += 1,
             Ok(Verdict::Opened { corrupt_reads: n }) => corrupt_reads += n as u64,
-            Err(why) => failed.push(format!("cut {cut} seed {seed:#x} ({flips}): {why}")),
+            Err(why) => failed.push(format!("{label}: {why}")),
         }
     }
     println!(
