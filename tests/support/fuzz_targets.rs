@@ -1,6 +1,9 @@
 //! The fuzz targets' bodies, shared by the cargo-fuzz crate (`fuzz/`, nightly) and the stable
 //! replay (`tests/fuzz_replay.rs`). Each takes untrusted bytes and must not panic, abort or hang;
-//! damaged input gives a typed error, never wrong data.
+//! damaged input gives a typed error, never wrong data. `store_body` also holds the store to its
+//! acknowledgements: bits flipped in the body of a file whose every commit was acknowledged, opened
+//! with the default options, are refused as `Corrupt` or every key reads back exact (or `Corrupt`),
+//! never missing.
 
 #![allow(dead_code)]
 
