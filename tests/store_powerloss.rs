@@ -106,7 +106,10 @@ fn quiet_redb_panics() {
             if info.payload_as_str().is_some_and(|m| m.contains("during cleanup")) {
                 // Straight to stderr: the test harness's capture is lost with the process.
                 let image = JUDGING.with(|j| j.borrow().clone());
-                let _ = writeln!(std::io::stderr(), "the process aborts (a panic while unwinding) judging {image}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "the process aborts (a panic while unwinding) judging {image}"
+                );
             }
         }));
     });
@@ -339,7 +342,10 @@ fn expected(acked: &[u64]) -> Vec<Expected> {
     let acked: BTreeSet<u64> = acked.iter().copied().collect();
     (0..COMMITS)
         .map(|i| Expected {
-            writes: vec![(key("a", i), i.to_le_bytes().to_vec()), (key("b", i), i.to_le_bytes().to_vec())],
+            writes: vec![
+                (key("a", i), i.to_le_bytes().to_vec()),
+                (key("b", i), i.to_le_bytes().to_vec()),
+            ],
             acked: acked.contains(&i),
         })
         .collect()
@@ -350,7 +356,11 @@ fn expected(acked: &[u64]) -> Vec<Expected> {
 /// Returns the image, the acknowledged commits, and the flips (byte, bit) for the failure report.
 fn flipped_image(log: &[Event], cut: usize, target: Target, seed: u64) -> Option<(Vec<Vec<u8>>, Vec<u64>, String)> {
     let mut rng = seed;
-    let loss = if splitmix(&mut rng).is_multiple_of(2) { Loss::Kept } else { Loss::Unsynced };
+    let loss = if splitmix(&mut rng).is_multiple_of(2) {
+        Loss::Kept
+    } else {
+        Loss::Unsynced
+    };
     let (mut image, acked) = image_at(log, cut, loss);
     let mut flips = Vec::new();
     for _ in 0..1 + splitmix(&mut rng) % 3 {

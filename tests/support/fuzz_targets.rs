@@ -12,11 +12,11 @@ use std::sync::OnceLock;
 
 use crashonly::store::{RedbOptions, RedbStore, Store, StoreExt};
 
+#[path = "bitflip.rs"]
+mod bitflip;
 #[path = "../../examples/support/cart_service.rs"]
 #[allow(dead_code, unused_imports)]
 mod cart_service;
-#[path = "bitflip.rs"]
-mod bitflip;
 #[path = "simdisk.rs"]
 mod simdisk;
 
@@ -111,7 +111,9 @@ fn acked_store() -> &'static (Vec<Vec<u8>>, Vec<bitflip::Expected>) {
         disk.created();
         let commits: Vec<bitflip::Expected> = (0..BODY_COMMITS)
             .map(|i| {
-                let value = format!("value {i} of the base ").repeat(1 + i as usize % 4).into_bytes();
+                let value = format!("value {i} of the base ")
+                    .repeat(1 + i as usize % 4)
+                    .into_bytes();
                 let writes = vec![
                     (format!("k/{i:03}").into_bytes(), value.clone()),
                     (format!("m/{i:03}").into_bytes(), value),
