@@ -1,6 +1,7 @@
 //! Stable replay of the fuzz targets (`fuzz/`, built with `cargo fuzz` on nightly): every input
 //! of the committed corpus, then `FUZZ_INPUTS` generated ones per target (2,000 by default):
-//! random bytes and mutations of the corpus. Zero panics, aborts or hangs.
+//! random bytes and mutations of the corpus. Zero panics, aborts or hangs; a target's own checks
+//! (a wrong value, or an acknowledged key missing after bit flips in `store_body`) fail as panics.
 
 #[path = "support/fuzz_targets.rs"]
 mod targets;

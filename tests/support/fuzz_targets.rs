@@ -1,6 +1,9 @@
 //! The fuzz targets' bodies, shared by the cargo-fuzz crate (`fuzz/`, nightly) and the stable
 //! replay (`tests/fuzz_replay.rs`). Each takes untrusted bytes and must not panic, abort or hang;
-//! damaged input gives a typed error, never wrong data.
+//! damaged input gives a typed error, never wrong data. `store_body` also holds the store to its
+//! acknowledgements: bits flipped in the body of a file whose every commit was acknowledged, opened
+//! with the default options, are refused as `Corrupt` or every key reads back exact (or `Corrupt`),
+//! never missing.
 
 #![allow(dead_code)]
 
@@ -9,9 +12,13 @@ use std::sync::OnceLock;
 
 use crashonly::store::{RedbOptions, RedbStore, Store, StoreExt};
 
+#[path = "bitflip.rs"]
+mod bitflip;
 #[path = "../../examples/support/cart_service.rs"]
 #[allow(dead_code, unused_imports)]
 mod cart_service;
+#[path = "simdisk.rs"]
+mod simdisk;
 
 /// Store records (data, lease and idempotency records) as read back from a damaged file.
 pub fn store_records(data: &[u8]) {
@@ -90,6 +97,59 @@ pub fn store_file(data: &[u8]) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Commits in the base of [`store_body`]: enough for a B-tree of several leaves under a branch.
+const BODY_COMMITS: u32 = 48;
+
+/// The base of [`store_body`]: a store and its commit record (on a test disk) holding
+/// `BODY_COMMITS` acknowledged commits, each writing `k/i` and `m/i`; built once per process.
+fn acked_store() -> &'static (Vec<Vec<u8>>, Vec<bitflip::Expected>) {
+    static BASE: OnceLock<(Vec<Vec<u8>>, Vec<bitflip::Expected>)> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let disk = simdisk::SimDisk::default();
+        let store = RedbStore::open_backend_with_record("base", disk.clone(), disk.file(1), RedbOptions::default())
+            .expect("base store");
+        disk.created();
+        let commits: Vec<bitflip::Expected> = (0..BODY_COMMITS)
+            .map(|i| {
+                let value = format!("value {i} of the base ")
+                    .repeat(1 + i as usize % 4)
+                    .into_bytes();
+                let writes = vec![
+                    (format!("k/{i:03}").into_bytes(), value.clone()),
+                    (format!("m/{i:03}").into_bytes(), value),
+                ];
+                let txn = writes
+                    .iter()
+                    .fold(crashonly::store::Txn::new(), |t, (k, v)| t.put(k, v.clone()));
+                futures::executor::block_on(store.commit(txn)).expect("commit to a healthy disk");
+                bitflip::Expected { writes, acked: true }
+            })
+            .collect();
+        drop(store);
+        let (images, _) = simdisk::image_at(&disk.log(), disk.log().len(), simdisk::Loss::Unsynced);
+        (images, commits)
+    })
+}
+
+/// Bit flips in the body of a store file (past redb's header page) whose every commit was
+/// acknowledged: `data` is up to 8 flips of 5 bytes each (a little-endian offset into the body,
+/// taken modulo its length, and a bit number). Opened with the default options, it must be
+/// refused as `Corrupt`, or open and read back every key exact or `Corrupt` (`bitflip::judge`):
+/// an acknowledged key never goes missing.
+pub fn store_body(data: &[u8]) {
+    let (base, commits) = acked_store();
+    let mut images = base.clone();
+    for flip in data.chunks_exact(5).take(8) {
+        let offset = u32::from_le_bytes([flip[0], flip[1], flip[2], flip[3]]);
+        bitflip::flip_in_body(&mut images[0], offset.into(), flip[4]);
+    }
+    let disk = simdisk::SimDisk::with_images(images);
+    let opened = RedbStore::open_backend_with_record("damaged", disk.clone(), disk.file(1), RedbOptions::default());
+    if let Err(why) = bitflip::judge(opened, commits) {
+        panic!("body flips {data:02x?}: {why}");
+    }
+}
+
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "crashonly-fuzz-{}-{:?}",
@@ -116,9 +176,10 @@ pub fn cart_record(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by name.
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [Target; 5] = [
     ("store_records", store_records),
     ("store_file", store_file),
+    ("store_body", store_body),
     ("cart_body", cart_body),
     ("cart_record", cart_record),
 ];

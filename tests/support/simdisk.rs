@@ -1,8 +1,9 @@
 //! A test disk for the embedded store: it records every write, length change and sync in order,
 //! so that the state a power cut would leave at any point can be rebuilt (what was synced, plus
-//! any subset of what was not, torn writes, a damaged header), and it fails the k-th operation on
-//! demand (once, or from then on). It holds several files (the store and its commit record) on
-//! one log, as one machine's power cut cuts them all at the same moment.
+//! any subset of what was not, torn writes, a damaged header; tests/support/bitflip.rs damages the
+//! body), and it fails the k-th operation on demand (once, or from then on). It holds several
+//! files (the store and its commit record) on one log, as one machine's power cut cuts them all
+//! at the same moment.
 
 use std::sync::{Arc, Mutex};
 
@@ -177,6 +178,8 @@ impl crashonly::store::StorageBackend for SimDisk {
 pub enum Loss {
     /// Everything unsynced is gone.
     Unsynced,
+    /// Everything written survives (the disk wrote its cache back before the cut).
+    Kept,
     /// A random subset of the unsynced operations survives (seeded).
     Subset(u64),
     /// Every unsynced operation survives but the last write, of which only the first `n` bytes do.
@@ -250,6 +253,7 @@ pub fn image_at(log: &[Event], cut: usize, loss: Loss) -> (Vec<Vec<u8>>, Vec<u64
     let mut images = durable;
     match loss {
         Loss::Unsynced => {}
+        Loss::Kept => pending.into_iter().for_each(|p| apply(&mut images, p)),
         Loss::Subset(mut seed) => {
             for p in pending {
                 if splitmix(&mut seed).is_multiple_of(2) {
