@@ -89,7 +89,9 @@ pub fn store_file(data: &[u8]) {
         Err(e) => assert!(
             matches!(
                 e,
-                crashonly::store::StoreError::Corrupt(_) | crashonly::store::StoreError::Unavailable { .. }
+                crashonly::store::StoreError::Corrupt(_)
+                    | crashonly::store::StoreError::Unsupported(_)
+                    | crashonly::store::StoreError::Unavailable { .. }
             ),
             "{e:?}"
         ),

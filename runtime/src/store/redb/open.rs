@@ -39,7 +39,9 @@ pub(super) fn io_error(what: &str, io: &std::io::Error) -> StoreError {
             retry_after: Duration::from_secs(1),
             reason: format!("{what}: {io}"),
         },
-        ErrorKind::InvalidData => StoreError::Corrupt(format!("{what}: {io}")),
+        // A read past the end of the file: a damaged length or page number (found by the
+        // power-loss suite's body flips, inside redb's open).
+        ErrorKind::InvalidData | ErrorKind::UnexpectedEof => StoreError::Corrupt(format!("{what}: {io}")),
         _ => StoreError::unavailable(format!("{what}: {io}")),
     }
 }
