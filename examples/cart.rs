@@ -7,8 +7,14 @@
 //! - `GET /carts/{id}`: idempotent. `200 {"id", "items", "version"}`.
 //! - `POST /carts/{id}/items` with `{"item": "..."}`: not idempotent, unless it carries an
 //!   `Idempotency-Key` header, in which case it is applied once (even across `kill -9`).
-//! - `GET /health`: `200` once the service serves.
+//! - `GET /health`, `GET /ready`: `200` while the service serves; `503` (or `507`/`500`) naming
+//!   what is wrong while the store is down or the tree has given up.
 //! - `X-Request-Ttl-Ms` sets the request's TTL (1 to 60000; 2000 by default).
+//!
+//! Store errors say what happened: `507` no space left, `500` store corrupt, `503` store
+//! restarting (with `Retry-After`), `422` an `Idempotency-Key` reused for another cart or item.
+//! The store is the root's supervised child: `--store-intensity N/SECONDS` (5/30) reopenings, then
+//! the process exits non-zero; `--skip-verify` skips the page verification of the first open.
 //!
 //! `cargo run --release --bin cart -- --listen 127.0.0.1:8080 --data ./cart-data`
 //! It prints `listening <addr>` once it serves (the only line on stdout; logs go to stderr).
