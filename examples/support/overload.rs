@@ -12,8 +12,14 @@
 //! Reports the offered rate, the goodput (2xx per second), the 503s (and whether they carried
 //! `Retry-After`), other errors, latency of the served requests, and the service's RSS.
 //! Goal (issue 16): goodput at least 80% of the peak, peak RSS under 2x the steady state, every
-//! 503 with `Retry-After`; exit 1 when missed. The load runs on one thread of its own (the
-//! service keeps the other cores), on kept-alive connections.
+//! 503 with `Retry-After`; exit 1 when missed. The load runs on one thread of its own, on
+//! kept-alive connections.
+//!
+//! With `--pin` (the default on a machine of 2 cores or more; `--no-pin` turns it off) the load
+//! thread runs on CPU 0 and every thread of the service on the other CPUs, for the closed and the
+//! open loop alike: the load generator then takes nothing from the service, as on a separate
+//! machine, and the peak and the overload are measured on the same CPUs. Unpinned, the client's
+//! half core of loopback TCP is taken from the service under test.
 //!
 //! `cargo run --release --bin litmus -- --overload --duration 10s [--overload-factor 10]
 //! [--clients 64] [--connections 512] [--peak-duration 4s] [--max-inflight N --max-queue N] [--json]`
@@ -43,6 +49,8 @@ struct Opts {
     connections: usize,
     peak_for: Duration,
     json: bool,
+    /// Load on CPU 0, the service on the others.
+    pin: bool,
     /// Front-end flags passed on to the service.
     serve: Vec<String>,
 }
@@ -57,6 +65,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         connections: 512,
         peak_for: Duration::from_secs(4),
         json: false,
+        pin: cpus() >= 2,
         serve: Vec::new(),
     };
     let mut args = args.iter();
@@ -70,6 +79,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
             "--connections" => o.connections = val()?.parse().map_err(|_| "--connections needs a whole number")?,
             "--json" => o.json = true,
+            "--pin" => o.pin = true,
+            "--no-pin" => o.pin = false,
             "--max-inflight" | "--max-queue" | "--max-connections" => {
                 let v = val()?;
                 o.serve.extend([a.clone(), v]);
@@ -90,6 +101,38 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         );
     }
     Ok(o)
+}
+
+/// CPUs this process may run on.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Pins the thread `tid` (0: the calling thread) to the CPUs in `cpus`.
+fn pin(tid: libc::pid_t, cpus: std::ops::Range<usize>) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it for the CPUs below
+    // CPU_SETSIZE; sched_setaffinity reads the set it is given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Pins every thread of process `pid` to `cpus` (threads it starts later inherit it).
+fn pin_process(pid: u32, cpus: std::ops::Range<usize>) -> std::io::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: libc::pid_t = task?.file_name().to_string_lossy().parse().unwrap_or(0);
+        if tid > 0 {
+            pin(tid, cpus.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
@@ -307,6 +350,13 @@ pub async fn run(args: &[String]) -> ExitCode {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = svc.child.as_ref().and_then(|c| c.id()).expect("running");
+    let pinned = opts.pin && cpus() >= 2;
+    if pinned {
+        if let Err(e) = pin_process(pid, 1..cpus()) {
+            eprintln!("error: cannot pin the service to CPUs 1..{}: {e}", cpus());
+            return ExitCode::FAILURE;
+        }
+    }
 
     // RSS, sampled every 20 ms, by phase: 0 = closed loop, 1 = open loop, 2 = closed loop again.
     let phase = Arc::new(AtomicU64::new(0));
@@ -332,6 +382,9 @@ pub async fn run(args: &[String]) -> ExitCode {
     let connections = opts.connections;
     let load_phase = phase.clone();
     let load = tokio::task::spawn_blocking(move || {
+        if pinned {
+            pin(0, 0..1).expect("pin the load thread to CPU 0");
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -417,10 +470,14 @@ pub async fn run(args: &[String]) -> ExitCode {
             "rss_kb": { "steady": steady_kb, "peak": peak_kb, "peak_sampled": sampled_peak_kb },
             "rss_peak_vs_steady": rss_ratio,
             "ok_goal": pass,
+            "pinned": pinned,
         });
         println!("{report}");
     } else {
         println!("litmus --overload: cart service, adds at {factor}x its peak for {run_for:?}");
+        if pinned {
+            println!("(load on CPU 0, the service on CPUs 1..{}: --no-pin to share them)", cpus());
+        }
         println!("| measure | value |");
         println!("|---|---|");
         println!("| peak (closed loop, {clients} connections) before / after | {peak:.0} / {peak_after:.0} req/s |");
