@@ -476,7 +476,10 @@ pub async fn run(args: &[String]) -> ExitCode {
     } else {
         println!("litmus --overload: cart service, adds at {factor}x its peak for {run_for:?}");
         if pinned {
-            println!("(load on CPU 0, the service on CPUs 1..{}: --no-pin to share them)", cpus());
+            println!(
+                "(load on CPU 0, the service on CPUs 1..{}: --no-pin to share them)",
+                cpus()
+            );
         }
         println!("| measure | value |");
         println!("|---|---|");
