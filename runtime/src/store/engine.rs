@@ -89,60 +89,16 @@ fn unseal<'b>(what: &str, key: &[u8], b: &'b [u8]) -> Result<&'b [u8], StoreErro
     Ok(body)
 }
 
-/// A decoded data record.
-pub(crate) struct DataRecord {
-    pub(crate) version: u64,
-    pub(crate) expires_ms: u64,
-    pub(crate) value: Vec<u8>,
-}
-
-impl DataRecord {
-    /// Layout: seal, version (8 bytes), expiry (8), value. The seal covers the key and the rest,
-    /// so a damaged record is reported `Corrupt` instead of read as wrong data (redb verifies its
-    /// pages' checksums only when asked; the fuzz replay found a flipped value bit read back
-    /// silently before records were sealed).
-    pub(crate) fn decode(key: &[u8], b: &[u8]) -> Result<Self, StoreError> {
-        let b = unseal("data", key, b)?;
-        let (Some(version), Some(expires_ms)) = (u64_at(b, 0), u64_at(b, 8)) else {
-            return Err(corrupt("data", key));
-        };
-        if version == 0 {
-            return Err(corrupt("data", key));
-        }
-        Ok(DataRecord {
-            version,
-            expires_ms,
-            value: b[16..].to_vec(),
-        })
-    }
-
-    fn encode(key: &[u8], version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
-        let mut b = sealable(16 + value.len());
-        b.extend_from_slice(&version.to_le_bytes());
-        b.extend_from_slice(&expires_ms.to_le_bytes());
-        b.extend_from_slice(value);
-        seal(key, b)
-    }
-
-    pub(crate) fn live(&self, now_ms: u64) -> bool {
-        self.expires_ms == 0 || self.expires_ms > now_ms
-    }
-
-    pub(crate) fn into_versioned(self) -> Versioned {
-        Versioned {
-            value: self.value,
-            version: self.version,
-        }
-    }
-}
-
 /// Decodes a raw data record into a live value, or `None` when it has expired.
 pub(crate) fn read_live(key: &[u8], raw: Option<&[u8]>, now_ms: u64) -> Result<Option<Versioned>, StoreError> {
     match raw {
         None => Ok(None),
         Some(b) => {
-            let rec = DataRecord::decode(key, b)?;
-            Ok(rec.live(now_ms).then(|| rec.into_versioned()))
+            let (head, value) = DataHead::split(key, b)?;
+            Ok(head.live(now_ms).then(|| Versioned {
+                value: value.to_vec(),
+                version: head.version,
+            }))
         }
     }
 }
@@ -199,13 +155,46 @@ pub(crate) fn check_format<T: Tables>(t: &mut T) -> Result<(), StoreError> {
     }
 }
 
-fn live_data<T: Tables>(t: &T, key: &[u8], now_ms: u64) -> Result<Option<DataRecord>, StoreError> {
-    match t.get(Table::Data, key)? {
-        None => Ok(None),
-        Some(b) => {
-            let rec = DataRecord::decode(key, &b)?;
-            Ok(rec.live(now_ms).then_some(rec))
+/// A data record's version and expiry, checked against its seal; its value is borrowed, so that a
+/// commit reads the records it replaces without copying their values.
+struct DataHead {
+    version: u64,
+    expires_ms: u64,
+}
+
+impl DataHead {
+    /// The head and the value of a data record. Layout: seal, version (8 bytes), expiry (8),
+    /// value. The seal covers the key and the rest, so a damaged record is reported `Corrupt`
+    /// instead of read as wrong data (redb verifies its pages' checksums only when asked; the
+    /// fuzz replay found a flipped value bit read back silently before records were sealed).
+    fn split<'b>(key: &[u8], b: &'b [u8]) -> Result<(DataHead, &'b [u8]), StoreError> {
+        let b = unseal("data", key, b)?;
+        let (Some(version), Some(expires_ms)) = (u64_at(b, 0), u64_at(b, 8)) else {
+            return Err(corrupt("data", key));
+        };
+        if version == 0 {
+            return Err(corrupt("data", key));
         }
+        Ok((DataHead { version, expires_ms }, &b[16..]))
+    }
+
+    fn of<T: Tables>(t: &T, key: &[u8]) -> Result<Option<DataHead>, StoreError> {
+        match t.get(Table::Data, key)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(DataHead::split(key, &b)?.0)),
+        }
+    }
+
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_ms == 0 || self.expires_ms > now_ms
+    }
+
+    fn encode(key: &[u8], version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+        let mut b = sealable(16 + value.len());
+        b.extend_from_slice(&version.to_le_bytes());
+        b.extend_from_slice(&expires_ms.to_le_bytes());
+        b.extend_from_slice(value);
+        seal(key, b)
     }
 }
 
@@ -285,7 +274,9 @@ pub(crate) fn apply<T: Tables>(
         }
     }
     for (key, expected) in &txn.checks {
-        let actual = live_data(t, key, now_ms)?.map_or(0, |r| r.version);
+        let actual = DataHead::of(t, key)?
+            .filter(|h| h.live(now_ms))
+            .map_or(0, |h| h.version);
         if actual != *expected {
             return Err(StoreError::Conflict(Conflict::Version {
                 key: key.clone(),
@@ -302,10 +293,7 @@ pub(crate) fn apply<T: Tables>(
             Write::Put { key, .. } | Write::Delete { key } => key,
         };
         // Any earlier record's expiry entry goes, live or not.
-        let old = match t.get(Table::Data, key)? {
-            Some(b) => Some(DataRecord::decode(key, &b)?),
-            None => None,
-        };
+        let old = DataHead::of(t, key)?;
         existed.push(old.as_ref().is_some_and(|r| r.live(now_ms)));
         if let Some(old) = &old {
             if old.expires_ms != 0 {
@@ -315,7 +303,7 @@ pub(crate) fn apply<T: Tables>(
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |ttl| now_ms + ms(ttl));
-                t.put(Table::Data, key, &DataRecord::encode(key, version, expires, value))?;
+                t.put(Table::Data, key, &DataHead::encode(key, version, expires, value))?;
                 if expires != 0 {
                     t.put(Table::Expiry, &expiry_key(expires, 0, key), &[])?;
                 }
@@ -506,7 +494,7 @@ pub(crate) fn reclaim<T: Tables>(t: &mut T, now_ms: u64, limit: usize) -> Result
         let at = u64::from_be_bytes(at.try_into().expect("8 bytes"));
         let (table, expires) = match (kind, t.get(if kind == 0 { Table::Data } else { Table::Idem }, key)?) {
             (_, None) => (None, 0),
-            (0, Some(b)) => (Some(Table::Data), DataRecord::decode(key, &b)?.expires_ms),
+            (0, Some(b)) => (Some(Table::Data), DataHead::split(key, &b)?.0.expires_ms),
             (1, Some(b)) => (Some(Table::Idem), IdemRecord::decode(key, &b)?.expires_ms),
             _ => return Err(StoreError::Corrupt("expiry index entry has an unknown kind".into())),
         };
@@ -522,8 +510,8 @@ pub(crate) fn reclaim<T: Tables>(t: &mut T, now_ms: u64, limit: usize) -> Result
 /// read of a damaged file would: for the fuzz targets. Every outcome is a value or a typed error.
 pub(crate) fn decode_any(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
     vec![
-        DataRecord::decode(b"fuzz", bytes).map(|r| {
-            let _ = r.live(0);
+        DataHead::split(b"fuzz", bytes).map(|(head, _)| {
+            let _ = head.live(0);
         }),
         LeaseRecord::decode(b"fuzz", bytes).map(drop),
         IdemRecord::decode(b"fuzz", bytes).and_then(|r| r.replay(b"fuzz", r.request).map(drop)),
