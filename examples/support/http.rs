@@ -30,17 +30,7 @@ pub async fn request(
 ) -> io::Result<Response> {
     tokio::time::timeout(timeout, async {
         let mut s = TcpStream::connect(addr).await?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
+        let req = head(method, path, &addr.to_string(), true, headers, body);
         s.write_all(req.as_bytes()).await?;
         s.write_all(body).await?;
         let mut raw = Vec::new();
@@ -49,6 +39,24 @@ pub async fn request(
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))?
+}
+
+/// A request's head: Host, `Connection: close` when asked, the body's length and type, and
+/// `headers`.
+fn head(method: &str, path: &str, host: &str, close: bool, headers: &[(&str, &str)], body: &[u8]) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
 }
 
 fn bad() -> io::Error {
@@ -143,18 +151,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<Response> {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        let mut out = req.into_bytes();
+        let mut out = head(method, path, "x", false, headers, body).into_bytes();
         out.extend_from_slice(body);
         let stale = |e: io::Error| match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
