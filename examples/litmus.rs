@@ -139,6 +139,18 @@ struct Service {
 }
 
 impl Service {
+    /// The cart service (this harness's own `serve-cart`) on `data`, at a free port, not started.
+    fn new(data: std::path::PathBuf, extra: Vec<String>, faults: Vec<String>) -> Service {
+        Service {
+            extra,
+            faults,
+            exe: std::env::current_exe().expect("own path"),
+            data,
+            addr: free_port(),
+            child: None,
+        }
+    }
+
     async fn start(&mut self) -> Result<(), String> {
         let mut child = Command::new(&self.exe)
             .args([
@@ -302,7 +314,6 @@ async fn main() -> ExitCode {
     if opts.table1 {
         return tables::table1().await;
     }
-    let exe = std::env::current_exe().expect("own path");
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let mut extra: Vec<String> = Vec::new();
@@ -314,14 +325,7 @@ async fn main() -> ExitCode {
         faults.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
         faults.push(if opts.fault_process { "process" } else { "actor" }.into());
     }
-    let mut svc = Service {
-        extra,
-        faults,
-        exe,
-        data: data.clone(),
-        addr: free_port(),
-        child: None,
-    };
+    let mut svc = Service::new(data.clone(), extra, faults);
     if let Err(e) = svc.start().await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{cart_service, duration, free_port, http, Service};
+use super::{cart_service, duration, http, Service};
 
 /// The most requests the open loop sends, whatever the rate and duration.
 pub const MAX_REQUESTS: u64 = 2_000_000;
@@ -334,14 +334,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     cart_service::frontend::raise_fd_limit();
     let data = std::env::temp_dir().join(format!("crashonly-overload-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let mut svc = Service {
-        extra: opts.serve.clone(),
-        faults: Vec::new(),
-        exe: std::env::current_exe().expect("own path"),
-        data: data.clone(),
-        addr: free_port(),
-        child: None,
-    };
+    let mut svc = Service::new(data.clone(), opts.serve.clone(), Vec::new());
     if let Err(e) = svc.start().await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

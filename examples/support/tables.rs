@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use super::{free_port, http, Opts, Service};
+use super::{http, Opts, Service};
 
 /// Runs this harness again as a child with `args` and `--json`; returns its report.
 async fn run_json(args: &[String]) -> Result<serde_json::Value, String> {
@@ -110,14 +110,7 @@ pub async fn table1() -> ExitCode {
             crashonly::store::Store::commit(&store, txn).await.expect("prefill");
         }
     }
-    let mut svc = Service {
-        extra: Vec::new(),
-        faults: Vec::new(),
-        exe: std::env::current_exe().expect("own path"),
-        data: data.clone(),
-        addr: free_port(),
-        child: None,
-    };
+    let mut svc = Service::new(data.clone(), Vec::new(), Vec::new());
     let (mut crash, mut polite) = (Vec::new(), Vec::new());
     for _ in 0..10 {
         svc.start().await.expect("start");
