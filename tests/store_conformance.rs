@@ -276,6 +276,13 @@ pub async fn durable_state_fences_old_incarnations(s: S, _t: ManualTime) {
     assert!(DurableState::recover(s.clone(), "acct/9", "/other", ttl).await.is_err());
 }
 
+/// A number no other store of this test process got: each case gets its own file or schema.
+pub fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 pub fn limits() -> Limits {
     Limits::default().with_max_value(64 * 1024)
 }
@@ -323,11 +330,6 @@ mod redb {
         Some(Arc::new(RedbStore::open_with(dir.join("s.redb"), opts).unwrap()))
     }
 
-    fn rand_suffix() -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::Relaxed)
-    }
     conformance!(make);
 }
 
@@ -344,11 +346,6 @@ mod supervised {
         Some(Arc::new(SupervisedStore::redb(dir.join("s.redb"), opts).unwrap()))
     }
 
-    fn rand_suffix() -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::Relaxed)
-    }
     conformance!(make);
 }
 
@@ -371,10 +368,5 @@ mod postgres {
         Some(Arc::new(PgStore::connect(&url, opts).await.unwrap()))
     }
 
-    fn rand_suffix() -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::Relaxed)
-    }
     conformance!(make);
 }
