@@ -395,29 +395,14 @@ fn comm_overhead_local(c: &mut Criterion) {
 
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));
-    let _ = tracing::subscriber::set_global_default(Off);
-}
-
-/// A `tracing` subscriber that keeps every event and span off: the benches measure the runtime
-/// as a service with its logging filtered runs it (with no subscriber at all, crashonly prints
-/// each actor panic to stderr, as Rust's own panic hook does for every other framework here).
-struct Off;
-
-impl tracing::Subscriber for Off {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        false
-    }
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::OFF)
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
+    // Every event and span off, with a subscriber installed: the benches measure the runtime as a
+    // service with its logging filtered runs it (with no subscriber at all, crashonly prints each
+    // actor panic to stderr, as Rust's own panic hook does for every other framework here).
+    let off = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        tracing_subscriber::filter::LevelFilter::OFF,
+    );
+    let _ = tracing::subscriber::set_global_default(off);
 }
 
 fn all(c: &mut Criterion) {
