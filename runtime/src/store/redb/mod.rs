@@ -358,9 +358,11 @@ impl RedbStore {
 
     fn submit(&self, op: Op) -> StoreFuture<'_, Done> {
         let (reply, rx) = oneshot::channel();
-        let sent = match (self.failed(), &*self.tx.lock()) {
-            (None, Some(tx)) => tx.send(Request { op, reply }).is_ok(),
-            _ => false,
+        // A stopped writer has dropped its end (after answering what it had queued): the send
+        // fails, or the reply never comes, and either way the answer is why it stopped.
+        let sent = match &*self.tx.lock() {
+            Some(tx) => tx.send(Request { op, reply }).is_ok(),
+            None => false,
         };
         Box::pin(async move {
             if !sent {
