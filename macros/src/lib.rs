@@ -115,12 +115,19 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
         }
     }
     let p = private_path(krate);
+    let mut entity_key: Option<Type> = None;
     {
         for meta in metas {
+            if let Meta::Path(path) = &meta {
+                if path.is_ident("entity") {
+                    entity_key = Some(syn::parse_quote!(::std::string::String));
+                    continue;
+                }
+            }
             let Meta::NameValue(nv) = &meta else {
                 return Err(Error::new(
                     meta.span(),
-                    "expected `key = value`: args, mailbox, restart, ttl, store_key or crate",
+                    "expected `entity` or `key = value`: args, entity, mailbox, restart, ttl, store_key or crate",
                 ));
             };
             let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
@@ -135,6 +142,13 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                             syn::parse2(quote!(#other)).map_err(|_| Error::new(other.span(), "`args` takes a type"))?
                         }
                     }
+                }
+                "entity" => {
+                    let value = &nv.value;
+                    entity_key = Some(
+                        syn::parse2(quote!(#value))
+                            .map_err(|_| Error::new(value.span(), "`entity` takes the key type, like entity = u64"))?,
+                    );
                 }
                 "mailbox" => match &nv.value {
                     Expr::Lit(ExprLit { lit: Lit::Int(n), .. }) if n.base10_parse::<usize>().is_ok_and(|n| n > 0) => {
@@ -170,7 +184,7 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                 _ => {
                     return Err(Error::new(
                         nv.path.span(),
-                        "unknown actor setting: expected args, mailbox, restart, ttl, store_key or crate",
+                        "unknown actor setting: expected args, entity, mailbox, restart, ttl, store_key or crate",
                     ))
                 }
             }
@@ -182,11 +196,32 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     } else {
         quote!(::core::option::Option::None)
     };
+    let entity = entity_key.map(|key| {
+        quote! {
+            impl #p::Entity for #name {
+                type Key = #key;
+            }
+
+            impl #name {
+                /// A family of these entities named `name`, whose entity `key` starts with the
+                /// arguments `make(key)`, with the settings of its `#[actor(..)]` attribute.
+                #[allow(dead_code)]
+                #vis fn entities(
+                    name: impl ::core::convert::Into<::std::string::String>,
+                    make: impl ::core::ops::Fn(&#key) -> <Self as #p::ActorDefaults>::Args + ::core::marker::Send + ::core::marker::Sync + 'static,
+                ) -> #p::EntitySpec<Self> {
+                    #p::entity_spec::<Self>(name, make)
+                }
+            }
+        }
+    });
     Ok(quote! {
         impl #p::ActorDefaults for #name {
             type Args = #args;
             #(#consts)*
         }
+
+        #entity
 
         impl #name {
             /// The store key of `#[actor(store_key = "..")]`, if any.
@@ -406,7 +441,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
             quote!(#(#docs)* #sig;),
             quote! {
                 #sig {
-                    let ask = self.ask(#msg_enum::#v(#(#names),*));
+                    let ask = #p::Requests::request(self, #msg_enum::#v(#(#names),*));
                     #idem_call
                     let ask = match #ttl { ::core::option::Option::Some(t) => ask.ttl(t), ::core::option::Option::None => ask };
                     #p::call(ask, |r| match r {
@@ -421,7 +456,9 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
     let (decls, impls): (Vec<_>, Vec<_>) = api_methods.unzip();
     let doc_msg = format!("The messages of [`{type_name}`], one variant per `#[message]` method.");
     let doc_reply = format!("The replies of [`{type_name}`], one variant per `#[message]` method.");
-    let doc_api = format!("Typed requests to a [`{type_name}`] actor: `actor_ref.method(args).await`.");
+    let doc_api = format!(
+        "Typed requests to a [`{type_name}`] actor or entity: `actor_ref.method(args).await` (also on an `EntityRef`)."
+    );
 
     let derive_clone = clone_replies.then(|| quote!(#[derive(Clone)]));
     if no_clone {
@@ -484,7 +521,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
             #(#decls)*
         }
 
-        impl #api for #p::ActorRef<#self_ty> {
+        impl<__R: #p::Requests<#self_ty>> #api for __R {
             #(#impls)*
         }
     })

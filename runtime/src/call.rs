@@ -45,10 +45,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::actor::Actor;
-use crate::actor_ref::Ask;
 use crate::clock::Instant;
 use crate::envelope::{Header, TraceContext};
 use crate::error::DeliveryError;
+use crate::request::Ask;
 
 /// A typed request made by a method that `#[messages]` generated: an [`Ask`] whose reply is
 /// unpacked to the method's return type. Has the same builders (`ttl`, `idempotent`, `key`, ...).

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::actor::Actor;
-use crate::actor_ref::{ActorRef, Ask, Tell};
+use crate::actor_ref::ActorRef;
 use crate::crash::{CrashReason, CrashReport};
 use crate::envelope::{Envelope, Header};
 use crate::error::DeliveryError;
@@ -14,6 +14,7 @@ use crate::inflight::InFlight;
 use crate::lease::{Lease, LeaseError};
 use crate::monitor::{Down, Watcher};
 use crate::reply::{ReplyPort, ReplyTo};
+use crate::request::{Ask, Tell};
 use crate::sync::Arc;
 use crate::timer::Timer;
 

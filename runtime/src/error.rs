@@ -28,6 +28,14 @@ pub enum DeliveryError {
     /// The handler deferred its reply ([`ReplyPort`](crate::ReplyPort)) and the port was dropped
     /// without an answer.
     Unanswered,
+    /// An entity key longer than the policy allows ([`Policy::max_key_len`](crate::Policy::max_key_len)):
+    /// refused before anything is activated.
+    KeyTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The policy's bound.
+        max: usize,
+    },
 }
 
 impl DeliveryError {
@@ -53,6 +61,9 @@ impl fmt::Display for DeliveryError {
                 write!(f, "actor is recovering, retry after {} ms", d.as_millis())
             }
             DeliveryError::Unanswered => write!(f, "the deferred reply was dropped without an answer"),
+            DeliveryError::KeyTooLong { len, max } => {
+                write!(f, "entity key of {len} bytes is longer than the policy's {max}")
+            }
         }
     }
 }

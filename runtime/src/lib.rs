@@ -83,6 +83,7 @@ mod config;
 mod context;
 mod crash;
 mod dedup;
+mod entity;
 mod envelope;
 mod error;
 mod inflight;
@@ -93,6 +94,7 @@ mod monitor;
 mod policy;
 mod registry;
 mod reply;
+mod request;
 mod rt;
 mod shared;
 mod slot;
@@ -112,13 +114,14 @@ pub mod testing;
 pub mod __private;
 
 pub use actor::Actor;
-pub use actor_ref::{ActorRef, Ask, Tell, TellFuture};
+pub use actor_ref::ActorRef;
 #[cfg(feature = "macros")]
 pub use call::Call;
 pub use clock::{Clock, Instant};
 pub use config::Config;
 pub use context::Context;
 pub use crash::{CrashReason, CrashReport};
+pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
 pub use envelope::{EnvelopeId, Header, TraceContext};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
@@ -126,6 +129,7 @@ pub use monitor::{Down, DownReason, MonitorStream};
 pub use policy::{Backoff, Intensity, Policy, PolicyBuilder, PolicyError};
 pub use registry::{ActorId, Snapshot};
 pub use reply::ReplyPort;
+pub use request::{Ask, Tell, TellFuture};
 pub use stats::{SlotState, Stats};
 pub use supervised_store::{StoreFailed, StoreKeeper, SupervisedStore};
 pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, SupervisorSpec};
@@ -144,8 +148,8 @@ pub use crashonly_macros::{messages, Actor};
 pub mod prelude {
     pub use crate::store::{Store, StoreExt};
     pub use crate::{
-        Actor, ActorRef, ActorSpec, Backoff, Config, Context, CrashReason, DeliveryError, Down, DownReason, Header,
-        Policy, Restart, Strategy, SupervisorRef, SupervisorSpec, System,
+        Actor, ActorRef, ActorSpec, Backoff, Config, Context, CrashReason, DeliveryError, Down, DownReason, Entities,
+        Entity, EntityRef, EntitySpec, Header, Policy, Restart, Strategy, SupervisorRef, SupervisorSpec, System,
     };
 
     #[cfg(feature = "macros")]

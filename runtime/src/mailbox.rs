@@ -264,6 +264,25 @@ impl<T> Mailbox<T> {
         self.inner.lock().closed = false;
     }
 
+    /// Closes the mailbox if nothing is queued in it (an entity's passivation): every later push
+    /// fails `Closed`, so a message sent meanwhile goes elsewhere instead of being lost. Whether
+    /// it closed it.
+    pub(crate) fn close_if_empty(&self) -> bool {
+        let local = self.local.lock();
+        let mut inner = self.inner.lock();
+        if inner.closed || !local.queue.is_empty() || !inner.queue.is_empty() {
+            return false;
+        }
+        inner.closed = true;
+        let consumer = inner.consumer.take();
+        drop(inner);
+        drop(local);
+        if let Some(w) = consumer {
+            w.wake();
+        }
+        true
+    }
+
     /// Closes the mailbox and returns what was still queued.
     pub(crate) fn close(&self) -> Vec<T> {
         let mut local = self.local.lock();

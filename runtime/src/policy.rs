@@ -28,6 +28,8 @@ pub struct Policy {
     max_handling: Duration,
     abandon_after: Duration,
     max_abandoned: Option<u32>,
+    max_idle: Duration,
+    max_key_len: usize,
 }
 
 /// A policy that cannot be built: a bound that is zero or infinite, or bounds that contradict.
@@ -52,7 +54,8 @@ impl Default for Policy {
     /// TTL 5 s by default and at most 60 s; leases at most 60 s; 5 retries with backoff from 10 ms
     /// to 1 s; 10 restarts in 10 s; a message may run 30 s; a hung task is abandoned after 1 s; and
     /// the system gives up once as many tasks are abandoned as the runtime has worker threads (see
-    /// [`PolicyBuilder::max_abandoned`]).
+    /// [`PolicyBuilder::max_abandoned`]); an entity stays live at most 1 hour without a message, and
+    /// an entity key is at most 1 KiB.
     fn default() -> Self {
         Policy {
             default_ttl: Duration::from_secs(5),
@@ -67,6 +70,8 @@ impl Default for Policy {
             max_handling: Duration::from_secs(30),
             abandon_after: Duration::from_secs(1),
             max_abandoned: None,
+            max_idle: Duration::from_secs(3600),
+            max_key_len: 1024,
         }
     }
 }
@@ -98,6 +103,12 @@ impl PolicyBuilder {
         max_handling: Duration);
     setter!(/// How long a restart waits for an aborted task before abandoning it (stuck in blocking code).
         abandon_after: Duration);
+    setter!(/// Longest time an entity stays live without a message before it is passivated (an
+        /// entity family's `idle` is cut to it).
+        max_idle: Duration);
+    setter!(/// Longest entity key, in bytes ([`EntityKey::key_len`](crate::EntityKey::key_len)); a
+        /// longer one is refused with [`DeliveryError::KeyTooLong`](crate::DeliveryError::KeyTooLong).
+        max_key_len: usize);
     /// Abandoned tasks tolerated before the system gives up (so the process is restarted).
     ///
     /// By default, one fewer than the tokio runtime's worker threads (0 on a current-thread
@@ -118,6 +129,7 @@ impl PolicyBuilder {
             ("max_handling", p.max_handling),
             ("abandon_after", p.abandon_after),
             ("intensity period", p.intensity.period),
+            ("max_idle", p.max_idle),
         ];
         for (name, d) in bounded {
             if d.is_zero() {
@@ -129,6 +141,9 @@ impl PolicyBuilder {
         }
         if p.retry_backoff.cap == Duration::MAX {
             return Err(PolicyError("retry backoff cap is infinite".into()));
+        }
+        if p.max_key_len == 0 || p.max_key_len == usize::MAX {
+            return Err(PolicyError("max_key_len must be a positive, finite bound".into()));
         }
         if p.max_retries == u32::MAX {
             return Err(PolicyError("max_retries is infinite".into()));
@@ -200,6 +215,14 @@ impl Policy {
     /// Abandoned tasks tolerated, when set (otherwise it follows the worker count).
     pub fn max_abandoned(&self) -> Option<u32> {
         self.max_abandoned
+    }
+    /// Longest time an entity stays live without a message.
+    pub fn max_idle(&self) -> Duration {
+        self.max_idle
+    }
+    /// Longest entity key, in bytes.
+    pub fn max_key_len(&self) -> usize {
+        self.max_key_len
     }
 }
 

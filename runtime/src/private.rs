@@ -8,11 +8,13 @@
 use std::time::Duration;
 
 pub use crate::actor::Actor;
-pub use crate::actor_ref::{ActorRef, Ask};
+pub use crate::actor_ref::ActorRef;
 #[cfg(feature = "macros")]
 pub use crate::call::Call;
 pub use crate::context::Context;
+pub use crate::entity::{Entity, EntityRef, EntitySpec};
 pub use crate::reply::ReplyPort;
+pub use crate::request::Ask;
 pub use crate::supervisor::{ActorSpec, Restart};
 
 #[cfg(feature = "macros")]
@@ -48,6 +50,36 @@ pub trait ActorDefaults: Sized + Send + 'static {
     const TTL: Option<Duration> = None;
     /// `#[actor(store_key = "...")]`: the store key the actor recovers its state from.
     const STORE_KEY: Option<&'static str> = None;
+}
+
+/// What the typed methods of `#[messages]` are implemented for: actor refs and entity refs.
+pub trait Requests<A: Actor> {
+    /// An ask of `msg` to this actor or entity.
+    fn request(&self, msg: A::Msg) -> Ask<'_, A>;
+}
+
+impl<A: Actor> Requests<A> for ActorRef<A> {
+    fn request(&self, msg: A::Msg) -> Ask<'_, A> {
+        self.ask(msg)
+    }
+}
+
+impl<A: Entity> Requests<A> for EntityRef<A> {
+    fn request(&self, msg: A::Msg) -> Ask<'_, A> {
+        self.ask(msg)
+    }
+}
+
+/// An entity family spec with the defaults of `#[actor(..)]` applied.
+pub fn entity_spec<A: Entity + ActorDefaults>(
+    name: impl Into<String>,
+    make: impl Fn(&A::Key) -> <A as Actor>::Args + Send + Sync + 'static,
+) -> EntitySpec<A> {
+    let spec = EntitySpec::new(name, make);
+    match A::MAILBOX {
+        Some(n) => spec.mailbox_capacity(n),
+        None => spec,
+    }
 }
 
 /// An actor spec with the defaults of `#[actor(..)]` applied.

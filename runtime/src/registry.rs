@@ -148,6 +148,33 @@ impl Registry {
         Ok(slot)
     }
 
+    /// Registers a slot at `path` without claiming it as a name (an entity's activation: its
+    /// family keeps one per key, and it cannot be looked up by path).
+    pub(crate) fn insert_at<T, F>(&self, path: Arc<str>, make: F) -> Arc<T>
+    where
+        T: Any + Inspect + Send + Sync,
+        F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
+    {
+        let mut inner = self.inner.lock();
+        inner.generation += 1;
+        let generation = inner.generation;
+        let entry = inner.slots.vacant_entry();
+        let id = ActorId {
+            index: entry.key() as u32,
+            generation,
+        };
+        let slot = make(id, path);
+        let any: Arc<dyn Any + Send + Sync> = slot.clone();
+        let inspect: Arc<dyn Inspect> = slot.clone();
+        entry.insert(Entry {
+            generation,
+            path: None,
+            slot: Arc::downgrade(&any),
+            inspect: Arc::downgrade(&inspect),
+        });
+        slot
+    }
+
     /// Forgets a dead slot; its index may be reused with a new generation.
     pub(crate) fn remove(&self, id: ActorId) {
         let mut inner = self.inner.lock();

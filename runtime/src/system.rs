@@ -9,6 +9,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::entity::{Entities, Entity, EntitySpec};
 use crate::error::{DeliveryError, SpawnError, SystemError};
 use crate::lease::LeaseTable;
 use crate::monitor::MonitorStream;
@@ -170,6 +171,16 @@ impl System {
         lookup_actor(&self.inner.shared, path)
     }
 
+    /// Adds a dynamic family of entities to the root supervisor (see [`EntitySpec`]).
+    pub fn spawn_entities<A: Entity>(&self, spec: EntitySpec<A>) -> Result<Entities<A>, SpawnError> {
+        spec.spawn(&self.inner.root)
+    }
+
+    /// The family of entities `A` at `path` (such as `/app/carts`).
+    pub fn entities<A: Entity>(&self, path: &str) -> Option<Entities<A>> {
+        lookup_entities(&self.inner.shared, path)
+    }
+
     /// The named supervisor at `path`.
     pub fn lookup_supervisor(&self, path: &str) -> Option<SupervisorRef> {
         lookup_supervisor(&self.inner.shared, path)
@@ -252,6 +263,12 @@ impl Default for System {
 pub(crate) fn lookup_actor<A: Actor>(shared: &Shared, path: &str) -> Option<ActorRef<A>> {
     let registry = shared.registry();
     ActorRef::from_any(registry.get(registry.lookup(path)?)?)
+}
+
+/// The family of entities `A` at `path`.
+pub(crate) fn lookup_entities<A: Entity>(shared: &Shared, path: &str) -> Option<Entities<A>> {
+    let registry = shared.registry();
+    Entities::from_any(registry.get(registry.lookup(path)?)?)
 }
 
 /// The named supervisor at `path`.

@@ -71,6 +71,9 @@ struct Rare {
     gave_up: bool,
 }
 
+/// The envelopes of a slot's mailbox.
+pub(crate) type Env<A> = Envelope<<A as Actor>::Msg, ReplyTo<<A as Actor>::Reply>>;
+
 pub(crate) struct Slot<A: Actor> {
     pub(crate) id: ActorId,
     pub(crate) path: Arc<str>,
@@ -104,6 +107,9 @@ pub(crate) struct Slot<A: Actor> {
     task_gen: Stat,
     /// Clock nanos when the current message started (0: idle). Read by the watchdog.
     busy_since: AtomicU64,
+    /// Clock nanos when the last message started, or the current instance completed `start`:
+    /// how long an entity has been idle.
+    last_active: Stat,
     /// Clock nanos when a running task was aborted (0: none, or it has ended). Read by the
     /// watchdog's thread, which models do not run: std even under loom.
     aborted_at: Stat,
@@ -177,6 +183,7 @@ impl<A: Actor> Slot<A> {
             opts,
             dedup,
             busy_since: AtomicU64::new(0),
+            last_active: Stat::new(0),
             aborted_at: Stat::new(0),
             ready_at: Stat::new(0),
             next_start: Stat::new(0),
@@ -441,6 +448,7 @@ impl<A: Actor> Slot<A> {
             Ordering::Relaxed,
         );
         self.ready_at.store(0, Ordering::Relaxed);
+        self.last_active.store(clock.nanos(), Ordering::Relaxed);
         self.set_state(SlotState::Running);
         self.mark_started();
         let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
@@ -488,7 +496,9 @@ impl<A: Actor> Slot<A> {
                 trace_id = header.trace.trace_id,
             );
             // Relaxed: the watchdog only needs to see it eventually.
-            self.busy_since.store(clock.nanos_of(now), Ordering::Relaxed);
+            let began = clock.nanos_of(now);
+            self.busy_since.store(began, Ordering::Relaxed);
+            self.last_active.store(began, Ordering::Relaxed);
             let handling = crash::catch_handling(header.inherited(), actor.handle(msg, &mut ctx));
             let outcome = if span.is_disabled() {
                 Either::Right(handling)
@@ -534,8 +544,22 @@ impl<A: Actor> Slot<A> {
         }))
     }
 
-    fn identity(&self) -> *const () {
+    pub(crate) fn identity(&self) -> *const () {
         self as *const Self as *const ()
+    }
+
+    /// Clock nanos of the last sign of life: a message begun, or `start` completed (0: never).
+    pub(crate) fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Passivates an idle entity: closes its mailbox if nothing waits in it and no message is
+    /// being handled, so that its instance ends after looking at the mailbox once more (a message
+    /// taken just before still completes). Whether it did.
+    pub(crate) fn try_passivate(&self) -> bool {
+        self.state() == SlotState::Running
+            && self.busy_since.load(Ordering::Relaxed) == 0
+            && self.mailbox.close_if_empty()
     }
 }
 

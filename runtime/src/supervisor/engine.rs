@@ -131,7 +131,7 @@ impl SupNode {
     }
 
     /// Appends a built child; refuses when this supervisor has given up.
-    pub(super) fn adopt(&self, handle: Arc<dyn ChildHandle>, restart: Restart) -> Result<(), SpawnError> {
+    pub(crate) fn adopt(&self, handle: Arc<dyn ChildHandle>, restart: Restart) -> Result<(), SpawnError> {
         let mut st = self.state.lock();
         if st.failed {
             drop(st);

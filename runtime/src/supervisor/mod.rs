@@ -30,10 +30,11 @@ use std::any::Any;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
+use crate::entity::{Entities, Entity, EntitySpec};
 use crate::error::{ChildError, SpawnError};
 use crate::registry::ActorId;
 use crate::sync::Arc;
-use crate::system::{lookup_actor, lookup_supervisor};
+use crate::system::{lookup_actor, lookup_entities, lookup_supervisor};
 
 /// A handle on a supervisor: add children at run time, find them by name.
 #[derive(Clone, Debug)]
@@ -65,6 +66,16 @@ impl SupervisorRef {
     /// and messages sent meanwhile wait in its mailbox).
     pub fn spawn<A: Actor>(&self, spec: ActorSpec<A>) -> Result<ActorRef<A>, SpawnError> {
         self.node.spawn(spec)
+    }
+
+    /// Adds a dynamic family of entities and starts it (no entity is activated yet).
+    pub fn spawn_entities<A: Entity>(&self, spec: EntitySpec<A>) -> Result<Entities<A>, SpawnError> {
+        spec.spawn(&self.node)
+    }
+
+    /// A named family of entities `A` among the children.
+    pub fn entities<A: Entity>(&self, name: &str) -> Option<Entities<A>> {
+        lookup_entities(self.node.shared(), &join_path(self.node.path(), name))
     }
 
     /// Adds a dynamic supervisor child and starts its subtree.

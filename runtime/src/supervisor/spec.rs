@@ -48,7 +48,7 @@ pub(super) enum Kind {
     Supervisor(SupervisorSpec),
 }
 
-pub(super) type ActorMaker = dyn FnOnce(&Arc<SupNode>) -> Result<Arc<dyn ChildHandle>, SpawnError> + Send;
+pub(crate) type ActorMaker = dyn FnOnce(&Arc<SupNode>) -> Result<Arc<dyn ChildHandle>, SpawnError> + Send;
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,6 +196,15 @@ impl<A: Actor> From<ActorSpec<A>> for ChildSpec {
             kind: Kind::Actor(Box::new(move |parent| {
                 spec.build(parent).map(|s| s as Arc<dyn ChildHandle>)
             })),
+        }
+    }
+}
+
+impl ChildSpec {
+    /// A child made by `make` (a kind of child defined outside this module: an entity family).
+    pub(crate) fn from_maker(make: Box<ActorMaker>) -> Self {
+        ChildSpec {
+            kind: Kind::Actor(make),
         }
     }
 }

@@ -1,0 +1,232 @@
+//! `EntitySpec`: how to declare a family of entities in the supervision tree.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::family::{DedupWindow, Family, MakeArgs, Settings};
+use super::{Entities, Entity};
+use crate::error::SpawnError;
+use crate::policy::{Backoff, Intensity};
+use crate::slot::SlotOptions;
+use crate::supervisor::{ChildHandle, ChildSpec, Parent, Restart, SupNode};
+use crate::sync::{Arc, Weak};
+
+/// How to start a family of entities: its name, how an entity's start arguments are made from
+/// its key, when entities are passivated, and how their crashes are supervised.
+///
+/// Defaults (say what you need instead): `idle` 60 s (never above the policy's `max_idle`),
+/// `max_active` 100,000, per entity at most 3 restarts within 5 s (then the key is quarantined
+/// for 1 s: its senders get `RetryAfter`, the other keys go on), and for the whole family at most
+/// 100 distinct keys crashing within the policy's intensity period (then the family crashes and
+/// its supervisor decides).
+///
+/// ```
+/// use crashonly::prelude::*;
+/// use crashonly::EntitySpec;
+/// use std::time::Duration;
+/// # #[derive(Actor, Clone)]
+/// # #[actor(entity)]
+/// # struct Session { id: String }
+/// # #[messages]
+/// # impl Session {
+/// #     #[message]
+/// #     pub fn id(&self) -> String { self.id.clone() }
+/// # }
+///
+/// let spec = EntitySpec::<Session>::new("sessions", |id: &String| Session { id: id.clone() })
+///     .idle(Duration::from_secs(30))
+///     .max_active(10_000)
+///     .entity_intensity(3, Duration::from_secs(5))
+///     .intensity(50, Duration::from_secs(10));
+/// let root = SupervisorSpec::new("app", Strategy::OneForOne).child(spec);
+/// # let _ = root;
+/// ```
+pub struct EntitySpec<A: Entity> {
+    name: String,
+    make: MakeArgs<A>,
+    restart: Restart,
+    idle: Option<Duration>,
+    max_active: usize,
+    entity: Intensity,
+    family: Option<Intensity>,
+    backoff: Backoff,
+    quarantine: Duration,
+    capacity: Option<usize>,
+    handling: Option<Duration>,
+    rejuvenate_messages: Option<u64>,
+    rejuvenate_age: Option<Duration>,
+    dedup: Option<DedupWindow<A>>,
+}
+
+impl<A: Entity> fmt::Debug for EntitySpec<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntitySpec")
+            .field("name", &self.name)
+            .field("idle", &self.idle)
+            .field("max_active", &self.max_active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Entity> EntitySpec<A> {
+    /// A family named `name` whose entity `key` starts with the arguments `make(key)`.
+    pub fn new(name: impl Into<String>, make: impl Fn(&A::Key) -> A::Args + Send + Sync + 'static) -> Self {
+        EntitySpec {
+            name: name.into(),
+            make: Arc::new(make),
+            restart: Restart::Permanent,
+            idle: None,
+            max_active: 100_000,
+            entity: Intensity {
+                max_restarts: 3,
+                period: Duration::from_secs(5),
+            },
+            family: None,
+            backoff: Backoff::default(),
+            quarantine: Duration::from_secs(1),
+            capacity: None,
+            handling: None,
+            rejuvenate_messages: None,
+            rejuvenate_age: None,
+            dedup: None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An entity with no message for `idle` is passivated (cut to the policy's `max_idle`).
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = Some(idle);
+        self
+    }
+
+    /// At most `n` live activations: past it, the least recently active idle ones are passivated.
+    pub fn max_active(mut self, n: usize) -> Self {
+        self.max_active = n.max(1);
+        self
+    }
+
+    /// Per entity: at most `max_restarts` within `period`; past it the key gives up (its queued
+    /// messages are answered `Crashed`) and is quarantined.
+    pub fn entity_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.entity = Intensity { max_restarts, period };
+        self
+    }
+
+    /// For the whole family: at most `max_keys` distinct keys crashing within `period`; past it
+    /// the family crashes (every activation with it) and its supervisor decides.
+    pub fn intensity(mut self, max_keys: u32, period: Duration) -> Self {
+        self.family = Some(Intensity {
+            max_restarts: max_keys,
+            period,
+        });
+        self
+    }
+
+    /// Backoff between consecutive restarts of one entity.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long a key that gave up is refused (`RetryAfter`) before it may be activated again.
+    pub fn quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = quarantine;
+        self
+    }
+
+    /// The family's restart type as a child of its supervisor.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Mailbox capacity of each entity (the system default otherwise).
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Handling lease of each entity (see [`ActorSpec::handling_lease`](crate::ActorSpec::handling_lease)).
+    pub fn handling_lease(mut self, lease: Duration) -> Self {
+        self.handling = Some(lease);
+        self
+    }
+
+    /// Rejuvenation: an activation restarts after handling `n` messages.
+    pub fn rejuvenate_after_messages(mut self, n: u64) -> Self {
+        self.rejuvenate_messages = Some(n.max(1));
+        self
+    }
+
+    /// Rejuvenation: an activation restarts once it is `age` old.
+    pub fn rejuvenate_after(mut self, age: Duration) -> Self {
+        self.rejuvenate_age = Some(age);
+        self
+    }
+
+    pub(crate) fn build(self, parent: &Arc<SupNode>) -> Result<Arc<Family<A>>, SpawnError> {
+        let shared = parent.shared().clone();
+        let policy = shared.policy();
+        let family = self.family.unwrap_or(Intensity {
+            max_restarts: policy.intensity().max_restarts.saturating_mul(10),
+            period: policy.intensity().period,
+        });
+        let cfg = Settings {
+            slot: SlotOptions {
+                capacity: self.capacity.unwrap_or(shared.mailbox_capacity()),
+                handling: policy.handling(self.handling),
+                rejuvenate_messages: self.rejuvenate_messages,
+                rejuvenate_age: self.rejuvenate_age,
+                dedicated: false,
+            },
+            idle: self.idle.unwrap_or(Duration::from_secs(60)).min(policy.max_idle()),
+            max_active: self.max_active,
+            entity: self.entity,
+            family,
+            backoff: self.backoff,
+            quarantine: self.quarantine.min(policy.max_ttl()),
+            dedup: self.dedup,
+            max_key_len: policy.max_key_len(),
+        };
+        let weak: Weak<dyn Parent> = Arc::downgrade(&(parent.clone() as Arc<dyn Parent>));
+        let make = self.make;
+        let family = shared.registry().insert(parent.path(), Some(&self.name), |id, path| {
+            Family::new((id, path), shared.clone(), weak, make, cfg)
+        })?;
+        parent.adopt(family.clone(), self.restart)?;
+        Ok(family)
+    }
+
+    /// Adds the family to `parent` and starts it.
+    pub(crate) fn spawn(self, parent: &Arc<SupNode>) -> Result<Entities<A>, SpawnError> {
+        let family = self.build(parent)?;
+        ChildHandle::launch(&*family);
+        Ok(Entities::new(family))
+    }
+}
+
+impl<A: Entity> EntitySpec<A>
+where
+    A::Reply: Clone,
+{
+    /// Each activation keeps a window of the last `window` idempotency keys and their replies
+    /// (see [`ActorSpec::dedup`](crate::ActorSpec::dedup)). The window is volatile: it goes with a
+    /// passivation, so a request that must run once across them keeps its key in the store
+    /// (`Txn::once_for`).
+    pub fn dedup(mut self, window: usize) -> Self {
+        self.dedup = Some((window, A::Reply::clone));
+        self
+    }
+}
+
+impl<A: Entity> From<EntitySpec<A>> for ChildSpec {
+    fn from(spec: EntitySpec<A>) -> Self {
+        ChildSpec::from_maker(Box::new(move |parent| {
+            spec.build(parent).map(|f| f as Arc<dyn ChildHandle>)
+        }))
+    }
+}
