@@ -15,6 +15,10 @@
 //! 2. `Registry::inner` before nothing but atomics: the watchdog's scan reads each slot's
 //!    `busy_since` under it (registry.rs); slots are hung up after it is released.
 //! 3. `Clock`'s manual sleepers (models only) before nothing: time is read under it.
+//! 4. An entity family's `Inner` before a slot's mailbox locks (rule 1 inside them) and before
+//!    `Registry::inner` (entity/family.rs: an activation is registered, and a passivating one's
+//!    mailbox looked at, closed or moved to the next activation, under it). No slot is launched,
+//!    aborted or joined under it; a reply may be sent (a oneshot send only wakes a task).
 //!
 //! `Monitors::list` is not held while its watchers run (a link's notice crashes the linked actor,
 //! whose own watchers may edit this list).

@@ -177,3 +177,110 @@ fn loom_one_for_all_restart_racing_new_message() {
         );
     });
 }
+
+/// An entity that counts its live instances (up in `start`, down when dropped), in a log that
+/// outlives them (like a store).
+struct Visit {
+    seen: Seen,
+    live: Arc<Mutex<(i32, i32)>>,
+}
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        self.live.lock().unwrap().0 -= 1;
+    }
+}
+
+#[derive(Clone, Debug)]
+enum VisitMsg {
+    Note(u32),
+    Panic,
+}
+
+impl Actor for Visit {
+    type Args = (Seen, Arc<Mutex<(i32, i32)>>);
+    type Msg = VisitMsg;
+    type Reply = ();
+    type Error = String;
+
+    async fn start((seen, live): &Self::Args, _: &mut Context<Self>) -> Result<Self, String> {
+        {
+            let mut l = live.lock().unwrap();
+            l.0 += 1;
+            l.1 = l.1.max(l.0);
+        }
+        Ok(Visit {
+            seen: seen.clone(),
+            live: live.clone(),
+        })
+    }
+
+    async fn handle(&mut self, msg: VisitMsg, _: &mut Context<Self>) -> Result<(), String> {
+        match msg {
+            VisitMsg::Note(n) => {
+                self.seen.lock().unwrap().push(n);
+                Ok(())
+            }
+            VisitMsg::Panic => Err("asked to crash".into()),
+        }
+    }
+}
+
+impl Entity for Visit {
+    type Key = u32;
+}
+
+/// A family of `Visit` entities in a model system, with its log and live-instance counter.
+fn visits(sys: &ModelSystem) -> (Entities<Visit>, Seen, Arc<Mutex<(i32, i32)>>) {
+    let seen = Seen::default();
+    let live = Arc::new(Mutex::new((0, 0)));
+    let args = (seen.clone(), live.clone());
+    let family = sys
+        .system()
+        .spawn_entities(EntitySpec::new("visits", move |_: &u32| args.clone()))
+        .unwrap();
+    (family, seen, live)
+}
+
+/// A message racing the entity's passivation at every point loom chooses: it is handled, once,
+/// by the old activation or by the next; there are never two live instances of the key.
+#[test]
+fn loom_entity_activation_racing_passivation() {
+    model::check(|| {
+        let sys = ModelSystem::new();
+        let (family, seen, live) = visits(&sys);
+        let e = family.get(7);
+        model::block_on(e.ask(VisitMsg::Note(1))).unwrap();
+        let passivator = {
+            let e = e.clone();
+            model::thread(move || e.passivate())
+        };
+        model::block_on(e.ask(VisitMsg::Note(2))).unwrap();
+        passivator.join().unwrap();
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, vec![1, 2], "each message handled once, in order");
+        assert_eq!(live.lock().unwrap().1, 1, "two live instances of one key");
+    });
+}
+
+/// A crash (from a concurrent sender) racing a passivation and a new message: the message is
+/// handled once, and there are never two live instances of the key.
+#[test]
+fn loom_entity_crash_racing_passivation_and_activation() {
+    model::check(|| {
+        let sys = ModelSystem::new();
+        let (family, seen, live) = visits(&sys);
+        let e = family.get(7);
+        model::block_on(e.ask(VisitMsg::Note(1))).unwrap();
+        let crasher = {
+            let e = e.clone();
+            model::thread(move || model::block_on(e.tell(VisitMsg::Panic)).unwrap())
+        };
+        e.passivate();
+        model::block_on(e.ask(VisitMsg::Note(2))).unwrap();
+        crasher.join().unwrap();
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, vec![1, 2], "each message handled once, in order");
+        assert_eq!(live.lock().unwrap().1, 1, "two live instances of one key");
+    });
+}

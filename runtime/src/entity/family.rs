@@ -398,11 +398,23 @@ impl<A: Entity> Family<A> {
         if !passivating {
             inner.quarantine.insert(key.clone(), now + self.cfg.quarantine);
         }
+        // Crashed inside, its instance is gone already (dropped before this call): the next
+        // activation may start now. Aborted from outside, its task is joined first.
+        let aborted = old.being_aborted();
+        let launch = if aborted {
+            None
+        } else {
+            self.promote(&mut inner, key, Vec::new())
+        };
         drop(inner);
         for env in queued {
             answer(env.reply, Err(DeliveryError::Crashed(report.clone())));
         }
-        self.end_after_join(old, key.clone());
+        match launch {
+            Some(slot) => ChildHandle::launch(&*slot),
+            None if aborted => self.end_after_join(old, key.clone()),
+            None => {}
+        }
         Decision::Remove
     }
 

@@ -553,6 +553,12 @@ impl<A: Actor> Slot<A> {
         self.last_active.load(Ordering::Relaxed)
     }
 
+    /// Whether its task was aborted from outside and may still be running (its instance not yet
+    /// dropped).
+    pub(crate) fn being_aborted(&self) -> bool {
+        self.aborted_at.load(Ordering::Relaxed) != 0
+    }
+
     /// Passivates an idle entity: closes its mailbox if nothing waits in it and no message is
     /// being handled, so that its instance ends after looking at the mailbox once more (a message
     /// taken just before still completes). Whether it did.
