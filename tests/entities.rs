@@ -19,6 +19,8 @@ struct World {
     most: Arc<Mutex<i64>>,
     starts: Arc<AtomicU64>,
     poisoned: Arc<Mutex<HashSet<String>>>,
+    /// How long `start` takes (recovery from a slow store).
+    slow_start: Arc<Mutex<Duration>>,
 }
 
 struct Acct {
@@ -50,6 +52,10 @@ impl Actor for Acct {
 
     async fn start((key, world): &(String, World), ctx: &mut Context<Self>) -> Result<Self, String> {
         world.starts.fetch_add(1, Ordering::SeqCst);
+        let slow = *world.slow_start.lock().unwrap();
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
         if world.poisoned.lock().unwrap().contains(key) {
             return Err(format!("{key} is poisoned"));
         }
@@ -368,6 +374,29 @@ async fn keys_are_bounded_by_the_policy() {
     assert_eq!(accts.get("k".repeat(16)).ask(Msg::Get).await, Ok((0, 1)));
     // Of any length up to the bound, even empty.
     assert_eq!(accts.get(String::new()).ask(Msg::Get).await, Ok((0, 1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entity_recovering_answers_retry_after_from_its_recovery_time() {
+    let world = World::default();
+    *world.slow_start.lock().unwrap() = Duration::from_millis(500);
+    let (_system, accts) = start(spec(&world));
+    let a = accts.get("a".into());
+    assert_eq!(a.ask(Msg::Add(1)).ttl(Duration::from_secs(2)).await, Ok((1, 1)));
+    a.tell(Msg::Panic).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Restarting, with a start that takes about 500 ms: a 100 ms request is told at once.
+    match a.ask(Msg::Get).ttl(Duration::from_millis(100)).await {
+        Err(DeliveryError::RetryAfter(wait)) => {
+            assert!(wait >= Duration::from_millis(300) && wait <= Duration::from_secs(1), "{wait:?}")
+        }
+        other => panic!("expected RetryAfter, got {other:?}"),
+    }
+    // A retrying ask honours it and gets through once the entity has recovered.
+    assert_eq!(
+        a.ask(Msg::Get).idempotent().retrying().ttl(Duration::from_secs(3)).await,
+        Ok((1, 2))
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -234,7 +234,8 @@ impl<A: Entity> EntityRef<A> {
 
     /// Activates the entity (if it is not live) and returns the ref of its activation, to
     /// monitor, link, kill or rejuvenate it like any actor. The activation's ref is `Dead` once
-    /// it is passivated; this ref is not.
+    /// it is passivated (its monitors are told [`DownReason::Ended`](crate::DownReason::Ended),
+    /// not restarting); this ref is not.
     pub fn activate(&self) -> Result<ActorRef<A>, DeliveryError> {
         self.family.resolve(&self.key).map(ActorRef::from_slot)
     }
