@@ -388,13 +388,20 @@ async fn an_entity_recovering_answers_retry_after_from_its_recovery_time() {
     // Restarting, with a start that takes about 500 ms: a 100 ms request is told at once.
     match a.ask(Msg::Get).ttl(Duration::from_millis(100)).await {
         Err(DeliveryError::RetryAfter(wait)) => {
-            assert!(wait >= Duration::from_millis(300) && wait <= Duration::from_secs(1), "{wait:?}")
+            assert!(
+                wait >= Duration::from_millis(300) && wait <= Duration::from_secs(1),
+                "{wait:?}"
+            )
         }
         other => panic!("expected RetryAfter, got {other:?}"),
     }
     // A retrying ask honours it and gets through once the entity has recovered.
     assert_eq!(
-        a.ask(Msg::Get).idempotent().retrying().ttl(Duration::from_secs(3)).await,
+        a.ask(Msg::Get)
+            .idempotent()
+            .retrying()
+            .ttl(Duration::from_secs(3))
+            .await,
         Ok((1, 2))
     );
 }

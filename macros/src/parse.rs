@@ -136,8 +136,13 @@ pub(crate) fn start_fn(f: &ImplItemFn) -> syn::Result<(syn::Ident, Option<Type>,
     Ok((f.sig.ident.clone(), err, f.sig.asyncness.is_some()))
 }
 
-/// Methods of `ActorRef` itself: a generated method with one of these names would be shadowed.
+/// Methods of `ActorRef` and `EntityRef` themselves: a generated method with one of these names
+/// would be shadowed.
 const RESERVED: &[&str] = &[
+    "key",
+    "activate",
+    "activation",
+    "passivate",
     "ask",
     "tell",
     "try_tell",
@@ -163,7 +168,7 @@ pub(crate) fn message_fn(f: &ImplItemFn, attr: MessageAttr) -> syn::Result<Msg> 
         return Err(Error::new(
             sig.ident.span(),
             format!(
-                "`{}` is a method of `ActorRef` itself: name this message differently",
+                "`{}` is a method of `ActorRef` or `EntityRef` itself: name this message differently",
                 sig.ident
             ),
         ));

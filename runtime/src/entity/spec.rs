@@ -30,7 +30,7 @@ use crate::sync::{Arc, Weak};
 /// # #[messages]
 /// # impl Session {
 /// #     #[message]
-/// #     pub fn id(&self) -> String { self.id.clone() }
+/// #     pub fn name(&self) -> String { self.id.clone() }
 /// # }
 ///
 /// let spec = EntitySpec::<Session>::new("sessions", |id: &String| Session { id: id.clone() })
