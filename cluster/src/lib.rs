@@ -1,0 +1,19 @@
+//! # crashonly-cluster
+//!
+//! crashonly across processes and machines, on existing engines and no home-made consensus:
+//! **PostgreSQL is the authority** (membership, placement, fencing; it is the store of record
+//! already) and, in a later step, core NATS request-reply is the transport.
+//!
+//! This first part is [`Membership`]: a node joins with a fresh incarnation from a sequence and
+//! holds a lease row renewed on its own connection, judged by the database's clock. A node that
+//! cannot renew before its own local deadline fences itself ([`Membership::fenced`] resolves)
+//! before anyone else may take what it held: stop = crash holds for a node too.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod error;
+mod membership;
+mod pg;
+
+pub use error::ClusterError;
+pub use membership::{Fenced, Member, Membership, MembershipOptions};

@@ -1,0 +1,340 @@
+//! Membership: who is in the cluster, judged by the database's clock.
+//!
+//! A node joins with a fresh incarnation (from a sequence: a restarted process is a new member,
+//! never the old one come back) and a lease row, `lease_until = clock_timestamp() + lease`,
+//! renewed every third of the lease on a connection of its own, only while it has not expired
+//! (`WHERE lease_until > clock_timestamp()`): an expired lease is never revived.
+//!
+//! Self-fencing: a renewal sent at local time `t` that succeeds moves the node's local deadline
+//! to `t + 0.9 lease`. The database set `lease_until` to its own clock at the update plus `lease`,
+//! which is no earlier than `t + lease` in real time, whatever the clocks say. So when the node
+//! cannot renew, it reaches its deadline (and fences itself: [`Membership::fenced`] resolves)
+//! at least a tenth of a lease before anyone else can see its lease dead and take what it held.
+//! A renewal that finds the lease expired fences the node at once.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use crate::error::ClusterError;
+use crate::pg;
+
+/// Options of [`Membership::join`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MembershipOptions {
+    /// Schema of the cluster's tables (created if missing).
+    pub schema: String,
+    /// The membership lease: a node that cannot renew for this long is out (100 ms to 60 s).
+    pub lease: Duration,
+    /// The node's name (its address for the transport), shown in the members list.
+    pub name: String,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for MembershipOptions {
+    /// Schema `crashonly_cluster`, a 2 s lease, name `node`, 1 s to connect.
+    fn default() -> Self {
+        MembershipOptions {
+            schema: "crashonly_cluster".into(),
+            lease: Duration::from_secs(2),
+            name: "node".into(),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl MembershipOptions {
+    /// Sets the schema.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+    /// Sets the lease.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+    /// Sets the node's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+/// Why a node is out of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fenced {
+    /// It could not renew its lease before its local deadline (the database unreachable or slow,
+    /// the process paused).
+    Deadline,
+    /// A renewal found the lease already expired in the database.
+    LeaseLost,
+    /// It left ([`Membership::leave`]).
+    Left,
+}
+
+impl fmt::Display for Fenced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fenced::Deadline => "could not renew the membership lease before the local deadline",
+            Fenced::LeaseLost => "the membership lease had expired in the database",
+            Fenced::Left => "left the cluster",
+        })
+    }
+}
+
+/// A live member, as the database sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its incarnation (unique, growing).
+    pub incarnation: u64,
+    /// Its name.
+    pub name: String,
+    /// How long its lease still runs, by the database's clock.
+    pub lease_left: Duration,
+}
+
+/// This node's membership: its incarnation, its lease kept alive in the background, and the
+/// signal that it is out. Dropping the last handle stops the renewals: the lease simply expires.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    incarnation: u64,
+    schema: String,
+    lease: Duration,
+    url: String,
+    connect_timeout: Duration,
+    fenced: watch::Sender<Option<Fenced>>,
+    deadline: Mutex<Instant>,
+    renewals: Mutex<Option<JoinHandle<()>>>,
+    /// For queries other than renewals (members, leaving), reconnected on failure.
+    query: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewals.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+/// The local deadline after a renewal sent at `sent`: nine tenths of a lease later.
+fn deadline_after(sent: Instant, lease: Duration) -> Instant {
+    sent + lease * 9 / 10
+}
+
+impl Membership {
+    /// Joins the cluster whose authority is the database at `url`: a fresh incarnation and a lease.
+    pub async fn join(url: &str, opts: MembershipOptions) -> Result<Membership, ClusterError> {
+        pg::check_schema(&opts.schema)?;
+        if opts.lease < Duration::from_millis(100) || opts.lease > Duration::from_secs(60) {
+            return Err(ClusterError::BadInput(format!(
+                "membership lease of {} ms: it must be 100 ms to 60 s",
+                opts.lease.as_millis()
+            )));
+        }
+        if opts.name.is_empty() || opts.name.len() > 200 {
+            return Err(ClusterError::BadInput("a node name is 1 to 200 bytes".into()));
+        }
+        let mut client = pg::connect(url, opts.connect_timeout).await?;
+        pg::ensure_schema(&mut client, &opts.schema).await?;
+        let schema = &opts.schema;
+        let lease_ms = opts.lease.as_millis() as f64;
+        let sent = Instant::now();
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO {schema}.members (incarnation, name, lease_until)
+                     VALUES (nextval('{schema}.incarnations'), $1,
+                             clock_timestamp() + $2::float8 * interval '1 millisecond')
+                     RETURNING incarnation"
+                ),
+                &[&opts.name, &lease_ms],
+            )
+            .await?;
+        let incarnation = row.get::<_, i64>(0) as u64;
+        let (fenced, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            incarnation,
+            schema: opts.schema.clone(),
+            lease: opts.lease,
+            url: url.to_owned(),
+            connect_timeout: opts.connect_timeout,
+            fenced,
+            deadline: Mutex::new(deadline_after(sent, opts.lease)),
+            renewals: Mutex::new(None),
+            query: tokio::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(renew(Arc::downgrade(&inner), client, sent));
+        *inner.renewals.lock().unwrap() = Some(task);
+        tracing::info!(incarnation, name = %opts.name, "joined the cluster");
+        Ok(Membership { inner })
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// The membership lease.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// Why the node is out, if it is.
+    pub fn is_fenced(&self) -> Option<Fenced> {
+        self.inner.fenced.borrow().clone()
+    }
+
+    /// Resolves once the node is out: stop serving what it held (crash the cluster subtree) and
+    /// rejoin with a new incarnation.
+    pub async fn fenced(&self) -> Fenced {
+        let mut rx = self.inner.fenced.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return Fenced::Left;
+            }
+        }
+    }
+
+    /// How long the node may still act as a member by its own clock (zero once fenced).
+    pub fn time_left(&self) -> Duration {
+        if self.is_fenced().is_some() {
+            return Duration::ZERO;
+        }
+        self.inner
+            .deadline
+            .lock()
+            .unwrap()
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// The live members (lease not expired by the database's clock), by incarnation.
+    pub async fn members(&self) -> Result<Vec<Member>, ClusterError> {
+        let schema = &self.inner.schema;
+        let rows = self
+            .query(&format!(
+                "SELECT incarnation, name,
+                        (EXTRACT(EPOCH FROM (lease_until - clock_timestamp())) * 1000)::float8
+                 FROM {schema}.members WHERE lease_until > clock_timestamp() ORDER BY incarnation"
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Member {
+                incarnation: r.get::<_, i64>(0) as u64,
+                name: r.get(1),
+                lease_left: Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0) / 1000.0),
+            })
+            .collect())
+    }
+
+    /// Leaves: stops renewing and releases the lease at once (a crash would let it expire).
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        if let Some(task) = self.inner.renewals.lock().unwrap().take() {
+            task.abort();
+        }
+        self.inner.fenced.send_replace(Some(Fenced::Left));
+        let schema = &self.inner.schema;
+        let sql = format!(
+            "DELETE FROM {schema}.members WHERE incarnation = {}",
+            self.inner.incarnation
+        );
+        self.query(&sql).await.map(|_| ())
+    }
+
+    /// Runs `sql` on the query connection, connecting first if needed; a failed connection is
+    /// dropped and made again next time.
+    async fn query(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, ClusterError> {
+        let mut conn = self.inner.query.lock().await;
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Some(pg::connect(&self.inner.url, self.inner.connect_timeout).await?);
+        }
+        let client = conn.as_ref().expect("connected above");
+        match tokio::time::timeout(self.inner.connect_timeout * 2, client.query(sql, &[])).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                *conn = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                *conn = None;
+                Err(ClusterError::unavailable("postgres: query timed out"))
+            }
+        }
+    }
+}
+
+/// The renewal loop: every third of a lease, until renewing fails past the local deadline or
+/// finds the lease expired.
+async fn renew(inner: std::sync::Weak<Inner>, client: Client, mut last: Instant) {
+    let mut client = Some(client);
+    loop {
+        let Some(me) = inner.upgrade() else { return };
+        let every = me.lease / 3;
+        let deadline = *me.deadline.lock().unwrap();
+        drop(me);
+        tokio::time::sleep_until((last + every).min(deadline)).await;
+        let Some(me) = inner.upgrade() else { return };
+        if Instant::now() >= deadline {
+            return fence(&me, Fenced::Deadline);
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout_at(deadline, renew_once(&me, &mut client)).await {
+            Ok(Ok(true)) => {
+                *me.deadline.lock().unwrap() = deadline_after(sent, me.lease);
+                last = sent;
+            }
+            Ok(Ok(false)) => return fence(&me, Fenced::LeaseLost),
+            Ok(Err(e)) => {
+                tracing::warn!(incarnation = me.incarnation, error = %e, "membership renewal failed; retrying");
+                client = None;
+                // Try again soon, never past the deadline (checked at the top).
+                last = Instant::now().checked_sub(every).unwrap_or(last) + Duration::from_millis(50);
+            }
+            Err(_) => return fence(&me, Fenced::Deadline),
+        }
+    }
+}
+
+/// One renewal: `Ok(false)` when the lease had expired.
+async fn renew_once(me: &Inner, client: &mut Option<Client>) -> Result<bool, ClusterError> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(pg::connect(&me.url, me.connect_timeout).await?);
+    }
+    let c = client.as_ref().expect("connected above");
+    let schema = &me.schema;
+    let lease_ms = me.lease.as_millis() as f64;
+    let rows = c
+        .query(
+            &format!(
+                "UPDATE {schema}.members
+                 SET lease_until = clock_timestamp() + $2::float8 * interval '1 millisecond'
+                 WHERE incarnation = $1 AND lease_until > clock_timestamp() RETURNING 1"
+            ),
+            &[&(me.incarnation as i64), &lease_ms],
+        )
+        .await?;
+    Ok(rows.len() == 1)
+}
+
+fn fence(me: &Inner, why: Fenced) {
+    tracing::error!(incarnation = me.incarnation, reason = %why, "fenced: this node is out of the cluster");
+    me.fenced.send_replace(Some(why));
+}

@@ -1,0 +1,59 @@
+//! Connections to the authority, and its schema.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::ClusterError;
+
+/// One connection, its driver task spawned; bounded by `timeout`.
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Client, ClusterError> {
+    let (client, connection) = tokio::time::timeout(timeout, tokio_postgres::connect(url, NoTls))
+        .await
+        .map_err(|_| ClusterError::unavailable("postgres: connect timed out"))??;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "cluster connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// A schema name that can be spliced into SQL: letters, digits and `_`, not starting with a digit.
+pub(crate) fn check_schema(schema: &str) -> Result<(), ClusterError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+        && schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::BadInput(format!(
+            "schema {schema:?}: 1 to 63 letters, digits or '_', not starting with a digit"
+        )))
+    }
+}
+
+/// Creates the cluster's tables if missing, under a transaction-scoped advisory lock so that
+/// nodes starting at the same moment do not race on `CREATE .. IF NOT EXISTS`.
+pub(crate) async fn ensure_schema(client: &mut Client, schema: &str) -> Result<(), ClusterError> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('crashonly-cluster:' || $1))",
+        &[&schema],
+    )
+    .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE SEQUENCE IF NOT EXISTS {schema}.incarnations;
+         CREATE TABLE IF NOT EXISTS {schema}.members (
+             incarnation BIGINT PRIMARY KEY,
+             name TEXT NOT NULL,
+             lease_until TIMESTAMPTZ NOT NULL,
+             joined_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+         );"
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
