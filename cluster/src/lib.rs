@@ -4,16 +4,22 @@
 //! **PostgreSQL is the authority** (membership, placement, fencing; it is the store of record
 //! already) and, in a later step, core NATS request-reply is the transport.
 //!
-//! This first part is [`Membership`]: a node joins with a fresh incarnation from a sequence and
-//! holds a lease row renewed on its own connection, judged by the database's clock. A node that
-//! cannot renew before its own local deadline fences itself ([`Membership::fenced`] resolves)
-//! before anyone else may take what it held: stop = crash holds for a node too.
+//! Built so far:
+//! - [`Membership`]: a node joins with a fresh incarnation from a sequence and holds a lease row
+//!   renewed on its own connection, judged by the database's clock. A node that cannot renew
+//!   before its own local deadline fences itself ([`Membership::fenced`] resolves) before anyone
+//!   else may take what it held: stop = crash holds for a node too.
+//! - [`Placement`]: an entity lives on at most one node; the claim is one statement that succeeds
+//!   only if nobody live holds it, and returns a fencing token; [`choose`] picks the node that
+//!   should claim a key by rendezvous hashing over the live members, with no coordinator.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod error;
 mod membership;
 mod pg;
+mod placement;
 
 pub use error::ClusterError;
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
+pub use placement::{choose, Claim, Placement};

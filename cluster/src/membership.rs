@@ -119,8 +119,8 @@ struct Inner {
     fenced: watch::Sender<Option<Fenced>>,
     deadline: Mutex<Instant>,
     renewals: Mutex<Option<JoinHandle<()>>>,
-    /// For queries other than renewals (members, leaving), reconnected on failure.
-    query: tokio::sync::Mutex<Option<Client>>,
+    /// For queries other than renewals (members, leaving).
+    query: pg::Conn,
 }
 
 impl Drop for Inner {
@@ -176,7 +176,7 @@ impl Membership {
             fenced,
             deadline: Mutex::new(deadline_after(sent, opts.lease)),
             renewals: Mutex::new(None),
-            query: tokio::sync::Mutex::new(None),
+            query: pg::Conn::new(url, opts.connect_timeout),
         });
         let task = tokio::spawn(renew(Arc::downgrade(&inner), client, sent));
         *inner.renewals.lock().unwrap() = Some(task);
@@ -229,11 +229,14 @@ impl Membership {
     pub async fn members(&self) -> Result<Vec<Member>, ClusterError> {
         let schema = &self.inner.schema;
         let rows = self
-            .query(&format!(
-                "SELECT incarnation, name,
+            .query(
+                &format!(
+                    "SELECT incarnation, name,
                         (EXTRACT(EPOCH FROM (lease_until - clock_timestamp())) * 1000)::float8
                  FROM {schema}.members WHERE lease_until > clock_timestamp() ORDER BY incarnation"
-            ))
+                ),
+                &[],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -256,28 +259,21 @@ impl Membership {
             "DELETE FROM {schema}.members WHERE incarnation = {}",
             self.inner.incarnation
         );
-        self.query(&sql).await.map(|_| ())
+        self.query(&sql, &[]).await.map(|_| ())
     }
 
-    /// Runs `sql` on the query connection, connecting first if needed; a failed connection is
-    /// dropped and made again next time.
-    async fn query(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, ClusterError> {
-        let mut conn = self.inner.query.lock().await;
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            *conn = Some(pg::connect(&self.inner.url, self.inner.connect_timeout).await?);
-        }
-        let client = conn.as_ref().expect("connected above");
-        match tokio::time::timeout(self.inner.connect_timeout * 2, client.query(sql, &[])).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => {
-                *conn = None;
-                Err(e.into())
-            }
-            Err(_) => {
-                *conn = None;
-                Err(ClusterError::unavailable("postgres: query timed out"))
-            }
-        }
+    /// Runs `sql` on the membership's query connection.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ClusterError> {
+        self.inner.query.query(sql, params).await
+    }
+
+    /// The schema of the cluster's tables.
+    pub(crate) fn schema(&self) -> &str {
+        &self.inner.schema
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row};
 
 use crate::error::ClusterError;
 
@@ -51,9 +52,57 @@ pub(crate) async fn ensure_schema(client: &mut Client, schema: &str) -> Result<(
              name TEXT NOT NULL,
              lease_until TIMESTAMPTZ NOT NULL,
              joined_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+         );
+         CREATE SEQUENCE IF NOT EXISTS {schema}.tokens;
+         CREATE TABLE IF NOT EXISTS {schema}.placement (
+             family TEXT NOT NULL,
+             key TEXT NOT NULL,
+             holder BIGINT NOT NULL,
+             token BIGINT NOT NULL,
+             PRIMARY KEY (family, key)
          );"
     ))
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A connection made on first use and made again after a failure; every query bounded in time.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    url: String,
+    timeout: Duration,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl Conn {
+    pub(crate) fn new(url: &str, timeout: Duration) -> Self {
+        Conn {
+            url: url.to_owned(),
+            timeout,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs `sql`; a connection that failed or timed out is dropped and made again next time.
+    pub(crate) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, ClusterError> {
+        let mut conn = self.client.lock().await;
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Some(connect(&self.url, self.timeout).await?);
+        }
+        let client = conn.as_ref().expect("connected above");
+        match tokio::time::timeout(self.timeout * 2, client.query(sql, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                if client.is_closed() {
+                    *conn = None;
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                *conn = None;
+                Err(ClusterError::unavailable("postgres: query timed out"))
+            }
+        }
+    }
 }
