@@ -12,6 +12,9 @@
 //! - [`Placement`]: an entity lives on at most one node; the claim is one statement that succeeds
 //!   only if nobody live holds it, and returns a fencing token; [`choose`] picks the node that
 //!   should claim a key by rendezvous hashing over the live members, with no coordinator.
+//! - [`wire`]: the versioned frame format of envelopes between nodes (remaining TTL, idempotency,
+//!   key, attempt, W3C `traceparent`, message type id and version); a frame that cannot be taken
+//!   is [`wire::Rejected`], never a panic.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -19,6 +22,7 @@ mod error;
 mod membership;
 mod pg;
 mod placement;
+pub mod wire;
 
 pub use error::ClusterError;
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
