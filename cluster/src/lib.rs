@@ -15,15 +15,20 @@
 //! - [`wire`]: the versioned frame format of envelopes between nodes (remaining TTL, idempotency,
 //!   key, attempt, W3C `traceparent`, message type id and version); a frame that cannot be taken
 //!   is [`wire::Rejected`], never a panic.
+//! - [`Node`]: a node serves entity families to the cluster over core NATS request-reply (one
+//!   subject per incarnation); [`RemoteRef`] asks an entity wherever it lives, following
+//!   redirects, and a retrying idempotent ask survives the death of the entity's node.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod error;
 mod membership;
+mod node;
 mod pg;
 mod placement;
 pub mod wire;
 
 pub use error::ClusterError;
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
+pub use node::{Node, NodeOptions, Remote, RemoteAsk, RemoteRef};
 pub use placement::{choose, Claim, Placement};

@@ -61,6 +61,8 @@ pub enum CrashReason {
         /// The period, in milliseconds.
         period_ms: u128,
     },
+    /// It crashed on another node of a cluster, which reported it in these words.
+    Remote(String),
 }
 
 /// A crash, as reported to supervisors, monitors, askers and `tracing`.
@@ -112,6 +114,18 @@ impl fmt::Display for CrashReason {
                     "restart intensity exceeded ({max_restarts} restarts in {period_ms} ms)"
                 )
             }
+            CrashReason::Remote(report) => write!(f, "crashed on another node: {report}"),
+        }
+    }
+}
+
+impl CrashReport {
+    /// A report made outside the runtime (a crash a remote node reported), with no envelope.
+    pub fn new(path: impl Into<String>, reason: CrashReason) -> Self {
+        CrashReport {
+            path: path.into(),
+            reason,
+            envelope: None,
         }
     }
 }

@@ -1,0 +1,540 @@
+//! A node: membership and placement on PostgreSQL, envelopes over core NATS request-reply.
+//!
+//! Each node incarnation listens on a subject of its own (`<prefix>.node.<incarnation>`), so a
+//! request to a dead node gets NATS' immediate "no responders", which becomes `RetryAfter`; the
+//! retrying ask then finds the placement again and lands on the new holder. A node serves an
+//! entity only while it holds its placement claim; a request for an entity held elsewhere is
+//! answered `Redirect(holder)`. A fenced node serves nothing (`RetryAfter`) and drops its claims.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crashonly::{DeliveryError, Entities, Entity};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ClusterError;
+use crate::membership::{Member, Membership, MembershipOptions};
+use crate::placement::{choose, Claim, Placement};
+use crate::wire::{self, Rejected, Reply, Request};
+
+/// A message type that can cross nodes: serializable, with a stable id and a version. Two
+/// families served by one node may not share an id ([`Node::serve`] refuses it).
+pub trait Remote: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// The stable id (never reuse it for another type).
+    const TYPE_ID: &'static str;
+    /// The version of its encoding: a node answers another version `Rejected`.
+    const VERSION: u16 = 1;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A served family, type-erased: decodes a request, asks the local entity, encodes the reply.
+trait Serve: Send + Sync {
+    fn msg_type(&self) -> &'static str;
+    fn serve(&self, req: Request) -> BoxFuture<Reply>;
+}
+
+struct Served<A: Entity> {
+    entities: Entities<A>,
+}
+
+impl<A> Serve for Served<A>
+where
+    A: Entity,
+    A::Msg: Remote,
+    A::Reply: Serialize + DeserializeOwned,
+    A::Key: FromStr,
+{
+    fn msg_type(&self) -> &'static str {
+        <A::Msg as Remote>::TYPE_ID
+    }
+
+    fn serve(&self, req: Request) -> BoxFuture<Reply> {
+        let prepared = prepare::<A>(&req);
+        let entities = self.entities.clone();
+        Box::pin(async move {
+            let (key, msg) = match prepared {
+                Ok(p) => p,
+                Err(rejected) => return Reply::Rejected(rejected),
+            };
+            let entity = entities.get(key);
+            let mut ask = entity
+                .ask(msg)
+                .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
+                .set_idempotent(req.idempotent);
+            if let Some(k) = req.key {
+                ask = ask.key(k);
+            }
+            match ask.await {
+                Ok(reply) => Reply::Ok(wire::encode(&reply)),
+                Err(DeliveryError::RetryAfter(d)) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
+                Err(DeliveryError::Expired) => Reply::Expired,
+                Err(DeliveryError::Crashed(report)) => Reply::Crashed(report.to_string()),
+                Err(DeliveryError::KeyTooLong { len, max }) => {
+                    Reply::Rejected(Rejected::Malformed(format!("key of {len} bytes, over {max}")))
+                }
+                Err(other) => Reply::RetryAfter(retry_ms(&other)),
+            }
+        })
+    }
+}
+
+fn retry_ms(e: &DeliveryError) -> u32 {
+    match e {
+        DeliveryError::MailboxFull => 10,
+        _ => 100,
+    }
+}
+
+/// The key and message of a request for entities `A`, or why it cannot be taken.
+fn prepare<A>(req: &Request) -> Result<(A::Key, A::Msg), Rejected>
+where
+    A: Entity,
+    A::Msg: Remote,
+    A::Key: FromStr,
+{
+    let id = <A::Msg as Remote>::TYPE_ID;
+    if req.msg_type != id {
+        return Err(Rejected::UnknownType(req.msg_type.clone()));
+    }
+    if req.msg_version != <A::Msg as Remote>::VERSION {
+        return Err(Rejected::UnknownVersion {
+            msg_type: req.msg_type.clone(),
+            version: req.msg_version,
+        });
+    }
+    let key = A::Key::from_str(&req.entity).map_err(|_| Rejected::Malformed(format!("entity key {:?}", req.entity)))?;
+    let msg = postcard::from_bytes(&req.payload).map_err(|e| Rejected::Malformed(format!("message: {e}")))?;
+    Ok((key, msg))
+}
+
+/// Options of [`Node::start`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeOptions {
+    /// The membership (schema, lease, name).
+    pub membership: MembershipOptions,
+    /// The NATS server.
+    pub nats_url: String,
+}
+
+impl NodeOptions {
+    /// A node of the cluster whose tables are in `membership.schema`, talking over `nats_url`.
+    pub fn new(membership: MembershipOptions, nats_url: impl Into<String>) -> Self {
+        NodeOptions {
+            membership,
+            nats_url: nats_url.into(),
+        }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    membership: Membership,
+    placement: Placement,
+    nats: async_nats::Client,
+    prefix: String,
+    families: RwLock<HashMap<String, Arc<dyn Serve>>>,
+    /// Claims this node holds: (family, key) -> token.
+    held: Mutex<HashMap<(String, String), u64>>,
+    /// Where requests for an entity went last: (family, key) -> holder.
+    routes: Mutex<HashMap<(String, String), u64>>,
+    members: tokio::sync::Mutex<(Option<tokio::time::Instant>, Vec<Member>)>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.lock().unwrap().take() {
+            s.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("incarnation", &self.inner.membership.incarnation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Joins the cluster (authority at `pg_url`) and starts serving on NATS.
+    pub async fn start(pg_url: &str, opts: NodeOptions) -> Result<Node, ClusterError> {
+        let prefix = format!("crashonly.{}", opts.membership.schema);
+        let membership = Membership::join(pg_url, opts.membership).await?;
+        let nats = async_nats::connect(&opts.nats_url)
+            .await
+            .map_err(|e| ClusterError::unavailable(format!("nats: {e}")))?;
+        let subject = format!("{prefix}.node.{}", membership.incarnation());
+        let mut sub = nats
+            .subscribe(subject)
+            .await
+            .map_err(|e| ClusterError::unavailable(format!("nats: {e}")))?;
+        let inner = Arc::new(Inner {
+            placement: Placement::new(&membership),
+            membership,
+            nats,
+            prefix,
+            families: RwLock::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            members: tokio::sync::Mutex::new((None, Vec::new())),
+            server: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&inner);
+        let server = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let node = Node { inner };
+                tokio::spawn(async move {
+                    let reply = node.answer(&msg.payload).await;
+                    if let Some(to) = msg.reply {
+                        let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+                    }
+                });
+            }
+        });
+        *inner.server.lock().unwrap() = Some(server);
+        Ok(Node { inner })
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.membership.incarnation()
+    }
+
+    /// The membership (to watch [`Membership::fenced`], or leave).
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    /// Serves the family `entities` to the cluster under `name`. Refused if the name or its
+    /// message type id is served already.
+    pub fn serve<A>(&self, name: &str, entities: Entities<A>) -> Result<(), ClusterError>
+    where
+        A: Entity,
+        A::Msg: Remote,
+        A::Reply: Serialize + DeserializeOwned,
+        A::Key: FromStr,
+    {
+        let mut families = self.inner.families.write().unwrap();
+        let id = <A::Msg as Remote>::TYPE_ID;
+        if families.contains_key(name) {
+            return Err(ClusterError::BadInput(format!(
+                "entity family {name:?} is served already"
+            )));
+        }
+        if let Some((other, _)) = families.iter().find(|(_, f)| f.msg_type() == id) {
+            return Err(ClusterError::BadInput(format!(
+                "message type id {id:?} is used by family {other:?} already: ids must be unique"
+            )));
+        }
+        families.insert(name.to_owned(), Arc::new(Served { entities }));
+        Ok(())
+    }
+
+    /// Answers one frame addressed to this node.
+    async fn answer(&self, frame: &[u8]) -> Reply {
+        let req: Request = match wire::decode(frame) {
+            Ok(r) => r,
+            Err(rejected) => {
+                tracing::warn!(%rejected, "rejected a request");
+                return Reply::Rejected(rejected);
+            }
+        };
+        self.serve_here(req).await
+    }
+
+    /// Serves a request on this node if it holds (or can claim) the entity.
+    async fn serve_here(&self, req: Request) -> Reply {
+        if self.inner.membership.is_fenced().is_some() {
+            self.inner.held.lock().unwrap().clear();
+            return Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32);
+        }
+        let Some(family) = self.inner.families.read().unwrap().get(&req.family).cloned() else {
+            return Reply::Rejected(Rejected::UnknownFamily(req.family.clone()));
+        };
+        let slot = (req.family.clone(), req.entity.clone());
+        let held = self.inner.held.lock().unwrap().contains_key(&slot);
+        if !held {
+            match self.inner.placement.claim(&req.family, &req.entity).await {
+                Ok(Claim::Mine { token }) => {
+                    self.inner.held.lock().unwrap().insert(slot, token);
+                }
+                Ok(Claim::Held { holder }) => return Reply::Redirect(holder),
+                Err(ClusterError::Fenced(_)) => {
+                    return Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32)
+                }
+                Err(_) => return Reply::RetryAfter(100),
+            }
+        }
+        family.serve(req).await
+    }
+
+    /// A ref to the entity `key` of the family served under `family` somewhere in the cluster.
+    pub fn entity<A>(&self, family: &str, key: A::Key) -> RemoteRef<A>
+    where
+        A: Entity,
+        A::Msg: Remote,
+        A::Reply: Serialize + DeserializeOwned,
+    {
+        RemoteRef {
+            node: self.clone(),
+            family: family.to_owned(),
+            key: key.to_string(),
+            _a: std::marker::PhantomData,
+        }
+    }
+
+    /// The live members, cached for a third of a lease.
+    async fn members(&self) -> Result<Vec<Member>, ClusterError> {
+        let mut cache = self.inner.members.lock().await;
+        let fresh = cache
+            .0
+            .is_some_and(|at| at.elapsed() < self.inner.membership.lease() / 3);
+        if !fresh {
+            cache.1 = self.inner.membership.members().await?;
+            cache.0 = Some(tokio::time::Instant::now());
+        }
+        Ok(cache.1.clone())
+    }
+
+    /// Where a request for `(family, key)` goes: the last holder that answered, else the live
+    /// holder in the database, else the node rendezvous hashing picks.
+    async fn route(&self, family: &str, key: &str) -> Result<u64, ClusterError> {
+        let slot = (family.to_owned(), key.to_owned());
+        if let Some(h) = self.inner.routes.lock().unwrap().get(&slot) {
+            return Ok(*h);
+        }
+        let holder = match self.inner.placement.lookup(family, key).await? {
+            Some((holder, _)) => holder,
+            None => choose(family, key, &self.members().await?).unwrap_or(self.incarnation()),
+        };
+        self.inner.routes.lock().unwrap().insert(slot, holder);
+        Ok(holder)
+    }
+
+    fn forget_route(&self, family: &str, key: &str) {
+        self.inner
+            .routes
+            .lock()
+            .unwrap()
+            .remove(&(family.to_owned(), key.to_owned()));
+        // A holder that did not answer may have left: read the members again.
+        if let Ok(mut cache) = self.inner.members.try_lock() {
+            cache.0 = None;
+        }
+    }
+
+    /// One attempt: route, send (or serve here), follow at most a few redirects.
+    async fn attempt(&self, mut req: Request, deadline: tokio::time::Instant) -> Reply {
+        for _ in 0..4 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Reply::Expired;
+            }
+            req.ttl_ms = left.as_millis().min(u128::from(u32::MAX)) as u32;
+            let holder = match self.route(&req.family, &req.entity).await {
+                Ok(h) => h,
+                Err(_) => return Reply::RetryAfter(100),
+            };
+            let reply = if holder == self.incarnation() {
+                self.serve_here(req.clone()).await
+            } else {
+                let subject = format!("{}.node.{holder}", self.inner.prefix);
+                let request = async_nats::Request::new()
+                    .payload(wire::encode(&req).into())
+                    .timeout(Some(left));
+                match self.inner.nats.send_request(subject, request).await {
+                    Ok(msg) => wire::decode(&msg.payload).unwrap_or_else(Reply::Rejected),
+                    Err(e) => match e.kind() {
+                        async_nats::client::RequestErrorKind::NoResponders => {
+                            // The holder is gone: its lease runs out within a lease.
+                            self.forget_route(&req.family, &req.entity);
+                            return Reply::RetryAfter((self.inner.membership.lease().as_millis() / 4) as u32);
+                        }
+                        async_nats::client::RequestErrorKind::TimedOut => return Reply::Expired,
+                        _ => return Reply::RetryAfter(100),
+                    },
+                }
+            };
+            match reply {
+                Reply::Redirect(to) => {
+                    self.inner
+                        .routes
+                        .lock()
+                        .unwrap()
+                        .insert((req.family.clone(), req.entity.clone()), to);
+                }
+                other => return other,
+            }
+        }
+        Reply::RetryAfter(10)
+    }
+}
+
+/// A ref to an entity somewhere in the cluster: `ask` as with a local `EntityRef`.
+pub struct RemoteRef<A: Entity> {
+    node: Node,
+    family: String,
+    key: String,
+    _a: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: Entity> fmt::Debug for RemoteRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteRef")
+            .field("family", &self.family)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl<A> RemoteRef<A>
+where
+    A: Entity,
+    A::Msg: Remote,
+    A::Reply: Serialize + DeserializeOwned,
+{
+    /// An ask of `msg`; set its TTL, idempotency and key, then `.send().await`.
+    pub fn ask(&self, msg: A::Msg) -> RemoteAsk<'_, A> {
+        RemoteAsk {
+            target: self,
+            msg,
+            ttl: Duration::from_secs(5),
+            idempotent: false,
+            key: None,
+            retrying: false,
+        }
+    }
+}
+
+/// A remote ask being built.
+#[must_use = "a remote ask does nothing until it is sent"]
+pub struct RemoteAsk<'a, A: Entity> {
+    target: &'a RemoteRef<A>,
+    msg: A::Msg,
+    ttl: Duration,
+    idempotent: bool,
+    key: Option<u64>,
+    retrying: bool,
+}
+
+impl<A: Entity> fmt::Debug for RemoteAsk<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteAsk")
+            .field("to", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> RemoteAsk<'_, A>
+where
+    A: Entity,
+    A::Msg: Remote,
+    A::Reply: Serialize + DeserializeOwned,
+{
+    /// The time to live.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// May be redelivered (at-least-once) and retried.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// An idempotency key (marks it idempotent): the entity executes it once.
+    pub fn key(mut self, key: u64) -> Self {
+        self.key = Some(key);
+        self.idempotent = true;
+        self
+    }
+
+    /// Retries an idempotent request after `RetryAfter`, a dead node or a crash, until its
+    /// deadline (with growing, randomized waits); one that is not idempotent is sent once.
+    pub fn retrying(mut self) -> Self {
+        self.retrying = true;
+        self
+    }
+
+    /// Sends it and waits for the reply, never past the deadline.
+    pub async fn send(self) -> Result<A::Reply, DeliveryError> {
+        let t = self.target;
+        let deadline = tokio::time::Instant::now() + self.ttl;
+        let req = Request {
+            id: next_id(),
+            ttl_ms: 0,
+            idempotent: self.idempotent,
+            key: self.key,
+            attempt: 1,
+            traceparent: None,
+            family: t.family.clone(),
+            entity: t.key.clone(),
+            msg_type: <A::Msg as Remote>::TYPE_ID.to_owned(),
+            msg_version: <A::Msg as Remote>::VERSION,
+            payload: postcard::to_allocvec(&self.msg).expect("postcard encodes the message"),
+        };
+        let retry = self.retrying && self.idempotent;
+        let mut attempt = 1u32;
+        loop {
+            let reply = t.node.attempt(Request { attempt, ..req.clone() }, deadline).await;
+            let err = match reply {
+                Reply::Ok(bytes) => {
+                    return wire::decode(&bytes)
+                        .map_err(|r| DeliveryError::Crashed(Arc::new(remote_crash(&t.family, &r.to_string()))))
+                }
+                Reply::RetryAfter(ms) => DeliveryError::RetryAfter(Duration::from_millis(u64::from(ms))),
+                Reply::Expired => return Err(DeliveryError::Expired),
+                Reply::Crashed(report) => DeliveryError::Crashed(Arc::new(remote_crash(&t.family, &report))),
+                Reply::Rejected(r) => {
+                    return Err(DeliveryError::Crashed(Arc::new(remote_crash(
+                        &t.family,
+                        &r.to_string(),
+                    ))))
+                }
+                Reply::Redirect(_) => DeliveryError::RetryAfter(Duration::from_millis(10)),
+            };
+            if !retry {
+                return Err(err);
+            }
+            let wait = match &err {
+                DeliveryError::RetryAfter(d) => *d,
+                _ => Duration::from_millis(10 << attempt.min(6)),
+            };
+            let wait = wait + Duration::from_millis(u64::from(next_id() as u32 % 10));
+            if tokio::time::Instant::now() + wait >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn remote_crash(family: &str, what: &str) -> crashonly::CrashReport {
+    crashonly::CrashReport::new(family, crashonly::CrashReason::Remote(what.to_owned()))
+}
+
+/// Ids for remote envelopes: unique within the process.
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,255 @@
+//! Nodes against real PostgreSQL and NATS (`CRASHONLY_PG_URL`, `CRASHONLY_NATS_URL`; without
+//! them each test says it was skipped): remote asks, one holder per entity, failover when a node
+//! dies, and frames that cannot be taken answered `Rejected`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crashonly::prelude::*;
+use crashonly_cluster::wire::{self, Rejected, Reply, Request};
+use crashonly_cluster::{ClusterError, MembershipOptions, Node, NodeOptions, Remote};
+use serde::{Deserialize, Serialize};
+
+/// The store of record both nodes share (in this process): counts per key, and who served.
+#[derive(Clone, Default)]
+struct Db(Arc<Mutex<HashMap<String, (u64, u64)>>>);
+
+struct Counter {
+    key: String,
+    node: u64,
+    db: Db,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Op {
+    Add(u64),
+    Get,
+}
+
+impl Remote for Op {
+    const TYPE_ID: &'static str = "test.counter.op";
+}
+
+impl Actor for Counter {
+    type Args = (String, u64, Db);
+    type Msg = Op;
+    /// (count, node that served)
+    type Reply = (u64, u64);
+    type Error = String;
+
+    async fn start((key, node, db): &Self::Args, _: &mut Context<Self>) -> Result<Self, String> {
+        Ok(Counter {
+            key: key.clone(),
+            node: *node,
+            db: db.clone(),
+        })
+    }
+
+    async fn handle(&mut self, op: Op, _: &mut Context<Self>) -> Result<(u64, u64), String> {
+        let mut db = self.db.0.lock().unwrap();
+        let e = db.entry(self.key.clone()).or_default();
+        if let Op::Add(n) = op {
+            e.0 += n;
+        }
+        e.1 = self.node;
+        Ok((e.0, self.node))
+    }
+}
+
+impl Entity for Counter {
+    type Key = String;
+}
+
+fn urls() -> Option<(String, String)> {
+    match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
+        (Ok(pg), Ok(nats)) => Some((pg, nats)),
+        _ => {
+            eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cluster nodes)");
+            None
+        }
+    }
+}
+
+/// A node with its own system serving `counters`.
+async fn node(pg: &str, nats: &str, test: &str, db: &Db) -> (Node, System) {
+    let m = MembershipOptions::default()
+        .with_schema(format!("nd_{test}_{}", std::process::id()))
+        .with_lease(Duration::from_millis(1000));
+    let node = Node::start(pg, NodeOptions::new(m, nats)).await.unwrap();
+    let system = System::builder()
+        .config(Config::default().with_exit_on_failure(None))
+        .start()
+        .unwrap();
+    let (inc, db) = (node.incarnation(), db.clone());
+    let family = system
+        .spawn_entities(EntitySpec::<Counter>::new("counters", move |k: &String| {
+            (k.clone(), inc, db.clone())
+        }))
+        .unwrap();
+    node.serve("counters", family).unwrap();
+    (node, system)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_reaches_any_entity_and_one_node_holds_each() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, _sa) = node(&pg, &nats, "reach", &db).await;
+    let (b, _sb) = node(&pg, &nats, "reach", &db).await;
+    let mut served_by = HashMap::new();
+    for i in 0..40 {
+        let key = format!("k{i}");
+        let via_a = a.entity::<Counter>("counters", key.clone());
+        let via_b = b.entity::<Counter>("counters", key.clone());
+        let (n1, h1) = via_a.ask(Op::Add(1)).send().await.unwrap();
+        let (n2, h2) = via_b.ask(Op::Add(2)).send().await.unwrap();
+        assert_eq!((n1, n2), (1, 3), "{key}: both nodes reach one entity");
+        assert_eq!(h1, h2, "{key}: one holder");
+        *served_by.entry(h1).or_insert(0) += 1;
+    }
+    assert_eq!(
+        served_by.len(),
+        2,
+        "rendezvous spreads the keys over both nodes: {served_by:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_ask_survives_the_death_of_the_entitys_node() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, _sa) = node(&pg, &nats, "failover", &db).await;
+    let (b, sb) = node(&pg, &nats, "failover", &db).await;
+    // A key that b holds.
+    let mut key = None;
+    for i in 0..100 {
+        let k = format!("k{i}");
+        let (_, holder) = a
+            .entity::<Counter>("counters", k.clone())
+            .ask(Op::Add(1))
+            .send()
+            .await
+            .unwrap();
+        if holder == b.incarnation() {
+            key = Some(k);
+            break;
+        }
+    }
+    let key = key.expect("b holds some key");
+    // b dies: its subscription, renewals and entities go at once (as with kill -9).
+    drop(b);
+    drop(sb);
+    let began = Instant::now();
+    let r = a
+        .entity::<Counter>("counters", key.clone())
+        .ask(Op::Add(1))
+        .key(7)
+        .ttl(Duration::from_secs(5))
+        .retrying()
+        .send()
+        .await;
+    let took = began.elapsed();
+    assert_eq!(r, Ok((2, a.incarnation())), "served by a, from the store of record");
+    assert!(took < Duration::from_secs(3), "failover took {took:?}");
+    // Without retrying, a request to a dead node is told to come back, not left to time out.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, _sa) = node(&pg, &nats, "reject", &db).await;
+    let client = async_nats::connect(&nats).await.unwrap();
+    let subject = format!("crashonly.nd_reject_{}.node.{}", std::process::id(), a.incarnation());
+    let send = |payload: Vec<u8>| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            let msg = client.request(subject, payload.into()).await.unwrap();
+            wire::decode::<Reply>(&msg.payload).unwrap()
+        }
+    };
+    assert!(matches!(
+        send(vec![1, 200, 3]).await,
+        Reply::Rejected(Rejected::Malformed(_))
+    ));
+    assert_eq!(send(vec![9, 0]).await, Reply::Rejected(Rejected::Format(9)));
+    let good = Request {
+        id: 1,
+        ttl_ms: 1000,
+        idempotent: false,
+        key: None,
+        attempt: 1,
+        traceparent: Some(wire::traceparent(1, 2)),
+        family: "counters".into(),
+        entity: "k".into(),
+        msg_type: "test.counter.op".into(),
+        msg_version: 1,
+        payload: postcard_of(&Op::Get),
+    };
+    assert!(matches!(send(wire::encode(&good)).await, Reply::Ok(_)));
+    let unknown_family = Request {
+        family: "nope".into(),
+        ..good.clone()
+    };
+    assert_eq!(
+        send(wire::encode(&unknown_family)).await,
+        Reply::Rejected(Rejected::UnknownFamily("nope".into()))
+    );
+    let new_version = Request {
+        msg_version: 2,
+        ..good.clone()
+    };
+    assert!(matches!(
+        send(wire::encode(&new_version)).await,
+        Reply::Rejected(Rejected::UnknownVersion { version: 2, .. })
+    ));
+    let other_type = Request {
+        msg_type: "test.other".into(),
+        ..good.clone()
+    };
+    assert!(matches!(
+        send(wire::encode(&other_type)).await,
+        Reply::Rejected(Rejected::UnknownType(_))
+    ));
+    let bad_payload = Request {
+        payload: vec![0xff; 3],
+        ..good
+    };
+    assert!(matches!(
+        send(wire::encode(&bad_payload)).await,
+        Reply::Rejected(Rejected::Malformed(_))
+    ));
+    // Still serving after all of that.
+    let (n, _) = a
+        .entity::<Counter>("counters", "k".into())
+        .ask(Op::Add(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_type_id_is_served_once() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, system) = node(&pg, &nats, "dup", &db).await;
+    let (inc, db2) = (a.incarnation(), db.clone());
+    let second = system
+        .spawn_entities(EntitySpec::<Counter>::new("counters2", move |k: &String| {
+            (k.clone(), inc, db2.clone())
+        }))
+        .unwrap();
+    let err = a.serve("counters2", second).unwrap_err();
+    assert!(
+        matches!(&err, ClusterError::BadInput(m) if m.contains("test.counter.op")),
+        "{err}"
+    );
+}
+
+fn postcard_of<T: Serialize>(v: &T) -> Vec<u8> {
+    // The message encoding inside a request is the type's own postcard bytes.
+    let frame = wire::encode(v);
+    frame[1..].to_vec()
+}
