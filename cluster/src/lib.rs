@@ -15,6 +15,9 @@
 //! - [`wire`]: the versioned frame format of envelopes between nodes (remaining TTL, idempotency,
 //!   key, attempt, W3C `traceparent`, message type id and version); a frame that cannot be taken
 //!   is [`wire::Rejected`], never a panic.
+//! - [`Fence`]: the writes of a clustered entity carry a compare-and-set on a fence record the
+//!   activation wrote with its placement token, so an old owner's late writes are refused by the
+//!   store of record itself.
 //! - [`Node`]: a node serves entity families to the cluster over core NATS request-reply (one
 //!   subject per incarnation); [`RemoteRef`] asks an entity wherever it lives, following
 //!   redirects, and a retrying idempotent ask survives the death of the entity's node.
@@ -22,6 +25,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod error;
+mod fence;
 mod membership;
 mod node;
 mod pg;
@@ -29,6 +33,7 @@ mod placement;
 pub mod wire;
 
 pub use error::ClusterError;
+pub use fence::{is_fenced_out, Fence};
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
 pub use node::{Node, NodeOptions, Remote, RemoteAsk, RemoteRef};
 pub use placement::{choose, Claim, Placement};

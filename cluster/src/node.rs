@@ -217,7 +217,21 @@ impl Node {
         self.inner.membership.incarnation()
     }
 
-    /// The membership (to watch [`Membership::fenced`], or leave).
+    /// The placement token this node holds for `(family, key)`, if it holds it: what an entity's
+    /// `start` passes to [`Fence::acquire`](crate::Fence::acquire) so that its writes are fenced.
+    /// The claim is made before a request is delivered, so an activation finds it here.
+    pub fn token(&self, family: &str, key: &str) -> Option<u64> {
+        self.inner
+            .held
+            .lock()
+            .unwrap()
+            .get(&(family.to_owned(), key.to_owned()))
+            .copied()
+    }
+
+    /// The membership (to watch [`Membership::fenced`], or leave). A fenced node serves nothing
+    /// more (`RetryAfter`), and the writes of its old activations are refused by their fences;
+    /// the crash-only answer is then to exit, and start again as a new incarnation.
     pub fn membership(&self) -> &Membership {
         &self.inner.membership
     }
