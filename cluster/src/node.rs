@@ -72,6 +72,13 @@ where
             if let Some(k) = req.key {
                 ask = ask.key(k);
             }
+            // One trace across nodes: the local envelope continues the caller's trace.
+            if let Some((trace, _)) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+                ask = ask.trace(crashonly::TraceContext {
+                    trace_id: trace as u64,
+                    parent: None,
+                });
+            }
             match ask.await {
                 Ok(reply) => Reply::Ok(wire::encode(&reply)),
                 Err(DeliveryError::RetryAfter(d)) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
@@ -370,9 +377,16 @@ impl Node {
                 self.serve_here(req.clone()).await
             } else {
                 let subject = format!("{}.node.{holder}", self.inner.prefix);
+                // A request that may be sent again waits for one node at most a lease: a node
+                // paused or cut off is out by then, and the next attempt finds the new holder.
+                let wait = if req.idempotent {
+                    left.min(self.inner.membership.lease())
+                } else {
+                    left
+                };
                 let request = async_nats::Request::new()
                     .payload(wire::encode(&req).into())
-                    .timeout(Some(left));
+                    .timeout(Some(wait));
                 match self.inner.nats.send_request(subject, request).await {
                     Ok(msg) => wire::decode(&msg.payload).unwrap_or_else(Reply::Rejected),
                     Err(e) => match e.kind() {
@@ -380,6 +394,10 @@ impl Node {
                             // The holder is gone: its lease runs out within a lease.
                             self.forget_route(&req.family, &req.entity);
                             return Reply::RetryAfter((self.inner.membership.lease().as_millis() / 4) as u32);
+                        }
+                        async_nats::client::RequestErrorKind::TimedOut if wait < left => {
+                            self.forget_route(&req.family, &req.entity);
+                            return Reply::RetryAfter(0);
                         }
                         async_nats::client::RequestErrorKind::TimedOut => return Reply::Expired,
                         _ => return Reply::RetryAfter(100),
@@ -433,6 +451,7 @@ where
             idempotent: false,
             key: None,
             retrying: false,
+            trace: None,
         }
     }
 }
@@ -446,6 +465,7 @@ pub struct RemoteAsk<'a, A: Entity> {
     idempotent: bool,
     key: Option<u64>,
     retrying: bool,
+    trace: Option<(u64, u64)>,
 }
 
 impl<A: Entity> fmt::Debug for RemoteAsk<'_, A> {
@@ -488,6 +508,16 @@ where
         self
     }
 
+    /// A sub-request of the message `ctx` is handling: it inherits its remaining time (never
+    /// more than this ask's TTL) and its trace, carried as a W3C `traceparent`.
+    pub fn within<B: crashonly::Actor>(mut self, ctx: &crashonly::Context<B>) -> Self {
+        if let (Some(left), Some(h)) = (ctx.remaining(), ctx.header()) {
+            self.ttl = self.ttl.min(left);
+            self.trace = Some((h.trace.trace_id, h.id.get()));
+        }
+        self
+    }
+
     /// Sends it and waits for the reply, never past the deadline.
     pub async fn send(self) -> Result<A::Reply, DeliveryError> {
         let t = self.target;
@@ -498,7 +528,7 @@ where
             idempotent: self.idempotent,
             key: self.key,
             attempt: 1,
-            traceparent: None,
+            traceparent: self.trace.map(|(trace, span)| wire::traceparent(trace, span)),
             family: t.family.clone(),
             entity: t.key.clone(),
             msg_type: <A::Msg as Remote>::TYPE_ID.to_owned(),

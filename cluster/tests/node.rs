@@ -25,6 +25,8 @@ struct Counter {
 enum Op {
     Add(u64),
     Get,
+    /// Answers the trace id of the envelope it came in.
+    Trace,
 }
 
 impl Remote for Op {
@@ -46,7 +48,10 @@ impl Actor for Counter {
         })
     }
 
-    async fn handle(&mut self, op: Op, _: &mut Context<Self>) -> Result<(u64, u64), String> {
+    async fn handle(&mut self, op: Op, ctx: &mut Context<Self>) -> Result<(u64, u64), String> {
+        if let Op::Trace = op {
+            return Ok((ctx.header().unwrap().trace.trace_id, self.node));
+        }
         let mut db = self.db.0.lock().unwrap();
         let e = db.entry(self.key.clone()).or_default();
         if let Op::Add(n) = op {
@@ -252,4 +257,52 @@ fn postcard_of<T: Serialize>(v: &T) -> Vec<u8> {
     // The message encoding inside a request is the type's own postcard bytes.
     let frame = wire::encode(v);
     frame[1..].to_vec()
+}
+
+/// A local actor that asks a remote entity while handling its own message.
+struct Caller {
+    node: Node,
+}
+
+impl Actor for Caller {
+    type Args = Node;
+    type Msg = String;
+    /// (its own trace id, the trace id the remote entity saw)
+    type Reply = (u64, u64);
+    type Error = String;
+
+    async fn start(node: &Node, _: &mut Context<Self>) -> Result<Self, String> {
+        Ok(Caller { node: node.clone() })
+    }
+
+    async fn handle(&mut self, key: String, ctx: &mut Context<Self>) -> Result<(u64, u64), String> {
+        let mine = ctx.header().unwrap().trace.trace_id;
+        let (seen, _) = self
+            .node
+            .entity::<Counter>("counters", key)
+            .ask(Op::Trace)
+            .within(ctx)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((mine, seen))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_request_across_nodes_continues_the_trace() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, sa) = node(&pg, &nats, "trace", &db).await;
+    let (b, _sb) = node(&pg, &nats, "trace", &db).await;
+    let caller = sa.spawn(ActorSpec::<Caller>::new(a.clone())).unwrap();
+    let mut remote = 0;
+    for i in 0..20 {
+        let key = format!("t{i}");
+        let (mine, seen) = caller.ask(key.clone()).await.unwrap();
+        assert_eq!(mine, seen, "{key}: one trace across nodes");
+        let (_, holder) = a.entity::<Counter>("counters", key).ask(Op::Get).send().await.unwrap();
+        remote += (holder == b.incarnation()) as u32;
+    }
+    assert!(remote > 0, "some of the entities were on the other node");
 }
