@@ -234,4 +234,19 @@ mod tests {
             assert_eq!(parse_traceparent(bad), None, "{bad:?}");
         }
     }
+
+    #[test]
+    fn the_fuzz_corpus_seeds_are_valid_frames() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/cluster_envelope");
+        let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap();
+        assert_eq!(decode::<Request>(&read("request_full")), Ok(request()));
+        assert!(decode::<Request>(&read("request_min")).is_ok());
+        assert_eq!(decode::<Reply>(&read("reply_ok")), Ok(Reply::Ok(vec![9])));
+        assert_eq!(decode::<Reply>(&read("reply_retry")), Ok(Reply::RetryAfter(250)));
+        assert_eq!(decode::<Reply>(&read("reply_redirect")), Ok(Reply::Redirect(3)));
+        assert_eq!(
+            decode::<Reply>(&read("reply_rejected")),
+            Ok(Reply::Rejected(Rejected::UnknownType("x".into())))
+        );
+    }
 }

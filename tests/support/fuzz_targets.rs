@@ -178,10 +178,25 @@ pub fn cart_record(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, by name.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("store_records", store_records),
     ("store_file", store_file),
     ("store_body", store_body),
     ("cart_body", cart_body),
     ("cart_record", cart_record),
+    ("cluster_envelope", cluster_envelope),
 ];
+
+/// A frame from another node: decoded as a request and as a reply, each a value or a
+/// `Rejected`; a request that decodes encodes back to the same frame.
+pub fn cluster_envelope(data: &[u8]) {
+    use crashonly_cluster::wire::{self, Reply, Request};
+    if let Ok(req) = wire::decode::<Request>(data) {
+        let again = wire::encode(&req);
+        assert_eq!(wire::decode::<Request>(&again).as_ref(), Ok(&req));
+    }
+    let _ = wire::decode::<Reply>(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = wire::parse_traceparent(s);
+    }
+}
