@@ -306,3 +306,44 @@ async fn a_sub_request_across_nodes_continues_the_trace() {
     }
     assert!(remote > 0, "some of the entities were on the other node");
 }
+
+/// A cluster singleton (one named actor alive in the whole cluster) is a family with one key:
+/// every node reaches the same instance, and when its node dies another node takes it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_singleton_is_a_family_with_one_key() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&pg, &nats, "single", &db).await);
+    }
+    let leader = "the-scheduler".to_string();
+    let mut holders = std::collections::HashSet::new();
+    for (n, _) in &nodes {
+        let (_, h) = n
+            .entity::<Counter>("counters", leader.clone())
+            .ask(Op::Add(1))
+            .send()
+            .await
+            .unwrap();
+        holders.insert(h);
+    }
+    assert_eq!(holders.len(), 1, "one instance in the cluster");
+    let holder = *holders.iter().next().unwrap();
+    // Its node dies: another takes it over, with its state.
+    let at = nodes.iter().position(|(n, _)| n.incarnation() == holder).unwrap();
+    drop(nodes.remove(at));
+    let (asker, _) = &nodes[0];
+    let (n, h) = asker
+        .entity::<Counter>("counters", leader)
+        .ask(Op::Add(1))
+        .key(1)
+        .ttl(Duration::from_secs(5))
+        .retrying()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+    assert_ne!(h, holder);
+    assert!(nodes.iter().any(|(n, _)| n.incarnation() == h));
+}
