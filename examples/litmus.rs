@@ -4,9 +4,20 @@
 //! keyed requests), `SIGKILL`s it every `--kill-every` and restarts it at once, for `--duration`.
 //! Every acknowledged write is recorded; at the end the state is read back and checked.
 //!
-//! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--json]`
+//! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--carts N]
+//! [--idle 2s] [--max-active N] [--json]`
 //! Exit status: 0 when nothing acknowledged was lost, nothing unexpected or duplicated appeared, and
 //! progress never stopped; 1 otherwise; 2 for bad arguments.
+//!
+//! Carts are entities of the service, passivated after `--idle` or past `--max-active`: a
+//! passivated cart is recovered from the store by its next request, and the final check judges
+//! that too. The idle time is 1s here (the service's default is 60s), shorter than the time between
+//! kills, or no process would live long enough to passivate anything. By default each client
+//! writes its own 4 carts in turn; `--carts N` spreads the clients over N distinct carts (each
+//! written by one client when N is at least `--clients`), each client picking one of its carts at
+//! random for every write, so that some carts go quiet long enough to be passivated under load.
+//! The service's `/stats` is sampled during the run: the report gives its live activations and
+//! resident memory at the end of the load and at their peak.
 //! `--overload`: the front end under 10x its load instead (see `support/overload.rs`).
 
 #[path = "support/cart_service.rs"]
@@ -30,11 +41,18 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use cart_service::duration;
+
 struct Opts {
     duration: Duration,
     kill_every: Duration,
     clients: usize,
     carts_per_client: usize,
+    /// `--carts N`: the clients spread over N distinct carts instead.
+    carts: Option<usize>,
+    /// The service's `--idle` and `--max-active`.
+    idle: Duration,
+    max_active: Option<usize>,
     json: bool,
     unsafe_store: bool,
     /// `--kill-every off`: no kills (for the faultload experiment).
@@ -45,26 +63,15 @@ struct Opts {
     table1: bool,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
-    }
-}
-
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         duration: Duration::from_secs(30),
         kill_every: Duration::from_secs(2),
         clients: 16,
         carts_per_client: 4,
+        carts: None,
+        idle: Duration::from_secs(1),
+        max_active: None,
         json: false,
         unsafe_store: false,
         kill: true,
@@ -89,12 +96,31 @@ fn parse() -> Result<Opts, String> {
             "--faultload-table" => o.faultload_table = true,
             "--table1" => o.table1 = true,
             "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
+            "--carts" => {
+                o.carts = Some(
+                    val()?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--carts needs a positive whole number")?,
+                )
+            }
+            "--idle" => o.idle = duration(&val()?)?,
+            "--max-active" => {
+                o.max_active = Some(
+                    val()?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--max-active needs a positive whole number")?,
+                )
+            }
             "--json" => o.json = true,
             // Runs the service with acknowledgements before sync: the harness must catch the loss.
             "--unsafe-store" => o.unsafe_store = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --json)"
+                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --carts 2000 --json)"
                 ))
             }
         }
@@ -104,6 +130,9 @@ fn parse() -> Result<Opts, String> {
     }
     if o.duration.is_zero() || o.clients == 0 || o.clients > 1024 {
         return Err("--duration must be positive and --clients between 1 and 1024".into());
+    }
+    if o.idle.is_zero() {
+        return Err("--idle must be positive".into());
     }
     Ok(o)
 }
@@ -125,6 +154,66 @@ struct Stats {
 impl Stats {
     fn error(&self, kind: impl Into<String>) {
         *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+    }
+}
+
+/// The counters of the service's `/stats` summed over its processes.
+const COUNTERS: [&str; 3] = ["activations", "passivated_idle", "passivated_cap"];
+
+/// What the service said about its carts and its memory (`GET /stats`), sampled during the run.
+#[derive(Default)]
+struct Figures {
+    /// The process the last sample came from, and that sample.
+    last: Option<(u32, serde_json::Value)>,
+    /// [`COUNTERS`] of the processes before it, each as last sampled, summed.
+    earlier: [u64; 3],
+    active_peak: u64,
+    rss_kb_peak: u64,
+    samples: u64,
+}
+
+impl Figures {
+    /// Asks the running service for its figures; false if it did not answer.
+    async fn sample(&mut self, svc: &Service) -> bool {
+        let Some(pid) = svc.child.as_ref().and_then(|c| c.id()) else {
+            return false;
+        };
+        let v: serde_json::Value =
+            match http::request(svc.addr, "GET", "/stats", &[], b"", Duration::from_millis(200)).await {
+                Ok(r) if r.status == 200 => match serde_json::from_slice(&r.body) {
+                    Ok(v) => v,
+                    Err(_) => return false,
+                },
+                _ => return false,
+            };
+        if let Some((old, prev)) = &self.last {
+            if *old != pid {
+                // A new process: the old one's counters end with its last sample.
+                for (sum, name) in self.earlier.iter_mut().zip(COUNTERS) {
+                    *sum += prev["carts"][name].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        self.active_peak = self.active_peak.max(v["carts"]["active"].as_u64().unwrap_or(0));
+        self.rss_kb_peak = self.rss_kb_peak.max(v["rss_kb"].as_u64().unwrap_or(0));
+        self.samples += 1;
+        self.last = Some((pid, v));
+        true
+    }
+
+    /// A field of the last sample's carts.
+    fn now(&self, name: &str) -> u64 {
+        self.last.as_ref().map_or(0, |(_, v)| v["carts"][name].as_u64().unwrap_or(0))
+    }
+
+    /// A counter summed over the processes (at least: what came after a process's last sample is
+    /// not seen).
+    fn total(&self, i: usize) -> u64 {
+        self.earlier[i] + self.now(COUNTERS[i])
+    }
+
+    fn rss_kb(&self) -> u64 {
+        self.last.as_ref().map_or(0, |(_, v)| v["rss_kb"].as_u64().unwrap_or(0))
     }
 }
 
@@ -211,11 +300,40 @@ impl Service {
     }
 }
 
-async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, stop: Arc<AtomicBool>, started: Instant) {
+/// The carts client `id` writes: its own few by default; with `--carts N`, every `clients`-th of
+/// the N (so each cart has one writer), or one shared with other clients when N is smaller.
+fn carts_of(id: usize, opts: &Opts) -> Vec<String> {
+    match opts.carts {
+        None => (0..opts.carts_per_client).map(|k| format!("c{id}-{k}")).collect(),
+        Some(n) if n < opts.clients => vec![format!("c{}", id % n)],
+        Some(n) => (id..n).step_by(opts.clients).map(|k| format!("c{k}")).collect(),
+    }
+}
+
+/// Client `id`: adds to `carts` in turn, or at random, until `stop`.
+async fn client(
+    id: usize,
+    carts: Vec<String>,
+    random: bool,
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) {
     let mut seq = 0u64;
+    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     while !stop.load(Ordering::Relaxed) {
-        let cart = format!("c{id}-{}", seq as usize % carts);
-        let item = format!("{cart}:{seq}");
+        let turn = if random {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        } else {
+            seq as usize
+        };
+        let cart = carts[turn % carts.len()].clone();
+        // Unique across clients (a cart may have several writers).
+        let item = format!("{cart}:{id}:{seq}");
         seq += 1;
         let body = format!("{{\"item\":\"{item}\"}}");
         let path = format!("/carts/{cart}/items");
@@ -316,7 +434,10 @@ async fn main() -> ExitCode {
     }
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let mut extra: Vec<String> = Vec::new();
+    let mut extra: Vec<String> = vec!["--idle".into(), format!("{}ms", opts.idle.as_millis())];
+    if let Some(n) = opts.max_active {
+        extra.extend(["--max-active".into(), n.to_string()]);
+    }
     if opts.unsafe_store {
         extra.push("--ack-before-sync".into());
     }
@@ -337,7 +458,8 @@ async fn main() -> ExitCode {
         .map(|i| {
             tokio::spawn(client(
                 i,
-                opts.carts_per_client,
+                carts_of(i, &opts),
+                opts.carts.is_some(),
                 svc.addr,
                 stats.clone(),
                 stop.clone(),
@@ -348,6 +470,8 @@ async fn main() -> ExitCode {
 
     let mut recoveries = Vec::new();
     let mut process_restarts: Vec<Duration> = Vec::new();
+    let mut figures = Figures::default();
+    let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
     let mut next_kill = started + opts.kill_every;
     while started.elapsed() < opts.duration {
@@ -375,6 +499,10 @@ async fn main() -> ExitCode {
             recoveries.push(t.elapsed());
             next_kill = Instant::now() + opts.kill_every;
         }
+        if last_sample.elapsed() >= Duration::from_millis(500) {
+            last_sample = Instant::now();
+            figures.sample(&svc).await;
+        }
         if !opts.json && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             eprintln!(
@@ -399,6 +527,14 @@ async fn main() -> ExitCode {
     for c in clients {
         let _ = c.await;
     }
+    // The service's figures at the end of the load, before the read-back activates every cart.
+    for _ in 0..40 {
+        if figures.sample(&svc).await {
+            break;
+        }
+        let _ = svc.ensure_running().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Read back from the same store, on a service without injected faults.
     if !svc.faults.is_empty() {
         svc.faults.clear();
@@ -413,6 +549,7 @@ async fn main() -> ExitCode {
     // Read every cart back and judge the history.
     let writes = std::mem::take(&mut *stats.writes.lock().unwrap());
     let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
+    let carts_written = carts.len();
     let mut state = HashMap::new();
     for cart in carts {
         let stored: Vec<String> = loop {
@@ -492,6 +629,19 @@ async fn main() -> ExitCode {
             "client_error_total": errors.values().sum::<u64>(),
             "p99_ms": p99_ms,
             "process_restarts": process_restarts.len(),
+            "carts": carts_written,
+            "service": {
+                "idle_ms": opts.idle.as_millis() as u64,
+                "max_active": figures.now("max_active"),
+                "active_end": figures.now("active"),
+                "active_peak": figures.active_peak,
+                "activations": figures.total(0),
+                "passivated_idle": figures.total(1),
+                "passivated_cap": figures.total(2),
+                "rss_kb_end": figures.rss_kb(),
+                "rss_kb_peak": figures.rss_kb_peak,
+                "samples": figures.samples,
+            },
             "ok": ok,
         });
         println!("{report}");
@@ -514,6 +664,26 @@ async fn main() -> ExitCode {
         println!("  duplicates                {duplicates}");
         println!("  order violations          {}", verdict.order_violations);
         println!("  5 s windows without progress {stalled}");
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        println!("  carts written             {carts_written}");
+        println!(
+            "  live carts (activations)  end of load {} · peak {} (max active {}, idle {:?})",
+            figures.now("active"),
+            figures.active_peak,
+            figures.now("max_active"),
+            opts.idle
+        );
+        println!(
+            "  activations               {} · passivated idle {} · over the cap {} (all processes, as sampled)",
+            figures.total(0),
+            figures.total(1),
+            figures.total(2)
+        );
+        println!(
+            "  service RSS               end of load {:.1} MiB · peak {:.1} MiB",
+            mib(figures.rss_kb()),
+            mib(figures.rss_kb_peak)
+        );
         println!(
             "{}",
             if ok {
