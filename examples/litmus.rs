@@ -203,7 +203,9 @@ impl Figures {
 
     /// A field of the last sample's carts.
     fn now(&self, name: &str) -> u64 {
-        self.last.as_ref().map_or(0, |(_, v)| v["carts"][name].as_u64().unwrap_or(0))
+        self.last
+            .as_ref()
+            .map_or(0, |(_, v)| v["carts"][name].as_u64().unwrap_or(0))
     }
 
     /// A counter summed over the processes (at least: what came after a process's last sample is

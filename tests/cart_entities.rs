@@ -43,7 +43,13 @@ async fn start(data: &std::path::Path, extra: &[&str]) -> (Child, SocketAddr) {
     (child, line.strip_prefix("listening ").unwrap().parse().unwrap())
 }
 
-async fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, serde_json::Value) {
+async fn req(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
     let r = http::request(addr, method, path, headers, body.as_bytes(), Duration::from_secs(10))
         .await
         .unwrap();
@@ -73,7 +79,11 @@ async fn stats(addr: SocketAddr) -> serde_json::Value {
 }
 
 /// Polls `/stats` until `done` holds, for at most `limit`; the last figures.
-async fn stats_until(addr: SocketAddr, limit: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn stats_until(
+    addr: SocketAddr,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let since = Instant::now();
     loop {
         let s = stats(addr).await;
@@ -92,7 +102,11 @@ async fn an_idle_cart_is_passivated_and_comes_back_from_the_store_with_its_items
     assert_eq!(add(addr, "p1", "book", None).await.0, 200);
     assert_eq!(add(addr, "p1", "pen", Some("k-pen")).await.0, 200);
     let s = stats(addr).await;
-    assert_eq!((s["active"].as_u64(), s["activations"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert_eq!(
+        (s["active"].as_u64(), s["activations"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
 
     // Idle for 200 ms: passivated (its instance dropped, no stop hook).
     let s = stats_until(addr, Duration::from_secs(5), |s| s["active"] == 0).await;
@@ -101,7 +115,11 @@ async fn an_idle_cart_is_passivated_and_comes_back_from_the_store_with_its_items
     // The next request activates it again, from the store: the same items.
     assert_eq!(items(addr, "p1").await, serde_json::json!(["book", "pen"]));
     let s = stats(addr).await;
-    assert_eq!((s["active"].as_u64(), s["activations"].as_u64()), (Some(1), Some(2)), "{s}");
+    assert_eq!(
+        (s["active"].as_u64(), s["activations"].as_u64()),
+        (Some(1), Some(2)),
+        "{s}"
+    );
 
     // A retry of a keyed add after a passivation is applied once: the key is in the store.
     stats_until(addr, Duration::from_secs(5), |s| s["active"] == 0).await;
@@ -109,7 +127,11 @@ async fn an_idle_cart_is_passivated_and_comes_back_from_the_store_with_its_items
     assert_eq!((st, &v["items"]), (200, &serde_json::json!(["book", "pen"])), "{v}");
     // And a new add goes on from what is stored.
     let (st, v) = add(addr, "p1", "cup", None).await;
-    assert_eq!((st, &v["items"]), (200, &serde_json::json!(["book", "pen", "cup"])), "{v}");
+    assert_eq!(
+        (st, &v["items"]),
+        (200, &serde_json::json!(["book", "pen", "cup"])),
+        "{v}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -145,7 +167,10 @@ async fn many_carts_stay_under_max_active_and_every_one_is_readable() {
 
     // Every cart, passivated or not, reads back what was written to it; the cap still holds.
     for n in 0..CARTS {
-        assert_eq!(items(addr, &format!("m{n}")).await, serde_json::json!([format!("item-{n}")]));
+        assert_eq!(
+            items(addr, &format!("m{n}")).await,
+            serde_json::json!([format!("item-{n}")])
+        );
     }
     let s = stats(addr).await;
     assert!(s["active"].as_u64().unwrap() <= 55, "over the cap: {s}");
@@ -221,7 +246,10 @@ async fn a_cart_whose_record_is_damaged_is_quarantined_and_the_others_go_on() {
     // Its activation cannot recover: it crashes, restarts a few times, and is given up on.
     let (s, v) = req(addr, "GET", "/carts/hurt", &[], "").await;
     assert_eq!(s, 503, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("store corrupt"), "names the damage: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("store corrupt"),
+        "names the damage: {v}"
+    );
     let carts = system.entities::<cart_service::Cart>("/carts").unwrap();
     let st = carts.stats();
     assert!(st.crashes >= 10 && st.given_up >= 1, "{st:?}");

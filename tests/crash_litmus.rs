@@ -58,7 +58,10 @@ fn a_litmus_run_over_many_carts_passivates_them_under_load_and_loses_nothing() {
     assert!(svc["active_peak"].as_u64().unwrap() <= 110, "the cap held: {r}");
     let passivated = svc["passivated_idle"].as_u64().unwrap() + svc["passivated_cap"].as_u64().unwrap();
     assert!(passivated > 0, "carts were passivated under load: {r}");
-    assert!(svc["activations"].as_u64().unwrap() > svc["active_peak"].as_u64().unwrap(), "{r}");
+    assert!(
+        svc["activations"].as_u64().unwrap() > svc["active_peak"].as_u64().unwrap(),
+        "{r}"
+    );
     assert!(svc["rss_kb_end"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(code, Some(0), "{r}");
 }
