@@ -17,8 +17,9 @@
 //! - `GET /stats`: `{"carts": {"active", "max_active", "activations", "passivated_idle",
 //!   "passivated_cap", "crashes", "given_up", "quarantined"}, "rss_kb"}`: live carts and the
 //!   family's counters since the process started, and its resident memory.
-//! - Cart ids are 1 to 64 letters, digits, `-` or `_` (`400` otherwise). A cart that crashed 10
-//!   times within a second is refused for a second (`503` + `Retry-After`); the others go on.
+//! - Cart ids are 1 to 64 letters, digits, `-` or `_` (`400` otherwise). A cart that crashed more
+//!   than 10 times within a second is refused for a second (`503` + `Retry-After`); the others go
+//!   on.
 //! - `X-Request-Ttl-Ms` sets the request's TTL (1 to 60000; 2000 by default).
 //!
 //! Store errors say what happened: `507` no space left, `500` store corrupt, `503` store

@@ -101,25 +101,16 @@ async fn an_idle_cart_is_passivated_and_comes_back_from_the_store_with_its_items
     let (_child, addr) = start(&dir, &["--idle", "200ms"]).await;
     assert_eq!(add(addr, "p1", "book", None).await.0, 200);
     assert_eq!(add(addr, "p1", "pen", Some("k-pen")).await.0, 200);
-    let s = stats(addr).await;
-    assert_eq!(
-        (s["active"].as_u64(), s["activations"].as_u64()),
-        (Some(1), Some(1)),
-        "{s}"
-    );
-
-    // Idle for 200 ms: passivated (its instance dropped, no stop hook).
+    // Idle for 200 ms: passivated (its instance dropped, no stop hook). Counts are compared, not
+    // fixed: a slow machine may pause 200 ms between two requests too.
     let s = stats_until(addr, Duration::from_secs(5), |s| s["active"] == 0).await;
-    assert_eq!(s["passivated_idle"], 1, "{s}");
+    let activations = s["activations"].as_u64().unwrap();
+    assert!(activations >= 1, "{s}");
+    assert_eq!(s["passivated_idle"], activations, "{s}");
 
     // The next request activates it again, from the store: the same items.
     assert_eq!(items(addr, "p1").await, serde_json::json!(["book", "pen"]));
-    let s = stats(addr).await;
-    assert_eq!(
-        (s["active"].as_u64(), s["activations"].as_u64()),
-        (Some(1), Some(2)),
-        "{s}"
-    );
+    assert_eq!(stats(addr).await["activations"], activations + 1);
 
     // A retry of a keyed add after a passivation is applied once: the key is in the store.
     stats_until(addr, Duration::from_secs(5), |s| s["active"] == 0).await;
