@@ -1,7 +1,12 @@
 //! **cart**: the paper's Figure 1. An HTTP front end (axum) gives every request a TTL and an
-//! idempotency flag from its route, then asks the cart's actor, which keeps its state in the
-//! session store (redb, per-key TTL). The TTL shrinks hop by hop; when the cart's actor is
+//! idempotency flag from its route, then asks the cart's entity, which keeps its state in the
+//! session store (redb, per-key TTL). The TTL shrinks hop by hop; when the cart's entity is
 //! recovering, the front end answers `503` with an HTTP `Retry-After` from the runtime's estimate.
+//!
+//! Each cart is an entity (`support/cart_entity.rs`): its first request activates it (`#[start]`
+//! reads it from the store), and it is passivated (dropped, nothing lost: every acknowledged add is
+//! in the store) after `--idle` without a request (60s; `500ms`, `2s`, `1m`), or when more than
+//! `--max-active N` carts are live (100000), least recently used first.
 //!
 //! Routes:
 //! - `GET /carts/{id}`: idempotent. `200 {"id", "items", "version"}`.
@@ -9,6 +14,12 @@
 //!   `Idempotency-Key` header, in which case it is applied once (even across `kill -9`).
 //! - `GET /health`, `GET /ready`: `200` while the service serves; `503` (or `507`/`500`) naming
 //!   what is wrong while the store is down or the tree has given up.
+//! - `GET /stats`: `{"carts": {"active", "max_active", "activations", "passivated_idle",
+//!   "passivated_cap", "crashes", "given_up", "quarantined"}, "rss_kb"}`: live carts and the
+//!   family's counters since the process started, and its resident memory.
+//! - Cart ids are 1 to 64 letters, digits, `-` or `_` (`400` otherwise). A cart that crashed more
+//!   than 10 times within a second is refused for a second (`503` + `Retry-After`); the others go
+//!   on.
 //! - `X-Request-Ttl-Ms` sets the request's TTL (1 to 60000; 2000 by default).
 //!
 //! Store errors say what happened: `507` no space left, `500` store corrupt, `503` store

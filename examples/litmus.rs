@@ -4,9 +4,20 @@
 //! keyed requests), `SIGKILL`s it every `--kill-every` and restarts it at once, for `--duration`.
 //! Every acknowledged write is recorded; at the end the state is read back and checked.
 //!
-//! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--json]`
+//! `cargo run --release --bin litmus -- --duration 30s --kill-every 2s [--clients 16] [--carts N]
+//! [--idle 2s] [--max-active N] [--json]`
 //! Exit status: 0 when nothing acknowledged was lost, nothing unexpected or duplicated appeared, and
 //! progress never stopped; 1 otherwise; 2 for bad arguments.
+//!
+//! Carts are entities of the service, passivated after `--idle` or past `--max-active`: a
+//! passivated cart is recovered from the store by its next request, and the final check judges
+//! that too. The idle time is 1s here (the service's default is 60s), shorter than the time between
+//! kills, or no process would live long enough to passivate anything. By default each client
+//! writes its own 4 carts in turn; `--carts N` spreads the clients over N distinct carts (each
+//! written by one client when N is at least `--clients`), each client picking one of its carts at
+//! random for every write, so that some carts go quiet long enough to be passivated under load.
+//! The service's `/stats` is sampled during the run: the report gives its live activations and
+//! resident memory at the end of the load and at their peak.
 //! `--overload`: the front end under 10x its load instead (see `support/overload.rs`).
 
 #[path = "support/cart_service.rs"]
@@ -17,24 +28,31 @@ mod history;
 mod http;
 #[path = "support/overload.rs"]
 mod overload;
+#[path = "support/service.rs"]
+mod service;
 #[path = "support/tables.rs"]
 mod tables;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use cart_service::duration;
+use service::{Figures, Service};
 
 struct Opts {
     duration: Duration,
     kill_every: Duration,
     clients: usize,
     carts_per_client: usize,
+    /// `--carts N`: the clients spread over N distinct carts instead.
+    carts: Option<usize>,
+    /// The service's `--idle` and `--max-active`.
+    idle: Duration,
+    max_active: Option<usize>,
     json: bool,
     unsafe_store: bool,
     /// `--kill-every off`: no kills (for the faultload experiment).
@@ -45,26 +63,15 @@ struct Opts {
     table1: bool,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
-    }
-}
-
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         duration: Duration::from_secs(30),
         kill_every: Duration::from_secs(2),
         clients: 16,
         carts_per_client: 4,
+        carts: None,
+        idle: Duration::from_secs(1),
+        max_active: None,
         json: false,
         unsafe_store: false,
         kill: true,
@@ -89,12 +96,31 @@ fn parse() -> Result<Opts, String> {
             "--faultload-table" => o.faultload_table = true,
             "--table1" => o.table1 = true,
             "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
+            "--carts" => {
+                o.carts = Some(
+                    val()?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--carts needs a positive whole number")?,
+                )
+            }
+            "--idle" => o.idle = duration(&val()?)?,
+            "--max-active" => {
+                o.max_active = Some(
+                    val()?
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or("--max-active needs a positive whole number")?,
+                )
+            }
             "--json" => o.json = true,
             // Runs the service with acknowledgements before sync: the harness must catch the loss.
             "--unsafe-store" => o.unsafe_store = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --json)"
+                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --carts 2000 --json)"
                 ))
             }
         }
@@ -104,6 +130,9 @@ fn parse() -> Result<Opts, String> {
     }
     if o.duration.is_zero() || o.clients == 0 || o.clients > 1024 {
         return Err("--duration must be positive and --clients between 1 and 1024".into());
+    }
+    if o.idle.is_zero() {
+        return Err("--idle must be positive".into());
     }
     Ok(o)
 }
@@ -128,94 +157,40 @@ impl Stats {
     }
 }
 
-struct Service {
-    extra: Vec<String>,
-    /// The faultload arguments, dropped for the final read-back.
-    faults: Vec<String>,
-    exe: std::path::PathBuf,
-    data: std::path::PathBuf,
+/// The carts client `id` writes: its own few by default; with `--carts N`, every `clients`-th of
+/// the N (so each cart has one writer), or one shared with other clients when N is smaller.
+fn carts_of(id: usize, opts: &Opts) -> Vec<String> {
+    match opts.carts {
+        None => (0..opts.carts_per_client).map(|k| format!("c{id}-{k}")).collect(),
+        Some(n) if n < opts.clients => vec![format!("c{}", id % n)],
+        Some(n) => (id..n).step_by(opts.clients).map(|k| format!("c{k}")).collect(),
+    }
+}
+
+/// Client `id`: adds to `carts` in turn, or at random, until `stop`.
+async fn client(
+    id: usize,
+    carts: Vec<String>,
+    random: bool,
     addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Service {
-    /// The cart service (this harness's own `serve-cart`) on `data`, at a free port, not started.
-    fn new(data: std::path::PathBuf, extra: Vec<String>, faults: Vec<String>) -> Service {
-        Service {
-            extra,
-            faults,
-            exe: std::env::current_exe().expect("own path"),
-            data,
-            addr: free_port(),
-            child: None,
-        }
-    }
-
-    async fn start(&mut self) -> Result<(), String> {
-        let mut child = Command::new(&self.exe)
-            .args([
-                "serve-cart",
-                "--listen",
-                &self.addr.to_string(),
-                "--data",
-                self.data.to_str().unwrap(),
-            ])
-            .args(&self.extra)
-            .args(&self.faults)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .map_err(|_| "the service did not start within 10 s".to_string())?
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        if !line.starts_with("listening ") {
-            return Err(format!("the service said {line:?} instead of listening"));
-        }
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// `kill -9`, and wait until the process is gone.
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
-
-    /// Restarts the service if it died on its own (the whole-process faultload); true if it did.
-    async fn ensure_running(&mut self) -> Result<bool, String> {
-        let mut restarted = false;
-        loop {
-            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if exited {
-                // It may die again before it serves (a fault every few ms): start it again.
-                self.child = None;
-                self.start().await?;
-                restarted = true;
-            } else if !restarted || self.serving().await {
-                return Ok(restarted);
-            } else {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    }
-
-    async fn serving(&self) -> bool {
-        matches!(http::request(self.addr, "GET", "/health", &[], b"", Duration::from_millis(200)).await, Ok(r) if r.status == 200)
-    }
-}
-
-async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, stop: Arc<AtomicBool>, started: Instant) {
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) {
     let mut seq = 0u64;
+    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     while !stop.load(Ordering::Relaxed) {
-        let cart = format!("c{id}-{}", seq as usize % carts);
-        let item = format!("{cart}:{seq}");
+        let turn = if random {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        } else {
+            seq as usize
+        };
+        let cart = carts[turn % carts.len()].clone();
+        // Unique across clients (a cart may have several writers).
+        let item = format!("{cart}:{id}:{seq}");
         seq += 1;
         let body = format!("{{\"item\":\"{item}\"}}");
         let path = format!("/carts/{cart}/items");
@@ -285,12 +260,6 @@ async fn client(id: usize, carts: usize, addr: SocketAddr, stats: Arc<Stats>, st
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // The same binary is the service under test, so one `cargo run` builds everything.
@@ -316,7 +285,10 @@ async fn main() -> ExitCode {
     }
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let mut extra: Vec<String> = Vec::new();
+    let mut extra: Vec<String> = vec!["--idle".into(), format!("{}ms", opts.idle.as_millis())];
+    if let Some(n) = opts.max_active {
+        extra.extend(["--max-active".into(), n.to_string()]);
+    }
     if opts.unsafe_store {
         extra.push("--ack-before-sync".into());
     }
@@ -337,7 +309,8 @@ async fn main() -> ExitCode {
         .map(|i| {
             tokio::spawn(client(
                 i,
-                opts.carts_per_client,
+                carts_of(i, &opts),
+                opts.carts.is_some(),
                 svc.addr,
                 stats.clone(),
                 stop.clone(),
@@ -348,6 +321,8 @@ async fn main() -> ExitCode {
 
     let mut recoveries = Vec::new();
     let mut process_restarts: Vec<Duration> = Vec::new();
+    let mut figures = Figures::default();
+    let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
     let mut next_kill = started + opts.kill_every;
     while started.elapsed() < opts.duration {
@@ -375,6 +350,10 @@ async fn main() -> ExitCode {
             recoveries.push(t.elapsed());
             next_kill = Instant::now() + opts.kill_every;
         }
+        if last_sample.elapsed() >= Duration::from_millis(500) {
+            last_sample = Instant::now();
+            figures.sample(&svc).await;
+        }
         if !opts.json && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             eprintln!(
@@ -399,6 +378,14 @@ async fn main() -> ExitCode {
     for c in clients {
         let _ = c.await;
     }
+    // The service's figures at the end of the load, before the read-back activates every cart.
+    for _ in 0..40 {
+        if figures.sample(&svc).await {
+            break;
+        }
+        let _ = svc.ensure_running().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Read back from the same store, on a service without injected faults.
     if !svc.faults.is_empty() {
         svc.faults.clear();
@@ -413,6 +400,7 @@ async fn main() -> ExitCode {
     // Read every cart back and judge the history.
     let writes = std::mem::take(&mut *stats.writes.lock().unwrap());
     let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
+    let carts_written = carts.len();
     let mut state = HashMap::new();
     for cart in carts {
         let stored: Vec<String> = loop {
@@ -492,6 +480,19 @@ async fn main() -> ExitCode {
             "client_error_total": errors.values().sum::<u64>(),
             "p99_ms": p99_ms,
             "process_restarts": process_restarts.len(),
+            "carts": carts_written,
+            "service": {
+                "idle_ms": opts.idle.as_millis() as u64,
+                "max_active": figures.now("max_active"),
+                "active_end": figures.now("active"),
+                "active_peak": figures.active_peak,
+                "activations": figures.total(0),
+                "passivated_idle": figures.total(1),
+                "passivated_cap": figures.total(2),
+                "rss_kb_end": figures.rss_kb(),
+                "rss_kb_peak": figures.rss_kb_peak,
+                "samples": figures.samples,
+            },
             "ok": ok,
         });
         println!("{report}");
@@ -514,6 +515,26 @@ async fn main() -> ExitCode {
         println!("  duplicates                {duplicates}");
         println!("  order violations          {}", verdict.order_violations);
         println!("  5 s windows without progress {stalled}");
+        let mib = |kb: u64| kb as f64 / 1024.0;
+        println!("  carts written             {carts_written}");
+        println!(
+            "  live carts (activations)  end of load {} · peak {} (max active {}, idle {:?})",
+            figures.now("active"),
+            figures.active_peak,
+            figures.now("max_active"),
+            opts.idle
+        );
+        println!(
+            "  activations               {} · passivated idle {} · over the cap {} (all processes, as sampled)",
+            figures.total(0),
+            figures.total(1),
+            figures.total(2)
+        );
+        println!(
+            "  service RSS               end of load {:.1} MiB · peak {:.1} MiB",
+            mib(figures.rss_kb()),
+            mib(figures.rss_kb_peak)
+        );
         println!(
             "{}",
             if ok {

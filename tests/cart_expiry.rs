@@ -21,12 +21,13 @@ async fn serve(time: ManualTime) -> (std::net::SocketAddr, SupervisedStore, Syst
         Ok(MemoryStore::with(Limits::default(), Arc::new(clock.clone())))
     })
     .unwrap();
+    let carts = cart_service::family(Arc::new(store.clone()), Arc::new(time), Default::default());
     let root = SupervisorSpec::new("root", Strategy::OneForOne)
         .child(store.spec())
-        .child(SupervisorSpec::new("carts", Strategy::OneForOne));
+        .child(carts);
     let system = System::builder().root(root).start().unwrap();
-    let carts = system.lookup_supervisor("/carts").unwrap();
-    let app = cart_service::App::new(system.clone(), carts, store.clone(), Arc::new(time));
+    let carts = system.entities::<cart_service::Cart>("/carts").unwrap();
+    let app = cart_service::App::new(system.clone(), carts, store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app.router()).await });

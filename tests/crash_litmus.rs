@@ -27,6 +27,44 @@ fn a_short_litmus_run_loses_nothing_acknowledged() {
     assert_eq!(r["unexpected"], 0, "{r}");
     assert_eq!(r["duplicates"], 0, "{r}");
     assert!(r["acked"].as_u64().unwrap() > 100, "progress continued: {r}");
+    // By default each client writes its own 4 carts.
+    assert_eq!(r["carts"], 32, "{r}");
+    assert!(r["service"]["samples"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(code, Some(0), "{r}");
+}
+
+#[test]
+fn a_litmus_run_over_many_carts_passivates_them_under_load_and_loses_nothing() {
+    let (code, r) = litmus(&[
+        "--duration",
+        "4s",
+        "--kill-every",
+        "1s",
+        "--clients",
+        "8",
+        "--carts",
+        "400",
+        "--idle",
+        "300ms",
+        "--max-active",
+        "100",
+    ]);
+    assert_eq!(r["acked_lost"], 0, "{r}");
+    assert_eq!(r["unexpected"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert!(r["carts"].as_u64().unwrap() > 300, "spread over the carts: {r}");
+    let svc = &r["service"];
+    assert_eq!(svc["max_active"], 100, "{r}");
+    // The cap, plus one activation still starting per client (those cannot be passivated yet),
+    // plus some finishing their passivation: far below the 400 carts written.
+    assert!(svc["active_peak"].as_u64().unwrap() <= 120, "the cap held: {r}");
+    let passivated = svc["passivated_idle"].as_u64().unwrap() + svc["passivated_cap"].as_u64().unwrap();
+    assert!(passivated > 0, "carts were passivated under load: {r}");
+    assert!(
+        svc["activations"].as_u64().unwrap() > svc["active_peak"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(svc["rss_kb_end"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(code, Some(0), "{r}");
 }
 

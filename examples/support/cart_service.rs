@@ -12,178 +12,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crashonly::prelude::*;
-use crashonly::store::{Conflict, Durability, RedbOptions, Store, StoreError, TimeSource, Txn, WallClock};
-use crashonly::{SupervisedStore, SupervisorRef};
-use serde::{Deserialize, Serialize};
+use crashonly::store::{Conflict, Durability, RedbOptions, StoreError, WallClock};
+use crashonly::SupervisedStore;
+use serde::Deserialize;
 
 #[path = "frontend.rs"]
 pub mod frontend;
 
-/// How long an untouched cart lives (session state).
-pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
-/// Longest item name and most items in a cart.
+#[path = "cart_entity.rs"]
+mod entity;
+
+#[allow(unused_imports)] // shared by the binaries, the tests and the fuzz targets: each uses a part
+pub use entity::{decode_cart, family, Cart, CartApi, CartError, Residency, MAX_ID, SESSION_TTL};
+
+/// Longest item name.
 const MAX_ITEM: usize = 200;
-const MAX_ITEMS: usize = 10_000;
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CartState {
-    items: Vec<String>,
-}
-
-/// One shopping cart. Volatile copy of the session state; `#[start]` reloads it from the store.
-/// The session expires in the store `SESSION_TTL` after its last write; the live copy follows it
-/// (a crash-free transition to an empty cart), on the store's clock.
-#[derive(Actor)]
-#[actor(args = CartArgs, restart = "transient")]
-struct Cart {
-    key: Vec<u8>,
-    store: Arc<dyn Store>,
-    time: Arc<dyn TimeSource>,
-    state: CartState,
-    version: u64,
-    /// When the stored session expires (store clock, ms), if it is stored.
-    expires_at_ms: u64,
-}
-
-/// The cart's id, the store, and the store's clock.
-type CartArgs = (String, Arc<dyn Store>, Arc<dyn TimeSource>);
-
-/// What the cart answers.
-#[derive(Clone, Debug, Serialize)]
-struct CartView {
-    id: String,
-    items: Vec<String>,
-    version: u64,
-}
-
-/// Why a cart request failed (a reply, not a crash).
-#[derive(Clone, Debug)]
-enum CartError {
-    Full,
-    Store(StoreError),
-}
-
-impl Cart {
-    /// The cart as the store has it (empty when new or expired); a damaged record is an error,
-    /// never an empty cart.
-    async fn load(store: &dyn Store, key: &[u8], now_ms: u64) -> Result<(CartState, u64, u64), StoreError> {
-        Ok(match store.get(key).await? {
-            // Written at most SESSION_TTL ago: expires no later than that from now.
-            Some(v) => (
-                decode_cart(&v.value)?,
-                v.version,
-                now_ms + SESSION_TTL.as_millis() as u64,
-            ),
-            None => (CartState::default(), 0, 0),
-        })
-    }
-
-    /// A session that expired while this instance was live becomes an empty cart, as the store
-    /// already has it.
-    fn expire(&mut self) {
-        if self.version != 0 && self.time.now_ms() >= self.expires_at_ms {
-            self.state = CartState::default();
-            self.version = 0;
-        }
-    }
-
-    fn view_of(&self) -> CartView {
-        CartView {
-            id: String::from_utf8_lossy(&self.key[5..]).into_owned(),
-            items: self.state.items.clone(),
-            version: self.version,
-        }
-    }
-}
-
-#[messages]
-impl Cart {
-    /// The recovery path: the cart as the store has it (empty when new or expired).
-    #[start]
-    async fn recover((id, store, time): &CartArgs, _ctx: &mut Context<Self>) -> Result<Self, StoreError> {
-        let key = format!("cart/{id}").into_bytes();
-        let (state, version, expires_at_ms) = Cart::load(&**store, &key, time.now_ms()).await?;
-        Ok(Cart {
-            key,
-            store: store.clone(),
-            time: time.clone(),
-            state,
-            version,
-            expires_at_ms,
-        })
-    }
-
-    /// The cart's contents.
-    #[message(idempotent)]
-    fn view(&mut self) -> CartView {
-        self.expire();
-        self.view_of()
-    }
-
-    /// Adds an item; with an idempotency key, a retry is applied once even across a crash.
-    ///
-    /// The key is global (one client's key for one request) and bound to this cart and item: used
-    /// again for another cart or item, it is refused (`Conflict::KeyReused`), never acknowledged
-    /// without being applied.
-    #[message]
-    async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
-        self.expire();
-        let request = format!("{} add {item}", String::from_utf8_lossy(&self.key));
-        let mut reloaded = false;
-        loop {
-            if self.state.items.len() >= MAX_ITEMS {
-                return Err(CartError::Full);
-            }
-            let mut next = self.state.clone();
-            next.items.push(item.clone());
-            let bytes = serde_json::to_vec(&next).expect("a cart serializes");
-            let mut txn = Txn::new()
-                .check(&self.key, self.version)
-                .put_ttl(&self.key, bytes, SESSION_TTL);
-            if let Some(k) = &key {
-                txn = txn.once_for(format!("idem/{k}").as_bytes(), request.as_bytes());
-            }
-            let now = self.time.now_ms();
-            match self.store.commit(txn).await {
-                Ok(c) if c.replayed => {
-                    // Applied before (maybe by an earlier incarnation): reload what the store has.
-                    self.reload(now).await?;
-                }
-                Ok(c) => {
-                    self.state = next;
-                    self.version = c.versions[0];
-                    self.expires_at_ms = now + SESSION_TTL.as_millis() as u64;
-                }
-                // The stored session moved on without this instance (it expired, or another
-                // incarnation wrote it): reload it and apply the item to what is stored, once.
-                Err(StoreError::Conflict(Conflict::Version { .. })) if !reloaded => {
-                    self.reload(now).await?;
-                    reloaded = true;
-                    continue;
-                }
-                Err(e) => return Err(CartError::Store(e)),
-            }
-            return Ok(self.view_of());
-        }
-    }
-}
-
-impl Cart {
-    async fn reload(&mut self, now_ms: u64) -> Result<(), CartError> {
-        let (state, version, expires_at_ms) = Cart::load(&*self.store, &self.key, now_ms)
-            .await
-            .map_err(CartError::Store)?;
-        (self.state, self.version, self.expires_at_ms) = (state, version, expires_at_ms);
-        Ok(())
-    }
-}
 
 #[derive(Clone)]
 pub struct App {
-    carts: SupervisorRef,
+    carts: Entities<Cart>,
     system: System,
     store: SupervisedStore,
-    time: Arc<dyn TimeSource>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -220,9 +69,15 @@ fn store_error(e: &StoreError) -> Response {
     }
 }
 
-/// The runtime's errors as HTTP: RetryAfter becomes 503 with a Retry-After header.
-fn runtime_error(e: DeliveryError) -> Response {
+/// The runtime's errors as HTTP: RetryAfter (a cart recovering, or quarantined after crashing
+/// over and over) becomes 503 with a Retry-After header; a cart id over the runtime's bound on
+/// entity keys 400.
+pub fn runtime_error(e: DeliveryError) -> Response {
     match e {
+        DeliveryError::KeyTooLong { len, max } => error(
+            StatusCode::BAD_REQUEST,
+            format!("cart ids are 1 to {max} letters, digits, '-' or '_' (this one is {len} bytes)"),
+        ),
         DeliveryError::RetryAfter(wait) => with_retry_after(
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -260,19 +115,13 @@ fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl App {
-    /// The service over `store` (whose clock, `time`, sessions expire on), its carts under
-    /// `carts`.
-    pub fn new(system: System, carts: SupervisorRef, store: SupervisedStore, time: Arc<dyn TimeSource>) -> Self {
-        App {
-            carts,
-            system,
-            store,
-            time,
-        }
+    /// The service over `store`, its carts the entities `carts` (see [`family`]).
+    pub fn new(system: System, carts: Entities<Cart>, store: SupervisedStore) -> Self {
+        App { carts, system, store }
     }
 
     /// The routes (see `examples/cart.rs`).
@@ -282,45 +131,33 @@ impl App {
             .route("/carts/{id}/items", post(add))
             .route("/health", get(health))
             .route("/ready", get(ready))
+            .route("/stats", get(stats))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(self)
     }
 
     /// A runtime error, unless the store is down: then what happened to the store (a cart that
-    /// cannot recover because its store is damaged says so, not "deadline passed").
+    /// cannot recover because its store is damaged says so, not "deadline passed"). A bad key is
+    /// the client's error whatever the store does.
     fn failed(&self, e: DeliveryError) -> Response {
         match self.store.status() {
-            Err(store) => store_error(&store),
-            Ok(()) => runtime_error(e),
+            Err(store) if !matches!(e, DeliveryError::KeyTooLong { .. }) => store_error(&store),
+            _ => runtime_error(e),
         }
     }
 
-    /// The cart's actor, started on first use; its ref stays valid across its restarts. While
-    /// the store is down, the store's error at once.
-    fn cart(&self, id: &str) -> Result<ActorRef<Cart>, Response> {
+    /// The cart's entity: nothing is started until a request reaches it (which activates it,
+    /// recovering it from the store). While the store is down, the store's error at once.
+    fn cart(&self, id: &str) -> Result<EntityRef<Cart>, Response> {
         if !valid_id(id) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                "cart ids are 1 to 64 letters, digits, '-' or '_'",
+                format!("cart ids are 1 to {MAX_ID} letters, digits, '-' or '_'"),
             ));
         }
         self.store.status().map_err(|e| store_error(&e))?;
-        if let Some(c) = self.carts.child::<Cart>(id) {
-            return Ok(c);
-        }
-        match self
-            .carts
-            .spawn(Cart::spec((id.to_owned(), Arc::new(self.store.clone()), self.time.clone())).name(id))
-        {
-            Ok(c) => Ok(c),
-            // Another request started it meanwhile.
-            Err(crashonly::SpawnError::NameTaken(_)) => self
-                .carts
-                .child::<Cart>(id)
-                .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "cart restarting")),
-            Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        }
+        Ok(self.carts.get(id.to_owned()))
     }
 }
 
@@ -352,11 +189,6 @@ pub fn parse_item(body: &[u8]) -> Result<String, String> {
         return Err(format!("item must be 1 to {MAX_ITEM} bytes"));
     }
     Ok(req.item)
-}
-
-/// A cart as stored (bytes read back from the store, which may be damaged).
-pub fn decode_cart(bytes: &[u8]) -> Result<CartState, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
@@ -403,6 +235,34 @@ async fn health(State(app): State<App>) -> Response {
     }
 }
 
+/// The carts in memory and the process's resident memory: `{"carts": {"active", "max_active",
+/// "activations", "passivated_idle", "passivated_cap", "crashes", "given_up", "quarantined"},
+/// "rss_kb"}` (counters since this process started; `rss_kb` is null where `/proc` is not).
+async fn stats(State(app): State<App>) -> Response {
+    let s = app.carts.stats();
+    Json(serde_json::json!({
+        "carts": {
+            "active": s.active,
+            "max_active": s.max_active,
+            "activations": s.activations,
+            "passivated_idle": s.passivated_idle,
+            "passivated_cap": s.passivated_cap,
+            "crashes": s.crashes,
+            "given_up": s.given_up,
+            "quarantined": s.quarantined,
+        },
+        "rss_kb": rss_kb(),
+    }))
+    .into_response()
+}
+
+/// This process's resident set (`VmRSS`), in kB.
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// Readiness: `200` only while requests can be served: the tree is up and the store serves.
 async fn ready(State(app): State<App>) -> Response {
     match (app.system.failure(), app.store.status()) {
@@ -429,6 +289,23 @@ struct Opts {
     skip_verify: bool,
     /// The front end's admission control and timeouts.
     frontend: frontend::Limits,
+    /// How long carts stay in memory (`--idle`, `--max-active`).
+    residency: Residency,
+}
+
+/// A duration like `500ms`, `2s` (a bare number is seconds) or `1m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
+    }
 }
 
 fn parse(args: Vec<String>) -> Result<Opts, String> {
@@ -442,6 +319,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         store_period: Duration::from_secs(30),
         skip_verify: false,
         frontend: frontend::Limits::default(),
+        residency: Residency::default(),
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -466,6 +344,20 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 (o.store_restarts, o.store_period) = (n, Duration::from_secs(secs));
             }
             "--skip-verify" => o.skip_verify = true,
+            "--idle" => {
+                let idle = duration(&args.next().ok_or("--idle needs a duration, e.g. 60s")?)?;
+                if idle.is_zero() {
+                    return Err("--idle must be positive".into());
+                }
+                o.residency.idle = idle;
+            }
+            "--max-active" => {
+                o.residency.max_active = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--max-active needs a positive whole number")?;
+            }
             "--fault-mode" => match args.next().as_deref() {
                 Some("actor") => o.fault_process = false,
                 Some("process") => o.fault_process = true,
@@ -478,25 +370,32 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The faultload: every `every`, a random cart actor panics (a microreboot follows), or, without
+/// The faultload: every `every`, a random live cart panics (a microreboot follows), or, without
 /// microreboots, the whole process aborts and waits for an external restart.
-async fn inject_faults(carts: SupervisorRef, every: Duration, whole_process: bool) {
+async fn inject_faults(system: System, carts: Entities<Cart>, every: Duration, whole_process: bool) {
     let mut x = u64::from(std::process::id()) | 1;
+    let prefix = format!("{}/", carts.path());
     loop {
         tokio::time::sleep(every).await;
         if whole_process {
             std::process::abort();
         }
-        let live = carts.children();
+        // The live activations are the tree's actors under the family's path.
+        let live: Vec<String> = system
+            .snapshot()
+            .into_iter()
+            .filter_map(|s| s.path.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
         if live.is_empty() {
             continue;
         }
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let path = &live[(x % live.len() as u64) as usize];
-        if let Some(cart) = carts.child::<Cart>(path.rsplit('/').next().unwrap_or_default()) {
-            // The injected fault: the cart's actor crashes wherever it is; a microreboot follows.
+        let key = &live[(x % live.len() as u64) as usize];
+        if let Some(cart) = carts.get(key.clone()).activation() {
+            // The injected fault: the cart's activation crashes wherever it is; a microreboot
+            // follows (a passivated cart is left alone: it has nothing to crash).
             cart.crash_reboot();
         }
     }
@@ -514,6 +413,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         store_period,
         skip_verify,
         frontend: limits,
+        residency,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -552,21 +452,21 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
             cap: Duration::from_secs(5),
         })
         .child(store.spec())
-        .child(
-            SupervisorSpec::new("carts", Strategy::OneForOne)
-                .intensity(100_000, Duration::from_secs(10))
-                // A cart recovers in well under a millisecond: retry soon, back off little.
-                .backoff(Backoff {
-                    base: Duration::from_millis(1),
-                    cap: Duration::from_millis(20),
-                }),
-        );
-    let system = System::builder().root(root).start().expect("static names");
-    let carts = system.lookup_supervisor("/carts").expect("declared above");
+        // One entity per cart, activated by its first request and passivated when idle: the
+        // carts in memory are the ones in use, whatever the number of carts stored.
+        .child(family(Arc::new(store.clone()), Arc::new(WallClock), residency));
+    // The runtime refuses cart ids longer than the routes accept.
+    let policy = Policy::builder().max_key_len(MAX_ID).build().expect("a valid policy");
+    let system = System::builder()
+        .config(Config::default().with_policy(policy))
+        .root(root)
+        .start()
+        .expect("static names");
+    let carts = system.entities::<Cart>("/carts").expect("declared above");
     if let Some(every) = fault_every {
-        tokio::spawn(inject_faults(carts.clone(), every, fault_process));
+        tokio::spawn(inject_faults(system.clone(), carts.clone(), every, fault_process));
     }
-    let app = App::new(system.clone(), carts, store.clone(), Arc::new(WallClock));
+    let app = App::new(system.clone(), carts, store.clone());
     let router = app.router();
     let server = match frontend::Frontend::bind(&listen, limits).await {
         Ok(s) => s,

@@ -1,0 +1,216 @@
+//! The cart entity: one per cart id, activated by the first request for it, passivated when it is
+//! idle or when the service is over its cap of live carts.
+//!
+//! Its state lives in the store: every acknowledged add is committed there before it is answered,
+//! so an activation is only a cache. Activation is `#[start]`, the same recovery a crash takes, and
+//! passivation (dropping the instance, no stop hook) loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crashonly::prelude::*;
+use crashonly::store::{Conflict, Store, StoreError, TimeSource, Txn};
+use serde::{Deserialize, Serialize};
+
+/// How long an untouched cart lives (session state).
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+/// Longest cart id, in bytes (also the runtime's bound on entity keys in the service).
+pub const MAX_ID: usize = 64;
+/// Most items in a cart.
+const MAX_ITEMS: usize = 10_000;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CartState {
+    items: Vec<String>,
+}
+
+/// One shopping cart. Volatile copy of the session state; `#[start]` reloads it from the store.
+/// The session expires in the store `SESSION_TTL` after its last write; the live copy follows it
+/// (a crash-free transition to an empty cart), on the store's clock.
+#[derive(Actor)]
+#[actor(args = CartArgs, entity)]
+pub struct Cart {
+    key: Vec<u8>,
+    store: Arc<dyn Store>,
+    time: Arc<dyn TimeSource>,
+    state: CartState,
+    version: u64,
+    /// When the stored session expires (store clock, ms), if it is stored.
+    expires_at_ms: u64,
+}
+
+/// The cart's id, the store, and the store's clock.
+pub type CartArgs = (String, Arc<dyn Store>, Arc<dyn TimeSource>);
+
+/// What the cart answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct CartView {
+    id: String,
+    items: Vec<String>,
+    version: u64,
+}
+
+/// Why a cart request failed (a reply, not a crash).
+#[derive(Clone, Debug)]
+pub enum CartError {
+    Full,
+    Store(StoreError),
+}
+
+/// How many carts stay in memory, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Residency {
+    /// A cart with no request for this long is passivated.
+    pub idle: Duration,
+    /// At most this many live carts; past it the least recently used idle ones are passivated.
+    pub max_active: usize,
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Residency {
+            idle: Duration::from_secs(60),
+            max_active: 100_000,
+        }
+    }
+}
+
+/// The family of carts, `carts` in the tree: cart `id` is activated from `store` (whose clock,
+/// `time`, sessions expire on) by its first request.
+pub fn family(store: Arc<dyn Store>, time: Arc<dyn TimeSource>, residency: Residency) -> EntitySpec<Cart> {
+    Cart::entities("carts", move |id: &String| (id.clone(), store.clone(), time.clone()))
+        .idle(residency.idle)
+        .max_active(residency.max_active)
+        // A cart recovers in well under a millisecond: retry soon, back off little.
+        .backoff(Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(20),
+        })
+        // A cart that crashes over and over (a poison record, say) is refused with Retry-After for
+        // a second; the other carts go on. Ten in a second is well above the faultload's rate
+        // (a random live cart every 5 ms or more) on the litmus harness's carts.
+        .entity_intensity(10, Duration::from_secs(1))
+        // Crashes of many distinct carts at once are not one cart's problem: only far past what
+        // the faultload does does the family itself crash (to the root, which gives up soon).
+        .intensity(100_000, Duration::from_secs(10))
+}
+
+impl Cart {
+    /// The cart as the store has it (empty when new or expired); a damaged record is an error,
+    /// never an empty cart.
+    async fn load(store: &dyn Store, key: &[u8], now_ms: u64) -> Result<(CartState, u64, u64), StoreError> {
+        Ok(match store.get(key).await? {
+            // Written at most SESSION_TTL ago: expires no later than that from now.
+            Some(v) => (
+                decode_cart(&v.value)?,
+                v.version,
+                now_ms + SESSION_TTL.as_millis() as u64,
+            ),
+            None => (CartState::default(), 0, 0),
+        })
+    }
+
+    /// A session that expired while this instance was live becomes an empty cart, as the store
+    /// already has it.
+    fn expire(&mut self) {
+        if self.version != 0 && self.time.now_ms() >= self.expires_at_ms {
+            self.state = CartState::default();
+            self.version = 0;
+        }
+    }
+
+    fn view_of(&self) -> CartView {
+        CartView {
+            id: String::from_utf8_lossy(&self.key[5..]).into_owned(),
+            items: self.state.items.clone(),
+            version: self.version,
+        }
+    }
+
+    async fn reload(&mut self, now_ms: u64) -> Result<(), CartError> {
+        let (state, version, expires_at_ms) = Cart::load(&*self.store, &self.key, now_ms)
+            .await
+            .map_err(CartError::Store)?;
+        (self.state, self.version, self.expires_at_ms) = (state, version, expires_at_ms);
+        Ok(())
+    }
+}
+
+#[messages]
+impl Cart {
+    /// Activation, and the recovery path after a crash: the cart as the store has it (empty when
+    /// new or expired).
+    #[start]
+    async fn recover((id, store, time): &CartArgs, _ctx: &mut Context<Self>) -> Result<Self, StoreError> {
+        let key = format!("cart/{id}").into_bytes();
+        let (state, version, expires_at_ms) = Cart::load(&**store, &key, time.now_ms()).await?;
+        Ok(Cart {
+            key,
+            store: store.clone(),
+            time: time.clone(),
+            state,
+            version,
+            expires_at_ms,
+        })
+    }
+
+    /// The cart's contents.
+    #[message(idempotent)]
+    pub fn view(&mut self) -> CartView {
+        self.expire();
+        self.view_of()
+    }
+
+    /// Adds an item; with an idempotency key, a retry is applied once even across a crash or a
+    /// passivation (the key is committed with the cart, in the store).
+    ///
+    /// The key is global (one client's key for one request) and bound to this cart and item: used
+    /// again for another cart or item, it is refused (`Conflict::KeyReused`), never acknowledged
+    /// without being applied.
+    #[message]
+    pub async fn add(&mut self, item: String, key: Option<String>) -> Result<CartView, CartError> {
+        self.expire();
+        let request = format!("{} add {item}", String::from_utf8_lossy(&self.key));
+        let mut reloaded = false;
+        loop {
+            if self.state.items.len() >= MAX_ITEMS {
+                return Err(CartError::Full);
+            }
+            let mut next = self.state.clone();
+            next.items.push(item.clone());
+            let bytes = serde_json::to_vec(&next).expect("a cart serializes");
+            let mut txn = Txn::new()
+                .check(&self.key, self.version)
+                .put_ttl(&self.key, bytes, SESSION_TTL);
+            if let Some(k) = &key {
+                txn = txn.once_for(format!("idem/{k}").as_bytes(), request.as_bytes());
+            }
+            let now = self.time.now_ms();
+            match self.store.commit(txn).await {
+                Ok(c) if c.replayed => {
+                    // Applied before (maybe by an earlier incarnation): reload what the store has.
+                    self.reload(now).await?;
+                }
+                Ok(c) => {
+                    self.state = next;
+                    self.version = c.versions[0];
+                    self.expires_at_ms = now + SESSION_TTL.as_millis() as u64;
+                }
+                // The stored session moved on without this instance (it expired, or another
+                // incarnation wrote it): reload it and apply the item to what is stored, once.
+                Err(StoreError::Conflict(Conflict::Version { .. })) if !reloaded => {
+                    self.reload(now).await?;
+                    reloaded = true;
+                    continue;
+                }
+                Err(e) => return Err(CartError::Store(e)),
+            }
+            return Ok(self.view_of());
+        }
+    }
+}
+
+/// A cart as stored (bytes read back from the store, which may be damaged).
+pub fn decode_cart(bytes: &[u8]) -> Result<CartState, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
