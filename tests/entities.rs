@@ -562,3 +562,66 @@ async fn the_macros_derive_entities_with_typed_requests() {
     assert_eq!(sessions.stats().activations, 2);
     assert_eq!(sessions.stats().max_active, 2);
 }
+
+/// A cheap entity with a short store read in `start` and a short write per message.
+struct Slowish;
+
+impl Actor for Slowish {
+    type Args = ();
+    type Msg = ();
+    type Reply = ();
+    type Error = std::convert::Infallible;
+
+    async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(Slowish)
+    }
+
+    async fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<(), Self::Error> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    }
+}
+
+impl Entity for Slowish {
+    type Key = String;
+}
+
+/// Bursts of concurrent activations (each still starting when the next arrives) leave the family
+/// at its cap once they are idle: an entity starting is the most recent, not the least, and the
+/// timer evicts what a burst left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_activations_are_brought_back_under_the_cap() {
+    let system = System::new();
+    let family = system
+        .spawn_entities(
+            EntitySpec::<Slowish>::new("burst", |_: &String| ())
+                .max_active(50)
+                .idle(Duration::from_secs(60)),
+        )
+        .unwrap();
+    for round in 0..15 {
+        let asks: Vec<_> = (0..20)
+            .map(|i| {
+                let e = family.get(format!("k{}", round * 20 + i));
+                tokio::spawn(async move { e.ask(()).await })
+            })
+            .collect();
+        for a in asks {
+            a.await.unwrap().unwrap();
+        }
+    }
+    // The timer runs once a second with this `idle`: within two, the family is under its cap.
+    let mut active = usize::MAX;
+    for _ in 0..40 {
+        active = family.stats().active;
+        if active <= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        active <= 50,
+        "left over max_active 50 with every activation idle: {active}"
+    );
+}

@@ -86,6 +86,11 @@ pub fn runtime_error(e: DeliveryError) -> Response {
             wait,
         ),
         DeliveryError::Expired => error(StatusCode::GATEWAY_TIMEOUT, "deadline passed"),
+        // A cart that could not recover never ran the request: not applied, say why.
+        DeliveryError::Crashed(report) if matches!(report.reason, CrashReason::StartFailed(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not applied: the cart could not recover: {}", report.reason),
+        ),
         DeliveryError::Crashed(report) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("outcome unknown: {}", report.reason),

@@ -116,6 +116,7 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     }
     let p = private_path(krate);
     let mut entity_key: Option<Type> = None;
+    let mut restart_span: Option<Span> = None;
     {
         for meta in metas {
             if let Meta::Path(path) = &meta {
@@ -159,6 +160,7 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                     other => return Err(Error::new(other.span(), "`mailbox` takes a positive whole number")),
                 },
                 "restart" => {
+                    restart_span = Some(nv.path.span());
                     let s = lit_str(&nv.value, "restart")?;
                     let variant = match s.value().as_str() {
                         "permanent" => quote!(Permanent),
@@ -196,6 +198,14 @@ fn derive_actor_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     } else {
         quote!(::core::option::Option::None)
     };
+    if entity_key.is_some() {
+        if let Some(span) = restart_span {
+            return Err(Error::new(
+                span,
+                "`restart` does not apply to an entity: its family restarts a crashed entity by itself (set the family's own restart type with `EntitySpec::restart`)",
+            ));
+        }
+    }
     let entity = entity_key.map(|key| {
         quote! {
             impl #p::Entity for #name {

@@ -28,6 +28,7 @@ use crate::reply::answer;
 use crate::rt::AbortHandle;
 use crate::shared::Shared;
 use crate::slot::{Slot, SlotOptions};
+use crate::stats::SlotState;
 use crate::supervisor::{ChildHandle, Decision, Exit, Parent, Scope};
 use crate::sync::{Arc, AtomicU8, Mutex, Ordering, Stat, Weak};
 
@@ -36,6 +37,9 @@ pub(crate) type MakeArgs<A> = Arc<dyn Fn(&<A as Entity>::Key) -> <A as crate::Ac
 
 /// A dedup window for each activation: its size, and how to copy a reply.
 pub(crate) type DedupWindow<A> = (usize, fn(&<A as crate::Actor>::Reply) -> <A as crate::Actor>::Reply);
+
+/// An activation with its last sign of life.
+type Aged<A> = (u64, Arc<Slot<A>>);
 
 /// An activation and its parent.
 type Activation<A> = (Arc<Slot<A>>, Arc<Link<A>>);
@@ -290,6 +294,11 @@ impl<A: Entity> Family<A> {
         };
         let n = idle_ones.iter().filter(|s| s.try_passivate()).count();
         self.counters.passivated_idle.fetch_add(n as u64, Ordering::Relaxed);
+        // Over the cap after a burst (activations that were starting could not be passivated
+        // then): the timer brings the family back under it without waiting for the next one.
+        if self.inner.lock().live.len() > self.cfg.max_active {
+            self.evict();
+        }
         n
     }
 
@@ -299,17 +308,20 @@ impl<A: Entity> Family<A> {
         if !self.evicting.replace_if(0, 1) {
             return;
         }
-        let mut by_age: Vec<(u64, Arc<Slot<A>>)> = {
+        let (live, mut by_age): (usize, Vec<Aged<A>>) = {
             let inner = self.inner.lock();
-            inner
+            // Only running activations can be passivated; one still starting (or not yet
+            // launched) is not a candidate, and does not use up a place among them.
+            let idle = inner
                 .live
                 .values()
-                .filter(|e| e.next.is_none())
+                .filter(|e| e.next.is_none() && e.slot.state() == SlotState::Running)
                 .map(|e| (e.slot.last_active(), e.slot.clone()))
-                .collect()
+                .collect();
+            (inner.live.len(), idle)
         };
         let keep = self.cfg.max_active - self.cfg.max_active / 10;
-        let excess = by_age.len().saturating_sub(keep);
+        let excess = live.saturating_sub(keep).min(by_age.len());
         if excess > 0 && excess < by_age.len() {
             by_age.select_nth_unstable_by_key(excess, |(at, _)| *at);
         }
@@ -407,6 +419,8 @@ impl<A: Entity> Family<A> {
             self.promote(&mut inner, key, Vec::new())
         };
         drop(inner);
+        // Queued behind the crash, they never ran; their askers learn why the key gave up (a
+        // report whose reason is `StartFailed` says the entity could not even recover).
         for env in queued {
             answer(env.reply, Err(DeliveryError::Crashed(report.clone())));
         }

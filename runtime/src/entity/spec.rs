@@ -110,7 +110,8 @@ impl<A: Entity> EntitySpec<A> {
     }
 
     /// Per entity: at most `max_restarts` within `period`; past it the key gives up (its queued
-    /// messages are answered `Crashed`) and is quarantined.
+    /// messages, which never ran, are answered `Crashed` with the last crash's report) and is
+    /// quarantined.
     pub fn entity_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
         self.entity = Intensity { max_restarts, period };
         self

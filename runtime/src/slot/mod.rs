@@ -430,6 +430,9 @@ impl<A: Actor> Slot<A> {
         let n = self.incarnations.fetch_add(1, Ordering::Relaxed) + 1;
         let clock = self.shared.clock().clone();
         let began = clock.nanos();
+        // An instance recovering counts as active from the moment it begins: an entity still
+        // starting is the most recent, not the least recent, of its family.
+        self.last_active.store(began.max(1), Ordering::Relaxed);
         if self.ready_at.load(Ordering::Relaxed) == 0 {
             self.expect_ready_in(Duration::ZERO);
         }

@@ -1,0 +1,7 @@
+use crashonly::prelude::*;
+
+#[derive(Actor, Clone)]
+#[actor(entity, restart = "transient")]
+struct Session;
+
+fn main() {}
