@@ -32,8 +32,9 @@ mod pg;
 mod placement;
 pub mod wire;
 
+pub use crashonly::Remote;
 pub use error::ClusterError;
 pub use fence::{is_fenced_out, Fence};
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
-pub use node::{Node, NodeOptions, Remote, RemoteAsk, RemoteRef};
+pub use node::{Node, NodeOptions, RemoteAsk, RemoteRef};
 pub use placement::{choose, Claim, Placement};

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crashonly::{DeliveryError, Entities, Entity};
+use crashonly::{DeliveryError, Entities, Entity, Remote};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,15 +23,6 @@ use crate::error::ClusterError;
 use crate::membership::{Member, Membership, MembershipOptions};
 use crate::placement::{choose, Claim, Placement};
 use crate::wire::{self, Rejected, Reply, Request};
-
-/// A message type that can cross nodes: serializable, with a stable id and a version. Two
-/// families served by one node may not share an id ([`Node::serve`] refuses it).
-pub trait Remote: Serialize + DeserializeOwned + Clone + Send + 'static {
-    /// The stable id (never reuse it for another type).
-    const TYPE_ID: &'static str;
-    /// The version of its encoding: a node answers another version `Rejected`.
-    const VERSION: u16 = 1;
-}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -48,7 +39,7 @@ struct Served<A: Entity> {
 impl<A> Serve for Served<A>
 where
     A: Entity,
-    A::Msg: Remote,
+    A::Msg: Remote + Serialize + DeserializeOwned,
     A::Reply: Serialize + DeserializeOwned,
     A::Key: FromStr,
 {
@@ -104,7 +95,7 @@ fn retry_ms(e: &DeliveryError) -> u32 {
 fn prepare<A>(req: &Request) -> Result<(A::Key, A::Msg), Rejected>
 where
     A: Entity,
-    A::Msg: Remote,
+    A::Msg: Remote + Serialize + DeserializeOwned,
     A::Key: FromStr,
 {
     let id = <A::Msg as Remote>::TYPE_ID;
@@ -248,7 +239,7 @@ impl Node {
     pub fn serve<A>(&self, name: &str, entities: Entities<A>) -> Result<(), ClusterError>
     where
         A: Entity,
-        A::Msg: Remote,
+        A::Msg: Remote + Serialize + DeserializeOwned,
         A::Reply: Serialize + DeserializeOwned,
         A::Key: FromStr,
     {
@@ -310,7 +301,7 @@ impl Node {
     pub fn entity<A>(&self, family: &str, key: A::Key) -> RemoteRef<A>
     where
         A: Entity,
-        A::Msg: Remote,
+        A::Msg: Remote + Serialize + DeserializeOwned,
         A::Reply: Serialize + DeserializeOwned,
     {
         RemoteRef {
@@ -439,7 +430,7 @@ impl<A: Entity> fmt::Debug for RemoteRef<A> {
 impl<A> RemoteRef<A>
 where
     A: Entity,
-    A::Msg: Remote,
+    A::Msg: Remote + Serialize + DeserializeOwned,
     A::Reply: Serialize + DeserializeOwned,
 {
     /// An ask of `msg`; set its TTL, idempotency and key, then `.send().await`.
@@ -479,7 +470,7 @@ impl<A: Entity> fmt::Debug for RemoteAsk<'_, A> {
 impl<A> RemoteAsk<'_, A>
 where
     A: Entity,
-    A::Msg: Remote,
+    A::Msg: Remote + Serialize + DeserializeOwned,
     A::Reply: Serialize + DeserializeOwned,
 {
     /// The time to live.

@@ -347,3 +347,60 @@ async fn a_cluster_singleton_is_a_family_with_one_key() {
     assert_ne!(h, holder);
     assert!(nodes.iter().any(|(n, _)| n.incarnation() == h));
 }
+
+/// An entity written with the macros, its messages made remote by `#[messages(remote = "..")]`.
+#[derive(Actor, Clone)]
+#[actor(args = String, entity)]
+struct Visits {
+    n: u64,
+}
+
+#[messages(remote = "test.visits", remote_version = 3)]
+impl Visits {
+    #[start]
+    fn recover(_key: &String, _ctx: &mut Context<Self>) -> Visits {
+        Visits { n: 0 }
+    }
+
+    #[message(idempotent)]
+    fn visit(&mut self, by: String) -> (u64, String) {
+        self.n += 1;
+        (self.n, by)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macro_made_remote_messages_cross_nodes() {
+    let Some((pg, nats)) = urls() else { return };
+    assert_eq!(<VisitsMessage as Remote>::TYPE_ID, "test.visits");
+    assert_eq!(<VisitsMessage as Remote>::VERSION, 3);
+    let schema = format!("nd_macro_{}", std::process::id());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let m = MembershipOptions::default().with_schema(schema.clone());
+        let node = Node::start(&pg, NodeOptions::new(m, &nats)).await.unwrap();
+        let system = System::new();
+        let family = system
+            .spawn_entities(Visits::entities("visits", |k: &String| k.clone()))
+            .unwrap();
+        node.serve("visits", family).unwrap();
+        nodes.push((node, system));
+    }
+    for i in 0..10 {
+        let key = format!("v{i}");
+        for (n, (node, _)) in nodes.iter().enumerate() {
+            let r = node
+                .entity::<Visits>("visits", key.clone())
+                .ask(VisitsMessage::Visit(format!("node{n}")))
+                .send()
+                .await
+                .unwrap();
+            match r {
+                VisitsReply::Visit((count, by)) => {
+                    assert_eq!(count, n as u64 + 1);
+                    assert_eq!(by, format!("node{n}"));
+                }
+            }
+        }
+    }
+}

@@ -290,6 +290,10 @@ pub fn messages(attr: TokenStream, item: TokenStream) -> TokenStream {
 struct MessagesArgs {
     clone_replies: bool,
     no_clone: bool,
+    /// `remote = "id"`: the messages can cross processes under this stable id.
+    remote: Option<LitStr>,
+    /// `remote_version = n`.
+    remote_version: Option<syn::LitInt>,
 }
 
 /// `#[messages]`, with any of `clone_replies`, `no_clone`, `crate = path`.
@@ -301,10 +305,17 @@ fn messages_args(attr: TokenStream2) -> syn::Result<(MessagesArgs, Option<syn::P
             Meta::Path(p) if p.is_ident("clone_replies") => args.clone_replies = true,
             Meta::Path(p) if p.is_ident("no_clone") => args.no_clone = true,
             Meta::NameValue(nv) if is_crate_key(&nv.path) => krate = Some(crate_path(&nv.value)?),
+            Meta::NameValue(nv) if nv.path.is_ident("remote") => args.remote = Some(lit_str(&nv.value, "remote")?),
+            Meta::NameValue(nv) if nv.path.is_ident("remote_version") => match &nv.value {
+                Expr::Lit(ExprLit { lit: Lit::Int(n), .. }) if n.base10_parse::<u16>().is_ok() => {
+                    args.remote_version = Some(n.clone())
+                }
+                other => return Err(Error::new(other.span(), "`remote_version` takes a whole number (0 to 65535)")),
+            },
             other => {
                 return Err(Error::new(
                     other.span(),
-                    "#[messages] takes no arguments, or `clone_replies`, `no_clone`, `crate = path`",
+                    "#[messages] takes no arguments, or `clone_replies`, `no_clone`, `remote = \"id\"`, `remote_version = n`, `crate = path`",
                 ))
             }
         }
@@ -316,7 +327,21 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
     let MessagesArgs {
         clone_replies,
         no_clone,
+        remote,
+        remote_version,
     } = args;
+    if remote.is_none() && remote_version.is_some() {
+        return Err(Error::new(
+            Span::call_site(),
+            "`remote_version` needs `remote = \"id\"`",
+        ));
+    }
+    if no_clone && remote.is_some() {
+        return Err(Error::new(
+            Span::call_site(),
+            "remote messages are copied and serialized: `remote` and `no_clone` exclude each other",
+        ));
+    }
     if let Some((_, path, _)) = &item.trait_ {
         return Err(Error::new(
             path.span(),
@@ -471,6 +496,20 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
     );
 
     let derive_clone = clone_replies.then(|| quote!(#[derive(Clone)]));
+    // Remote messages and replies travel serialized: serde's derives (the user's crate depends
+    // on serde), and the stable id and version.
+    let serde_derive = remote
+        .as_ref()
+        .map(|_| quote!(#[derive(::serde::Serialize, ::serde::Deserialize)]));
+    let remote_impl = remote.as_ref().map(|id| {
+        let version = remote_version.as_ref().map(|v| quote!(const VERSION: u16 = #v;));
+        quote! {
+            impl #p::Remote for #msg_enum {
+                const TYPE_ID: &'static str = #id;
+                #version
+            }
+        }
+    });
     if no_clone {
         if let Some(m) = msgs.iter().find(|m| m.attr.idempotent) {
             return Err(Error::new(
@@ -491,6 +530,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
 
         #[doc = #doc_msg]
         #derive_msg
+        #serde_derive
         #[allow(dead_code)]
         #vis enum #msg_enum {
             #(#variants),*
@@ -499,6 +539,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
         #[doc = #doc_reply]
         #[allow(dead_code)]
         #derive_clone
+        #serde_derive
         #vis enum #reply_enum {
             #(#reply_variants,)*
             #deferred_variant
@@ -534,5 +575,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
         impl<__R: #p::Requests<#self_ty>> #api for __R {
             #(#impls)*
         }
+
+        #remote_impl
     })
 }

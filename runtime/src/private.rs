@@ -13,6 +13,7 @@ pub use crate::actor_ref::ActorRef;
 pub use crate::call::Call;
 pub use crate::context::Context;
 pub use crate::entity::{Entity, EntityRef, EntitySpec};
+pub use crate::remote::Remote;
 pub use crate::reply::ReplyPort;
 pub use crate::request::Ask;
 pub use crate::supervisor::{ActorSpec, Restart};
