@@ -138,6 +138,8 @@ async fn a_ref_starts_nothing_and_the_first_message_activates_by_recovering() {
     assert_eq!(accts.stats().active, 1);
     assert_eq!(accts.stats().activations, 1);
     assert_eq!(a.activation().unwrap().path(), "/accts/a");
+    assert_eq!(accts.active_keys(10), vec!["a".to_string()]);
+    assert!(accts.active_keys(0).is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -377,20 +377,14 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
 
 /// The faultload: every `every`, a random live cart panics (a microreboot follows), or, without
 /// microreboots, the whole process aborts and waits for an external restart.
-async fn inject_faults(system: System, carts: Entities<Cart>, every: Duration, whole_process: bool) {
+async fn inject_faults(carts: Entities<Cart>, every: Duration, whole_process: bool) {
     let mut x = u64::from(std::process::id()) | 1;
-    let prefix = format!("{}/", carts.path());
     loop {
         tokio::time::sleep(every).await;
         if whole_process {
             std::process::abort();
         }
-        // The live activations are the tree's actors under the family's path.
-        let live: Vec<String> = system
-            .snapshot()
-            .into_iter()
-            .filter_map(|s| s.path.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
+        let live = carts.active_keys(10_000);
         if live.is_empty() {
             continue;
         }
@@ -469,7 +463,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         .expect("static names");
     let carts = system.entities::<Cart>("/carts").expect("declared above");
     if let Some(every) = fault_every {
-        tokio::spawn(inject_faults(system.clone(), carts.clone(), every, fault_process));
+        tokio::spawn(inject_faults(carts.clone(), every, fault_process));
     }
     let app = App::new(system.clone(), carts, store.clone());
     let router = app.router();

@@ -515,6 +515,11 @@ impl<A: Entity> Family<A> {
         }
     }
 
+    /// Up to `limit` keys with a live activation (in no particular order).
+    pub(crate) fn active_keys(&self, limit: usize) -> Vec<A::Key> {
+        self.inner.lock().live.keys().take(limit).cloned().collect()
+    }
+
     /// Every activation, current and waiting.
     fn slots(&self) -> Vec<Arc<Slot<A>>> {
         let inner = self.inner.lock();

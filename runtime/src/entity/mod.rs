@@ -156,6 +156,12 @@ impl<A: Entity> Entities<A> {
         self.family.stats()
     }
 
+    /// Up to `limit` keys that have a live activation now, in no particular order (for tools
+    /// that pick a live entity, such as a fault injector or an observer).
+    pub fn active_keys(&self, limit: usize) -> Vec<A::Key> {
+        self.family.active_keys(limit)
+    }
+
     /// Passivates now every entity idle for the family's `idle` (what its timer does); how many.
     pub fn passivate_idle(&self) -> usize {
         self.family.sweep()
