@@ -1,0 +1,312 @@
+//! **entity-figures**: the measurements of the README's "Entities" section, each a subcommand that
+//! prints its figures (release build; each in a fresh process, since RSS never shrinks back).
+//!
+//! ```text
+//! cargo run --release --bin entity-figures -- memory [--keys 1000000] [--max-active 10000] [--direct]
+//! cargo run --release --bin entity-figures -- latency [--n 20000] [--local]
+//! cargo run --release --bin entity-figures -- idle-memory entity|actor [--n 100000]
+//! cargo run --release --bin entity-figures -- all
+//! ```
+//!
+//! - `memory`: carts written once to a redb store in a temp dir (by a child process, so that this
+//!   one opens a store it did not write, as a restarted service does), then one message to each
+//!   of `--keys` distinct carts through a family with `--max-active`; VmRSS after the first 10,000
+//!   and at the end, with the family's counters. `--direct` reads the same carts straight from the
+//!   store instead (no entities): what the store alone adds to RSS.
+//! - `latency`: a message to a passivated cart (its activation reads it from redb) until its reply,
+//!   against a message to a live one: median, p90, p99, p99.9 and max over `--n` of each, asked one
+//!   at a time (2-worker runtime; `--local`: current-thread).
+//! - `idle-memory`: RSS growth per idle cart over `--n` carts, activated as entities or spawned as
+//!   plain actors (the same actor type recovering the same state, from a memory store).
+//! - `all`: each of the above in a child process, one after the other.
+
+#[path = "support/entity_carts.rs"]
+mod entity_carts;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crashonly::prelude::*;
+use crashonly::store::{MemoryStore, Store};
+use entity_carts::{cart_id, carts, expected_count, open, rss_bytes, seed, touch, Cart, CartMsg, TempDir};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let value = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(default)
+    };
+    match args.first().map(String::as_str) {
+        Some("seed") => {
+            let (Some(path), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
+                usage()
+            };
+            runtime(false).block_on(async { seed(&*open(path.as_ref()), n).await.expect("seed the carts") });
+        }
+        Some("memory") => memory(
+            value("--keys", 1_000_000),
+            value("--max-active", 10_000),
+            value("--workers", 16),
+            flag("--direct"),
+        ),
+        Some("latency") => latency(value("--n", 20_000), flag("--local")),
+        Some("idle-memory") => match args.get(1).map(String::as_str) {
+            Some(kind @ ("entity" | "actor")) => idle_memory(kind, value("--n", 100_000)),
+            _ => usage(),
+        },
+        Some("all") => {
+            for sub in [
+                &["memory"][..],
+                &["memory", "--direct"],
+                &["latency"],
+                &["latency", "--local"],
+                &["idle-memory", "actor"],
+                &["idle-memory", "entity"],
+            ] {
+                println!("\n$ entity-figures {}", sub.join(" "));
+                let status = Command::new(std::env::current_exe().expect("this binary"))
+                    .args(sub)
+                    .status()
+                    .expect("run a measurement");
+                assert!(status.success(), "{sub:?} failed: {status}");
+            }
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: entity-figures memory [--keys N] [--max-active N] [--workers N] [--direct]\n       \
+         entity-figures latency [--n N] [--local]\n       \
+         entity-figures idle-memory entity|actor [--n N]\n       \
+         entity-figures all"
+    );
+    std::process::exit(2)
+}
+
+fn runtime(local: bool) -> tokio::runtime::Runtime {
+    let mut b = if local {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    b.enable_all().build().expect("tokio runtime")
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+/// Writes carts `0..n` to a store at `path` from a child process.
+fn seed_in_child(path: &std::path::Path, n: usize) {
+    let t = Instant::now();
+    let status = Command::new(std::env::current_exe().expect("this binary"))
+        .arg("seed")
+        .arg(path)
+        .arg(n.to_string())
+        .status()
+        .expect("run the seeding child");
+    assert!(status.success(), "seeding failed: {status}");
+    println!("seeded {n} carts in {:.1} s", t.elapsed().as_secs_f64());
+}
+
+fn memory(keys: usize, max_active: usize, workers: usize, direct: bool) {
+    let first = 10_000.min(keys);
+    let dir = TempDir::new("entity-memory");
+    seed_in_child(&dir.store_path(), keys);
+    let rt = runtime(false);
+    rt.block_on(async {
+        let start = rss_bytes();
+        let store = open(&dir.store_path());
+        let opened = rss_bytes();
+        println!(
+            "store: {} on disk; RSS {} at start, {} with the store open",
+            mib(std::fs::metadata(dir.store_path()).map(|m| m.len()).unwrap_or(0)),
+            mib(start),
+            mib(opened)
+        );
+        let system = System::new();
+        let family = carts(&system, store.clone(), max_active, Duration::from_secs(60));
+        let t = Instant::now();
+        let drive = |from: usize, to: usize| {
+            let (family, store) = (family.clone(), store.clone());
+            async move {
+                if direct {
+                    read_direct(&*store, from, to).await
+                } else {
+                    touch(&family, from, to, workers).await
+                }
+            }
+        };
+        drive(0, first).await;
+        let after_first = rss_bytes();
+        println!(
+            "{}after {first} carts: RSS {}",
+            if direct { "direct reads, " } else { "" },
+            mib(after_first)
+        );
+        let step = 100_000;
+        let mut done = first;
+        while done < keys {
+            let to = (done + step - done % step).min(keys);
+            drive(done, to).await;
+            done = to;
+            if !direct {
+                let s = family.stats();
+                println!(
+                    "  {done} carts: RSS {}, live {}, activations {}",
+                    mib(rss_bytes()),
+                    s.active,
+                    s.activations
+                );
+            } else {
+                println!("  {done} carts: RSS {}", mib(rss_bytes()));
+            }
+        }
+        let end = rss_bytes();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "after {keys} carts: RSS {} = {:.2}x the RSS after {first} ({:.0} carts/s)",
+            mib(end),
+            end as f64 / after_first as f64,
+            keys as f64 / secs
+        );
+        if !direct {
+            let s = family.stats();
+            println!(
+                "family: live {} (max_active {}), activations {}, passivated over the cap {}, idle {}, crashes {}",
+                s.active, s.max_active, s.activations, s.passivated_cap, s.passivated_idle, s.crashes
+            );
+        }
+        drop(system);
+    });
+}
+
+/// Reads carts `from..to` straight from the store, one at a time.
+async fn read_direct(store: &dyn Store, from: usize, to: usize) {
+    for i in from..to {
+        let v = store
+            .get(format!("cart/{}", cart_id(i)).as_bytes())
+            .await
+            .expect("read a cart");
+        assert!(v.is_some(), "cart {i} is missing");
+    }
+}
+
+/// Percentiles of `samples` (sorted here).
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let us = |d: Duration| format!("{:.1} µs", d.as_nanos() as f64 / 1000.0);
+    println!(
+        "{what:<22} n={} median {} p90 {} p99 {} p99.9 {} max {}",
+        samples.len(),
+        us(at(0.5)),
+        us(at(0.9)),
+        us(at(0.99)),
+        us(at(0.999)),
+        us(samples[samples.len() - 1])
+    );
+}
+
+fn latency(n: usize, local: bool) {
+    let dir = TempDir::new("entity-latency");
+    let rt = runtime(local);
+    rt.block_on(async {
+        let store = open(&dir.store_path());
+        seed(&*store, n).await.expect("seed the carts");
+        let system = System::new();
+        let family = carts(&system, store.clone(), 2 * n, Duration::from_secs(3600));
+        let refs: Vec<_> = (0..n).map(|i| family.get(cart_id(i))).collect();
+        // A warm-up round (every cart activated once, the store's pages cached), then every cart
+        // passivated and its instance gone.
+        touch(&family, 0, n, 1).await;
+        let settle = |family: crashonly::Entities<Cart>| async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while family.stats().active > 0 {
+                assert!(Instant::now() < deadline, "passivations did not finish");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        for round in 0..2 {
+            assert_eq!(
+                refs.iter().filter(|r| r.passivate()).count(),
+                n,
+                "every cart is idle"
+            );
+            settle(family.clone()).await;
+            let mut passivated = Vec::with_capacity(n);
+            for (i, r) in refs.iter().enumerate() {
+                let t = Instant::now();
+                let count = r.ask(CartMsg::Count).await.expect("ask a passivated cart");
+                passivated.push(t.elapsed());
+                assert_eq!(count, expected_count(i));
+            }
+            let mut live = Vec::with_capacity(n);
+            for (i, r) in refs.iter().enumerate() {
+                let t = Instant::now();
+                let count = r.ask(CartMsg::Count).await.expect("ask a live cart");
+                live.push(t.elapsed());
+                assert_eq!(count, expected_count(i));
+            }
+            let rt = if local { "current-thread" } else { "2 workers" };
+            println!("round {} ({rt}):", round + 1);
+            report("  passivated (redb)", &mut passivated);
+            report("  live", &mut live);
+        }
+        let s = family.stats();
+        println!(
+            "family: activations {}, passivated {}, crashes {}",
+            s.activations, s.passivated_idle, s.crashes
+        );
+        drop(system);
+    });
+}
+
+fn idle_memory(kind: &str, n: usize) {
+    let rt = runtime(false);
+    rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        seed(&*store, n).await.expect("seed the carts");
+        let system = System::new();
+        let family = carts(&system, store.clone(), 2 * n, Duration::from_secs(3600));
+        let mut keep = Vec::with_capacity(if kind == "actor" { n } else { 0 });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = rss_bytes();
+        if kind == "entity" {
+            touch(&family, 0, n, 16).await;
+            assert_eq!(family.stats().active, n);
+        } else {
+            for i in 0..n {
+                keep.push(
+                    system
+                        .spawn(ActorSpec::<Cart>::new((cart_id(i), store.clone())))
+                        .expect("spawn a cart"),
+                );
+            }
+            for (i, a) in keep.iter().enumerate() {
+                assert_eq!(a.ask(CartMsg::Count).await.expect("ask a cart"), expected_count(i));
+            }
+        }
+        // Let every task settle into its idle wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = rss_bytes();
+        println!(
+            "{n} idle carts as {kind}: RSS +{} = {} B each",
+            mib(after - before),
+            (after - before) / n as u64
+        );
+        drop(keep);
+        drop(system);
+    });
+}
