@@ -2,7 +2,7 @@
 //! prints its figures (release build; each in a fresh process, since RSS never shrinks back).
 //!
 //! ```text
-//! cargo run --release --bin entity-figures -- memory [--keys 1000000] [--max-active 10000] [--direct]
+//! cargo run --release --bin entity-figures -- memory [--keys 1000000] [--max-active 10000] [--cold | --direct]
 //! cargo run --release --bin entity-figures -- latency [--n 20000] [--local]
 //! cargo run --release --bin entity-figures -- idle-memory entity|actor [--n 100000]
 //! cargo run --release --bin entity-figures -- all
@@ -10,9 +10,12 @@
 //!
 //! - `memory`: carts written once to a redb store in a temp dir (by a child process, so that this
 //!   one opens a store it did not write, as a restarted service does), then one message to each
-//!   of `--keys` distinct carts through a family with `--max-active`; VmRSS after the first 10,000
-//!   and at the end, with the family's counters. `--direct` reads the same carts straight from the
-//!   store instead (no entities): what the store alone adds to RSS.
+//!   of `--keys` distinct carts through a family with `--max-active`; VmRSS (and glibc's heap in
+//!   use) after the first 10,000 and at the end, with the family's counters. The store's page cache
+//!   is warmed first (every cart read once): redb caches what it reads, up to 1 GiB, so a cold
+//!   cache grows with the carts read up to the file's size whatever the entities do; `--cold`
+//!   skips the warming, `--direct` reads the carts straight from the store instead of through
+//!   entities (what the store alone adds).
 //! - `latency`: a message to a passivated cart (its activation reads it from redb) until its reply,
 //!   against a message to a live one: median, p90, p99, p99.9 and max over `--n` of each, asked one
 //!   at a time (2-worker runtime; `--local`: current-thread).
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crashonly::prelude::*;
 use crashonly::store::{MemoryStore, Store};
-use entity_carts::{cart_id, carts, expected_count, open, rss_bytes, seed, touch, Cart, CartMsg, TempDir};
+use entity_carts::{cart_id, carts, expected_count, heap_in_use, open, rss_bytes, seed, touch, trim_heap, Cart, CartMsg, TempDir};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -55,6 +58,7 @@ fn main() {
             value("--max-active", 10_000),
             value("--workers", 16),
             flag("--direct"),
+            flag("--cold"),
         ),
         Some("latency") => latency(value("--n", 20_000), flag("--local")),
         Some("idle-memory") => match args.get(1).map(String::as_str) {
@@ -64,6 +68,7 @@ fn main() {
         Some("all") => {
             for sub in [
                 &["memory"][..],
+                &["memory", "--cold"],
                 &["memory", "--direct"],
                 &["latency"],
                 &["latency", "--local"],
@@ -84,7 +89,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: entity-figures memory [--keys N] [--max-active N] [--workers N] [--direct]\n       \
+        "usage: entity-figures memory [--keys N] [--max-active N] [--workers N] [--cold | --direct]\n       \
          entity-figures latency [--n N] [--local]\n       \
          entity-figures idle-memory entity|actor [--n N]\n       \
          entity-figures all"
@@ -107,6 +112,14 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
+/// RSS, and the heap in use where the allocator says.
+fn memory_now() -> String {
+    match heap_in_use() {
+        Some(heap) => format!("RSS {} (heap in use {})", mib(rss_bytes()), mib(heap)),
+        None => format!("RSS {}", mib(rss_bytes())),
+    }
+}
+
 /// Writes carts `0..n` to a store at `path` from a child process.
 fn seed_in_child(path: &std::path::Path, n: usize) {
     let t = Instant::now();
@@ -120,21 +133,25 @@ fn seed_in_child(path: &std::path::Path, n: usize) {
     println!("seeded {n} carts in {:.1} s", t.elapsed().as_secs_f64());
 }
 
-fn memory(keys: usize, max_active: usize, workers: usize, direct: bool) {
+fn memory(keys: usize, max_active: usize, workers: usize, direct: bool, cold: bool) {
     let first = 10_000.min(keys);
     let dir = TempDir::new("entity-memory");
     seed_in_child(&dir.store_path(), keys);
     let rt = runtime(false);
     rt.block_on(async {
-        let start = rss_bytes();
-        let store = open(&dir.store_path());
-        let opened = rss_bytes();
         println!(
-            "store: {} on disk; RSS {} at start, {} with the store open",
+            "store: {} on disk; at start {}",
             mib(std::fs::metadata(dir.store_path()).map(|m| m.len()).unwrap_or(0)),
-            mib(start),
-            mib(opened)
+            memory_now()
         );
+        let store = open(&dir.store_path());
+        println!("with the store open: {}", memory_now());
+        if !cold && !direct {
+            // redb caches the pages it reads (up to 1 GiB): read every cart once, so that what
+            // follows measures the entities, not the store's cache filling up to the file's size.
+            read_direct(&*store, 0, keys).await;
+            println!("store cache warm (every cart read once): {}", memory_now());
+        }
         let system = System::new();
         let family = carts(&system, store.clone(), max_active, Duration::from_secs(60));
         let t = Instant::now();
@@ -150,10 +167,11 @@ fn memory(keys: usize, max_active: usize, workers: usize, direct: bool) {
         };
         drive(0, first).await;
         let after_first = rss_bytes();
+        let heap_first = heap_in_use();
         println!(
-            "{}after {first} carts: RSS {}",
+            "{}after {first} carts: {}",
             if direct { "direct reads, " } else { "" },
-            mib(after_first)
+            memory_now()
         );
         let step = 100_000;
         let mut done = first;
@@ -164,13 +182,13 @@ fn memory(keys: usize, max_active: usize, workers: usize, direct: bool) {
             if !direct {
                 let s = family.stats();
                 println!(
-                    "  {done} carts: RSS {}, live {}, activations {}",
-                    mib(rss_bytes()),
+                    "  {done} carts: {}, live {}, activations {}",
+                    memory_now(),
                     s.active,
                     s.activations
                 );
             } else {
-                println!("  {done} carts: RSS {}", mib(rss_bytes()));
+                println!("  {done} carts: {}", memory_now());
             }
         }
         let end = rss_bytes();
@@ -181,6 +199,17 @@ fn memory(keys: usize, max_active: usize, workers: usize, direct: bool) {
             end as f64 / after_first as f64,
             keys as f64 / secs
         );
+        if let (Some(h0), Some(h1)) = (heap_first, heap_in_use()) {
+            println!(
+                "heap in use: {} after {first}, {} after {keys} = {:.2}x",
+                mib(h0),
+                mib(h1),
+                h1 as f64 / h0 as f64
+            );
+        }
+        if trim_heap() {
+            println!("after malloc_trim(0) (free pages the allocator held given back): RSS {}", mib(rss_bytes()));
+        }
         if !direct {
             let s = family.stats();
             println!(

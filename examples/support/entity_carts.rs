@@ -155,6 +155,36 @@ pub fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// Heap bytes in use by the allocator (glibc's `mallinfo2`: small blocks in use plus mmapped
+/// ones), when the allocator is glibc's: what RSS would be if freed memory went back to the system.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let m = unsafe { libc::mallinfo2() };
+        // Nothing in use: another allocator (LD_PRELOAD) serves this process.
+        Some((m.uordblks + m.hblkhd) as u64).filter(|&n| n > 0)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// Asks glibc's allocator to give the free pages it holds back to the system (`malloc_trim`);
+/// whether it could. What RSS is then tells freed-but-held memory from memory in use.
+pub fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Drives one message to each of the carts `from..to`, `workers` senders at once, each cart once;
 /// checks each reply against what the cart was seeded with.
 pub async fn touch(carts: &Entities<Cart>, from: usize, to: usize, workers: usize) {
