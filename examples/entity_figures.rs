@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin entity-figures -- memory [--keys 1000000] [--max-active 10000] [--cold | --direct]
-//! cargo run --release --bin entity-figures -- latency [--n 20000] [--local]
+//! cargo run --release --bin entity-figures -- latency [--n 20000] [--local] [--quiet-watchdog]
 //! cargo run --release --bin entity-figures -- idle-memory entity|actor [--n 100000]
 //! cargo run --release --bin entity-figures -- all
 //! ```
@@ -18,7 +18,8 @@
 //!   entities (what the store alone adds).
 //! - `latency`: a message to a passivated cart (its activation reads it from redb) until its reply,
 //!   against a message to a live one: median, p90, p99, p99.9 and max over `--n` of each, asked one
-//!   at a time (2-worker runtime; `--local`: current-thread).
+//!   at a time, two rounds (2-worker runtime, the caller on a worker and then outside the runtime;
+//!   `--local`: current-thread).
 //! - `idle-memory`: RSS growth per idle cart over `--n` carts, activated as entities or spawned as
 //!   plain actors (the same actor type recovering the same state, from a memory store).
 //! - `all`: each of the above in a child process, one after the other.
@@ -32,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use crashonly::prelude::*;
 use crashonly::store::{MemoryStore, Store};
-use entity_carts::{cart_id, carts, expected_count, heap_in_use, open, rss_bytes, seed, touch, trim_heap, Cart, CartMsg, TempDir};
+use entity_carts::{
+    cart_id, carts, expected_count, heap_in_use, open, rss_bytes, seed, touch, trim_heap, Cart, CartMsg, TempDir,
+};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -60,7 +63,7 @@ fn main() {
             flag("--direct"),
             flag("--cold"),
         ),
-        Some("latency") => latency(value("--n", 20_000), flag("--local")),
+        Some("latency") => latency(value("--n", 20_000), flag("--local"), flag("--quiet-watchdog")),
         Some("idle-memory") => match args.get(1).map(String::as_str) {
             Some(kind @ ("entity" | "actor")) => idle_memory(kind, value("--n", 100_000)),
             _ => usage(),
@@ -90,7 +93,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: entity-figures memory [--keys N] [--max-active N] [--workers N] [--cold | --direct]\n       \
-         entity-figures latency [--n N] [--local]\n       \
+         entity-figures latency [--n N] [--local] [--quiet-watchdog]\n       \
          entity-figures idle-memory entity|actor [--n N]\n       \
          entity-figures all"
     );
@@ -208,7 +211,10 @@ fn memory(keys: usize, max_active: usize, workers: usize, direct: bool, cold: bo
             );
         }
         if trim_heap() {
-            println!("after malloc_trim(0) (free pages the allocator held given back): RSS {}", mib(rss_bytes()));
+            println!(
+                "after malloc_trim(0) (free pages the allocator held given back): RSS {}",
+                mib(rss_bytes())
+            );
         }
         if !direct {
             let s = family.stats();
@@ -248,13 +254,22 @@ fn report(what: &str, samples: &mut [Duration]) {
     );
 }
 
-fn latency(n: usize, local: bool) {
+fn latency(n: usize, local: bool, quiet_watchdog: bool) {
     let dir = TempDir::new("entity-latency");
     let rt = runtime(local);
     rt.block_on(async {
         let store = open(&dir.store_path());
         seed(&*store, n).await.expect("seed the carts");
-        let system = System::new();
+        // The watchdog scans every actor every 50 ms (the default); `--quiet-watchdog`: every hour.
+        let every = if quiet_watchdog {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(50)
+        };
+        let system = System::builder()
+            .config(Config::default().with_watchdog_every(every))
+            .start()
+            .expect("start the system");
         let family = carts(&system, store.clone(), 2 * n, Duration::from_secs(3600));
         let refs: Vec<_> = (0..n).map(|i| family.get(cart_id(i))).collect();
         // A warm-up round (every cart activated once, the store's pages cached), then every cart
@@ -267,31 +282,30 @@ fn latency(n: usize, local: bool) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        for round in 0..2 {
-            assert_eq!(
-                refs.iter().filter(|r| r.passivate()).count(),
-                n,
-                "every cart is idle"
-            );
-            settle(family.clone()).await;
-            let mut passivated = Vec::with_capacity(n);
-            for (i, r) in refs.iter().enumerate() {
-                let t = Instant::now();
-                let count = r.ask(CartMsg::Count).await.expect("ask a passivated cart");
-                passivated.push(t.elapsed());
-                assert_eq!(count, expected_count(i));
+        // The caller runs on a worker, as a request handler does; on 2 workers also from outside
+        // the runtime (`block_on` on the main thread, as the criterion benches do): every message
+        // then wakes a worker.
+        let callers: &[(&str, bool)] = if local {
+            &[("current-thread", true)]
+        } else {
+            &[
+                ("2 workers, caller on a worker", true),
+                ("2 workers, caller outside the runtime", false),
+            ]
+        };
+        for &(caller, spawned) in callers {
+            for round in 0..2 {
+                assert_eq!(refs.iter().filter(|r| r.passivate()).count(), n, "every cart is idle");
+                settle(family.clone()).await;
+                let (mut passivated, mut live) = if spawned {
+                    tokio::spawn(measure(refs.clone())).await.expect("the measuring task")
+                } else {
+                    measure(refs.clone()).await
+                };
+                println!("round {} ({caller}):", round + 1);
+                report("  passivated (redb)", &mut passivated);
+                report("  live", &mut live);
             }
-            let mut live = Vec::with_capacity(n);
-            for (i, r) in refs.iter().enumerate() {
-                let t = Instant::now();
-                let count = r.ask(CartMsg::Count).await.expect("ask a live cart");
-                live.push(t.elapsed());
-                assert_eq!(count, expected_count(i));
-            }
-            let rt = if local { "current-thread" } else { "2 workers" };
-            println!("round {} ({rt}):", round + 1);
-            report("  passivated (redb)", &mut passivated);
-            report("  live", &mut live);
         }
         let s = family.stats();
         println!(
@@ -300,6 +314,26 @@ fn latency(n: usize, local: bool) {
         );
         drop(system);
     });
+}
+
+/// Asks every cart once (each passivated: its activation reads it from the store), then every
+/// cart once more (each live); one at a time. The latency of each ask, passivated and live.
+async fn measure(refs: Vec<crashonly::EntityRef<Cart>>) -> (Vec<Duration>, Vec<Duration>) {
+    let mut passivated = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let t = Instant::now();
+        let count = r.ask(CartMsg::Count).await.expect("ask a passivated cart");
+        passivated.push(t.elapsed());
+        assert_eq!(count, expected_count(i));
+    }
+    let mut live = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let t = Instant::now();
+        let count = r.ask(CartMsg::Count).await.expect("ask a live cart");
+        live.push(t.elapsed());
+        assert_eq!(count, expected_count(i));
+    }
+    (passivated, live)
 }
 
 fn idle_memory(kind: &str, n: usize) {

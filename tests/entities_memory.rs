@@ -54,7 +54,10 @@ async fn rss_is_bounded_by_max_active_not_by_keys_touched() {
     assert!(s.activations <= (KEYS + KEYS / 100) as u64, "{s:?}");
     assert_eq!(s.crashes, 0, "{s:?}");
     assert!(s.passivated_cap >= (KEYS - MAX_ACTIVE) as u64, "{s:?}");
-    assert!(peak_live <= MAX_ACTIVE + MAX_ACTIVE / 10, "peak live {peak_live}, {s:?}");
+    assert!(
+        peak_live <= MAX_ACTIVE + MAX_ACTIVE / 10,
+        "peak live {peak_live}, {s:?}"
+    );
     assert!(
         end <= 2 * first,
         "RSS grew with the carts touched: {} KiB after {MAX_ACTIVE}, {} KiB after {KEYS}",
