@@ -46,6 +46,7 @@ use crate::context::Context;
 use crate::store::{
     Committed, Durability, DurableLease, Limits, RedbOptions, RedbStore, Store, StoreError, StoreFuture, Txn, Versioned,
 };
+use crate::stats::SlotState;
 use crate::supervisor::{ActorSpec, Restart};
 use crate::sync::{Arc, Mutex, Weak};
 
@@ -174,12 +175,20 @@ impl SupervisedStore {
         })
     }
 
-    /// When the keeper starts next, from its supervisor's backoff.
+    /// When the keeper starts next, from its supervisor's backoff; while it is (re)starting
+    /// already, soon. `None` once it is gone for good.
     fn retry_after(&self) -> Option<Duration> {
         let keeper = self.inner.keeper.lock().clone()?;
-        let next = keeper.stats().next_start_at?;
-        let now = crate::Instant::now();
-        Some(next.saturating_duration_since(now).max(Duration::from_millis(1)))
+        let stats = keeper.stats();
+        match stats.next_start_at {
+            Some(next) => {
+                let now = crate::Instant::now();
+                Some(next.saturating_duration_since(now).max(Duration::from_millis(1)))
+            }
+            None if matches!(stats.state, SlotState::Dead | SlotState::Stopped) => None,
+            // Reopening now, or about to crash and restart: no backoff to wait out.
+            None => Some(Duration::from_millis(10)),
+        }
     }
 
     /// Runs `op` on the current store; a failure that stopped the store is a crash of its keeper.
