@@ -231,11 +231,22 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     };
     // Start = recover: the store of record and the cluster are joined afresh, as a new
     // incarnation, however the last process of this node ended.
-    let store = match PgStore::connect(&pg, PgOptions::default().with_schema(format!("{}_store", o.schema))).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot open the store: {}", e.reason());
-            return std::process::ExitCode::FAILURE;
+    // Opening the store runs its schema statements, which can deadlock with the other nodes'
+    // writes (PostgreSQL aborts one side): a temporary failure is tried again, a few times.
+    let store_opts = PgOptions::default().with_schema(format!("{}_store", o.schema));
+    let mut tries = 0;
+    let store = loop {
+        match PgStore::connect(&pg, store_opts.clone()).await {
+            Ok(s) => break s,
+            Err(e) if e.retry_after().is_some() && tries < 20 => {
+                tries += 1;
+                eprintln!("cannot open the store yet ({}), trying again", e.reason());
+                tokio::time::sleep(e.retry_after().unwrap_or_default().max(Duration::from_millis(50))).await;
+            }
+            Err(e) => {
+                eprintln!("error: cannot open the store: {}", e.reason());
+                return std::process::ExitCode::FAILURE;
+            }
         }
     };
     let membership = MembershipOptions::default()
