@@ -266,15 +266,19 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
 
     // The faultload: kill -9 a random node every 1.5 s, restart it at once.
     let mut kills: Vec<(Duration, u64)> = Vec::new();
+    let mut restarts: Vec<Duration> = Vec::new();
     let mut x = u64::from(std::process::id()) | 1;
-    while started.elapsed() < Duration::from_secs(secs) {
-        tokio::time::sleep(KILL_EVERY).await;
+    let mut next_kill = started + KILL_EVERY;
+    while next_kill < started + Duration::from_secs(secs) {
+        tokio::time::sleep_until(next_kill.into()).await;
         let n = &mut nodes[rand(&mut x) % NODES];
         let at = started.elapsed();
         let victim = n.incarnation;
         n.kill().await;
         kills.push((at, victim));
         n.start().await;
+        restarts.push(started.elapsed() - at);
+        next_kill = (started + at + KILL_EVERY).max(Instant::now());
     }
     let load_ended = started.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -316,6 +320,11 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     }
     let (f_min, f_med, f_max) = spread(first_back);
     let (a_min, a_med, a_max) = spread(all_back);
+    let (r_min, r_med, r_max) = spread(restarts);
+    let mut by_holder: HashMap<u64, u64> = HashMap::new();
+    for a in &acks {
+        *by_holder.entry(a.holder).or_default() += 1;
+    }
     let acked = verdict.acknowledged;
     let report = serde_json::json!({
         "nodes": NODES,
@@ -333,6 +342,8 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         "order_violations": verdict.order_violations,
         "failover_first_ms": { "min": f_min, "median": f_med, "max": f_max },
         "failover_all_ms": { "min": a_min, "median": a_med, "max": a_max },
+        "restart_ms": { "min": r_min, "median": r_med, "max": r_max },
+        "acks_by_holder": by_holder.iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>(),
         "client_errors": *seen.errors.lock().unwrap(),
     });
     println!("cluster_kill9: {report}");
