@@ -280,6 +280,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         restarts.push(started.elapsed() - at);
         next_kill = (started + at + KILL_EVERY).max(Instant::now());
     }
+    tokio::time::sleep_until((started + Duration::from_secs(secs)).into()).await;
     let load_ended = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -311,7 +312,11 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         let held: Vec<&str> = last.iter().filter(|(_, &h)| h == victim).map(|(c, _)| *c).collect();
         let back: Vec<Duration> = held
             .iter()
-            .filter_map(|c| acks.iter().find(|a| a.at > at && a.cart == *c && a.holder != victim).map(|a| a.at - at))
+            .filter_map(|c| {
+                acks.iter()
+                    .find(|a| a.at > at && a.cart == *c && a.holder != victim)
+                    .map(|a| a.at - at)
+            })
             .collect();
         if let (Some(first), Some(all)) = (back.iter().min(), back.iter().max()) {
             first_back.push(*first);
@@ -349,7 +354,12 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     println!("cluster_kill9: {report}");
     assert!(kills.len() >= 5, "{report}");
     assert!(acked > 100, "progress: {report}");
-    assert_eq!(verdict.lost, 0, "acknowledged adds lost (logs in {}): {report}", logs.display());
+    assert_eq!(
+        verdict.lost,
+        0,
+        "acknowledged adds lost (logs in {}): {report}",
+        logs.display()
+    );
     assert_eq!(verdict.unexpected, 0, "{report}");
     assert_eq!(verdict.duplicates, 0, "{report}");
     assert_eq!(verdict.order_violations, 0, "{report}");

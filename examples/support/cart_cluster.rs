@@ -147,7 +147,14 @@ async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap
         return bad_id();
     }
     let cart = app.node.entity::<Cart>(FAMILY, id);
-    match cart.ask(CartMessage::View()).ttl(ttl).idempotent().retrying().send().await {
+    match cart
+        .ask(CartMessage::View())
+        .ttl(ttl)
+        .idempotent()
+        .retrying()
+        .send()
+        .await
+    {
         Ok(CartReply::View(v)) => Json(v).into_response(),
         Ok(_) => unexpected(),
         Err(e) => runtime_error(e),

@@ -106,20 +106,20 @@ pub fn family_on(
     Cart::entities(FAMILY, move |id: &String| {
         (id.clone(), store.clone(), time.clone(), node.clone())
     })
-        .idle(residency.idle)
-        .max_active(residency.max_active)
-        // A cart recovers in well under a millisecond: retry soon, back off little.
-        .backoff(Backoff {
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(20),
-        })
-        // A cart that crashes over and over (a poison record, say) is refused with Retry-After for
-        // a second; the other carts go on. Ten in a second is well above the faultload's rate
-        // (a random live cart every 5 ms or more) on the litmus harness's carts.
-        .entity_intensity(10, Duration::from_secs(1))
-        // Crashes of many distinct carts at once are not one cart's problem: only far past what
-        // the faultload does does the family itself crash (to the root, which gives up soon).
-        .intensity(100_000, Duration::from_secs(10))
+    .idle(residency.idle)
+    .max_active(residency.max_active)
+    // A cart recovers in well under a millisecond: retry soon, back off little.
+    .backoff(Backoff {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(20),
+    })
+    // A cart that crashes over and over (a poison record, say) is refused with Retry-After for
+    // a second; the other carts go on. Ten in a second is well above the faultload's rate
+    // (a random live cart every 5 ms or more) on the litmus harness's carts.
+    .entity_intensity(10, Duration::from_secs(1))
+    // Crashes of many distinct carts at once are not one cart's problem: only far past what
+    // the faultload does does the family itself crash (to the root, which gives up soon).
+    .intensity(100_000, Duration::from_secs(10))
 }
 
 impl Cart {
@@ -275,17 +275,42 @@ mod wire_store_error {
 
     #[derive(Serialize, Deserialize)]
     enum Wire {
-        Unavailable { retry_after_ms: u64, reason: String },
-        NoSpace { retry_after_ms: u64, reason: String },
+        Unavailable {
+            retry_after_ms: u64,
+            reason: String,
+        },
+        NoSpace {
+            retry_after_ms: u64,
+            reason: String,
+        },
         Corrupt(String),
         Unsupported(String),
-        AlreadyOpen { path: String, pid: Option<u32> },
+        AlreadyOpen {
+            path: String,
+            pid: Option<u32>,
+        },
         BadInput(String),
-        Version { key: Vec<u8>, expected: u64, actual: u64 },
-        Fenced { lease: String, token: u64 },
-        LeaseHeld { lease: String, holder: String, remaining_ms: u64 },
-        KeyReused { key: Vec<u8> },
-        LeaseLost { lease: String, token: u64 },
+        Version {
+            key: Vec<u8>,
+            expected: u64,
+            actual: u64,
+        },
+        Fenced {
+            lease: String,
+            token: u64,
+        },
+        LeaseHeld {
+            lease: String,
+            holder: String,
+            remaining_ms: u64,
+        },
+        KeyReused {
+            key: Vec<u8>,
+        },
+        LeaseLost {
+            lease: String,
+            token: u64,
+        },
     }
 
     fn ms(d: &Duration) -> u64 {
@@ -306,7 +331,9 @@ mod wire_store_error {
             StoreError::Unsupported(m) => Wire::Unsupported(m),
             StoreError::AlreadyOpen { path, pid } => Wire::AlreadyOpen { path, pid },
             StoreError::BadInput(m) => Wire::BadInput(m),
-            StoreError::Conflict(Conflict::Version { key, expected, actual }) => Wire::Version { key, expected, actual },
+            StoreError::Conflict(Conflict::Version { key, expected, actual }) => {
+                Wire::Version { key, expected, actual }
+            }
             StoreError::Conflict(Conflict::Fenced { lease, token }) => Wire::Fenced { lease, token },
             StoreError::Conflict(Conflict::LeaseHeld {
                 lease,
@@ -343,7 +370,9 @@ mod wire_store_error {
             Wire::Unsupported(m) => StoreError::Unsupported(m),
             Wire::AlreadyOpen { path, pid } => StoreError::AlreadyOpen { path, pid },
             Wire::BadInput(m) => StoreError::BadInput(m),
-            Wire::Version { key, expected, actual } => StoreError::Conflict(Conflict::Version { key, expected, actual }),
+            Wire::Version { key, expected, actual } => {
+                StoreError::Conflict(Conflict::Version { key, expected, actual })
+            }
             Wire::Fenced { lease, token } => StoreError::Conflict(Conflict::Fenced { lease, token }),
             Wire::LeaseHeld {
                 lease,
