@@ -1,8 +1,10 @@
 //! The cart service clustered, under kill -9: three `cart --cluster` processes (one PostgreSQL
 //! store of record, NATS between them, a 1 s membership lease), clients writing keyed, idempotent
 //! adds to many carts through random nodes, and a random node killed with SIGKILL every 1.5 s and
-//! restarted at once (a new incarnation). At the end every cart is read back through a live node
-//! and the history judged: every acknowledged add present exactly once, nothing nobody wrote.
+//! restarted at once (a new incarnation); every fourth time the node is paused (SIGSTOP) for 2 s
+//! instead, past its lease, and must exit with status 3 once it runs again (it is fenced). At the
+//! end every cart is read back through a live node and the history judged: every acknowledged add
+//! present exactly once, nothing nobody wrote.
 //!
 //! Needs `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL` (without them it says it was skipped).
 //! `CLUSTER_KILL9_SECS` sets the length of the run (15 s).
@@ -26,6 +28,9 @@ const NODES: usize = 3;
 const CLIENTS: usize = 12;
 const CARTS: usize = 48;
 const KILL_EVERY: Duration = Duration::from_millis(1500);
+/// Every this many faults, the node is paused past its lease instead of killed.
+const PAUSE_EVERY: usize = 4;
+const PAUSE: Duration = Duration::from_millis(2000);
 
 fn urls() -> Option<(String, String)> {
     match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
@@ -83,6 +88,23 @@ impl NodeProc {
         );
         self.incarnation = words[3].parse().unwrap();
         self.child = Some(child);
+    }
+
+    /// SIGSTOP for `pause` (longer than the lease), then SIGCONT: the node finds itself fenced and
+    /// must exit with status 3 within `exit_within`; it is started again either way. Whether it
+    /// exited as it should.
+    async fn pause(&mut self, pause: Duration, exit_within: Duration) -> bool {
+        let child = self.child.as_mut().unwrap();
+        let pid = child.id().unwrap() as libc::pid_t;
+        // SAFETY: plain signals to our own child, which has not been reaped.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        tokio::time::sleep(pause).await;
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let exited = tokio::time::timeout(exit_within, child.wait()).await;
+        let fenced = matches!(exited, Ok(Ok(status)) if status.code() == Some(3));
+        self.kill().await;
+        self.start().await;
+        fenced
     }
 
     /// SIGKILL, and wait until the process is gone.
@@ -268,10 +290,19 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     let mut kills: Vec<(Duration, u64)> = Vec::new();
     let mut restarts: Vec<Duration> = Vec::new();
     let mut x = u64::from(std::process::id()) | 1;
+    let (mut pauses, mut fenced_exits) = (0, 0);
     let mut next_kill = started + KILL_EVERY;
     while next_kill < started + Duration::from_secs(secs) {
         tokio::time::sleep_until(next_kill.into()).await;
         let n = &mut nodes[rand(&mut x) % NODES];
+        if (kills.len() + pauses + 1) % PAUSE_EVERY == 0 {
+            // A paused process (a long GC, a stalled VM): its carts move on, and its late writes
+            // are refused by their fences; it must notice it is out, and exit.
+            pauses += 1;
+            fenced_exits += usize::from(n.pause(PAUSE, Duration::from_secs(3)).await);
+            next_kill = Instant::now() + KILL_EVERY;
+            continue;
+        }
         let at = started.elapsed();
         let victim = n.incarnation;
         n.kill().await;
@@ -299,6 +330,12 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     for n in &mut nodes {
         n.kill().await;
     }
+    // Writes the store refused because a newer activation had the cart (each a crash).
+    let fenced_out_writes: usize = nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .map(|log| log.matches("fenced out by a newer activation").count())
+        .sum();
 
     // Failover: for each kill, the carts the killed node held (their last acknowledgement before
     // the kill named it) and when each was acknowledged again (by its new holder).
@@ -337,6 +374,9 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         "carts": state.len(),
         "duration_s": load_ended.as_secs_f64(),
         "kills": kills.len(),
+        "pauses": pauses,
+        "fenced_exits": fenced_exits,
+        "fenced_out_writes": fenced_out_writes,
         "requests": seen.requests.load(Ordering::Relaxed),
         "writes": verdict.writes,
         "acked": acked,
@@ -353,6 +393,10 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     });
     println!("cluster_kill9: {report}");
     assert!(kills.len() >= 5, "{report}");
+    assert_eq!(
+        fenced_exits, pauses,
+        "a node paused past its lease exits with status 3: {report}"
+    );
     assert!(acked > 100, "progress: {report}");
     assert_eq!(
         verdict.lost,

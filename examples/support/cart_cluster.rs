@@ -250,14 +250,16 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     // Opening the store runs its schema statements, which can deadlock with the other nodes'
     // writes (PostgreSQL aborts one side): a temporary failure is tried again, a few times.
     let store_opts = PgOptions::default().with_schema(format!("{}_store", o.schema));
-    let mut tries = 0;
+    let mut tries = 0u64;
     let store = loop {
         match PgStore::connect(&store_url(&pg), store_opts.clone()).await {
             Ok(s) => break s,
-            Err(e) if e.retry_after().is_some() && tries < 20 => {
+            Err(e) if e.retry_after().is_some() && tries < 100 => {
                 tries += 1;
                 eprintln!("cannot open the store yet ({}), trying again", e.reason());
-                tokio::time::sleep(e.retry_after().unwrap_or_default().max(Duration::from_millis(50))).await;
+                // Soon (the other nodes' writes are short), at a time of its own.
+                let jitter = (std::process::id() as u64 * 31 + tries * 17) % 80;
+                tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
             }
             Err(e) => {
                 eprintln!("error: cannot open the store: {}", e.reason());
