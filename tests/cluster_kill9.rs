@@ -392,7 +392,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         "client_errors": *seen.errors.lock().unwrap(),
     });
     println!("cluster_kill9: {report}");
-    assert!(kills.len() >= 5, "{report}");
+    assert!(kills.len() >= 4 && pauses >= 1, "{report}");
     assert_eq!(
         fenced_exits, pauses,
         "a node paused past its lease exits with status 3: {report}"
