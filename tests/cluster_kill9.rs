@@ -295,7 +295,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     while next_kill < started + Duration::from_secs(secs) {
         tokio::time::sleep_until(next_kill.into()).await;
         let n = &mut nodes[rand(&mut x) % NODES];
-        if (kills.len() + pauses + 1) % PAUSE_EVERY == 0 {
+        if (kills.len() + pauses + 1).is_multiple_of(PAUSE_EVERY) {
             // A paused process (a long GC, a stalled VM): its carts move on, and its late writes
             // are refused by their fences; it must notice it is out, and exit.
             pauses += 1;
