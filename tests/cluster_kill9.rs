@@ -6,9 +6,15 @@
 //! end every cart is read back through a live node and the history judged: every acknowledged add
 //! present exactly once, nothing nobody wrote.
 //!
+//! And in one process, the fence itself: a cart whose fence a newer activation took acknowledges
+//! no write and serves nothing more.
+//!
 //! Needs `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL` (without them it says it was skipped).
 //! `CLUSTER_KILL9_SECS` sets the length of the run (15 s).
 
+#[allow(dead_code)]
+#[path = "../examples/support/cart_service.rs"]
+mod cart_service;
 #[path = "../examples/support/history.rs"]
 mod history;
 #[path = "../examples/support/http.rs"]
@@ -408,4 +414,63 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     assert_eq!(verdict.duplicates, 0, "{report}");
     assert_eq!(verdict.order_violations, 0, "{report}");
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_fenced_out_by_a_newer_activation_acknowledges_nothing() {
+    use cart_service::{family_on, Cart, CartMessage, CartReply, Residency, FAMILY};
+    use crashonly::prelude::*;
+    use crashonly::store::{PgOptions, PgStore, Store, WallClock};
+    use crashonly_cluster::{Fence, MembershipOptions, Node, NodeOptions};
+
+    let Some((pg, nats)) = urls() else { return };
+    let schema = format!("kf_{}", std::process::id());
+    let store: Arc<dyn Store> = Arc::new(
+        PgStore::connect(&pg, PgOptions::default().with_schema(format!("{schema}_store")))
+            .await
+            .unwrap(),
+    );
+    let membership = MembershipOptions::default()
+        .with_schema(schema)
+        .with_lease(Duration::from_secs(1));
+    let node = Node::start(&pg, NodeOptions::new(membership, &nats)).await.unwrap();
+    let carts = family_on(
+        store.clone(),
+        Arc::new(WallClock),
+        Residency::default(),
+        Some(node.clone()),
+    );
+    let system = System::builder()
+        .config(Config::default().with_exit_on_failure(None))
+        .root(SupervisorSpec::new("root", Strategy::OneForOne).child(carts))
+        .start()
+        .unwrap();
+    node.serve(FAMILY, system.entities::<Cart>("/carts").unwrap()).unwrap();
+    let cart = node.entity::<Cart>(FAMILY, "f1".into());
+    let add = |item: &str| CartMessage::Add(item.into(), Some(format!("f1-{item}")));
+    let r = cart.ask(add("a")).send().await;
+    assert!(
+        matches!(r, Ok(CartReply::Add(Ok(_)))),
+        "the owner's write is acknowledged"
+    );
+
+    // A newer activation elsewhere records a greater token as the cart's fence.
+    let token = node.token(FAMILY, "f1").expect("the node holds the cart");
+    Fence::acquire(&*store, FAMILY, "f1", token + 1_000).await.unwrap();
+    let r = cart.ask(add("b")).ttl(Duration::from_secs(2)).send().await;
+    assert!(
+        matches!(r, Err(DeliveryError::Crashed(_))),
+        "a write refused by the fence is a crash, not an acknowledgement: {:?}",
+        r.map(|_| "acknowledged")
+    );
+    // Nor does the old owner serve the cart any more: its next activation is refused at start.
+    let r = cart.ask(CartMessage::View()).ttl(Duration::from_secs(1)).send().await;
+    assert!(r.is_err(), "a stale owner served a read");
+    let stored = store.get(b"cart/f1").await.unwrap().expect("the first add is stored");
+    let v: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(
+        v["items"],
+        serde_json::json!(["a"]),
+        "only the acknowledged add is stored"
+    );
 }
