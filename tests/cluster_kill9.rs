@@ -6,7 +6,8 @@
 //! end every cart is read back through a live node and the history judged: every acknowledged add
 //! present exactly once, nothing nobody wrote.
 //!
-//! And in one process, the fence itself: a cart whose fence a newer activation took acknowledges
+//! `litmus --cluster` runs too, briefly, with its own history check. And in one process, the
+//! fence itself: a cart whose fence a newer activation took acknowledges
 //! no write and serves nothing more.
 //!
 //! Needs `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL` (without them it says it was skipped).
@@ -473,4 +474,31 @@ async fn a_cart_fenced_out_by_a_newer_activation_acknowledges_nothing() {
         serde_json::json!(["a"]),
         "only the acknowledged add is stored"
     );
+}
+
+#[test]
+fn litmus_runs_clustered_and_loses_nothing_acknowledged() {
+    if urls().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litmus"))
+        .args(["--cluster", "--nodes", "3", "--duration", "6s", "--kill-every", "1s"])
+        .args(["--clients", "8", "--carts", "32", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "litmus printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    println!("litmus --cluster: {r}");
+    assert_eq!(r["nodes"], 3, "{r}");
+    assert!(r["kills"].as_u64().unwrap() >= 3, "{r}");
+    assert!(r["acked"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["acked_lost"], 0, "{r}");
+    assert_eq!(r["unexpected"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
 }
