@@ -27,6 +27,10 @@
 //! The store is the root's supervised child: `--store-intensity N/SECONDS` (5/30) reopenings, then
 //! the process exits non-zero; `--skip-verify` skips the page verification of the first open.
 //!
+//! `--cluster` runs it as one node of a cluster instead (`support/cart_cluster.rs`): `--pg URL
+//! --nats URL [--schema NAME] [--node-name NAME] [--lease 2s]`, the store of record PostgreSQL,
+//! any node answering for any cart.
+//!
 //! `cargo run --release --bin cart -- --listen 127.0.0.1:8080 --data ./cart-data`
 //! It prints `listening <addr>` once it serves (the only line on stdout; logs go to stderr).
 //!

@@ -19,6 +19,9 @@
 //! The service's `/stats` is sampled during the run: the report gives its live activations and
 //! resident memory at the end of the load and at their peak.
 //! `--overload`: the front end under 10x its load instead (see `support/overload.rs`).
+//! `--cluster [--nodes 3]`: the cart service clustered (`cart --cluster`, on `CRASHONLY_PG_URL` and
+//! `CRASHONLY_NATS_URL`, a 1 s lease), each client writing through a random node, a random node
+//! killed every `--kill-every`; the same history check.
 
 #[path = "support/cart_service.rs"]
 mod cart_service;
@@ -61,6 +64,8 @@ struct Opts {
     fault_process: bool,
     faultload_table: bool,
     table1: bool,
+    /// `--cluster`: this many nodes (`--nodes`, 3).
+    nodes: Option<usize>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -79,6 +84,7 @@ fn parse() -> Result<Opts, String> {
         fault_process: false,
         faultload_table: false,
         table1: false,
+        nodes: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -116,6 +122,16 @@ fn parse() -> Result<Opts, String> {
                 )
             }
             "--json" => o.json = true,
+            "--cluster" => o.nodes = Some(o.nodes.unwrap_or(3)),
+            "--nodes" => {
+                o.nodes = Some(
+                    val()?
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=16).contains(n))
+                        .ok_or("--nodes needs 1 to 16")?,
+                )
+            }
             // Runs the service with acknowledgements before sync: the harness must catch the loss.
             "--unsafe-store" => o.unsafe_store = true,
             other => {
@@ -133,6 +149,9 @@ fn parse() -> Result<Opts, String> {
     }
     if o.idle.is_zero() {
         return Err("--idle must be positive".into());
+    }
+    if o.nodes.is_some() && (o.unsafe_store || o.fault_every_ms.is_some() || o.faultload_table || o.table1) {
+        return Err("--cluster runs kill -9 only (no --unsafe-store, faults or tables)".into());
     }
     Ok(o)
 }
@@ -172,7 +191,7 @@ async fn client(
     id: usize,
     carts: Vec<String>,
     random: bool,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     started: Instant,
@@ -209,6 +228,9 @@ async fn client(
                 break;
             }
             let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "2000")];
+            // Each attempt through any node (one, on a single process).
+            let addr = addrs[(seq as usize + x as usize) % addrs.len()];
+            x = x.rotate_left(7) ^ 0x9E37;
             let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(3)).await;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match r {
@@ -297,11 +319,24 @@ async fn main() -> ExitCode {
         faults.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
         faults.push(if opts.fault_process { "process" } else { "actor" }.into());
     }
-    let mut svc = Service::new(data.clone(), extra, faults);
-    if let Err(e) = svc.start().await {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+    let mut svcs = match opts.nodes {
+        None => vec![Service::new(data.clone(), extra, faults)],
+        Some(n) => match cluster_nodes(n, &extra) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    for svc in &mut svcs {
+        if let Err(e) = svc.start().await {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     }
+    let addrs: Vec<SocketAddr> = svcs.iter().map(|s| s.addr).collect();
+    let mut pick = u64::from(std::process::id()) | 1;
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,7 +346,7 @@ async fn main() -> ExitCode {
                 i,
                 carts_of(i, &opts),
                 opts.carts.is_some(),
-                svc.addr,
+                addrs.clone(),
                 stats.clone(),
                 stop.clone(),
                 started,
@@ -321,24 +356,30 @@ async fn main() -> ExitCode {
 
     let mut recoveries = Vec::new();
     let mut process_restarts: Vec<Duration> = Vec::new();
-    let mut figures = Figures::default();
+    let mut figures: Vec<Figures> = svcs.iter().map(|_| Figures::default()).collect();
     let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
     let mut next_kill = started + opts.kill_every;
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // A process that died on its own (the whole-process faultload) is restarted from outside.
-        let t = Instant::now();
-        match svc.ensure_running().await {
-            Ok(true) => process_restarts.push(t.elapsed()),
-            Ok(false) => {}
-            Err(e) => {
-                eprintln!("error: restart failed: {e}");
-                return ExitCode::FAILURE;
+        for svc in &mut svcs {
+            let t = Instant::now();
+            match svc.ensure_running().await {
+                Ok(true) => process_restarts.push(t.elapsed()),
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("error: restart failed: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
         if opts.kill && Instant::now() >= next_kill {
             let t = Instant::now();
+            pick ^= pick << 13;
+            pick ^= pick >> 7;
+            pick ^= pick << 17;
+            let svc = &mut svcs[(pick % addrs.len() as u64) as usize];
             svc.kill().await;
             if let Err(e) = svc.start().await {
                 eprintln!("error: restart failed: {e}");
@@ -352,7 +393,9 @@ async fn main() -> ExitCode {
         }
         if last_sample.elapsed() >= Duration::from_millis(500) {
             last_sample = Instant::now();
-            figures.sample(&svc).await;
+            for (f, svc) in figures.iter_mut().zip(&svcs) {
+                f.sample(svc).await;
+            }
         }
         if !opts.json && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
@@ -369,9 +412,11 @@ async fn main() -> ExitCode {
     stop.store(true, Ordering::Relaxed);
     // Keep the service alive until the clients have their last requests acknowledged.
     while !clients.iter().all(|c| c.is_finished()) {
-        if let Err(e) = svc.ensure_running().await {
-            eprintln!("error: restart failed: {e}");
-            return ExitCode::FAILURE;
+        for svc in &mut svcs {
+            if let Err(e) = svc.ensure_running().await {
+                eprintln!("error: restart failed: {e}");
+                return ExitCode::FAILURE;
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -379,14 +424,17 @@ async fn main() -> ExitCode {
         let _ = c.await;
     }
     // The service's figures at the end of the load, before the read-back activates every cart.
-    for _ in 0..40 {
-        if figures.sample(&svc).await {
-            break;
+    for (f, svc) in figures.iter_mut().zip(&mut svcs) {
+        for _ in 0..40 {
+            if f.sample(svc).await {
+                break;
+            }
+            let _ = svc.ensure_running().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = svc.ensure_running().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Read back from the same store, on a service without injected faults.
+    // Read back from the same store, on a service without injected faults (through the first node).
+    let svc = &mut svcs[0];
     if !svc.faults.is_empty() {
         svc.faults.clear();
         svc.kill().await;
@@ -441,8 +489,13 @@ async fn main() -> ExitCode {
         verdict.duplicates,
         verdict.acknowledged,
     );
-    svc.kill().await;
+    for svc in &mut svcs {
+        svc.kill().await;
+    }
     let _ = std::fs::remove_dir_all(&data);
+    // The service's figures, over its nodes.
+    let sum = |f: fn(&Figures) -> u64| figures.iter().map(f).sum::<u64>();
+    let most = |f: fn(&Figures) -> u64| figures.iter().map(f).max().unwrap_or(0);
 
     let per_second = stats.per_second.lock().unwrap().clone();
     let whole_seconds = (opts.duration.as_secs() as usize).min(per_second.len());
@@ -481,17 +534,18 @@ async fn main() -> ExitCode {
             "p99_ms": p99_ms,
             "process_restarts": process_restarts.len(),
             "carts": carts_written,
+            "nodes": addrs.len(),
             "service": {
                 "idle_ms": opts.idle.as_millis() as u64,
-                "max_active": figures.now("max_active"),
-                "active_end": figures.now("active"),
-                "active_peak": figures.active_peak,
-                "activations": figures.total(0),
-                "passivated_idle": figures.total(1),
-                "passivated_cap": figures.total(2),
-                "rss_kb_end": figures.rss_kb(),
-                "rss_kb_peak": figures.rss_kb_peak,
-                "samples": figures.samples,
+                "max_active": most(|f| f.now("max_active")),
+                "active_end": sum(|f| f.now("active")),
+                "active_peak": most(|f| f.active_peak),
+                "activations": sum(|f| f.total(0)),
+                "passivated_idle": sum(|f| f.total(1)),
+                "passivated_cap": sum(|f| f.total(2)),
+                "rss_kb_end": most(|f| f.rss_kb()),
+                "rss_kb_peak": most(|f| f.rss_kb_peak),
+                "samples": sum(|f| f.samples),
             },
             "ok": ok,
         });
@@ -519,21 +573,21 @@ async fn main() -> ExitCode {
         println!("  carts written             {carts_written}");
         println!(
             "  live carts (activations)  end of load {} · peak {} (max active {}, idle {:?})",
-            figures.now("active"),
-            figures.active_peak,
-            figures.now("max_active"),
+            sum(|f| f.now("active")),
+            most(|f| f.active_peak),
+            most(|f| f.now("max_active")),
             opts.idle
         );
         println!(
             "  activations               {} · passivated idle {} · over the cap {} (all processes, as sampled)",
-            figures.total(0),
-            figures.total(1),
-            figures.total(2)
+            sum(|f| f.total(0)),
+            sum(|f| f.total(1)),
+            sum(|f| f.total(2))
         );
         println!(
             "  service RSS               end of load {:.1} MiB · peak {:.1} MiB",
-            mib(figures.rss_kb()),
-            mib(figures.rss_kb_peak)
+            mib(most(|f| f.rss_kb())),
+            mib(most(|f| f.rss_kb_peak))
         );
         println!(
             "{}",
@@ -549,4 +603,24 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--cluster`: `n` nodes of the clustered cart service, on `CRASHONLY_PG_URL` and
+/// `CRASHONLY_NATS_URL`, in a cluster (and store) of this run's own.
+fn cluster_nodes(n: usize, extra: &[String]) -> Result<Vec<Service>, String> {
+    let (Ok(pg), Ok(nats)) = (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) else {
+        return Err("--cluster needs CRASHONLY_PG_URL and CRASHONLY_NATS_URL".into());
+    };
+    let schema = format!("litmus_{}", std::process::id());
+    Ok((0..n)
+        .map(|i| {
+            let mut args: Vec<String> = ["--cluster", "--pg", &pg, "--nats", &nats, "--schema", &schema]
+                .map(String::from)
+                .to_vec();
+            args.extend(["--node-name".into(), format!("n{i}"), "--lease".into(), "1s".into()]);
+            args.extend(extra.iter().cloned());
+            // No data directory: the store of record is PostgreSQL.
+            Service::new(std::path::PathBuf::new(), args, Vec::new())
+        })
+        .collect())
 }

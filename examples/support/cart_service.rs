@@ -22,8 +22,15 @@ pub mod frontend;
 #[path = "cart_entity.rs"]
 mod entity;
 
+/// `--cluster`: the same service on many nodes, its store of record PostgreSQL.
+#[path = "cart_cluster.rs"]
+mod cluster;
+
 #[allow(unused_imports)] // shared by the binaries, the tests and the fuzz targets: each uses a part
-pub use entity::{decode_cart, family, Cart, CartApi, CartError, Residency, MAX_ID, SESSION_TTL};
+pub use entity::{
+    decode_cart, family, family_on, Cart, CartApi, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
+    SESSION_TTL,
+};
 
 /// Longest item name.
 const MAX_ITEM: usize = 200;
@@ -35,11 +42,11 @@ pub struct App {
     store: SupervisedStore,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
-fn with_retry_after(mut r: Response, wait: Duration) -> Response {
+pub(crate) fn with_retry_after(mut r: Response, wait: Duration) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     r.headers_mut().insert("retry-after", HeaderValue::from(secs));
     r.headers_mut()
@@ -50,7 +57,7 @@ fn with_retry_after(mut r: Response, wait: Duration) -> Response {
 /// The store's errors as HTTP, each saying what happened: a full disk is `507` and a damaged
 /// store `500` (both named), a store restarting `503`, all with `Retry-After` when it is known; a
 /// reused idempotency key `422`; a conflict `409`.
-fn store_error(e: &StoreError) -> Response {
+pub(crate) fn store_error(e: &StoreError) -> Response {
     let (status, msg) = match e {
         StoreError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, e.reason()),
         StoreError::Corrupt(_) | StoreError::Unsupported(_) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -100,7 +107,7 @@ pub fn runtime_error(e: DeliveryError) -> Response {
 }
 
 /// The request's TTL from `X-Request-Ttl-Ms`.
-fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
+pub(crate) fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
     let Some(v) = headers.get("x-request-ttl-ms") else {
         return Ok(Duration::from_millis(2000));
     };
@@ -119,7 +126,7 @@ fn ttl(headers: &HeaderMap) -> Result<Duration, Response> {
     Ok(Duration::from_millis(ms as u64))
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -196,6 +203,18 @@ pub fn parse_item(body: &[u8]) -> Result<String, String> {
     Ok(req.item)
 }
 
+/// The request's `Idempotency-Key`, if it has one.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Ok(Some(k.to_owned())),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 128 visible characters",
+        )),
+    }
+}
+
 async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let ttl = match ttl(&headers) {
         Ok(t) => t,
@@ -205,15 +224,9 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
         Ok(item) => AddItem { item },
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k.to_owned()),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Idempotency-Key must be 1 to 128 visible characters",
-            )
-        }
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
     };
     let cart = match app.cart(&id) {
         Ok(c) => c,
@@ -262,7 +275,7 @@ async fn stats(State(app): State<App>) -> Response {
 }
 
 /// This process's resident set (`VmRSS`), in kB.
-fn rss_kb() -> Option<u64> {
+pub(crate) fn rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
@@ -402,6 +415,9 @@ async fn inject_faults(carts: Entities<Cart>, every: Duration, whole_process: bo
 
 /// Runs the cart service with these command-line arguments until it is killed.
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
+    if args.iter().any(|a| a == "--cluster") {
+        return cluster::serve(args).await;
+    }
     let Opts {
         listen,
         data,

@@ -35,14 +35,11 @@ impl Service {
     }
 
     pub async fn start(&mut self) -> Result<(), String> {
+        // A clustered node has no data directory (its store is PostgreSQL).
+        let data = (!self.data.as_os_str().is_empty()).then(|| ["--data", self.data.to_str().unwrap()]);
         let mut child = Command::new(&self.exe)
-            .args([
-                "serve-cart",
-                "--listen",
-                &self.addr.to_string(),
-                "--data",
-                self.data.to_str().unwrap(),
-            ])
+            .args(["serve-cart", "--listen", &self.addr.to_string()])
+            .args(data.into_iter().flatten())
             .args(&self.extra)
             .args(&self.faults)
             .stdout(Stdio::piped())

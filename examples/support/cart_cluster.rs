@@ -1,0 +1,327 @@
+//! `cart --cluster`: the cart service on many nodes. The store of record is PostgreSQL, shared by
+//! every node; each process joins the cluster as a [`Node`] (membership and placement on the same
+//! database, requests between nodes over NATS), serves the carts family, and answers every HTTP
+//! request through the cluster: any node answers for any cart, which lives on one node at a time
+//! and fences its writes with that node's placement token (see `cart_entity.rs`).
+//!
+//! `cart --cluster --listen ADDR --pg URL --nats URL [--schema NAME] [--node-name NAME]
+//! [--lease 2s] [--idle 60s] [--max-active N]` (and the front end's flags); `--pg` and `--nats`
+//! default to `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL`. The cluster's tables are in the schema
+//! `NAME` (`cart` by default), the carts in `NAME_store`. It prints `listening <addr> node
+//! <incarnation>` once it serves. When the node is fenced (it could not renew its membership lease
+//! in time), the process exits with status 3: crash-only, it comes back as a new incarnation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crashonly::prelude::*;
+use crashonly::store::{PgOptions, PgStore, WallClock};
+use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
+
+use super::{
+    duration, error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl,
+    valid_id, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
+};
+
+struct Opts {
+    listen: String,
+    pg: Option<String>,
+    nats: Option<String>,
+    schema: String,
+    node_name: String,
+    lease: Duration,
+    frontend: frontend::Limits,
+    residency: Residency,
+}
+
+fn parse(args: Vec<String>) -> Result<Opts, String> {
+    let mut o = Opts {
+        listen: "127.0.0.1:8080".to_owned(),
+        pg: std::env::var("CRASHONLY_PG_URL").ok(),
+        nats: std::env::var("CRASHONLY_NATS_URL").ok(),
+        schema: "cart".to_owned(),
+        node_name: format!("cart-{}", std::process::id()),
+        lease: Duration::from_secs(2),
+        frontend: frontend::Limits::default(),
+        residency: Residency::default(),
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--cluster" => {}
+            "--listen" => o.listen = val()?,
+            "--pg" => o.pg = Some(val()?),
+            "--nats" => o.nats = Some(val()?),
+            "--schema" => o.schema = val()?,
+            "--node-name" => o.node_name = val()?,
+            "--lease" => o.lease = duration(&val()?)?,
+            "--idle" => {
+                o.residency.idle = duration(&val()?)?;
+                if o.residency.idle.is_zero() {
+                    return Err("--idle must be positive".into());
+                }
+            }
+            "--max-active" => {
+                o.residency.max_active = val()?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--max-active needs a positive whole number")?
+            }
+            f if frontend::Limits::FLAGS.contains(&f) => {
+                let v = args.next();
+                o.frontend.set(f, v)?
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} with --cluster (try --listen ADDR --pg URL --nats URL --schema NAME)"
+                ))
+            }
+        }
+    }
+    if o.schema.is_empty() || o.schema.len() > 50 || !o.schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err("--schema must be 1 to 50 letters, digits or '_'".into());
+    }
+    Ok(o)
+}
+
+/// The service on one node: its requests go through the cluster.
+#[derive(Clone)]
+struct App {
+    node: Node,
+    system: System,
+    carts: Entities<Cart>,
+}
+
+impl App {
+    fn router(self) -> Router {
+        Router::new()
+            .route("/carts/{id}", get(view))
+            .route("/carts/{id}/items", post(add))
+            .route("/health", get(health))
+            .route("/ready", get(health))
+            .route("/stats", get(stats))
+            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+            .layer(DefaultBodyLimit::max(16 * 1024))
+            .with_state(self)
+    }
+
+    /// What is wrong with this node, if anything: the tree gave up, or the node is fenced.
+    fn failure(&self) -> Option<String> {
+        if let Some(e) = self.system.failure() {
+            return Some(e.to_string());
+        }
+        self.node
+            .membership()
+            .is_fenced()
+            .map(|why| format!("this node is out of the cluster: {why}"))
+    }
+}
+
+fn bad_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("cart ids are 1 to {MAX_ID} letters, digits, '-' or '_'"),
+    )
+}
+
+/// A reply of another message (a bug, never a guess at what happened).
+fn unexpected() -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "the cart answered another message")
+}
+
+/// `GET /carts/{id}`: idempotent, so retried across a node's death within its TTL.
+async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let ttl = match ttl(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if !valid_id(&id) {
+        return bad_id();
+    }
+    let cart = app.node.entity::<Cart>(FAMILY, id);
+    match cart
+        .ask(CartMessage::View())
+        .ttl(ttl)
+        .idempotent()
+        .retrying()
+        .send()
+        .await
+    {
+        Ok(CartReply::View(v)) => Json(v).into_response(),
+        Ok(_) => unexpected(),
+        Err(e) => runtime_error(e),
+    }
+}
+
+/// `POST /carts/{id}/items`: with an `Idempotency-Key` it may be resent (the cart applies it
+/// once, the key kept in the store with the cart), so it is retried across a node's death; without
+/// one it is sent once.
+async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let ttl = match ttl(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let item = match parse_item(&body) {
+        Ok(item) => item,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if !valid_id(&id) {
+        return bad_id();
+    }
+    let cart = app.node.entity::<Cart>(FAMILY, id);
+    let keyed = key.is_some();
+    let mut ask = cart.ask(CartMessage::Add(item, key)).ttl(ttl);
+    if keyed {
+        ask = ask.idempotent().retrying();
+    }
+    match ask.send().await {
+        Ok(CartReply::Add(Ok(v))) => Json(v).into_response(),
+        Ok(CartReply::Add(Err(CartError::Full))) => error(StatusCode::CONFLICT, "cart is full"),
+        Ok(CartReply::Add(Err(CartError::Store(e)))) => store_error(&e),
+        Ok(_) => unexpected(),
+        Err(e) => runtime_error(e),
+    }
+}
+
+/// Liveness and readiness: `503` once the tree has given up or the node is fenced.
+async fn health(State(app): State<App>) -> Response {
+    match app.failure() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// The carts live on this node, the family's counters, the node's incarnation and memory.
+async fn stats(State(app): State<App>) -> Response {
+    let s = app.carts.stats();
+    Json(serde_json::json!({
+        "carts": {
+            "active": s.active,
+            "max_active": s.max_active,
+            "activations": s.activations,
+            "passivated_idle": s.passivated_idle,
+            "passivated_cap": s.passivated_cap,
+            "crashes": s.crashes,
+            "given_up": s.given_up,
+            "quarantined": s.quarantined,
+        },
+        "node": app.node.incarnation(),
+        "rss_kb": rss_kb(),
+    }))
+    .into_response()
+}
+
+/// The store's connections wait at most 100 ms for a lock. A cart is written by one activation at
+/// a time, so its writes wait on nobody's row locks for long; but opening a store runs schema
+/// statements that lock the shared tables, and they would stall every node's writes (or deadlock
+/// with them) while they wait: they give up fast instead, and the opening is tried again.
+fn store_url(pg: &str) -> String {
+    let sep = if pg.contains('?') { '&' } else { '?' };
+    format!("{pg}{sep}options=-c%20lock_timeout%3D100")
+}
+
+/// Runs one node of the clustered cart service until it is killed or fenced.
+pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (Some(pg), Some(nats)) = (o.pg.clone(), o.nats.clone()) else {
+        eprintln!("error: --cluster needs --pg URL and --nats URL (or CRASHONLY_PG_URL and CRASHONLY_NATS_URL)");
+        return std::process::ExitCode::from(2);
+    };
+    // Start = recover: the store of record and the cluster are joined afresh, as a new
+    // incarnation, however the last process of this node ended.
+    // Opening the store runs its schema statements, which can deadlock with the other nodes'
+    // writes (PostgreSQL aborts one side): a temporary failure is tried again, a few times.
+    let store_opts = PgOptions::default().with_schema(format!("{}_store", o.schema));
+    let mut tries = 0u64;
+    let store = loop {
+        match PgStore::connect(&store_url(&pg), store_opts.clone()).await {
+            Ok(s) => break s,
+            Err(e) if e.retry_after().is_some() && tries < 100 => {
+                tries += 1;
+                eprintln!("cannot open the store yet ({}), trying again", e.reason());
+                // Soon (the other nodes' writes are short), at a time of its own.
+                let jitter = (std::process::id() as u64 * 31 + tries * 17) % 80;
+                tokio::time::sleep(Duration::from_millis(20 + jitter)).await;
+            }
+            Err(e) => {
+                eprintln!("error: cannot open the store: {}", e.reason());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    };
+    let membership = MembershipOptions::default()
+        .with_schema(o.schema.clone())
+        .with_lease(o.lease)
+        .with_name(o.node_name.clone());
+    let node = match Node::start(&pg, NodeOptions::new(membership, nats)).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: cannot join the cluster: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let root = SupervisorSpec::new("root", Strategy::OneForOne).child(family_on(
+        Arc::new(store),
+        Arc::new(WallClock),
+        o.residency,
+        Some(node.clone()),
+    ));
+    let policy = Policy::builder().max_key_len(MAX_ID).build().expect("a valid policy");
+    let system = System::builder()
+        .config(Config::default().with_policy(policy))
+        .root(root)
+        .start()
+        .expect("static names");
+    let carts = system.entities::<Cart>("/carts").expect("declared above");
+    if let Err(e) = node.serve(FAMILY, carts.clone()) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let server = match frontend::Frontend::bind(&o.listen, o.frontend).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("listening {} node {}", server.local_addr(), node.incarnation());
+    let app = App {
+        node: node.clone(),
+        system: system.clone(),
+        carts,
+    };
+    tokio::select! {
+        e = server.run(app.router()) => {
+            eprintln!("server stopped: {e}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) = system.wait() => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+        why = node.membership().fenced() => {
+            // Out of the cluster: what this node held is taken over elsewhere, and its late
+            // writes are refused by their fences. Crash-only: exit now, come back as a new node.
+            eprintln!("error: node {} fenced: {why}", node.incarnation());
+            std::process::exit(3)
+        }
+    }
+}
