@@ -369,4 +369,33 @@ mod postgres {
     }
 
     conformance!(make);
+
+    /// Opening a store whose tables exist takes no lock on them: another process holding its
+    /// writes open (a transaction with kv and idem locked against schema changes) does not block
+    /// the opening, which used to deadlock with other nodes' writes.
+    #[tokio::test]
+    async fn opening_an_existing_store_does_not_wait_for_writers() {
+        let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
+            eprintln!("skipped: CRASHONLY_PG_URL is not set (PostgreSQL opening under writes)");
+            return;
+        };
+        let schema = format!("open_{}_{}", std::process::id(), rand_suffix());
+        let opts = || PgOptions::default().with_schema(schema.clone());
+        let first = PgStore::connect(&url, opts()).await.unwrap();
+        first.put(b"k", b"v".to_vec()).await.unwrap();
+        let (mut writer, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let tx = writer.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "LOCK TABLE {schema}.kv IN ROW EXCLUSIVE MODE; LOCK TABLE {schema}.idem IN ROW EXCLUSIVE MODE;"
+        ))
+        .await
+        .unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(2), PgStore::connect(&url, opts()))
+            .await
+            .expect("opening waited for the writer's locks")
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(second.get(b"k").await.unwrap().unwrap().value, b"v");
+    }
 }

@@ -223,15 +223,6 @@ async fn stats(State(app): State<App>) -> Response {
     .into_response()
 }
 
-/// The store's connections wait at most 100 ms for a lock. A cart is written by one activation at
-/// a time, so its writes wait on nobody's row locks for long; but opening a store runs schema
-/// statements that lock the shared tables, and they would stall every node's writes (or deadlock
-/// with them) while they wait: they give up fast instead, and the opening is tried again.
-fn store_url(pg: &str) -> String {
-    let sep = if pg.contains('?') { '&' } else { '?' };
-    format!("{pg}{sep}options=-c%20lock_timeout%3D100")
-}
-
 /// Runs one node of the clustered cart service until it is killed or fenced.
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     let o = match parse(args) {
@@ -252,7 +243,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     let store_opts = PgOptions::default().with_schema(format!("{}_store", o.schema));
     let mut tries = 0u64;
     let store = loop {
-        match PgStore::connect(&store_url(&pg), store_opts.clone()).await {
+        match PgStore::connect(&pg, store_opts.clone()).await {
             Ok(s) => break s,
             Err(e) if e.retry_after().is_some() && tries < 100 => {
                 tries += 1;

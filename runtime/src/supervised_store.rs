@@ -43,10 +43,10 @@ use std::time::Duration;
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::context::Context;
+use crate::stats::SlotState;
 use crate::store::{
     Committed, Durability, DurableLease, Limits, RedbOptions, RedbStore, Store, StoreError, StoreFuture, Txn, Versioned,
 };
-use crate::stats::SlotState;
 use crate::supervisor::{ActorSpec, Restart};
 use crate::sync::{Arc, Mutex, Weak};
 

@@ -193,7 +193,29 @@ impl PgStore {
             }
         });
         let s = &self.opts.schema;
-        if create {
+        // The schema statements take locks even when there is nothing to create (`CREATE INDEX IF
+        // NOT EXISTS` a share lock on kv, `ALTER TABLE .. IF NOT EXISTS` an exclusive one on
+        // idem), which deadlock with other processes' writes: look first, and create only what is
+        // missing.
+        let complete = if create {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT to_regclass('{s}.kv') IS NOT NULL AND to_regclass('{s}.kv_expiry') IS NOT NULL
+                            AND to_regclass('{s}.leases') IS NOT NULL AND to_regclass('{s}.idem') IS NOT NULL
+                            AND to_regclass('{s}.versions') IS NOT NULL AND to_regclass('{s}.tokens') IS NOT NULL
+                            AND EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1
+                                        AND table_name = 'idem' AND column_name = 'request')"
+                    ),
+                    &[&s],
+                )
+                .await
+                .map_err(pg_error)?;
+            row.get::<_, bool>(0)
+        } else {
+            true
+        };
+        if !complete {
             let tx = client.transaction().await.map_err(pg_error)?;
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&s])
                 .await
