@@ -64,7 +64,23 @@ pub(super) fn lock_owner(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(|e| io_error(&format!("cannot open {}", lock_path.display()), &e))?;
-    match file.try_lock() {
+    // A lock can outlive its owner's `close` for a moment: a thread of the owner's process that
+    // forks a child (to exec it) lends the child every open descriptor until the exec. So a busy
+    // lock is tried again for a little while before it counts as another owner's.
+    let mut busy_since = None;
+    let attempt = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_millis(250) {
+                    break Err(std::fs::TryLockError::WouldBlock);
+                }
+                crate::rt::park_timeout(Duration::from_millis(5));
+            }
+            other => break other,
+        }
+    };
+    match attempt {
         Ok(()) => {
             let pid = std::process::id().to_string();
             // Only for the error message of another process: nothing depends on it being synced.
