@@ -151,6 +151,8 @@ struct Inner {
     routes: Mutex<HashMap<(String, String), u64>>,
     members: tokio::sync::Mutex<(Option<tokio::time::Instant>, Vec<Member>)>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Requests answered `Rejected` (frames that could not be taken).
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -192,6 +194,7 @@ impl Node {
             routes: Mutex::new(HashMap::new()),
             members: tokio::sync::Mutex::new((None, Vec::new())),
             server: Mutex::new(None),
+            rejected: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let server = tokio::spawn(async move {
@@ -259,16 +262,23 @@ impl Node {
         Ok(())
     }
 
-    /// Answers one frame addressed to this node.
+    /// Requests this node answered `Rejected` so far (malformed, truncated, oversized, another
+    /// format, an unknown family, message type or version).
+    pub fn rejected(&self) -> u64 {
+        self.inner.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Answers one frame addressed to this node; a frame it cannot take is counted and logged.
     async fn answer(&self, frame: &[u8]) -> Reply {
-        let req: Request = match wire::decode(frame) {
-            Ok(r) => r,
-            Err(rejected) => {
-                tracing::warn!(%rejected, "rejected a request");
-                return Reply::Rejected(rejected);
-            }
+        let reply = match wire::decode::<Request>(frame) {
+            Ok(req) => self.serve_here(req).await,
+            Err(rejected) => Reply::Rejected(rejected),
         };
-        self.serve_here(req).await
+        if let Reply::Rejected(why) = &reply {
+            self.inner.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(rejected = %why, "rejected a request");
+        }
+        reply
     }
 
     /// Serves a request on this node if it holds (or can claim) the entity.

@@ -225,7 +225,8 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         send(wire::encode(&bad_payload)).await,
         Reply::Rejected(Rejected::Malformed(_))
     ));
-    // Still serving after all of that.
+    // Each was counted; still serving after all of that.
+    assert_eq!(a.rejected(), 6);
     let (n, _) = a
         .entity::<Counter>("counters", "k".into())
         .ask(Op::Add(5))
