@@ -205,18 +205,8 @@ async fn health(State(app): State<App>) -> Response {
 
 /// The carts live on this node, the family's counters, the node's incarnation and memory.
 async fn stats(State(app): State<App>) -> Response {
-    let s = app.carts.stats();
     Json(serde_json::json!({
-        "carts": {
-            "active": s.active,
-            "max_active": s.max_active,
-            "activations": s.activations,
-            "passivated_idle": s.passivated_idle,
-            "passivated_cap": s.passivated_cap,
-            "crashes": s.crashes,
-            "given_up": s.given_up,
-            "quarantined": s.quarantined,
-        },
+        "carts": super::carts_json(&app.carts.stats()),
         "node": app.node.incarnation(),
         "rss_kb": rss_kb(),
     }))

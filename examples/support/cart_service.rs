@@ -253,22 +253,26 @@ async fn health(State(app): State<App>) -> Response {
     }
 }
 
+/// The family's counters as `/stats` shows them (also in the clustered service's `/stats`).
+pub(crate) fn carts_json(s: &crashonly::EntityStats) -> serde_json::Value {
+    serde_json::json!({
+        "active": s.active,
+        "max_active": s.max_active,
+        "activations": s.activations,
+        "passivated_idle": s.passivated_idle,
+        "passivated_cap": s.passivated_cap,
+        "crashes": s.crashes,
+        "given_up": s.given_up,
+        "quarantined": s.quarantined,
+    })
+}
+
 /// The carts in memory and the process's resident memory: `{"carts": {"active", "max_active",
 /// "activations", "passivated_idle", "passivated_cap", "crashes", "given_up", "quarantined"},
 /// "rss_kb"}` (counters since this process started; `rss_kb` is null where `/proc` is not).
 async fn stats(State(app): State<App>) -> Response {
-    let s = app.carts.stats();
     Json(serde_json::json!({
-        "carts": {
-            "active": s.active,
-            "max_active": s.max_active,
-            "activations": s.activations,
-            "passivated_idle": s.passivated_idle,
-            "passivated_cap": s.passivated_cap,
-            "crashes": s.crashes,
-            "given_up": s.given_up,
-            "quarantined": s.quarantined,
-        },
+        "carts": carts_json(&app.carts.stats()),
         "rss_kb": rss_kb(),
     }))
     .into_response()
