@@ -60,6 +60,8 @@ struct Setup {
     _systems: (System, System),
     key: String,
     nats: async_nats::Client,
+    /// A second client, as a second node has: the requests of `raw_two` cross two connections.
+    nats2: async_nats::Client,
     subject: String,
     _responder: tokio::task::JoinHandle<()>,
 }
@@ -105,6 +107,7 @@ async fn setup(pg: &str, nats_url: &str) -> Setup {
             }
         }
     });
+    let nats2 = async_nats::connect(nats_url).await.unwrap();
     let s1 = systems.pop().unwrap();
     let s0 = systems.pop().unwrap();
     Setup {
@@ -113,6 +116,7 @@ async fn setup(pg: &str, nats_url: &str) -> Setup {
         _systems: (s0, s1),
         key: key.expect("b holds a key"),
         nats,
+        nats2,
         subject,
         _responder: responder,
     }
@@ -125,6 +129,14 @@ async fn remote(s: &Setup) {
 
 async fn raw(s: &Setup) {
     s.nats
+        .request(s.subject.clone(), vec![7u8; PAYLOAD].into())
+        .await
+        .unwrap();
+}
+
+/// The floor between two nodes: requester and responder on connections of their own.
+async fn raw_two(s: &Setup) {
+    s.nats2
         .request(s.subject.clone(), vec![7u8; PAYLOAD].into())
         .await
         .unwrap();
@@ -157,6 +169,12 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let s = s.clone();
             async move { futures::future::join_all((0..64).map(|_| raw(&s))).await }
+        })
+    });
+    g.bench_function("raw_nats_two_clients_64_in_flight", |b| {
+        b.to_async(&rt).iter(|| {
+            let s = s.clone();
+            async move { futures::future::join_all((0..64).map(|_| raw_two(&s))).await }
         })
     });
     g.finish();

@@ -197,16 +197,27 @@ impl Node {
             rejected: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
+        // One task answers every request of this node: the requests in flight are polled
+        // together with the subscription (no task spawned per request, no hand-over between
+        // threads; the entities' own work runs in their tasks).
         let server = tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                let Some(inner) = weak.upgrade() else { return };
-                let node = Node { inner };
-                tokio::spawn(async move {
-                    let reply = node.answer(&msg.payload).await;
-                    if let Some(to) = msg.reply {
-                        let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    msg = sub.next() => {
+                        let Some(msg) = msg else { return };
+                        let Some(inner) = weak.upgrade() else { return };
+                        let node = Node { inner };
+                        in_flight.push(async move {
+                            let reply = node.answer(&msg.payload).await;
+                            if let Some(to) = msg.reply {
+                                let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+                            }
+                        });
                     }
-                });
+                }
             }
         });
         *inner.server.lock().unwrap() = Some(server);
@@ -293,7 +304,8 @@ impl Node {
         let slot = (req.family.clone(), req.entity.clone());
         let held = self.inner.held.lock().unwrap().contains_key(&slot);
         if !held {
-            match self.inner.placement.claim(&req.family, &req.entity).await {
+            // Boxed: the claim (a PostgreSQL statement) is the cold path, and its future is large.
+            match Box::pin(self.inner.placement.claim(&req.family, &req.entity)).await {
                 Ok(Claim::Mine { token }) => {
                     self.inner.held.lock().unwrap().insert(slot, token);
                 }
@@ -342,12 +354,18 @@ impl Node {
         if let Some(h) = self.inner.routes.lock().unwrap().get(&slot) {
             return Ok(*h);
         }
-        let holder = match self.inner.placement.lookup(family, key).await? {
-            Some((holder, _)) => holder,
-            None => choose(family, key, &self.members().await?).unwrap_or(self.incarnation()),
-        };
+        // Boxed: looking up the placement is the cold path, and its future is large.
+        let holder = Box::pin(self.find_holder(family, key)).await?;
         self.inner.routes.lock().unwrap().insert(slot, holder);
         Ok(holder)
+    }
+
+    /// The live holder in the database, else the node rendezvous hashing picks.
+    async fn find_holder(&self, family: &str, key: &str) -> Result<u64, ClusterError> {
+        Ok(match self.inner.placement.lookup(family, key).await? {
+            Some((holder, _)) => holder,
+            None => choose(family, key, &self.members().await?).unwrap_or(self.incarnation()),
+        })
     }
 
     fn forget_route(&self, family: &str, key: &str) {
@@ -375,7 +393,7 @@ impl Node {
                 Err(_) => return Reply::RetryAfter(100),
             };
             let reply = if holder == self.incarnation() {
-                self.serve_here(req.clone()).await
+                Box::pin(self.serve_here(req.clone())).await
             } else {
                 let subject = format!("{}.node.{holder}", self.inner.prefix);
                 // A request that may be sent again waits for one node at most a lease: a node

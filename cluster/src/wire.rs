@@ -40,7 +40,9 @@ pub struct Request {
     pub msg_type: String,
     /// The message type's version.
     pub msg_version: u16,
-    /// The message, encoded by its type.
+    /// The message, encoded by its type (as bytes: the same frame as a sequence of `u8`, read and
+    /// written in one piece).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -48,7 +50,7 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The reply, encoded by the message type.
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The entity is recovering (or its node restarting): try again after this many ms.
     RetryAfter(u32),
     /// Another node holds the entity: its incarnation.
@@ -102,10 +104,10 @@ impl std::error::Error for Rejected {}
 
 /// A frame: the format byte, then the value.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT];
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT);
     // Writing our own types to a Vec cannot fail.
-    out.extend(postcard::to_allocvec(value).expect("postcard encodes every wire type"));
-    out
+    postcard::to_extend(value, out).expect("postcard encodes every wire type")
 }
 
 /// Reads a frame written by [`encode`]; every failure is a [`Rejected`].
