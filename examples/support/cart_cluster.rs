@@ -230,7 +230,13 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     // incarnation, however the last process of this node ended.
     // Opening the store runs its schema statements, which can deadlock with the other nodes'
     // writes (PostgreSQL aborts one side): a temporary failure is tried again, a few times.
-    let store_opts = PgOptions::default().with_schema(format!("{}_store", o.schema));
+    // A transaction this node left open when it stopped or lost its network holds its rows'
+    // locks: the server ends it after half a lease of silence, before the node's lease can have
+    // expired in the database (renewed every third of a lease, it runs at least two thirds of one
+    // past the last statement), so whoever takes the carts over never waits for those locks.
+    let store_opts = PgOptions::default()
+        .with_schema(format!("{}_store", o.schema))
+        .with_idle_in_transaction_timeout(o.lease / 2);
     let mut tries = 0u64;
     let store = loop {
         match PgStore::connect(&pg, store_opts.clone()).await {

@@ -41,6 +41,13 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Longest wait for a connection (including connecting).
     pub connect_timeout: Duration,
+    /// Longest time a connection may sit idle inside a transaction before the server ends its
+    /// session (`idle_in_transaction_session_timeout`, set on every connection). The store's
+    /// statements follow each other at once, so only a process that stopped or lost its network
+    /// mid-transaction reaches it; without it, such a transaction keeps its row locks until the
+    /// server notices the connection is dead (hours, with default TCP keepalives), and every other
+    /// process writing those rows waits that long.
+    pub idle_in_transaction_timeout: Duration,
     /// What the store accepts.
     pub limits: Limits,
     /// Wall-clock time for TTLs and leases.
@@ -53,6 +60,7 @@ impl Default for PgOptions {
             schema: "crashonly".into(),
             pool_size: 4,
             connect_timeout: Duration::from_secs(2),
+            idle_in_transaction_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             time: Arc::new(WallClock),
         }
@@ -66,6 +74,9 @@ with_setters!(PgOptions {
     with_pool_size => pool_size: usize,
     /// Sets the longest wait for a connection (including connecting).
     with_connect_timeout => connect_timeout: Duration,
+    /// Sets how long a connection may sit idle inside a transaction before the server ends it
+    /// (at least 1 ms).
+    with_idle_in_transaction_timeout => idle_in_transaction_timeout: Duration,
     /// Sets what the store accepts.
     with_limits => limits: Limits,
     /// Sets the wall-clock time source for TTLs and leases.
@@ -192,6 +203,16 @@ impl PgStore {
                 tracing::warn!(error = %e, "postgres connection ended");
             }
         });
+        // A session stuck inside a transaction is ended by the server, which frees its locks.
+        let idle_ms = self
+            .opts
+            .idle_in_transaction_timeout
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
+        client
+            .batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle_ms}"))
+            .await
+            .map_err(pg_error)?;
         let s = &self.opts.schema;
         // The schema statements take locks even when there is nothing to create (`CREATE INDEX IF
         // NOT EXISTS` a share lock on kv, `ALTER TABLE .. IF NOT EXISTS` an exclusive one on
