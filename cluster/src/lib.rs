@@ -30,11 +30,13 @@ mod membership;
 mod node;
 mod pg;
 mod placement;
+mod remote_ref;
 pub mod wire;
 
 pub use crashonly::Remote;
 pub use error::ClusterError;
 pub use fence::{is_fenced_out, Fence};
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
-pub use node::{Node, NodeOptions, RemoteAsk, RemoteRef};
+pub use node::{Node, NodeOptions};
 pub use placement::{choose, Claim, Placement};
+pub use remote_ref::{RemoteAsk, RemoteRef, RemoteTell};

@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::error::ClusterError;
 use crate::membership::{Member, Membership, MembershipOptions};
 use crate::placement::{choose, Claim, Placement};
+use crate::remote_ref::RemoteRef;
 use crate::wire::{self, Rejected, Reply, Request};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -56,6 +57,9 @@ where
                 Err(rejected) => return Reply::Rejected(rejected),
             };
             let entity = entities.get(key);
+            if req.tell {
+                return tell(&entity, msg, &req).await;
+            }
             let mut ask = entity
                 .ask(msg)
                 .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
@@ -81,6 +85,35 @@ where
                 Err(other) => Reply::RetryAfter(retry_ms(&other)),
             }
         })
+    }
+}
+
+/// A tell: answered once the entity's mailbox has it (an empty `Ok`).
+async fn tell<A: Entity>(entity: &crashonly::EntityRef<A>, msg: A::Msg, req: &Request) -> Reply
+where
+    A::Msg: Remote,
+{
+    let mut tell = entity
+        .tell(msg)
+        .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
+        .set_idempotent(req.idempotent);
+    if let Some(k) = req.key {
+        tell = tell.key(k);
+    }
+    if let Some((trace, _)) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+        tell = tell.trace(crashonly::TraceContext {
+            trace_id: trace as u64,
+            parent: None,
+        });
+    }
+    match tell.await {
+        Ok(()) => Reply::Ok(Vec::new()),
+        Err(e) => match e.error() {
+            DeliveryError::RetryAfter(d) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
+            DeliveryError::Expired => Reply::Expired,
+            DeliveryError::Crashed(report) => Reply::Crashed(report.to_string()),
+            other => Reply::RetryAfter(retry_ms(other)),
+        },
     }
 }
 
@@ -326,12 +359,7 @@ impl Node {
         A::Msg: Remote + Serialize + DeserializeOwned,
         A::Reply: Serialize + DeserializeOwned,
     {
-        RemoteRef {
-            node: self.clone(),
-            family: family.to_owned(),
-            key: key.to_string(),
-            _a: std::marker::PhantomData,
-        }
+        RemoteRef::new(self.clone(), family, key.to_string())
     }
 
     /// The live members, cached for a third of a lease.
@@ -381,7 +409,7 @@ impl Node {
     }
 
     /// One attempt: route, send (or serve here), follow at most a few redirects.
-    async fn attempt(&self, mut req: Request, deadline: tokio::time::Instant) -> Reply {
+    pub(crate) async fn attempt(&self, req: &mut Request, deadline: tokio::time::Instant) -> Reply {
         for _ in 0..4 {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -404,7 +432,7 @@ impl Node {
                     left
                 };
                 let request = async_nats::Request::new()
-                    .payload(wire::encode(&req).into())
+                    .payload(wire::encode(&*req).into())
                     .timeout(Some(wait));
                 match self.inner.nats.send_request(subject, request).await {
                     Ok(msg) => wire::decode(&msg.payload).unwrap_or_else(Reply::Rejected),
@@ -436,168 +464,4 @@ impl Node {
         }
         Reply::RetryAfter(10)
     }
-}
-
-/// A ref to an entity somewhere in the cluster: `ask` as with a local `EntityRef`.
-pub struct RemoteRef<A: Entity> {
-    node: Node,
-    family: String,
-    key: String,
-    _a: std::marker::PhantomData<fn() -> A>,
-}
-
-impl<A: Entity> fmt::Debug for RemoteRef<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteRef")
-            .field("family", &self.family)
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-impl<A> RemoteRef<A>
-where
-    A: Entity,
-    A::Msg: Remote + Serialize + DeserializeOwned,
-    A::Reply: Serialize + DeserializeOwned,
-{
-    /// An ask of `msg`; set its TTL, idempotency and key, then `.send().await`.
-    pub fn ask(&self, msg: A::Msg) -> RemoteAsk<'_, A> {
-        RemoteAsk {
-            target: self,
-            msg,
-            ttl: Duration::from_secs(5),
-            idempotent: false,
-            key: None,
-            retrying: false,
-            trace: None,
-        }
-    }
-}
-
-/// A remote ask being built.
-#[must_use = "a remote ask does nothing until it is sent"]
-pub struct RemoteAsk<'a, A: Entity> {
-    target: &'a RemoteRef<A>,
-    msg: A::Msg,
-    ttl: Duration,
-    idempotent: bool,
-    key: Option<u64>,
-    retrying: bool,
-    trace: Option<(u64, u64)>,
-}
-
-impl<A: Entity> fmt::Debug for RemoteAsk<'_, A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteAsk")
-            .field("to", &self.target)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<A> RemoteAsk<'_, A>
-where
-    A: Entity,
-    A::Msg: Remote + Serialize + DeserializeOwned,
-    A::Reply: Serialize + DeserializeOwned,
-{
-    /// The time to live.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// May be redelivered (at-least-once) and retried.
-    pub fn idempotent(mut self) -> Self {
-        self.idempotent = true;
-        self
-    }
-
-    /// An idempotency key (marks it idempotent): the entity executes it once.
-    pub fn key(mut self, key: u64) -> Self {
-        self.key = Some(key);
-        self.idempotent = true;
-        self
-    }
-
-    /// Retries an idempotent request after `RetryAfter`, a dead node or a crash, until its
-    /// deadline (with growing, randomized waits); one that is not idempotent is sent once.
-    pub fn retrying(mut self) -> Self {
-        self.retrying = true;
-        self
-    }
-
-    /// A sub-request of the message `ctx` is handling: it inherits its remaining time (never
-    /// more than this ask's TTL) and its trace, carried as a W3C `traceparent`.
-    pub fn within<B: crashonly::Actor>(mut self, ctx: &crashonly::Context<B>) -> Self {
-        if let (Some(left), Some(h)) = (ctx.remaining(), ctx.header()) {
-            self.ttl = self.ttl.min(left);
-            self.trace = Some((h.trace.trace_id, h.id.get()));
-        }
-        self
-    }
-
-    /// Sends it and waits for the reply, never past the deadline.
-    pub async fn send(self) -> Result<A::Reply, DeliveryError> {
-        let t = self.target;
-        let deadline = tokio::time::Instant::now() + self.ttl;
-        let req = Request {
-            id: next_id(),
-            ttl_ms: 0,
-            idempotent: self.idempotent,
-            key: self.key,
-            attempt: 1,
-            traceparent: self.trace.map(|(trace, span)| wire::traceparent(trace, span)),
-            family: t.family.clone(),
-            entity: t.key.clone(),
-            msg_type: <A::Msg as Remote>::TYPE_ID.to_owned(),
-            msg_version: <A::Msg as Remote>::VERSION,
-            payload: postcard::to_allocvec(&self.msg).expect("postcard encodes the message"),
-        };
-        let retry = self.retrying && self.idempotent;
-        let mut attempt = 1u32;
-        loop {
-            let reply = t.node.attempt(Request { attempt, ..req.clone() }, deadline).await;
-            let err = match reply {
-                Reply::Ok(bytes) => {
-                    return wire::decode(&bytes)
-                        .map_err(|r| DeliveryError::Crashed(Arc::new(remote_crash(&t.family, &r.to_string()))))
-                }
-                Reply::RetryAfter(ms) => DeliveryError::RetryAfter(Duration::from_millis(u64::from(ms))),
-                Reply::Expired => return Err(DeliveryError::Expired),
-                Reply::Crashed(report) => DeliveryError::Crashed(Arc::new(remote_crash(&t.family, &report))),
-                Reply::Rejected(r) => {
-                    return Err(DeliveryError::Crashed(Arc::new(remote_crash(
-                        &t.family,
-                        &r.to_string(),
-                    ))))
-                }
-                Reply::Redirect(_) => DeliveryError::RetryAfter(Duration::from_millis(10)),
-            };
-            if !retry {
-                return Err(err);
-            }
-            let wait = match &err {
-                DeliveryError::RetryAfter(d) => *d,
-                _ => Duration::from_millis(10 << attempt.min(6)),
-            };
-            let wait = wait + Duration::from_millis(u64::from(next_id() as u32 % 10));
-            if tokio::time::Instant::now() + wait >= deadline {
-                return Err(err);
-            }
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
-    }
-}
-
-fn remote_crash(family: &str, what: &str) -> crashonly::CrashReport {
-    crashonly::CrashReport::new(family, crashonly::CrashReason::Remote(what.to_owned()))
-}
-
-/// Ids for remote envelopes: unique within the process.
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

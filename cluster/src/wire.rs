@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The format of every frame this build writes (its first byte).
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// Largest frame accepted (NATS' default max payload is 1 MiB).
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -26,6 +26,8 @@ pub struct Request {
     pub ttl_ms: u32,
     /// Whether it may be redelivered after a crash (at-least-once).
     pub idempotent: bool,
+    /// A tell: answered (an empty `Ok`) once the entity's node has queued it, not handled it.
+    pub tell: bool,
     /// The idempotency key, if any.
     pub key: Option<u64>,
     /// Which attempt this is (1 for the first).
@@ -156,6 +158,7 @@ mod tests {
             id: 7,
             ttl_ms: 1500,
             idempotent: true,
+            tell: false,
             key: Some(42),
             attempt: 2,
             traceparent: Some(traceparent(0xabc, 0xdef)),
@@ -187,7 +190,7 @@ mod tests {
     fn damaged_frames_are_rejected_never_a_panic() {
         let frame = encode(&request());
         assert!(matches!(decode::<Request>(&[]), Err(Rejected::Malformed(_))));
-        assert_eq!(decode::<Request>(&[2, 0, 0]), Err(Rejected::Format(2)));
+        assert_eq!(decode::<Request>(&[1, 0, 0]), Err(Rejected::Format(1)));
         for cut in 1..frame.len() {
             assert!(decode::<Request>(&frame[..cut]).is_err(), "truncated at {cut} decoded");
         }

@@ -88,9 +88,9 @@ async fn node(pg: &str, nats: &str, test: &str, db: &Db) -> (Node, System) {
         .unwrap();
     let (inc, db) = (node.incarnation(), db.clone());
     let family = system
-        .spawn_entities(EntitySpec::<Counter>::new("counters", move |k: &String| {
-            (k.clone(), inc, db.clone())
-        }))
+        .spawn_entities(
+            EntitySpec::<Counter>::new("counters", move |k: &String| (k.clone(), inc, db.clone())).dedup(64),
+        )
         .unwrap();
     node.serve("counters", family).unwrap();
     (node, system)
@@ -175,7 +175,7 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         }
     };
     assert!(matches!(
-        send(vec![1, 200, 3]).await,
+        send(vec![wire::FORMAT, 200, 3]).await,
         Reply::Rejected(Rejected::Malformed(_))
     ));
     assert_eq!(send(vec![9, 0]).await, Reply::Rejected(Rejected::Format(9)));
@@ -183,6 +183,7 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         id: 1,
         ttl_ms: 1000,
         idempotent: false,
+        tell: false,
         key: None,
         attempt: 1,
         traceparent: Some(wire::traceparent(1, 2)),
@@ -404,4 +405,93 @@ async fn macro_made_remote_messages_cross_nodes() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_tell_is_queued_on_the_holder_and_handled_there() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, _sa) = node(&pg, &nats, "tell", &db).await;
+    let (b, _sb) = node(&pg, &nats, "tell", &db).await;
+    // Keys held by b, told through a: every tell crosses NATS.
+    let mut told = Vec::new();
+    for i in 0..40 {
+        let key = format!("t{i}");
+        let r = a.entity::<Counter>("counters", key.clone());
+        r.tell(Op::Add(5)).ttl(Duration::from_secs(2)).send().await.unwrap();
+        // The same keyed tell twice: the entity executes it once.
+        for _ in 0..2 {
+            r.tell(Op::Add(100))
+                .key(7)
+                .retrying()
+                .ttl(Duration::from_secs(2))
+                .send()
+                .await
+                .unwrap();
+        }
+        if b.token("counters", &key).is_some() {
+            told.push(key);
+        }
+    }
+    assert!(!told.is_empty(), "some keys live on b");
+    for key in &told {
+        // An ask after the tells is handled after them (one mailbox, in order).
+        let (n, holder) = b
+            .entity::<Counter>("counters", key.clone())
+            .ask(Op::Get)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((n, holder), (105, b.incarnation()), "{key}: tells handled once, on b");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_to_a_dead_node_is_retried_onto_the_new_holder_or_refused() {
+    let Some((pg, nats)) = urls() else { return };
+    let db = Db::default();
+    let (a, _sa) = node(&pg, &nats, "telldead", &db).await;
+    let (b, sb) = node(&pg, &nats, "telldead", &db).await;
+    let mut key = None;
+    for i in 0..200 {
+        let k = format!("d{i}");
+        a.entity::<Counter>("counters", k.clone())
+            .ask(Op::Get)
+            .send()
+            .await
+            .unwrap();
+        if b.token("counters", &k).is_some() {
+            key = Some(k);
+            break;
+        }
+    }
+    let key = key.expect("a key held by b");
+    let b_subject = format!("crashonly.nd_telldead_{}.node.{}", std::process::id(), b.incarnation());
+    drop((b, sb));
+    // Until NATS has b's unsubscription, a request may still reach the dying node (and, not
+    // idempotent, wait out its deadline): wait until its subject has no responders.
+    let client = async_nats::connect(&nats).await.unwrap();
+    let gone = Instant::now();
+    loop {
+        let probe = async_nats::Request::new().timeout(Some(Duration::from_millis(200)));
+        match client.send_request(b_subject.clone(), probe).await {
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => break,
+            _ => assert!(gone.elapsed() < Duration::from_secs(5), "b's subject still answered"),
+        }
+    }
+    let r = a.entity::<Counter>("counters", key.clone());
+    // Not idempotent: sent once, and the dead holder's subject has no responders.
+    let once = r.tell(Op::Add(1)).ttl(Duration::from_secs(3)).send().await;
+    assert!(matches!(once, Err(DeliveryError::RetryAfter(_))), "{once:?}");
+    // Idempotent and retrying: lands on a once b's lease is out (1 s).
+    let t = Instant::now();
+    r.tell(Op::Add(1))
+        .key(1)
+        .retrying()
+        .ttl(Duration::from_secs(4))
+        .send()
+        .await
+        .unwrap();
+    let (n, holder) = r.ask(Op::Get).send().await.unwrap();
+    assert_eq!((n, holder), (1, a.incarnation()), "after {:?}", t.elapsed());
 }
