@@ -310,6 +310,13 @@ impl Node {
         Ok(incarnation)
     }
 
+    /// Whether the transport (NATS) is connected now. While it is not, requests to other nodes
+    /// cannot go out and this node cannot be reached; the client reconnects by itself (with
+    /// growing waits, at most 4 s apart) and subscribes again.
+    pub fn transport_connected(&self) -> bool {
+        self.inner.nats.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Requests this node answered `Rejected` so far (malformed, truncated, oversized, another
     /// format, an unknown family, message type or version).
     pub fn rejected(&self) -> u64 {

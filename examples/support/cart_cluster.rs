@@ -159,11 +159,32 @@ impl App {
         Some(format!("this node is out of the cluster: {why}; {status}"))
     }
 
-    /// `503` with `Retry-After` while the node is out of the cluster (fenced, rejoining).
+    /// `503` with `Retry-After` while the node is out of the cluster (fenced, rejoining), or cut
+    /// from the others (NATS disconnected: a request could wait out its TTL unanswered).
     fn unavailable(&self) -> Option<Response> {
-        let why = self.failure()?;
-        let wait = Duration::from_millis(self.out.retry_ms.load(Ordering::Relaxed).max(1));
-        Some(with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, why), wait))
+        if let Some(why) = self.failure() {
+            let wait = Duration::from_millis(self.out.retry_ms.load(Ordering::Relaxed).max(1));
+            return Some(with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, why), wait));
+        }
+        if !self.node.transport_connected() {
+            let why = "this node is cut from the cluster: NATS is disconnected (reconnecting)";
+            return Some(with_retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, why),
+                Duration::from_millis(500),
+            ));
+        }
+        None
+    }
+
+    /// A failed ask as HTTP. A deadline that passed while NATS is disconnected is the outage's
+    /// doing (the request or its reply was lost with the connection): `503` with `Retry-After`,
+    /// outcome unknown, rather than a bare `504`.
+    fn delivery_error(&self, e: DeliveryError) -> Response {
+        if matches!(e, DeliveryError::Expired) && !self.node.transport_connected() {
+            let why = "outcome unknown: NATS disconnected while the request was out (reconnecting)";
+            return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, why), Duration::from_millis(500));
+        }
+        runtime_error(e)
     }
 }
 
@@ -202,7 +223,7 @@ async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap
     {
         Ok(CartReply::View(v)) => Json(v).into_response(),
         Ok(_) => unexpected(),
-        Err(e) => runtime_error(e),
+        Err(e) => app.delivery_error(e),
     }
 }
 
@@ -239,7 +260,7 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
         Ok(CartReply::Add(Err(CartError::Full))) => error(StatusCode::CONFLICT, "cart is full"),
         Ok(CartReply::Add(Err(CartError::Store(e)))) => store_error(&e),
         Ok(_) => unexpected(),
-        Err(e) => runtime_error(e),
+        Err(e) => app.delivery_error(e),
     }
 }
 
