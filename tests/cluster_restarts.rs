@@ -6,8 +6,10 @@
 //! PostgreSQL is back each node serves writes again within a bound. (b) NATS is killed (SIGKILL)
 //! and started again on the same port 3 s later: the same. Throughout, a node answers a request
 //! it cannot serve with `503` and `Retry-After`, never an error without a hint, and no process
-//! exits. At the end every cart is read back and the history judged: nothing acknowledged lost,
-//! no keyed add applied twice.
+//! exits; `/health` says a node is out while it is. At the end every cart is read back and the
+//! history judged: nothing acknowledged lost, no keyed add applied twice. (c) Bounded: with
+//! PostgreSQL down again, a node started with `--rejoin-within 1s` and one with
+//! `--fence-intensity 0/60` give up with status 3, while the others keep trying.
 //!
 //! Needs `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL` to be set (the switch CI uses for the
 //! server suites; without them it says it was skipped), PostgreSQL's binaries (`pg_config
@@ -386,22 +388,23 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     let logs = std::env::temp_dir().join(format!("crashonly-restarts-{}", std::process::id()));
     std::fs::create_dir_all(&logs).unwrap();
     let mut nodes = Vec::new();
-    for i in 0..NODES {
+    let (pg_url, nats_url) = (pg.url(), nats.url());
+    let args = |name: &str| -> Vec<String> {
         let args = [
             "--cluster",
             "--pg",
-            &pg.url(),
+            &pg_url,
             "--nats",
-            &nats.url(),
+            &nats_url,
             "--schema",
             "restarts",
-            "--node-name",
-            &format!("n{i}"),
-            "--lease",
-            "1s",
-        ]
-        .map(String::from);
-        nodes.push(NodeProc::start(&args, &logs.join(format!("n{i}.log"))).await);
+        ];
+        let args = args.into_iter().chain(["--node-name", name, "--lease", "1s"]);
+        args.map(String::from).collect()
+    };
+    for i in 0..NODES {
+        let name = format!("n{i}");
+        nodes.push(NodeProc::start(&args(&name), &logs.join(format!("{name}.log"))).await);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let first: Vec<u64> = nodes.iter().map(|n| n.incarnation).collect();
@@ -541,6 +544,49 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     assert!(
         seen.acks.load(Ordering::Relaxed) > acked_after_pg,
         "progress after the outages: {report}"
+    );
+
+    // (c) Bounded, never infinite: a node that cannot rejoin within `--rejoin-within`, and one
+    // fenced more often than `--fence-intensity` allows, give up with status 3; the others,
+    // within their bounds (60 s, 5 in 60 s), go on trying.
+    let mut bounded = Vec::new();
+    for (name, flags) in [
+        ("impatient", ["--rejoin-within", "1s"]),
+        ("fragile", ["--fence-intensity", "0/60"]),
+    ] {
+        let mut a = args(name);
+        a.extend(flags.map(String::from));
+        bounded.push(NodeProc::start(&a, &logs.join(format!("{name}.log"))).await);
+    }
+    let t = Instant::now();
+    tokio::task::block_in_place(|| pg.crash());
+    let mut gave_up = Vec::new();
+    for b in &mut bounded {
+        let status = tokio::time::timeout(Duration::from_secs(8), b.child.wait())
+            .await
+            .expect("a node past its bound exits within 8 s of the crash")
+            .unwrap();
+        gave_up.push(t.elapsed());
+        assert_eq!(status.code(), Some(3), "fenced and gave up: status 3 ({status})");
+    }
+    for n in &mut nodes {
+        assert!(n.running(), "a node within its bounds keeps trying");
+    }
+    let log = |name: &str| std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap();
+    assert!(
+        log("impatient").contains("could not rejoin within 1 s"),
+        "{}",
+        log("impatient")
+    );
+    assert!(
+        log("fragile").contains("fenced 1 times within 60 s: giving up"),
+        "{}",
+        log("fragile")
+    );
+    println!(
+        "cluster_restarts: past their bounds, the nodes had exited with status 3 {} ms (--rejoin-within 1s) and {} ms (--fence-intensity 0/60) after the crash",
+        ms(gave_up[0]),
+        ms(gave_up[1])
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
