@@ -475,20 +475,29 @@ impl Node {
     }
 }
 
-/// The server loop of a rejoined incarnation: every request on its subject answered in a task
-/// of its own. The same loop as the one [`Node::start`] spawns (kept separate so that the two
-/// can be changed apart; they should become one).
+/// The server loop of a rejoined incarnation. The same loop as the one [`Node::start`] spawns
+/// (on main since 8425b68: one task polls the subscription and the requests in flight together,
+/// no task spawned per request); kept apart only so that the two branches merge simply, they
+/// should become one function.
 fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Some(inner) = weak.upgrade() else { return };
-            let node = Node { inner };
-            tokio::spawn(async move {
-                let reply = node.answer(&msg.payload).await;
-                if let Some(to) = msg.reply {
-                    let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                msg = sub.next() => {
+                    let Some(msg) = msg else { return };
+                    let Some(inner) = weak.upgrade() else { return };
+                    let node = Node { inner };
+                    in_flight.push(async move {
+                        let reply = node.answer(&msg.payload).await;
+                        if let Some(to) = msg.reply {
+                            let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+                        }
+                    });
                 }
-            });
+            }
         }
     })
 }
