@@ -28,8 +28,9 @@
 //! the process exits non-zero; `--skip-verify` skips the page verification of the first open.
 //!
 //! `--cluster` runs it as one node of a cluster instead (`support/cart_cluster.rs`): `--pg URL
-//! --nats URL [--schema NAME] [--node-name NAME] [--lease 2s]`, the store of record PostgreSQL,
-//! any node answering for any cart.
+//! --nats URL [--schema NAME] [--node-name NAME] [--lease 2s] [--rejoin-within 60s]
+//! [--fence-intensity 5/60]`, the store of record PostgreSQL, any node answering for any cart; a
+//! fenced node rejoins by itself as a new incarnation, and exits with status 3 past those bounds.
 //!
 //! `cargo run --release --bin cart -- --listen 127.0.0.1:8080 --data ./cart-data`
 //! It prints `listening <addr>` once it serves (the only line on stdout; logs go to stderr).

@@ -20,7 +20,9 @@
 //!   store of record itself.
 //! - [`Node`]: a node serves entity families to the cluster over core NATS request-reply (one
 //!   subject per incarnation); [`RemoteRef`] asks an entity wherever it lives, following
-//!   redirects, and a retrying idempotent ask survives the death of the entity's node.
+//!   redirects, and a retrying idempotent ask survives the death of the entity's node. A fenced
+//!   node comes back without a new process ([`Node::rejoin`]): a new incarnation, subject and
+//!   claims, on the same handle.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

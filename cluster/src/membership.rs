@@ -11,8 +11,16 @@
 //! cannot renew, it reaches its deadline (and fences itself: [`Membership::fenced`] resolves)
 //! at least a tenth of a lease before anyone else can see its lease dead and take what it held.
 //! A renewal that finds the lease expired fences the node at once.
+//!
+//! Rejoining ([`Membership::rejoin`]): the same handle comes back as a new member, never the old
+//! one revived. One statement deletes the old row (releasing whatever lease it still had) and
+//! inserts a new one with the next incarnation; the old renewal loop is aborted first, and it
+//! checks the incarnation it renews, so it can never fence the new one. The incarnation is an
+//! atomic written before the fence signal is cleared, so whoever sees the node live sees its new
+//! incarnation.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,7 +119,9 @@ pub struct Membership {
 
 #[derive(Debug)]
 struct Inner {
-    incarnation: u64,
+    /// The current incarnation; changed only by [`Membership::rejoin`].
+    incarnation: AtomicU64,
+    name: String,
     schema: String,
     lease: Duration,
     url: String,
@@ -121,6 +131,8 @@ struct Inner {
     renewals: Mutex<Option<JoinHandle<()>>>,
     /// For queries other than renewals (members, leaving).
     query: pg::Conn,
+    /// One rejoin at a time.
+    rejoining: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -151,24 +163,11 @@ impl Membership {
         }
         let mut client = pg::connect(url, opts.connect_timeout).await?;
         pg::ensure_schema(&mut client, &opts.schema).await?;
-        let schema = &opts.schema;
-        let lease_ms = opts.lease.as_millis() as f64;
-        let sent = Instant::now();
-        let row = client
-            .query_one(
-                &format!(
-                    "INSERT INTO {schema}.members (incarnation, name, lease_until)
-                     VALUES (nextval('{schema}.incarnations'), $1,
-                             clock_timestamp() + $2::float8 * interval '1 millisecond')
-                     RETURNING incarnation"
-                ),
-                &[&opts.name, &lease_ms],
-            )
-            .await?;
-        let incarnation = row.get::<_, i64>(0) as u64;
+        let (incarnation, sent) = insert_member(&client, &opts.schema, &opts.name, opts.lease, None).await?;
         let (fenced, _) = watch::channel(None);
         let inner = Arc::new(Inner {
-            incarnation,
+            incarnation: AtomicU64::new(incarnation),
+            name: opts.name.clone(),
             schema: opts.schema.clone(),
             lease: opts.lease,
             url: url.to_owned(),
@@ -177,16 +176,57 @@ impl Membership {
             deadline: Mutex::new(deadline_after(sent, opts.lease)),
             renewals: Mutex::new(None),
             query: pg::Conn::new(url, opts.connect_timeout),
+            rejoining: tokio::sync::Mutex::new(()),
         });
-        let task = tokio::spawn(renew(Arc::downgrade(&inner), client, sent));
+        let task = tokio::spawn(renew(Arc::downgrade(&inner), client, sent, incarnation));
         *inner.renewals.lock().unwrap() = Some(task);
         tracing::info!(incarnation, name = %opts.name, "joined the cluster");
         Ok(Membership { inner })
     }
 
+    /// Comes back as a new member, with the same handle: the old incarnation leaves (its renewals
+    /// stop and its row is deleted, releasing its lease at once) and a new one joins, with a new
+    /// incarnation from the sequence and a fresh lease, in one statement. Whoever holds a clone
+    /// (a [`Placement`](crate::Placement), a [`Node`](crate::Node)) sees the new incarnation.
+    /// While it runs the node counts as out ([`Membership::is_fenced`]); if it fails (the
+    /// database unreachable) the node stays out and the caller tries again later.
+    ///
+    /// Crash-only: the caller must have crashed whatever served under the old incarnation first;
+    /// its late writes are refused by their fences anyway.
+    pub async fn rejoin(&self) -> Result<u64, ClusterError> {
+        let _one = self.inner.rejoining.lock().await;
+        let old = self.incarnation();
+        if let Some(task) = self.inner.renewals.lock().unwrap().take() {
+            task.abort();
+        }
+        self.inner.fenced.send_if_modified(|f| {
+            let live = f.is_none();
+            if live {
+                *f = Some(Fenced::Left);
+            }
+            live
+        });
+        let me = &self.inner;
+        let client = pg::connect(&me.url, me.connect_timeout).await?;
+        let bound = me.connect_timeout * 2;
+        let (incarnation, sent) =
+            tokio::time::timeout(bound, insert_member(&client, &me.schema, &me.name, me.lease, Some(old)))
+                .await
+                .map_err(|_| ClusterError::unavailable("postgres: rejoin timed out"))??;
+        // Release: the renewal loop and every reader check this before trusting the lease.
+        me.incarnation.store(incarnation, Ordering::Release);
+        *me.deadline.lock().unwrap() = deadline_after(sent, me.lease);
+        let task = tokio::spawn(renew(Arc::downgrade(&self.inner), client, sent, incarnation));
+        *me.renewals.lock().unwrap() = Some(task);
+        me.fenced.send_replace(None);
+        tracing::info!(incarnation, old, name = %me.name, "rejoined the cluster as a new incarnation");
+        Ok(incarnation)
+    }
+
     /// This node's incarnation.
     pub fn incarnation(&self) -> u64 {
-        self.inner.incarnation
+        // Acquire: pairs with the Release in `rejoin`.
+        self.inner.incarnation.load(Ordering::Acquire)
     }
 
     /// The membership lease.
@@ -199,8 +239,8 @@ impl Membership {
         self.inner.fenced.borrow().clone()
     }
 
-    /// Resolves once the node is out: stop serving what it held (crash the cluster subtree) and
-    /// rejoin with a new incarnation.
+    /// Resolves once the node (its current incarnation) is out: stop serving what it held (crash
+    /// the cluster subtree) and [`rejoin`](Membership::rejoin) as a new incarnation.
     pub async fn fenced(&self) -> Fenced {
         let mut rx = self.inner.fenced.subscribe();
         loop {
@@ -257,7 +297,7 @@ impl Membership {
         let schema = &self.inner.schema;
         let sql = format!(
             "DELETE FROM {schema}.members WHERE incarnation = {}",
-            self.inner.incarnation
+            self.incarnation()
         );
         self.query(&sql, &[]).await.map(|_| ())
     }
@@ -279,38 +319,41 @@ impl Membership {
 
 /// The renewal loop: every third of a lease, until renewing fails past the local deadline or
 /// finds the lease expired.
-async fn renew(inner: std::sync::Weak<Inner>, client: Client, mut last: Instant) {
+async fn renew(inner: std::sync::Weak<Inner>, client: Client, mut last: Instant, incarnation: u64) {
     let mut client = Some(client);
     loop {
         let Some(me) = inner.upgrade() else { return };
+        if me.incarnation.load(Ordering::Acquire) != incarnation {
+            return; // rejoined: a newer loop renews the new incarnation
+        }
         let every = me.lease / 3;
         let deadline = *me.deadline.lock().unwrap();
         drop(me);
         tokio::time::sleep_until((last + every).min(deadline)).await;
         let Some(me) = inner.upgrade() else { return };
         if Instant::now() >= deadline {
-            return fence(&me, Fenced::Deadline);
+            return fence(&me, incarnation, Fenced::Deadline);
         }
         let sent = Instant::now();
-        match tokio::time::timeout_at(deadline, renew_once(&me, &mut client)).await {
+        match tokio::time::timeout_at(deadline, renew_once(&me, incarnation, &mut client)).await {
             Ok(Ok(true)) => {
                 *me.deadline.lock().unwrap() = deadline_after(sent, me.lease);
                 last = sent;
             }
-            Ok(Ok(false)) => return fence(&me, Fenced::LeaseLost),
+            Ok(Ok(false)) => return fence(&me, incarnation, Fenced::LeaseLost),
             Ok(Err(e)) => {
-                tracing::warn!(incarnation = me.incarnation, error = %e, "membership renewal failed; retrying");
+                tracing::warn!(incarnation, error = %e, "membership renewal failed; retrying");
                 client = None;
                 // Try again soon, never past the deadline (checked at the top).
                 last = Instant::now().checked_sub(every).unwrap_or(last) + Duration::from_millis(50);
             }
-            Err(_) => return fence(&me, Fenced::Deadline),
+            Err(_) => return fence(&me, incarnation, Fenced::Deadline),
         }
     }
 }
 
 /// One renewal: `Ok(false)` when the lease had expired.
-async fn renew_once(me: &Inner, client: &mut Option<Client>) -> Result<bool, ClusterError> {
+async fn renew_once(me: &Inner, incarnation: u64, client: &mut Option<Client>) -> Result<bool, ClusterError> {
     if client.as_ref().is_none_or(|c| c.is_closed()) {
         *client = Some(pg::connect(&me.url, me.connect_timeout).await?);
     }
@@ -324,13 +367,45 @@ async fn renew_once(me: &Inner, client: &mut Option<Client>) -> Result<bool, Clu
                  SET lease_until = clock_timestamp() + $2::float8 * interval '1 millisecond'
                  WHERE incarnation = $1 AND lease_until > clock_timestamp() RETURNING 1"
             ),
-            &[&(me.incarnation as i64), &lease_ms],
+            &[&(incarnation as i64), &lease_ms],
         )
         .await?;
     Ok(rows.len() == 1)
 }
 
-fn fence(me: &Inner, why: Fenced) {
-    tracing::error!(incarnation = me.incarnation, reason = %why, "fenced: this node is out of the cluster");
+/// Fences `incarnation`, unless the node has rejoined as another one meanwhile.
+fn fence(me: &Inner, incarnation: u64, why: Fenced) {
+    if me.incarnation.load(Ordering::Acquire) != incarnation {
+        return;
+    }
+    tracing::error!(incarnation, reason = %why, "fenced: this node is out of the cluster");
     me.fenced.send_replace(Some(why));
+}
+
+/// Inserts a member row with the next incarnation and a lease, deleting `leaving`'s row in the
+/// same statement; the incarnation and the local time the statement was sent.
+async fn insert_member(
+    client: &Client,
+    schema: &str,
+    name: &str,
+    lease: Duration,
+    leaving: Option<u64>,
+) -> Result<(u64, Instant), ClusterError> {
+    let lease_ms = lease.as_millis() as f64;
+    let leaving = leaving.map(|i| i as i64);
+    let sent = Instant::now();
+    // A data-modifying CTE runs whether or not it is referenced; `= NULL` deletes nothing.
+    let row = client
+        .query_one(
+            &format!(
+                "WITH gone AS (DELETE FROM {schema}.members WHERE incarnation = $3::bigint)
+                 INSERT INTO {schema}.members (incarnation, name, lease_until)
+                 VALUES (nextval('{schema}.incarnations'), $1,
+                         clock_timestamp() + $2::float8 * interval '1 millisecond')
+                 RETURNING incarnation"
+            ),
+            &[&name, &lease_ms, &leaving],
+        )
+        .await?;
+    Ok((row.get::<_, i64>(0) as u64, sent))
 }

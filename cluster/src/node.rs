@@ -5,6 +5,11 @@
 //! retrying ask then finds the placement again and lands on the new holder. A node serves an
 //! entity only while it holds its placement claim; a request for an entity held elsewhere is
 //! answered `Redirect(holder)`. A fenced node serves nothing (`RetryAfter`) and drops its claims.
+//!
+//! A fenced node comes back without a new process through [`Node::rejoin`]: a new incarnation
+//! (the membership's), a new subject, no claims or routes carried over; the same handle keeps
+//! working, so whatever holds it (an entity family reading [`Node::token`]) sees the new
+//! incarnation and its tokens.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -186,6 +191,8 @@ struct Inner {
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Requests answered `Rejected` (frames that could not be taken).
     rejected: std::sync::atomic::AtomicU64,
+    /// One [`Node::rejoin`] at a time.
+    rejoining: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -213,7 +220,7 @@ impl Node {
             .await
             .map_err(|e| ClusterError::unavailable(format!("nats: {e}")))?;
         let subject = format!("{prefix}.node.{}", membership.incarnation());
-        let mut sub = nats
+        let sub = nats
             .subscribe(subject)
             .await
             .map_err(|e| ClusterError::unavailable(format!("nats: {e}")))?;
@@ -228,31 +235,9 @@ impl Node {
             members: tokio::sync::Mutex::new((None, Vec::new())),
             server: Mutex::new(None),
             rejected: std::sync::atomic::AtomicU64::new(0),
+            rejoining: tokio::sync::Mutex::new(()),
         });
-        let weak = Arc::downgrade(&inner);
-        // One task answers every request of this node: the requests in flight are polled
-        // together with the subscription (no task spawned per request, no hand-over between
-        // threads; the entities' own work runs in their tasks).
-        let server = tokio::spawn(async move {
-            let mut in_flight = futures::stream::FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                    msg = sub.next() => {
-                        let Some(msg) = msg else { return };
-                        let Some(inner) = weak.upgrade() else { return };
-                        let node = Node { inner };
-                        in_flight.push(async move {
-                            let reply = node.answer(&msg.payload).await;
-                            if let Some(to) = msg.reply {
-                                let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
+        let server = serve_subject(Arc::downgrade(&inner), sub);
         *inner.server.lock().unwrap() = Some(server);
         Ok(Node { inner })
     }
@@ -276,7 +261,8 @@ impl Node {
 
     /// The membership (to watch [`Membership::fenced`], or leave). A fenced node serves nothing
     /// more (`RetryAfter`), and the writes of its old activations are refused by their fences;
-    /// the crash-only answer is then to exit, and start again as a new incarnation.
+    /// the crash-only answer is then to crash what it served and [`rejoin`](Node::rejoin) as a
+    /// new incarnation (or exit, and start again as a new process).
     pub fn membership(&self) -> &Membership {
         &self.inner.membership
     }
@@ -304,6 +290,52 @@ impl Node {
         }
         families.insert(name.to_owned(), Arc::new(Served { entities }));
         Ok(())
+    }
+
+    /// Comes back into the cluster as a new incarnation, without a new process: the old
+    /// incarnation leaves ([`Membership::rejoin`]: its lease released, its renewals stopped), its
+    /// subject is dropped (requests for it get NATS' "no responders"), the claims it held and the
+    /// routes it knew are forgotten, and the node serves again on `<prefix>.node.<new
+    /// incarnation>`. The same handle keeps working: [`Node::incarnation`] and [`Node::token`]
+    /// answer for the new incarnation, and every entity it serves is claimed again, with a new,
+    /// greater token, before it is delivered to.
+    ///
+    /// Crash-only: crash the served families' activations first (restart their subtree), so
+    /// that every activation starts again under the new incarnation and fences its writes with
+    /// the new token; an old activation left running would serve with its old fence until a
+    /// newer activation anywhere takes it. On an error (the database or NATS unreachable) the
+    /// node stays out, serving nothing; call it again later.
+    pub async fn rejoin(&self) -> Result<u64, ClusterError> {
+        let _one = self.inner.rejoining.lock().await;
+        if let Some(s) = self.inner.server.lock().unwrap().take() {
+            s.abort();
+        }
+        self.inner.held.lock().unwrap().clear();
+        let incarnation = self.inner.membership.rejoin().await?;
+        // Cleared again: a claim that raced the fence is refused by the placement (it checks the
+        // incarnation), and nothing of the old incarnation survives here.
+        self.inner.held.lock().unwrap().clear();
+        self.inner.routes.lock().unwrap().clear();
+        self.inner.members.lock().await.0 = None;
+        let subject = format!("{}.node.{incarnation}", self.inner.prefix);
+        let sub = match self.inner.nats.subscribe(subject).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                // Live without a subject would take claims nobody can reach: out again.
+                let _ = self.inner.membership.leave().await;
+                return Err(ClusterError::unavailable(format!("nats: {e}")));
+            }
+        };
+        let server = serve_subject(Arc::downgrade(&self.inner), sub);
+        *self.inner.server.lock().unwrap() = Some(server);
+        Ok(incarnation)
+    }
+
+    /// Whether the transport (NATS) is connected now. While it is not, requests to other nodes
+    /// cannot go out and this node cannot be reached; the client reconnects by itself (with
+    /// growing waits, at most 4 s apart) and subscribes again.
+    pub fn transport_connected(&self) -> bool {
+        self.inner.nats.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Requests this node answered `Rejected` so far (malformed, truncated, oversized, another
@@ -464,4 +496,30 @@ impl Node {
         }
         Reply::RetryAfter(10)
     }
+}
+
+/// The server loop of an incarnation's subject: one task answers every request of this node, the
+/// requests in flight polled together with the subscription (no task spawned per request, no
+/// hand-over between threads; the entities' own work runs in their tasks).
+fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                msg = sub.next() => {
+                    let Some(msg) = msg else { return };
+                    let Some(inner) = weak.upgrade() else { return };
+                    let node = Node { inner };
+                    in_flight.push(async move {
+                        let reply = node.answer(&msg.payload).await;
+                        if let Some(to) = msg.reply {
+                            let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+                        }
+                    });
+                }
+            }
+        }
+    })
 }

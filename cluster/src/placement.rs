@@ -69,19 +69,30 @@ impl Placement {
                                WHERE m.incarnation = p.holder AND m.lease_until > clock_timestamp())
              RETURNING token"
         );
-        let rows = self.membership.query(&sql, &[&family, &key, &me]).await?;
-        if let Some(row) = rows.first() {
-            return Ok(Claim::Mine {
-                token: row.get::<_, i64>(0) as u64,
-            });
+        // Twice at most: the holder may die between the claim and the lookup (then nobody live
+        // holds it, and the claim is tried again at once rather than taken for this node's end).
+        for _ in 0..2 {
+            let rows = self.membership.query(&sql, &[&family, &key, &me]).await?;
+            if self.membership.incarnation() != me as u64 {
+                // The node rejoined while the claim was in flight: the token belongs to the old
+                // incarnation and must not be handed to the new one.
+                return Err(ClusterError::Fenced("the node rejoined during the claim".into()));
+            }
+            if let Some(row) = rows.first() {
+                return Ok(Claim::Mine {
+                    token: row.get::<_, i64>(0) as u64,
+                });
+            }
+            match self.lookup(family, key).await? {
+                Some((holder, _)) if holder != me as u64 => return Ok(Claim::Held { holder }),
+                Some(_) => break,
+                None => self.live()?,
+            }
         }
-        match self.lookup(family, key).await? {
-            Some((holder, _)) if holder != self.membership.incarnation() => Ok(Claim::Held { holder }),
-            // Not held by another, and not claimable: this node's own lease is gone.
-            _ => Err(ClusterError::Fenced(
-                "the database refused the claim: this node's membership lease is not live".into(),
-            )),
-        }
+        // Not held by another, and not claimable: this node's own lease is gone.
+        Err(ClusterError::Fenced(
+            "the database refused the claim: this node's membership lease is not live".into(),
+        ))
     }
 
     /// The holder of `(family, key)` and its token, if a live member holds it.

@@ -5,14 +5,25 @@
 //! and fences its writes with that node's placement token (see `cart_entity.rs`).
 //!
 //! `cart --cluster --listen ADDR --pg URL --nats URL [--schema NAME] [--node-name NAME]
-//! [--lease 2s] [--idle 60s] [--max-active N]` (and the front end's flags); `--pg` and `--nats`
-//! default to `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL`. The cluster's tables are in the schema
-//! `NAME` (`cart` by default), the carts in `NAME_store`. It prints `listening <addr> node
-//! <incarnation>` once it serves. When the node is fenced (it could not renew its membership lease
-//! in time), the process exits with status 3: crash-only, it comes back as a new incarnation.
+//! [--lease 2s] [--rejoin-within 60s] [--fence-intensity 5/60] [--idle 60s] [--max-active N]`
+//! (and the front end's flags); `--pg` and `--nats` default to `CRASHONLY_PG_URL` and
+//! `CRASHONLY_NATS_URL`. The cluster's tables are in the schema `NAME` (`cart` by default), the
+//! carts in `NAME_store`. It prints `listening <addr> node <incarnation>` once it serves.
+//!
+//! When the node is fenced (it could not renew its membership lease in time: the database
+//! unreachable, the process paused), it crashes its cluster subtree (the carts family: every
+//! activation is aborted) and rejoins as a new incarnation of the same process
+//! ([`Node::rejoin`]), with randomized backoff (50 ms doubling up to the lease); then it starts the
+//! family again, so every cart recovers under the new incarnation and fences its writes with a
+//! new token. While it is out, cart requests answer `503` with `Retry-After` and `/health` says
+//! why. Bounded, as a supervisor is: if it cannot rejoin within `--rejoin-within` (60 s), or it
+//! is fenced more than N times within SECONDS (`--fence-intensity`, 5 in 60 s), it gives up and
+//! exits with status 3, for the OS-level manager to start it again.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -26,7 +37,7 @@ use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
 
 use super::{
     duration, error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl,
-    valid_id, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
+    valid_id, with_retry_after, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
 };
 
 struct Opts {
@@ -36,6 +47,10 @@ struct Opts {
     schema: String,
     node_name: String,
     lease: Duration,
+    /// How long a fenced node may try to rejoin before it gives up (exit 3).
+    rejoin_within: Duration,
+    /// At most this many fences within the period; one more and the node gives up (exit 3).
+    fence_intensity: (usize, Duration),
     frontend: frontend::Limits,
     residency: Residency,
 }
@@ -48,6 +63,8 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         schema: "cart".to_owned(),
         node_name: format!("cart-{}", std::process::id()),
         lease: Duration::from_secs(2),
+        rejoin_within: Duration::from_secs(60),
+        fence_intensity: (5, Duration::from_secs(60)),
         frontend: frontend::Limits::default(),
         residency: Residency::default(),
     };
@@ -62,6 +79,15 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
             "--schema" => o.schema = val()?,
             "--node-name" => o.node_name = val()?,
             "--lease" => o.lease = duration(&val()?)?,
+            "--rejoin-within" => o.rejoin_within = duration(&val()?)?,
+            "--fence-intensity" => {
+                o.fence_intensity = val()?
+                    .split_once('/')
+                    .and_then(|(n, s)| Some((n.parse().ok()?, s.parse::<u64>().ok()?)))
+                    .filter(|&(_, secs)| secs > 0)
+                    .map(|(n, secs)| (n, Duration::from_secs(secs)))
+                    .ok_or("--fence-intensity needs N/SECONDS, e.g. 5/60")?
+            }
             "--idle" => {
                 o.residency.idle = duration(&val()?)?;
                 if o.residency.idle.is_zero() {
@@ -98,6 +124,16 @@ struct App {
     node: Node,
     system: System,
     carts: Entities<Cart>,
+    /// While the node is out: how the rejoining goes (for `/health`), and when to try again.
+    out: Arc<Out>,
+}
+
+/// A fenced node's way back, as `/health` and the `503`s tell it.
+#[derive(Default)]
+struct Out {
+    status: Mutex<String>,
+    /// What a client should wait before trying again, in ms.
+    retry_ms: AtomicU64,
 }
 
 impl App {
@@ -118,10 +154,37 @@ impl App {
         if let Some(e) = self.system.failure() {
             return Some(e.to_string());
         }
-        self.node
-            .membership()
-            .is_fenced()
-            .map(|why| format!("this node is out of the cluster: {why}"))
+        let why = self.node.membership().is_fenced()?;
+        let status = self.out.status.lock().unwrap().clone();
+        Some(format!("this node is out of the cluster: {why}; {status}"))
+    }
+
+    /// `503` with `Retry-After` while the node is out of the cluster (fenced, rejoining), or cut
+    /// from the others (NATS disconnected: a request could wait out its TTL unanswered).
+    fn unavailable(&self) -> Option<Response> {
+        if let Some(why) = self.failure() {
+            let wait = Duration::from_millis(self.out.retry_ms.load(Ordering::Relaxed).max(1));
+            return Some(with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, why), wait));
+        }
+        if !self.node.transport_connected() {
+            let why = "this node is cut from the cluster: NATS is disconnected (reconnecting)";
+            return Some(with_retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, why),
+                Duration::from_millis(500),
+            ));
+        }
+        None
+    }
+
+    /// A failed ask as HTTP. A deadline that passed while NATS is disconnected is the outage's
+    /// doing (the request or its reply was lost with the connection): `503` with `Retry-After`,
+    /// outcome unknown, rather than a bare `504`.
+    fn delivery_error(&self, e: DeliveryError) -> Response {
+        if matches!(e, DeliveryError::Expired) && !self.node.transport_connected() {
+            let why = "outcome unknown: NATS disconnected while the request was out (reconnecting)";
+            return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, why), Duration::from_millis(500));
+        }
+        runtime_error(e)
     }
 }
 
@@ -146,6 +209,9 @@ async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap
     if !valid_id(&id) {
         return bad_id();
     }
+    if let Some(r) = app.unavailable() {
+        return r;
+    }
     let cart = app.node.entity::<Cart>(FAMILY, id);
     match cart
         .ask(CartMessage::View())
@@ -157,7 +223,7 @@ async fn view(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap
     {
         Ok(CartReply::View(v)) => Json(v).into_response(),
         Ok(_) => unexpected(),
-        Err(e) => runtime_error(e),
+        Err(e) => app.delivery_error(e),
     }
 }
 
@@ -180,6 +246,9 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
     if !valid_id(&id) {
         return bad_id();
     }
+    if let Some(r) = app.unavailable() {
+        return r;
+    }
     let cart = app.node.entity::<Cart>(FAMILY, id);
     let keyed = key.is_some();
     let mut ask = cart.ask(CartMessage::Add(item, key)).ttl(ttl);
@@ -191,11 +260,12 @@ async fn add(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap,
         Ok(CartReply::Add(Err(CartError::Full))) => error(StatusCode::CONFLICT, "cart is full"),
         Ok(CartReply::Add(Err(CartError::Store(e)))) => store_error(&e),
         Ok(_) => unexpected(),
-        Err(e) => runtime_error(e),
+        Err(e) => app.delivery_error(e),
     }
 }
 
-/// Liveness and readiness: `503` once the tree has given up or the node is fenced.
+/// Liveness and readiness: `503` once the tree has given up, or while the node is out of the
+/// cluster (saying why, and how rejoining goes).
 async fn health(State(app): State<App>) -> Response {
     match app.failure() {
         None => (StatusCode::OK, "ok").into_response(),
@@ -213,7 +283,8 @@ async fn stats(State(app): State<App>) -> Response {
     .into_response()
 }
 
-/// Runs one node of the clustered cart service until it is killed or fenced.
+/// Runs one node of the clustered cart service until it is killed, or gives up (see the module
+/// docs).
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     let o = match parse(args) {
         Ok(o) => o,
@@ -294,9 +365,10 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         node: node.clone(),
         system: system.clone(),
         carts,
+        out: Arc::new(Out::default()),
     };
     tokio::select! {
-        e = server.run(app.router()) => {
+        e = server.run(app.clone().router()) => {
             eprintln!("server stopped: {e}");
             std::process::ExitCode::FAILURE
         }
@@ -304,11 +376,80 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
-        why = node.membership().fenced() => {
-            // Out of the cluster: what this node held is taken over elsewhere, and its late
-            // writes are refused by their fences. Crash-only: exit now, come back as a new node.
-            eprintln!("error: node {} fenced: {why}", node.incarnation());
+        code = stay_in(&app, o.lease, o.rejoin_within, o.fence_intensity) => code,
+    }
+}
+
+/// Keeps the node in the cluster: each time it is fenced, crashes the carts family (every
+/// activation aborted: what it held is taken over elsewhere, and its late writes are refused by
+/// their fences), rejoins as a new incarnation with randomized, bounded backoff, and starts the
+/// family again. Returns only to give up (exit status 3): when it cannot rejoin within
+/// `within`, or when it is fenced more often than `intensity` allows.
+async fn stay_in(app: &App, lease: Duration, within: Duration, intensity: (usize, Duration)) -> std::process::ExitCode {
+    let (node, root) = (&app.node, app.system.root());
+    let mut fences: VecDeque<Instant> = VecDeque::new();
+    let mut rng = u64::from(std::process::id()) << 32 | 1;
+    let cap = lease.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let why = node.membership().fenced().await;
+        let (old, at) = (node.incarnation(), Instant::now());
+        *app.out.status.lock().unwrap() = "crashing its carts, then rejoining".into();
+        app.out.retry_ms.store(lease.as_millis() as u64, Ordering::Relaxed);
+        fences.push_back(at);
+        while fences.front().is_some_and(|t| at.duration_since(*t) > intensity.1) {
+            fences.pop_front();
+        }
+        eprintln!("node {old} fenced: {why}; crashing its carts and rejoining");
+        if let Err(e) = root.terminate_child(FAMILY).await {
+            eprintln!("error: cannot crash the carts of node {old}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        if fences.len() > intensity.0 {
+            eprintln!(
+                "error: node {old} fenced {} times within {} s: giving up",
+                fences.len(),
+                intensity.1.as_secs()
+            );
             std::process::exit(3)
         }
+        let mut wait = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        let new = loop {
+            attempt += 1;
+            match node.rejoin().await {
+                Ok(new) => break new,
+                Err(e) => {
+                    // Full jitter in [wait/2, wait]: the nodes fenced by one outage come back apart.
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let half = wait.as_millis() as u64 / 2;
+                    let sleep = Duration::from_millis(half + rng % (half + 1));
+                    if at.elapsed() + sleep > within {
+                        eprintln!(
+                            "error: node {old} fenced ({why}) and could not rejoin within {} s: {e}",
+                            within.as_secs()
+                        );
+                        std::process::exit(3)
+                    }
+                    *app.out.status.lock().unwrap() = format!(
+                        "rejoining for {} ms (attempt {attempt} failed: {e})",
+                        at.elapsed().as_millis()
+                    );
+                    app.out.retry_ms.store(sleep.as_millis() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(sleep).await;
+                    wait = (wait * 2).min(cap);
+                }
+            }
+        };
+        // Start = recover: every cart starts again under the new incarnation, with new tokens.
+        if let Err(e) = root.restart_child(FAMILY) {
+            eprintln!("error: cannot start the carts of node {new} again: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        eprintln!(
+            "node {old} rejoined as node {new} after {} ms ({attempt} attempts)",
+            at.elapsed().as_millis()
+        );
     }
 }
