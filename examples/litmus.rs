@@ -26,6 +26,7 @@
 //! a new incarnation; the same history check, and the failover times (`support/failover.rs`):
 //! per kill, until the first of the killed node's carts is acknowledged again by another node and
 //! until all of them are, min / median / p99 / max, with the lease the killed node had left.
+//! `--membership-cost`: PostgreSQL statements per second of idle nodes (`support/membership_cost.rs`).
 
 #[path = "support/cart_service.rs"]
 mod cart_service;
@@ -39,12 +40,16 @@ mod http;
 mod litmus_client;
 #[path = "support/litmus_cluster.rs"]
 mod litmus_cluster;
+#[path = "support/membership_cost.rs"]
+mod membership_cost;
 #[path = "support/overload.rs"]
 mod overload;
 #[path = "support/service.rs"]
 mod service;
 #[path = "support/tables.rs"]
 mod tables;
+#[path = "support/throwaway_pg.rs"]
+mod throwaway_pg;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -202,6 +207,9 @@ async fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "--overload") {
         return overload::run(&args).await;
+    }
+    if args.iter().any(|a| a == "--membership-cost") {
+        return membership_cost::run(&args).await;
     }
     let opts = match parse() {
         Ok(o) => o,

@@ -1,5 +1,11 @@
 //! The cluster's figures, measured the way the README's are: the failover computation litmus
-//! reports from (`examples/support/failover.rs`), on histories whose answers are known.
+//! reports from (`examples/support/failover.rs`), on histories whose answers are known, and the
+//! membership's cost in PostgreSQL statements (`litmus --membership-cost`), which must be the
+//! renewals the design calls for (three per lease per idle node) and nothing else.
+//!
+//! The cost test runs on a throwaway PostgreSQL it creates (`CRASHONLY_PG_THROWAWAY=1`, as root
+//! with PostgreSQL's binaries, as `.ci/run` sets) and needs `CRASHONLY_NATS_URL`; without them it
+//! says it was skipped.
 
 #[path = "../examples/support/failover.rs"]
 mod failover;
@@ -134,4 +140,51 @@ fn the_spread_takes_p99_by_nearest_rank() {
     let s = Spread::of([ms(5)]);
     assert_eq!((s.min, s.median, s.p99, s.max), (5.0, 5.0, 5.0, 5.0));
     assert_eq!(Spread::of([]), Spread::default());
+}
+
+#[test]
+fn an_idle_node_costs_the_database_its_renewals_and_nothing_more() {
+    let (Ok("1"), Ok(_)) = (
+        std::env::var("CRASHONLY_PG_THROWAWAY").as_deref(),
+        std::env::var("CRASHONLY_NATS_URL"),
+    ) else {
+        eprintln!("skipped: CRASHONLY_PG_THROWAWAY=1 and CRASHONLY_NATS_URL are needed (membership cost)");
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litmus"))
+        .args([
+            "--membership-cost",
+            "--lease",
+            "1s",
+            "--window",
+            "5s",
+            "--nodes",
+            "1,3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "litmus --membership-cost printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    println!("membership cost: {r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert!(r["baseline"]["statements_per_s"].as_f64().unwrap() < 0.5, "{r}");
+    // Three renewals per lease, a 1 s lease: 3 statements a second per node.
+    for c in r["configs"].as_array().unwrap() {
+        let s = c["statements_per_s_per_node"].as_f64().unwrap();
+        let x = c["transactions_per_s_per_node"].as_f64().unwrap();
+        assert!((2.4..=3.6).contains(&s), "statements per node and second: {c}");
+        // Each statement is one implicit transaction, or two when its client prepares it first.
+        assert!(x >= 0.8 * s && x <= 2.2 * s, "transactions per node and second: {c}");
+        let top = &c["statements"][0]["query"];
+        assert!(
+            top.as_str().unwrap().contains("SET lease_until"),
+            "the renewal is what an idle node runs most: {c}"
+        );
+    }
 }
