@@ -19,36 +19,54 @@
 //! The service's `/stats` is sampled during the run: the report gives its live activations and
 //! resident memory at the end of the load and at their peak.
 //! `--overload`: the front end under 10x its load instead (see `support/overload.rs`).
-//! `--cluster [--nodes 3]`: the cart service clustered (`cart --cluster`, on `CRASHONLY_PG_URL` and
-//! `CRASHONLY_NATS_URL`, a 1 s lease), each client writing through a random node, a random node
-//! killed every `--kill-every`; the same history check.
+//! `--cluster [--nodes 3] [--lease 2s]`: the cart service clustered (`cart --cluster`, on
+//! `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL`, the cluster's default 2 s membership lease unless
+//! `--lease` says otherwise), each client writing through a random node, a random node killed
+//! every 1 to 2 s (at random; `--kill-every` sets it, `A..B` for a range) and restarted at once as
+//! a new incarnation; the same history check, and the failover times (`support/failover.rs`):
+//! per kill, until the first of the killed node's carts is acknowledged again by another node and
+//! until all of them are, min / median / p99 / max, with the lease the killed node had left.
+//! `--membership-cost`: PostgreSQL statements per second of idle nodes (`support/membership_cost.rs`).
 
 #[path = "support/cart_service.rs"]
 mod cart_service;
+#[path = "support/failover.rs"]
+mod failover;
 #[path = "support/history.rs"]
 mod history;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/litmus_client.rs"]
+mod litmus_client;
+#[path = "support/litmus_cluster.rs"]
+mod litmus_cluster;
+#[path = "support/membership_cost.rs"]
+mod membership_cost;
 #[path = "support/overload.rs"]
 mod overload;
 #[path = "support/service.rs"]
 mod service;
 #[path = "support/tables.rs"]
 mod tables;
+#[path = "support/throwaway_pg.rs"]
+mod throwaway_pg;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cart_service::duration;
+use litmus_client::Stats;
 use service::{Figures, Service};
 
 struct Opts {
     duration: Duration,
-    kill_every: Duration,
+    /// Time between kills: at random between the two (`--kill-every A..B`), or this one.
+    kill_every: (Duration, Duration),
+    kill_every_set: bool,
     clients: usize,
     carts_per_client: usize,
     /// `--carts N`: the clients spread over N distinct carts instead.
@@ -66,12 +84,25 @@ struct Opts {
     table1: bool,
     /// `--cluster`: this many nodes (`--nodes`, 3).
     nodes: Option<usize>,
+    /// `--lease`: the cluster's membership lease (2 s, the cluster's default).
+    lease: Duration,
+}
+
+/// `A..B` (a range) or `A` (both ends the same).
+fn interval(s: &str) -> Result<(Duration, Duration), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let (a, b) = (duration(a)?, duration(b)?);
+    if a > b {
+        return Err(format!("{s:?}: the range ends before it starts"));
+    }
+    Ok((a, b))
 }
 
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         duration: Duration::from_secs(30),
-        kill_every: Duration::from_secs(2),
+        kill_every: (Duration::from_secs(2), Duration::from_secs(2)),
+        kill_every_set: false,
         clients: 16,
         carts_per_client: 4,
         carts: None,
@@ -85,6 +116,7 @@ fn parse() -> Result<Opts, String> {
         faultload_table: false,
         table1: false,
         nodes: None,
+        lease: Duration::from_secs(2),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -93,8 +125,12 @@ fn parse() -> Result<Opts, String> {
             "--duration" => o.duration = duration(&val()?)?,
             "--kill-every" => match val()?.as_str() {
                 "off" => o.kill = false,
-                v => o.kill_every = duration(v)?,
+                v => {
+                    o.kill_every = interval(v)?;
+                    o.kill_every_set = true;
+                }
             },
+            "--lease" => o.lease = duration(&val()?)?,
             "--fault-every-ms" => {
                 o.fault_every_ms = Some(val()?.parse().map_err(|_| "--fault-every-ms needs a number")?)
             }
@@ -141,11 +177,17 @@ fn parse() -> Result<Opts, String> {
             }
         }
     }
-    if o.kill_every < Duration::from_millis(100) {
+    if o.nodes.is_some() && !o.kill_every_set {
+        o.kill_every = (Duration::from_secs(1), Duration::from_secs(2));
+    }
+    if o.kill_every.0 < Duration::from_millis(100) {
         return Err("--kill-every must be at least 100ms".into());
     }
     if o.duration.is_zero() || o.clients == 0 || o.clients > 1024 {
         return Err("--duration must be positive and --clients between 1 and 1024".into());
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&o.lease) {
+        return Err("--lease must be 100ms to 60s".into());
     }
     if o.idle.is_zero() {
         return Err("--idle must be positive".into());
@@ -154,132 +196,6 @@ fn parse() -> Result<Opts, String> {
         return Err("--cluster runs kill -9 only (no --unsafe-store, faults or tables)".into());
     }
     Ok(o)
-}
-
-/// What the clients saw.
-#[derive(Default)]
-struct Stats {
-    requests: AtomicU64,
-    acked: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-    /// Every write, in each client's order: (cart, item), acknowledged or of unknown outcome.
-    writes: Mutex<Vec<history::Write<String, String>>>,
-    /// Acknowledgements per second since the start.
-    per_second: Mutex<Vec<u64>>,
-    /// Time from first attempt to acknowledgement, per write, in microseconds.
-    latencies: Mutex<Vec<u64>>,
-}
-
-impl Stats {
-    fn error(&self, kind: impl Into<String>) {
-        *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
-    }
-}
-
-/// The carts client `id` writes: its own few by default; with `--carts N`, every `clients`-th of
-/// the N (so each cart has one writer), or one shared with other clients when N is smaller.
-fn carts_of(id: usize, opts: &Opts) -> Vec<String> {
-    match opts.carts {
-        None => (0..opts.carts_per_client).map(|k| format!("c{id}-{k}")).collect(),
-        Some(n) if n < opts.clients => vec![format!("c{}", id % n)],
-        Some(n) => (id..n).step_by(opts.clients).map(|k| format!("c{k}")).collect(),
-    }
-}
-
-/// Client `id`: adds to `carts` in turn, or at random, until `stop`.
-async fn client(
-    id: usize,
-    carts: Vec<String>,
-    random: bool,
-    addrs: Vec<SocketAddr>,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    started: Instant,
-) {
-    let mut seq = 0u64;
-    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    while !stop.load(Ordering::Relaxed) {
-        let turn = if random {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as usize
-        } else {
-            seq as usize
-        };
-        let cart = carts[turn % carts.len()].clone();
-        // Unique across clients (a cart may have several writers).
-        let item = format!("{cart}:{id}:{seq}");
-        seq += 1;
-        let body = format!("{{\"item\":\"{item}\"}}");
-        let path = format!("/carts/{cart}/items");
-        // The same request, with the same idempotency key, until it is acknowledged.
-        let first_attempt = Instant::now();
-        let give_up = first_attempt + Duration::from_secs(30);
-        loop {
-            if Instant::now() > give_up {
-                stats.error("gave up after 30 s");
-                stats.writes.lock().unwrap().push(history::Write {
-                    client: id as u32,
-                    key: cart.clone(),
-                    value: item.clone(),
-                    outcome: history::Outcome::Unknown,
-                });
-                break;
-            }
-            let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "2000")];
-            // Each attempt through any node (one, on a single process).
-            let addr = addrs[(seq as usize + x as usize) % addrs.len()];
-            x = x.rotate_left(7) ^ 0x9E37;
-            let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(3)).await;
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            match r {
-                Ok(r) if r.status == 200 => {
-                    stats.acked.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .latencies
-                        .lock()
-                        .unwrap()
-                        .push(first_attempt.elapsed().as_micros() as u64);
-                    stats.writes.lock().unwrap().push(history::Write {
-                        client: id as u32,
-                        key: cart.clone(),
-                        value: item.clone(),
-                        outcome: history::Outcome::Ok,
-                    });
-                    let sec = started.elapsed().as_secs() as usize;
-                    let mut ps = stats.per_second.lock().unwrap();
-                    if ps.len() <= sec {
-                        ps.resize(sec + 1, 0);
-                    }
-                    ps[sec] += 1;
-                    break;
-                }
-                Ok(r) if r.status == 503 => {
-                    stats.error("503 (Retry-After)");
-                    let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
-                    let secs = r
-                        .headers
-                        .get("retry-after")
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(|s| s * 1000);
-                    tokio::time::sleep(Duration::from_millis(ms.or(secs).unwrap_or(50).min(2000))).await;
-                }
-                Ok(r) => {
-                    stats.error(format!("HTTP {}", r.status));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => {
-                    stats.error(match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => "connection refused (restarting)".to_string(),
-                        std::io::ErrorKind::TimedOut => "timed out".to_string(),
-                        _ => "connection lost (killed)".to_string(),
-                    });
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
 }
 
 #[tokio::main]
@@ -291,6 +207,9 @@ async fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "--overload") {
         return overload::run(&args).await;
+    }
+    if args.iter().any(|a| a == "--membership-cost") {
+        return membership_cost::run(&args).await;
     }
     let opts = match parse() {
         Ok(o) => o,
@@ -305,6 +224,7 @@ async fn main() -> ExitCode {
     if opts.table1 {
         return tables::table1().await;
     }
+
     let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let mut extra: Vec<String> = vec!["--idle".into(), format!("{}ms", opts.idle.as_millis())];
@@ -319,10 +239,10 @@ async fn main() -> ExitCode {
         faults.extend(["--fault-every-ms".into(), ms.to_string(), "--fault-mode".into()]);
         faults.push(if opts.fault_process { "process" } else { "actor" }.into());
     }
-    let mut svcs = match opts.nodes {
-        None => vec![Service::new(data.clone(), extra, faults)],
-        Some(n) => match cluster_nodes(n, &extra) {
-            Ok(s) => s,
+    let (cluster, mut svcs) = match opts.nodes {
+        None => (None, vec![Service::new(data.clone(), extra, faults)]),
+        Some(n) => match litmus_cluster::Cluster::nodes(n, opts.lease, &extra).await {
+            Ok((c, s)) => (Some(c), s),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -342,9 +262,9 @@ async fn main() -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..opts.clients)
         .map(|i| {
-            tokio::spawn(client(
+            tokio::spawn(litmus_client::client(
                 i,
-                carts_of(i, &opts),
+                litmus_client::carts_of(i, opts.clients, opts.carts_per_client, opts.carts),
                 opts.carts.is_some(),
                 addrs.clone(),
                 stats.clone(),
@@ -355,11 +275,19 @@ async fn main() -> ExitCode {
         .collect();
 
     let mut recoveries = Vec::new();
+    let mut kills: Vec<failover::Kill> = Vec::new();
     let mut process_restarts: Vec<Duration> = Vec::new();
     let mut figures: Vec<Figures> = svcs.iter().map(|_| Figures::default()).collect();
     let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
-    let mut next_kill = started + opts.kill_every;
+    let next = |pick: &mut u64| {
+        let (lo, hi) = opts.kill_every;
+        *pick ^= *pick << 13;
+        *pick ^= *pick >> 7;
+        *pick ^= *pick << 17;
+        lo + Duration::from_millis(*pick % (hi - lo).as_millis().max(1) as u64)
+    };
+    let mut next_kill = started + next(&mut pick);
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // A process that died on its own (the whole-process faultload) is restarted from outside.
@@ -380,6 +308,17 @@ async fn main() -> ExitCode {
             pick ^= pick >> 7;
             pick ^= pick << 17;
             let svc = &mut svcs[(pick % addrs.len() as u64) as usize];
+            // On a cluster: which incarnation dies, and how long its lease still runs.
+            if let (Some(c), Some(victim)) = (&cluster, svc.incarnation) {
+                let asked = Instant::now();
+                let left = c.lease_left(victim).await;
+                let lease_left = left.map(|l| l.saturating_sub(asked.elapsed()));
+                kills.push(failover::Kill {
+                    at: started.elapsed(),
+                    victim,
+                    lease_left,
+                });
+            }
             svc.kill().await;
             if let Err(e) = svc.start().await {
                 eprintln!("error: restart failed: {e}");
@@ -389,7 +328,7 @@ async fn main() -> ExitCode {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             recoveries.push(t.elapsed());
-            next_kill = Instant::now() + opts.kill_every;
+            next_kill = Instant::now() + next(&mut pick);
         }
         if last_sample.elapsed() >= Duration::from_millis(500) {
             last_sample = Instant::now();
@@ -409,6 +348,7 @@ async fn main() -> ExitCode {
             );
         }
     }
+    let load_ended = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     // Keep the service alive until the clients have their last requests acknowledged.
     while !clients.iter().all(|c| c.is_finished()) {
@@ -493,6 +433,30 @@ async fn main() -> ExitCode {
         svc.kill().await;
     }
     let _ = std::fs::remove_dir_all(&data);
+    let acks = std::mem::take(&mut *stats.acks.lock().unwrap());
+    let (each, failover) = litmus_cluster::figures(&kills, &acks);
+    if let Some(c) = &cluster {
+        c.drop_schemas().await;
+        if std::env::var_os("LITMUS_FAILOVERS").is_some() {
+            for f in &each {
+                let k = &kills[f.kill];
+                eprintln!(
+                    "failover at {:.3}s of {}: lease left {:?}, first {:?} (asked for {:?}{}), all {:?} (sent at {:?}), {}/{} carts",
+                    k.at.as_secs_f64(),
+                    k.victim,
+                    k.lease_left,
+                    f.first,
+                    f.first_asked,
+                    if f.overlapped { ", another kill meanwhile" } else { "" },
+                    f.all,
+                    f.last_sent,
+                    f.back,
+                    f.held
+                );
+            }
+        }
+    }
+    let per_s = acked_total as f64 / load_ended.as_secs_f64();
     // The service's figures, over its nodes.
     let sum = |f: fn(&Figures) -> u64| figures.iter().map(f).sum::<u64>();
     let most = |f: fn(&Figures) -> u64| figures.iter().map(f).max().unwrap_or(0);
@@ -502,12 +466,7 @@ async fn main() -> ExitCode {
     let stalled = per_second
         .get(1..whole_seconds)
         .map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
-    recoveries.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (min, med, max) = match recoveries.len() {
-        0 => (0.0, 0.0, 0.0),
-        n => (ms(recoveries[0]), ms(recoveries[n / 2]), ms(recoveries[n - 1])),
-    };
+    let restart = failover::Spread::of(recoveries.iter().copied());
     let errors = stats.errors.lock().unwrap().clone();
     let mut lat = stats.latencies.lock().unwrap().clone();
     lat.sort_unstable();
@@ -521,9 +480,12 @@ async fn main() -> ExitCode {
         let report = serde_json::json!({
             "duration_s": opts.duration.as_secs_f64(),
             "kills": recoveries.len(),
-            "recovery_ms": { "min": min, "median": med, "max": max },
+            "recovery_ms": restart.json(),
             "requests": stats.requests.load(Ordering::Relaxed),
             "acked": acked_total,
+            "acked_per_s": per_s,
+            "lease_ms": cluster.as_ref().map(|c| c.lease.as_millis() as u64),
+            "failover": cluster.as_ref().map(|_| failover.json()),
             "acked_lost": lost,
             "unexpected": unexpected,
             "duplicates": duplicates,
@@ -551,14 +513,22 @@ async fn main() -> ExitCode {
         });
         println!("{report}");
     } else {
+        let (lo, hi) = opts.kill_every;
         println!(
-            "litmus: cart service, kill -9 every {:?} for {:?}",
-            opts.kill_every, opts.duration
+            "litmus: cart service{}, kill -9 every {lo:?}{} for {:?}",
+            cluster
+                .as_ref()
+                .map_or(String::new(), |_| format!(" on {} nodes", addrs.len())),
+            if hi > lo { format!(" to {hi:?}") } else { String::new() },
+            opts.duration
         );
         println!("  kills                     {}", recoveries.len());
-        println!("  serving again after kill  min {min:.1} ms · median {med:.1} ms · max {max:.1} ms");
+        println!("  serving again after kill  {}", restart.line());
+        if let Some(c) = &cluster {
+            litmus_cluster::print(c.lease, kills.len(), &failover);
+        }
         println!("  requests                  {}", stats.requests.load(Ordering::Relaxed));
-        println!("  acknowledged writes       {acked_total}");
+        println!("  acknowledged writes       {acked_total} ({per_s:.0}/s)");
         println!("  p99 time to acknowledge   {p99_ms:.1} ms");
         println!("  client-visible errors     {}", errors.values().sum::<u64>());
         for (kind, n) in &errors {
@@ -603,24 +573,4 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// `--cluster`: `n` nodes of the clustered cart service, on `CRASHONLY_PG_URL` and
-/// `CRASHONLY_NATS_URL`, in a cluster (and store) of this run's own.
-fn cluster_nodes(n: usize, extra: &[String]) -> Result<Vec<Service>, String> {
-    let (Ok(pg), Ok(nats)) = (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) else {
-        return Err("--cluster needs CRASHONLY_PG_URL and CRASHONLY_NATS_URL".into());
-    };
-    let schema = format!("litmus_{}", std::process::id());
-    Ok((0..n)
-        .map(|i| {
-            let mut args: Vec<String> = ["--cluster", "--pg", &pg, "--nats", &nats, "--schema", &schema]
-                .map(String::from)
-                .to_vec();
-            args.extend(["--node-name".into(), format!("n{i}"), "--lease".into(), "1s".into()]);
-            args.extend(extra.iter().cloned());
-            // No data directory: the store of record is PostgreSQL.
-            Service::new(std::path::PathBuf::new(), args, Vec::new())
-        })
-        .collect())
 }

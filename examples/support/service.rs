@@ -19,6 +19,8 @@ pub struct Service {
     pub data: std::path::PathBuf,
     pub addr: SocketAddr,
     pub child: Option<Child>,
+    /// A clustered node's incarnation, as its last start said (`listening ADDR node N`).
+    pub incarnation: Option<u64>,
 }
 
 impl Service {
@@ -31,6 +33,7 @@ impl Service {
             data,
             addr: free_port(),
             child: None,
+            incarnation: None,
         }
     }
 
@@ -56,6 +59,10 @@ impl Service {
         if !line.starts_with("listening ") {
             return Err(format!("the service said {line:?} instead of listening"));
         }
+        self.incarnation = match line.split(' ').collect::<Vec<_>>()[..] {
+            [_, _, "node", n] => n.parse().ok(),
+            _ => None,
+        };
         self.child = Some(child);
         Ok(())
     }
