@@ -320,7 +320,7 @@ impl Membership {
 /// The renewal loop: every third of a lease, until renewing fails past the local deadline or
 /// finds the lease expired.
 async fn renew(inner: std::sync::Weak<Inner>, client: Client, mut last: Instant, incarnation: u64) {
-    let mut client = Some(client);
+    let mut client = Some((client, None));
     loop {
         let Some(me) = inner.upgrade() else { return };
         if me.incarnation.load(Ordering::Acquire) != incarnation {
@@ -352,24 +352,30 @@ async fn renew(inner: std::sync::Weak<Inner>, client: Client, mut last: Instant,
     }
 }
 
+/// The renewal connection and its statement, prepared once per connection (a statement prepared
+/// on each call costs a round trip of its own, which PostgreSQL counts as a transaction).
+type Renewer = Option<(Client, Option<tokio_postgres::Statement>)>;
+
 /// One renewal: `Ok(false)` when the lease had expired.
-async fn renew_once(me: &Inner, incarnation: u64, client: &mut Option<Client>) -> Result<bool, ClusterError> {
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(pg::connect(&me.url, me.connect_timeout).await?);
+async fn renew_once(me: &Inner, incarnation: u64, client: &mut Renewer) -> Result<bool, ClusterError> {
+    if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+        *client = Some((pg::connect(&me.url, me.connect_timeout).await?, None));
     }
-    let c = client.as_ref().expect("connected above");
-    let schema = &me.schema;
-    let lease_ms = me.lease.as_millis() as f64;
-    let rows = c
-        .query(
-            &format!(
+    let (c, statement) = client.as_mut().expect("connected above");
+    if statement.is_none() {
+        let schema = &me.schema;
+        *statement = Some(
+            c.prepare(&format!(
                 "UPDATE {schema}.members
                  SET lease_until = clock_timestamp() + $2::float8 * interval '1 millisecond'
                  WHERE incarnation = $1 AND lease_until > clock_timestamp() RETURNING 1"
-            ),
-            &[&(incarnation as i64), &lease_ms],
-        )
-        .await?;
+            ))
+            .await?,
+        );
+    }
+    let lease_ms = me.lease.as_millis() as f64;
+    let statement = statement.as_ref().expect("prepared above");
+    let rows = c.query(statement, &[&(incarnation as i64), &lease_ms]).await?;
     Ok(rows.len() == 1)
 }
 

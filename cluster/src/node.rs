@@ -404,7 +404,29 @@ impl Node {
             cache.1 = self.inner.membership.members().await?;
             cache.0 = Some(tokio::time::Instant::now());
         }
-        Ok(cache.1.clone())
+        // Those whose lease, as read, outlasts the time since it was read.
+        let read = cache.0.map_or(Duration::ZERO, |at| at.elapsed());
+        Ok(cache.1.iter().filter(|m| m.lease_left > read).cloned().collect())
+    }
+
+    /// How long the member `incarnation`'s lease has left (zero once it is out), by the database's
+    /// clock, from the members read at most a third of a lease ago; a lease when it cannot be read.
+    async fn lease_left(&self, incarnation: u64) -> Duration {
+        let lease = self.inner.membership.lease();
+        let Ok(members) = self.members().await else {
+            return lease / 4;
+        };
+        let read = self
+            .inner
+            .members
+            .lock()
+            .await
+            .0
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        members
+            .iter()
+            .find(|m| m.incarnation == incarnation)
+            .map_or(Duration::ZERO, |m| m.lease_left.saturating_sub(read).min(lease))
     }
 
     /// Where a request for `(family, key)` goes: the last holder that answered, else the live
@@ -470,9 +492,11 @@ impl Node {
                     Ok(msg) => wire::decode(&msg.payload).unwrap_or_else(Reply::Rejected),
                     Err(e) => match e.kind() {
                         async_nats::client::RequestErrorKind::NoResponders => {
-                            // The holder is gone: its lease runs out within a lease.
+                            // The holder is gone: come back when its lease has run out (by the
+                            // database's clock), when another node may claim what it held.
                             self.forget_route(&req.family, &req.entity);
-                            return Reply::RetryAfter((self.inner.membership.lease().as_millis() / 4) as u32);
+                            let left = Box::pin(self.lease_left(holder)).await;
+                            return Reply::RetryAfter(left.as_millis().min(u128::from(u32::MAX)) as u32);
                         }
                         async_nats::client::RequestErrorKind::TimedOut if wait < left => {
                             self.forget_route(&req.family, &req.entity);

@@ -480,9 +480,16 @@ async fn a_tell_to_a_dead_node_is_retried_onto_the_new_holder_or_refused() {
         }
     }
     let r = a.entity::<Counter>("counters", key.clone());
-    // Not idempotent: sent once, and the dead holder's subject has no responders.
+    // Not idempotent: sent once, and the dead holder's subject has no responders: come back when
+    // its lease (1 s, renewed every third of it) has run out by the database's clock.
     let once = r.tell(Op::Add(1)).ttl(Duration::from_secs(3)).send().await;
-    assert!(matches!(once, Err(DeliveryError::RetryAfter(_))), "{once:?}");
+    let Err(DeliveryError::RetryAfter(wait)) = once else {
+        panic!("{once:?}")
+    };
+    assert!(wait <= Duration::from_secs(1), "at most a lease: {wait:?}");
+    // After that wait, a single attempt lands on the new holder.
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    r.tell(Op::Add(0)).ttl(Duration::from_secs(3)).send().await.unwrap();
     // Idempotent and retrying: lands on a once b's lease is out (1 s).
     let t = Instant::now();
     r.tell(Op::Add(1))
