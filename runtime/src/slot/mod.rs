@@ -518,8 +518,9 @@ impl<A: Actor> Slot<A> {
             }
             .await;
             self.busy_since.store(0, Ordering::Relaxed);
-            self.handled.fetch_add(1, Ordering::Relaxed);
-            meter!(self.opts.meters, handled(clock.nanos().saturating_sub(began)));
+            #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+            let n = self.handled.fetch_add(1, Ordering::Relaxed);
+            meter!(self.opts.meters, handled(n, || clock.nanos().saturating_sub(began)));
             let reason = match outcome {
                 Ok(Ok(reply)) => {
                     if let (Some(dedup), Some(k), false) = (&self.dedup, key, ctx.deferred()) {
