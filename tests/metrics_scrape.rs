@@ -268,22 +268,29 @@ async fn readyz_answers_503_while_a_supervisor_escalates_and_200_after() {
     stuck.tell(()).await.unwrap();
     until(|| stuck.stats().busy_for.is_some()).await;
     // Past its intensity, `sub` gives up: it waits for `stuck`'s thread before its parent decides.
+    // (The asker hears of the crash before `sub` has decided: the escalation begins just after.)
     let _ = worker.ask(Cmd::Crash).await;
-    let r = req(addr, "GET", "/readyz", b"").await;
-    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let r = status_within(addr, 503).await;
     assert!(String::from_utf8_lossy(&r.body).contains("escalating"));
     let s = scrape(addr).await;
     assert_eq!(value(&s, "crashonly_escalating", &[]), 1.0);
     assert_eq!(value(&s, "crashonly_escalations_total", &[]), 1.0);
     // The root restarts `sub`: ready again, and the counter stays.
+    status_within(addr, 200).await;
+    assert_eq!(crashonly::metrics::ready(&system), Ok(()));
+    assert_eq!(value(&scrape(addr).await, "crashonly_escalations_total", &[]), 1.0);
+}
+
+/// Polls `/readyz` until it answers `status` (within 3 s), and returns that answer.
+async fn status_within(addr: SocketAddr, status: u16) -> http::Response {
     for _ in 0..300 {
-        if req(addr, "GET", "/readyz", b"").await.status == 200 {
-            break;
+        let r = req(addr, "GET", "/readyz", b"").await;
+        if r.status == status {
+            return r;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(crashonly::metrics::ready(&system), Ok(()));
-    assert_eq!(value(&scrape(addr).await, "crashonly_escalations_total", &[]), 1.0);
+    panic!("/readyz never answered {status}");
 }
 
 #[tokio::test]

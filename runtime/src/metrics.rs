@@ -112,6 +112,7 @@ pub fn render(system: &System) -> String {
         m.depth.set(sum as f64);
         m.depth_max.set(max as f64);
         m.live.set(live as f64);
+        m.publish();
     }
     meters.gauge("crashonly_abandoned_tasks", system.abandoned() as f64);
     meters.gauge("crashonly_escalating", meters.escalating() as f64);
