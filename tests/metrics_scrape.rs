@@ -234,6 +234,35 @@ async fn readyz_answers_503_once_the_root_gave_up() {
     ));
 }
 
+#[tokio::test]
+async fn label_sets_are_bounded_past_a_thousand_names() {
+    let system = System::builder().config(quiet()).start().unwrap();
+    let workers: Vec<_> = (0..1100)
+        .map(|i| system.spawn(ActorSpec::<Worker>::named(format!("w{i}"), ())).unwrap())
+        .collect();
+    for w in &workers {
+        w.ask(Cmd::Ok).await.unwrap();
+    }
+    let addr = serve(crashonly::metrics::router(&system)).await;
+    let s = scrape(addr).await;
+    let series = s.iter().filter(|x| x.metric == "crashonly_handled_total").count();
+    assert_eq!(series, 1001, "1,000 label sets kept apart, and the overflow one");
+    let kept = 1000.0;
+    let other = value(&s, "crashonly_handled_total", &[("path", "(other)")]);
+    // Every handled message is counted once, in its own set or in the overflow one.
+    let total: f64 = s
+        .iter()
+        .filter(|x| x.metric == "crashonly_handled_total")
+        .map(|x| match x.value {
+            Value::Counter(v) | Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(total, 1100.0);
+    assert_eq!(other, 1100.0 - kept);
+    assert_eq!(value(&s, "crashonly_live", &[("path", "(other)")]), 1100.0 - kept);
+}
+
 /// Blocks its (dedicated) thread for a while on every message: a supervisor giving up waits for it.
 struct Stuck;
 
