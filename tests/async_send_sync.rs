@@ -17,6 +17,7 @@ fn public_types_are_send_and_sync() {
     send_sync::<SendError<String>>();
     send_sync::<SpawnError>();
     send_sync::<SystemError>();
+    send_sync::<crashonly::metrics::NotReady>();
     send_sync::<CrashReport>();
     send_sync::<Header>();
     send_sync::<Down>();

@@ -138,6 +138,7 @@ impl App {
 
     /// The routes (see `examples/cart.rs`).
     pub fn router(self) -> Router {
+        let metrics = crashonly::metrics::router(&self.system); // `/metrics`, `/healthz`, `/readyz`
         Router::new()
             .route("/carts/{id}", get(view))
             .route("/carts/{id}/items", post(add))
@@ -147,6 +148,7 @@ impl App {
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(self)
+            .merge(metrics)
     }
 
     /// A runtime error, unless the store is down: then what happened to the store (a cart that

@@ -34,6 +34,11 @@ pub struct Config {
     /// tokio worker is blocked or `main` never reaches [`System::wait`](crate::System::wait).
     /// `None` leaves the exit to `main` (tests that make a system fail on purpose).
     pub exit_on_failure: Option<Duration>,
+    /// Whether the actors count into the system's Prometheus meters (feature `metrics`; on by
+    /// default). Off, `crashonly::metrics::render` still answers, with the system-wide gauges only:
+    /// for measuring what counting costs in one run.
+    #[cfg(feature = "metrics")]
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             mailbox_capacity: 1024,
             watchdog_every: Duration::from_millis(50),
             exit_on_failure: Some(Duration::from_secs(1)),
+            #[cfg(feature = "metrics")]
+            metrics: true,
         }
     }
 }
@@ -59,3 +66,12 @@ with_setters!(Config {
     /// Sets the grace before the process exits after a failure (`None`: never by itself).
     with_exit_on_failure => exit_on_failure: Option<Duration>,
 });
+
+#[cfg(feature = "metrics")]
+impl Config {
+    /// Sets whether the actors count into the system's Prometheus meters.
+    pub fn with_metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+}

@@ -74,6 +74,17 @@ macro_rules! with_setters {
     };
 }
 
+/// Calls `$call` on a slot's meters (an `Option<Arc<SlotMeters>>`) when the `metrics` feature is
+/// on; compiles to nothing when it is off.
+macro_rules! meter {
+    ($meters:expr, $($call:tt)+) => {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &$meters {
+            m.$($call)+;
+        }
+    };
+}
+
 mod actor;
 mod actor_ref;
 #[cfg(feature = "macros")]
@@ -90,6 +101,8 @@ mod inflight;
 mod lease;
 mod link;
 mod mailbox;
+#[cfg(feature = "metrics")]
+mod meters;
 mod monitor;
 mod policy;
 mod registry;
@@ -107,6 +120,8 @@ mod system;
 mod timer;
 mod watchdog;
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod store;
 pub mod testing;
 

@@ -71,6 +71,11 @@ pub(crate) trait Inspect: Send + Sync {
     fn is_overdue(&self, _now: u64, _limit: std::time::Duration) -> bool {
         false
     }
+    /// Its label set's meters and its mailbox's depth (an actor's slot; not a supervisor).
+    #[cfg(feature = "metrics")]
+    fn meters(&self) -> Option<(Arc<crate::meters::SlotMeters>, usize)> {
+        None
+    }
     /// Abandons its aborted task (counted once, whoever calls first).
     #[cfg_attr(crashonly_loom, allow(dead_code))]
     fn abandon(&self) {}
@@ -215,6 +220,19 @@ impl Registry {
             .filter_map(|(_, e)| e.inspect.upgrade())
             .collect();
         live.iter().map(|i| i.snapshot()).collect()
+    }
+
+    /// Every live slot's meters and mailbox depth (for a scrape).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn meters(&self) -> Vec<(Arc<crate::meters::SlotMeters>, usize)> {
+        let live: Vec<Arc<dyn Inspect>> = self
+            .inner
+            .lock()
+            .slots
+            .iter()
+            .filter_map(|(_, e)| e.inspect.upgrade())
+            .collect();
+        live.iter().filter_map(|i| i.meters()).collect()
     }
 
     /// The slots past their handling lease at `now`.

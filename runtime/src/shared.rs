@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     leases: Arc<Leases>,
     /// Set when the `System` is dropped: its watchdog thread stops.
     dropped: AtomicU8,
+    #[cfg(feature = "metrics")]
+    meters: Arc<crate::meters::Meters>,
 }
 
 impl Shared {
@@ -67,7 +69,23 @@ impl Shared {
             failure,
             abandoned: Stat::new(0),
             leases: Default::default(),
+            #[cfg(feature = "metrics")]
+            meters: Arc::new(crate::meters::Meters::new()),
         })
+    }
+
+    /// The system's Prometheus meters.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn meters(&self) -> &Arc<crate::meters::Meters> {
+        &self.meters
+    }
+
+    /// The meters of the label set `(A, pattern)` (an entity family's if `family`), unless the
+    /// configuration turned them off.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn slot_meters<A>(&self, pattern: &str, family: bool) -> Option<Arc<crate::meters::SlotMeters>> {
+        let actor = std::any::type_name::<A>();
+        self.config.metrics.then(|| self.meters.set(actor, pattern, family))
     }
 
     pub(crate) fn config(&self) -> &Config {

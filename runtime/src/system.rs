@@ -105,9 +105,19 @@ impl SystemBuilder {
             let shared = shared.clone();
             let every = shared.config().watchdog_every.max(Duration::from_millis(1));
             let task = shared.clone().spawn(async move {
+                #[cfg(feature = "metrics")]
+                let mut scans = 0u32;
                 loop {
                     shared.clock().sleep(every).await;
                     crate::watchdog::scan(shared.registry(), shared.nanos());
+                    // About once a second: histogram samples are drained even if nobody scrapes.
+                    #[cfg(feature = "metrics")]
+                    {
+                        scans = scans.wrapping_add(1);
+                        if scans.is_multiple_of(20) {
+                            shared.meters().upkeep();
+                        }
+                    }
                 }
             });
             task.abort_handle()
@@ -150,6 +160,11 @@ impl System {
     /// The clock.
     pub fn clock(&self) -> &Clock {
         self.inner.shared.clock()
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     pub(crate) fn root_node(&self) -> &Arc<SupNode> {

@@ -194,6 +194,7 @@ impl<A: Entity> Family<A> {
             .registry()
             .insert_at(path, |id, path| Slot::new((id, path), shared, args, weak, opts, dedup));
         self.counters.activations.fetch_add(1, Ordering::Relaxed);
+        meter!(self.cfg.slot.meters, activated());
         (slot, link)
     }
 
@@ -213,6 +214,7 @@ impl<A: Entity> Family<A> {
         if let Some(until) = inner.quarantine.get(key).copied() {
             let now = self.shared.now();
             if now < until {
+                meter!(self.cfg.slot.meters, retry_after());
                 return Err(DeliveryError::RetryAfter(until.saturating_duration_since(now)));
             }
             inner.quarantine.remove(key);
@@ -273,6 +275,7 @@ impl<A: Entity> Family<A> {
         let done = slot.try_passivate();
         if done {
             self.counters.passivated_idle.fetch_add(1, Ordering::Relaxed);
+            meter!(self.cfg.slot.meters, passivated(1, 0));
         }
         done
     }
@@ -294,6 +297,7 @@ impl<A: Entity> Family<A> {
         };
         let n = idle_ones.iter().filter(|s| s.try_passivate()).count();
         self.counters.passivated_idle.fetch_add(n as u64, Ordering::Relaxed);
+        meter!(self.cfg.slot.meters, passivated(n as u64, 0));
         // Over the cap after a burst (activations that were starting could not be passivated
         // then): the timer brings the family back under it without waiting for the next one.
         if self.inner.lock().live.len() > self.cfg.max_active {
@@ -327,6 +331,7 @@ impl<A: Entity> Family<A> {
         }
         let n = by_age.iter().take(excess).filter(|(_, s)| s.try_passivate()).count();
         self.counters.passivated_cap.fetch_add(n as u64, Ordering::Relaxed);
+        meter!(self.cfg.slot.meters, passivated(0, n as u64));
         self.evicting.store(0, Ordering::Relaxed);
     }
 

@@ -183,6 +183,9 @@ impl<A: Entity> EntitySpec<A> {
                 rejuvenate_messages: self.rejuvenate_messages,
                 rejuvenate_age: self.rejuvenate_age,
                 dedicated: false,
+                #[cfg(feature = "metrics")]
+                meters: shared
+                    .slot_meters::<A>(&(crate::meters::pattern(parent.path(), Some(&self.name)) + "/*"), true),
             },
             idle: self.idle.unwrap_or(Duration::from_secs(60)).min(policy.max_idle()),
             max_active: self.max_active,

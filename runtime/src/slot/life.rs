@@ -238,6 +238,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         if life.launched {
             self.restarts.fetch_add(1, Ordering::Relaxed);
+            meter!(self.opts.meters, restarted());
         }
         life.launched = true;
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -278,6 +279,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             // Aborted by its supervisor (a sibling's group restart, its subtree restarting):
             // counted, and remembered without a report or a second clock read.
             self.crashes.fetch_add(1, Ordering::Relaxed);
+            meter!(self.opts.meters, crashed());
             #[cfg(not(crashonly_loom))]
             let at = Some(self.shared.clock().instant_of(now));
             #[cfg(crashonly_loom)]
@@ -332,6 +334,11 @@ impl<A: Actor> Inspect for Slot<A> {
             path: self.path.to_string(),
             stats: Some(self.stats()),
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn meters(&self) -> Option<(Arc<crate::meters::SlotMeters>, usize)> {
+        Some((self.opts.meters.clone()?, self.mailbox.len()))
     }
 
     fn is_hung(&self, now: u64) -> bool {

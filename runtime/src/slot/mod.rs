@@ -134,6 +134,9 @@ pub(crate) struct SlotOptions {
     pub(crate) rejuvenate_messages: Option<u64>,
     pub(crate) rejuvenate_age: Option<Duration>,
     pub(crate) dedicated: bool,
+    /// Its label set's meters (none for a slot built without them, such as in a unit test).
+    #[cfg(feature = "metrics")]
+    pub(crate) meters: Option<Arc<crate::meters::SlotMeters>>,
 }
 
 enum Next<E> {
@@ -289,6 +292,7 @@ impl<A: Actor> Slot<A> {
                 // the restart intensity.
                 self.fire_monitors(&exit, true);
                 self.restarts.fetch_add(1, Ordering::Relaxed);
+                meter!(self.opts.meters, restarted());
                 tracing::info!(actor = %self.path, "rejuvenating actor");
                 continue;
             }
@@ -303,6 +307,7 @@ impl<A: Actor> Slot<A> {
                         Box::pin(self.shared.clock().sleep(delay)).await;
                     }
                     self.restarts.fetch_add(1, Ordering::Relaxed);
+                    meter!(self.opts.meters, restarted());
                     tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
                 }
                 None => return,
@@ -329,6 +334,7 @@ impl<A: Actor> Slot<A> {
     /// Counts a crash and remembers it (for `Stats` and `started()`).
     fn record_crash(&self, report: &Arc<CrashReport>) {
         self.crashes.fetch_add(1, Ordering::Relaxed);
+        meter!(self.opts.meters, crashed());
         // In a loom model reading the clock is an interleaving point of its own; a statistic is
         // not worth multiplying the search for, so a model records no crash time.
         #[cfg(not(crashonly_loom))]
@@ -398,6 +404,7 @@ impl<A: Actor> Slot<A> {
         if ready == 0 || ready <= self.shared.clock().nanos_of(deadline) {
             return None;
         }
+        meter!(self.opts.meters, retry_after());
         let wait = ready.saturating_sub(self.shared.clock().nanos()).max(1_000_000);
         Some(Duration::from_nanos(wait + self.shared.random() % (wait / 2 + 1)))
     }
@@ -477,6 +484,7 @@ impl<A: Actor> Slot<A> {
             let now = clock.now();
             if env.header.is_expired(now) {
                 self.expired.fetch_add(1, Ordering::Relaxed);
+                meter!(self.opts.meters, expired());
                 expire(&self.path, env);
                 continue;
             }
@@ -510,7 +518,9 @@ impl<A: Actor> Slot<A> {
             }
             .await;
             self.busy_since.store(0, Ordering::Relaxed);
-            self.handled.fetch_add(1, Ordering::Relaxed);
+            #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+            let n = self.handled.fetch_add(1, Ordering::Relaxed);
+            meter!(self.opts.meters, handled(n, || clock.nanos().saturating_sub(began)));
             let reason = match outcome {
                 Ok(Ok(reply)) => {
                     if let (Some(dedup), Some(k), false) = (&self.dedup, key, ctx.deferred()) {

@@ -335,6 +335,9 @@ impl SupNode {
     /// Past its intensity: abort the whole subtree, then let the parent decide (or fail the system).
     async fn give_up(&self, last: Arc<dyn ChildHandle>, report: Arc<CrashReport>) {
         tracing::error!(supervisor = %self.path, crash = %report, "supervisor gave up, escalating");
+        // Until the parent has decided (or this task is aborted): `/readyz` answers 503 meanwhile.
+        #[cfg(feature = "metrics")]
+        let _escalating = self.shared.meters().escalation();
         let children = self.snapshot();
         for c in children.iter().rev() {
             if c.identity() == last.identity() {

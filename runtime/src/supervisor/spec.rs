@@ -164,6 +164,8 @@ impl<A: Actor> ActorSpec<A> {
             rejuvenate_messages: self.rejuvenate_messages,
             rejuvenate_age: self.rejuvenate_age,
             dedicated: self.dedicated,
+            #[cfg(feature = "metrics")]
+            meters: shared.slot_meters::<A>(&crate::meters::pattern(parent.path(), self.name.as_deref()), false),
         };
         let dedup = self.dedup;
         let slot = shared
