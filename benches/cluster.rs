@@ -48,7 +48,12 @@ const PAYLOAD: usize = 64;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2))
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .unwrap()

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["rt", "policy", "envelope"],
     &["crash"],
     &["error", "config"],
-    &["stats", "reply", "mailbox", "lease"],
+    &["stats", "reply", "mailbox", "lease", "journal"],
     &["registry"],
     &["monitor"],
     &["shared", "store"],

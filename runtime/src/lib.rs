@@ -87,6 +87,8 @@ mod entity;
 mod envelope;
 mod error;
 mod inflight;
+#[cfg(feature = "observer")]
+mod journal;
 mod lease;
 mod link;
 mod mailbox;
@@ -107,6 +109,8 @@ mod system;
 mod timer;
 mod watchdog;
 
+#[cfg(feature = "observer")]
+pub mod observer;
 pub mod store;
 pub mod testing;
 

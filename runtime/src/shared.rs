@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     leases: Arc<Leases>,
     /// Set when the `System` is dropped: its watchdog thread stops.
     dropped: AtomicU8,
+    /// Crashes, restarts, escalations and watchdog firings, for the observer page.
+    #[cfg(feature = "observer")]
+    journal: crate::journal::Journal,
 }
 
 impl Shared {
@@ -67,7 +70,15 @@ impl Shared {
             failure,
             abandoned: Stat::new(0),
             leases: Default::default(),
+            #[cfg(feature = "observer")]
+            journal: Default::default(),
         })
+    }
+
+    /// The observer's log of recent events.
+    #[cfg(feature = "observer")]
+    pub(crate) fn journal(&self) -> &crate::journal::Journal {
+        &self.journal
     }
 
     pub(crate) fn config(&self) -> &Config {

@@ -152,6 +152,11 @@ impl System {
         self.inner.shared.clock()
     }
 
+    #[cfg(feature = "observer")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     pub(crate) fn root_node(&self) -> &Arc<SupNode> {
         &self.inner.root
     }

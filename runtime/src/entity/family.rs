@@ -23,7 +23,7 @@ use crate::crash::{CrashReason, CrashReport};
 use crate::dedup::Dedup;
 use crate::error::DeliveryError;
 use crate::policy::{Backoff, Intensity};
-use crate::registry::{ActorId, Inspect, Snapshot};
+use crate::registry::ActorId;
 use crate::reply::answer;
 use crate::rt::AbortHandle;
 use crate::shared::Shared;
@@ -689,16 +689,6 @@ impl<A: Entity> ChildHandle for Family<A> {
     fn rejuvenate(&self) {
         for slot in self.slots() {
             slot.request_rejuvenation();
-        }
-    }
-}
-
-impl<A: Entity> Inspect for Family<A> {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            id: self.id,
-            path: self.path.to_string(),
-            stats: None,
         }
     }
 }
