@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -240,20 +241,26 @@ async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Event, 
         ctx: Ctx,
         after: u64,
         prev: Option<(Handled, Instant)>,
+        built: Duration,
     }
     let start = Sampler {
         ctx,
         after: 0,
         prev: None,
+        built: Duration::ZERO,
     };
     let stream = futures::stream::unfold(start, |mut s| async move {
         if s.prev.is_some() {
-            s.ctx.system.shared().clock().sleep(s.ctx.opts.interval).await;
+            // At least twice the last build's time between frames: with a huge tree the page
+            // updates less often rather than the observer taking over a core.
+            let pace = s.ctx.opts.interval.max(2 * s.built);
+            s.ctx.system.shared().clock().sleep(pace).await;
         }
         let now = s.ctx.system.shared().now();
         let prev = s.prev.as_ref().map(|(h, at)| (h, now.saturating_duration_since(*at)));
         let (frame, entries) = frame(&s.ctx, "/", None, s.after, prev);
         s.after = frame.last_seq;
+        s.built = Duration::from_micros(frame.build_us);
         s.prev = Some((model::handled(&entries), now));
         let data = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
         Some((Ok(Event::default().event("frame").data(data)), s))
@@ -309,7 +316,8 @@ fn subtree(ctx: &Ctx, path: &str) -> Result<(Entry, Vec<Entry>), Refused> {
 
 /// Crash-reboots `path`: an actor crashes from outside and its supervisor restarts it; a
 /// supervisor or family: every actor below it does. Answers `{"crashed": n}`.
-async fn crash(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<ControlQuery>) -> Response {
+/// (The body is read, and ignored, so that the body limit answers 413 to an oversized one.)
+async fn crash(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<ControlQuery>, _body: Bytes) -> Response {
     let (target, below) = match authorize(&ctx, &headers).and_then(|()| subtree(&ctx, &q.path)) {
         Ok(t) => t,
         Err(r) => return r.into_response(),
@@ -324,7 +332,12 @@ async fn crash(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<Contr
 
 /// Rejuvenates `path` (a supervisor or family: its whole subtree), through the crash path after
 /// the current message, not counted against restart intensity.
-async fn rejuvenate(State(ctx): State<Ctx>, headers: HeaderMap, Query(q): Query<ControlQuery>) -> Response {
+async fn rejuvenate(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Query(q): Query<ControlQuery>,
+    _body: Bytes,
+) -> Response {
     let (target, _) = match authorize(&ctx, &headers).and_then(|()| subtree(&ctx, &q.path)) {
         Ok(t) => t,
         Err(r) => return r.into_response(),
