@@ -196,7 +196,17 @@ async fn bad_input_gets_a_clear_4xx_and_controls_need_the_token() {
     let tok = [("x-observer-token", TOKEN)];
     let long = format!("/api/children?path=/{}", "a".repeat(2000));
     let big = vec![b'x'; 4096];
-    let cases: Vec<(SocketAddr, &str, &str, &[(&str, &str)], &[u8], u16, &str)> = vec![
+    /// server, method, path, headers, body, expected status, expected words in the answer
+    type Case<'a> = (
+        SocketAddr,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [u8],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (open, "GET", "/nope", &[], b"", 404, "no such route"),
         (open, "DELETE", "/api/tree", &[], b"", 405, ""),
         (open, "GET", "/api/crash?path=/w", &tok, b"", 405, ""),
