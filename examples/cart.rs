@@ -14,6 +14,8 @@
 //!   `Idempotency-Key` header, in which case it is applied once (even across `kill -9`).
 //! - `GET /health`, `GET /ready`: `200` while the service serves; `503` (or `507`/`500`) naming
 //!   what is wrong while the store is down or the tree has given up.
+//! - `GET /observer`: the live observer page (supervision tree, counters, recent crashes);
+//!   `--observer-token TOKEN` enables its crash-reboot and rejuvenate controls.
 //! - `GET /stats`: `{"carts": {"active", "max_active", "activations", "passivated_idle",
 //!   "passivated_cap", "crashes", "given_up", "quarantined"}, "rss_kb"}`: live carts and the
 //!   family's counters since the process started, and its resident memory.

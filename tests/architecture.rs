@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["rt", "policy", "envelope"],
     &["crash"],
     &["error", "config"],
-    &["stats", "reply", "mailbox", "lease", "meters"],
+    &["stats", "reply", "mailbox", "lease", "meters", "journal"],
     &["registry"],
     &["monitor"],
     &["shared", "store"],

@@ -315,6 +315,9 @@ struct Opts {
     frontend: frontend::Limits,
     /// How long carts stay in memory (`--idle`, `--max-active`).
     residency: Residency,
+    /// The observer page's control token (`--observer-token`); without it the page's controls
+    /// are refused.
+    observer_token: Option<String>,
 }
 
 /// A duration like `500ms`, `2s` (a bare number is seconds) or `1m`.
@@ -344,6 +347,7 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
         skip_verify: false,
         frontend: frontend::Limits::default(),
         residency: Residency::default(),
+        observer_token: None,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -368,6 +372,10 @@ fn parse(args: Vec<String>) -> Result<Opts, String> {
                 (o.store_restarts, o.store_period) = (n, Duration::from_secs(secs));
             }
             "--skip-verify" => o.skip_verify = true,
+            "--observer-token" => {
+                let t = args.next().filter(|t| !t.is_empty());
+                o.observer_token = Some(t.ok_or("--observer-token needs a token")?);
+            }
             "--idle" => {
                 let idle = duration(&args.next().ok_or("--idle needs a duration, e.g. 60s")?)?;
                 if idle.is_zero() {
@@ -435,6 +443,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         skip_verify,
         frontend: limits,
         residency,
+        observer_token,
     } = match parse(args) {
         Ok(p) => p,
         Err(e) => {
@@ -488,7 +497,11 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         tokio::spawn(inject_faults(carts.clone(), every, fault_process));
     }
     let app = App::new(system.clone(), carts, store.clone());
-    let router = app.router();
+    // The live observer page, at /observer on the service's own port.
+    let observer = crashonly::observer::ObserverOptions::default().with_token(observer_token);
+    let router = app
+        .router()
+        .nest("/observer", crashonly::observer::router(&system, observer));
     let server = match frontend::Frontend::bind(&listen, limits).await {
         Ok(s) => s,
         Err(e) => {

@@ -130,6 +130,20 @@ impl Leases {
         }
     }
 
+    /// The leases unexpired at `now`, as (resource, holder, time left), up to `limit`, and how
+    /// many there are (the observer page).
+    #[cfg(feature = "observer")]
+    pub(crate) fn held(&self, now: Instant, limit: usize) -> (usize, Vec<(String, String, Duration)>) {
+        let map = self.map.lock();
+        let live = map.iter().filter(|(_, e)| e.expires_at > now);
+        let shown = live
+            .clone()
+            .take(limit)
+            .map(|(r, e)| (r.clone(), e.holder.clone(), e.expires_at - now))
+            .collect();
+        (live.count(), shown)
+    }
+
     pub(crate) fn is_current(&self, lease: &Lease, now: Instant) -> bool {
         self.map
             .lock()

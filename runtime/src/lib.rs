@@ -98,6 +98,8 @@ mod entity;
 mod envelope;
 mod error;
 mod inflight;
+#[cfg(feature = "observer")]
+mod journal;
 mod lease;
 mod link;
 mod mailbox;
@@ -122,6 +124,8 @@ mod watchdog;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "observer")]
+pub mod observer;
 pub mod store;
 pub mod testing;
 

@@ -79,6 +79,18 @@ pub(crate) trait Inspect: Send + Sync {
     /// Abandons its aborted task (counted once, whoever calls first).
     #[cfg_attr(crashonly_loom, allow(dead_code))]
     fn abandon(&self) {}
+    /// What the observer page shows beyond the snapshot.
+    #[cfg(feature = "observer")]
+    fn observe(&self) -> crate::stats::Observed;
+    /// The observer's crash-reboot control: an actor crashes from outside; false for a supervisor
+    /// or a family (the observer crashes the actors below them).
+    #[cfg(feature = "observer")]
+    fn crash_reboot(&self) -> bool {
+        false
+    }
+    /// The observer's rejuvenate control (a supervisor or family: its whole subtree).
+    #[cfg(feature = "observer")]
+    fn rejuvenate_now(&self);
 }
 
 /// Progress of one slot (or supervisor) of the tree.
@@ -233,6 +245,13 @@ impl Registry {
             .filter_map(|(_, e)| e.inspect.upgrade())
             .collect();
         live.iter().filter_map(|i| i.meters()).collect()
+    }
+
+    /// Every live slot, supervisor and family (the observer's view of the tree).
+    #[cfg(feature = "observer")]
+    pub(crate) fn live(&self) -> Vec<Arc<dyn Inspect>> {
+        let inner = self.inner.lock();
+        inner.slots.iter().filter_map(|(_, e)| e.inspect.upgrade()).collect()
     }
 
     /// The slots past their handling lease at `now`.

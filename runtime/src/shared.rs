@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     dropped: AtomicU8,
     #[cfg(feature = "metrics")]
     meters: Arc<crate::meters::Meters>,
+    /// Crashes, restarts, escalations and watchdog firings, for the observer page.
+    #[cfg(feature = "observer")]
+    journal: crate::journal::Journal,
 }
 
 impl Shared {
@@ -71,6 +74,8 @@ impl Shared {
             leases: Default::default(),
             #[cfg(feature = "metrics")]
             meters: Arc::new(crate::meters::Meters::new()),
+            #[cfg(feature = "observer")]
+            journal: Default::default(),
         })
     }
 
@@ -86,6 +91,12 @@ impl Shared {
     pub(crate) fn slot_meters<A>(&self, pattern: &str, family: bool) -> Option<Arc<crate::meters::SlotMeters>> {
         let actor = std::any::type_name::<A>();
         self.config.metrics.then(|| self.meters.set(actor, pattern, family))
+    }
+
+    /// The observer's log of recent events.
+    #[cfg(feature = "observer")]
+    pub(crate) fn journal(&self) -> &crate::journal::Journal {
+        &self.journal
     }
 
     pub(crate) fn config(&self) -> &Config {

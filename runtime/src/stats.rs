@@ -65,3 +65,41 @@ pub struct Stats {
     /// While backing off before a restart: when the next start is due.
     pub next_start_at: Option<Instant>,
 }
+
+/// What the observer page shows of a slot, a supervisor or an entity family beyond [`Stats`]
+/// (feature `observer`).
+#[cfg(feature = "observer")]
+#[derive(Clone, Debug)]
+pub(crate) enum Observed {
+    /// An actor (or an entity's activation).
+    Actor {
+        /// The mailbox's capacity.
+        capacity: usize,
+        /// Senders answered `RetryAfter` at once because it was recovering.
+        retry_after: u64,
+    },
+    /// A supervisor.
+    Supervisor {
+        /// Its strategy, as written (`OneForOne`, ...).
+        strategy: String,
+        /// Restarts within the current intensity period.
+        used: usize,
+        /// Restarts allowed within the period.
+        max_restarts: u32,
+        /// The intensity period.
+        period: Duration,
+    },
+    /// A family of entities.
+    Family {
+        /// Live activations.
+        active: usize,
+        /// The cap on live activations.
+        max_active: usize,
+        /// Activations started, ever.
+        activations: u64,
+        /// Crashes of its entities.
+        crashes: u64,
+        /// Keys in quarantine now (their senders get `RetryAfter`).
+        quarantined: usize,
+    },
+}

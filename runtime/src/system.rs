@@ -162,7 +162,7 @@ impl System {
         self.inner.shared.clock()
     }
 
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "metrics", feature = "observer")), allow(dead_code))]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
     }

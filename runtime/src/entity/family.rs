@@ -23,7 +23,7 @@ use crate::crash::{CrashReason, CrashReport};
 use crate::dedup::Dedup;
 use crate::error::DeliveryError;
 use crate::policy::{Backoff, Intensity};
-use crate::registry::{ActorId, Inspect, Snapshot};
+use crate::registry::ActorId;
 use crate::reply::answer;
 use crate::rt::AbortHandle;
 use crate::shared::Shared;
@@ -399,6 +399,12 @@ impl<A: Entity> Family<A> {
         e.recent.push_back(now);
         if !passivating && e.recent.len() <= self.cfg.entity.max_restarts as usize {
             let delay = self.cfg.backoff.delay(e.recent.len(), self.shared.random());
+            #[cfg(feature = "observer")]
+            let detail = format!("entity after {delay:?}");
+            #[cfg(feature = "observer")]
+            self.shared
+                .journal()
+                .record(crate::journal::Kind::Restart, ChildHandle::path(&*e.slot), detail);
             return Decision::Restart {
                 scope: Scope::One,
                 delay,
@@ -409,6 +415,12 @@ impl<A: Entity> Family<A> {
             // Past its own intensity: this key gives up for a while; the others go on.
             self.counters.given_up.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(family = %self.path, key = %key, crash = %report, "entity gave up: quarantined");
+            #[cfg(feature = "observer")]
+            let detail = format!("entity quarantined: {}", report.reason);
+            #[cfg(feature = "observer")]
+            self.shared
+                .journal()
+                .record(crate::journal::Kind::Escalation, ChildHandle::path(&*e.slot), detail);
             queued = e.slot.mailbox.close();
         }
         let old = e.slot.clone();
@@ -694,16 +706,6 @@ impl<A: Entity> ChildHandle for Family<A> {
     fn rejuvenate(&self) {
         for slot in self.slots() {
             slot.request_rejuvenation();
-        }
-    }
-}
-
-impl<A: Entity> Inspect for Family<A> {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            id: self.id,
-            path: self.path.to_string(),
-            stats: None,
         }
     }
 }

@@ -53,6 +53,33 @@ mod spec;
 pub(crate) use family::Family;
 pub use spec::EntitySpec;
 
+impl<A: Entity> crate::registry::Inspect for Family<A> {
+    fn snapshot(&self) -> crate::registry::Snapshot {
+        crate::registry::Snapshot {
+            id: self.id,
+            path: self.path.to_string(),
+            stats: None,
+        }
+    }
+
+    #[cfg(feature = "observer")]
+    fn observe(&self) -> crate::stats::Observed {
+        let s = self.stats();
+        crate::stats::Observed::Family {
+            active: s.active,
+            max_active: s.max_active,
+            activations: s.activations,
+            crashes: s.crashes,
+            quarantined: s.quarantined,
+        }
+    }
+
+    #[cfg(feature = "observer")]
+    fn rejuvenate_now(&self) {
+        crate::supervisor::ChildHandle::rejuvenate(self);
+    }
+}
+
 use std::fmt;
 use std::hash::Hash;
 

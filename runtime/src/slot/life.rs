@@ -355,7 +355,29 @@ impl<A: Actor> Inspect for Slot<A> {
             busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
             lease_ms: self.opts.handling.as_millis(),
         };
+        #[cfg(feature = "observer")]
+        self.shared
+            .journal()
+            .record(crate::journal::Kind::Watchdog, &self.path, reason.to_string());
         let _ = self.crash_from_outside(reason);
+    }
+
+    #[cfg(feature = "observer")]
+    fn observe(&self) -> crate::stats::Observed {
+        crate::stats::Observed::Actor {
+            capacity: self.opts.capacity,
+            retry_after: self.retried_after.load(Ordering::Relaxed),
+        }
+    }
+
+    #[cfg(feature = "observer")]
+    fn crash_reboot(&self) -> bool {
+        self.crash_from_outside(CrashReason::Killed).is_ok()
+    }
+
+    #[cfg(feature = "observer")]
+    fn rejuvenate_now(&self) {
+        self.request_rejuvenation();
     }
 
     fn is_overdue(&self, now: u64, limit: Duration) -> bool {

@@ -121,6 +121,9 @@ pub(crate) struct Slot<A: Actor> {
     start_ewma: Stat,
     /// Set to ask the instance to end after its current message (rejuvenation).
     rejuvenate: AtomicU8,
+    /// Senders answered `RetryAfter` at once (the observer page).
+    #[cfg(feature = "observer")]
+    pub(crate) retried_after: Stat,
     /// How to copy a message for redelivery: known once an idempotent message was sent (its
     /// sender proved `A::Msg: Clone`); messages need not be `Clone` otherwise.
     copy: SetOnce<CopyFn<A::Msg>>,
@@ -192,6 +195,8 @@ impl<A: Actor> Slot<A> {
             next_start: Stat::new(0),
             start_ewma: Stat::new(0),
             rejuvenate: AtomicU8::new(0),
+            #[cfg(feature = "observer")]
+            retried_after: Stat::new(0),
             copy: SetOnce::default(),
         })
     }
@@ -406,6 +411,8 @@ impl<A: Actor> Slot<A> {
         }
         meter!(self.opts.meters, retry_after());
         let wait = ready.saturating_sub(self.shared.clock().nanos()).max(1_000_000);
+        #[cfg(feature = "observer")]
+        self.retried_after.fetch_add(1, Ordering::Relaxed);
         Some(Duration::from_nanos(wait + self.shared.random() % (wait / 2 + 1)))
     }
 
@@ -550,6 +557,10 @@ impl<A: Actor> Slot<A> {
     }
 
     fn crash(&self, reason: CrashReason, envelope: Option<Header>) -> Exit {
+        #[cfg(feature = "observer")]
+        self.shared
+            .journal()
+            .record(crate::journal::Kind::Crash, &self.path, reason.to_string());
         Exit::Crash(Arc::new(CrashReport {
             path: self.path.to_string(),
             reason,

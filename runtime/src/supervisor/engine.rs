@@ -430,6 +430,10 @@ impl Parent for SupNode {
                 },
                 envelope: None,
             };
+            #[cfg(feature = "observer")]
+            self.shared
+                .journal()
+                .record(crate::journal::Kind::Escalation, &self.path, report.reason.to_string());
             return Decision::Escalate(Arc::new(report));
         }
         let recent = &mut st.children[idx].recent;
@@ -441,6 +445,12 @@ impl Parent for SupNode {
         }
         recent.push_back(now);
         let delay = self.backoff.delay(recent.len(), self.shared.random());
+        #[cfg(feature = "observer")]
+        self.shared.journal().record(
+            crate::journal::Kind::Restart,
+            st.children[idx].handle.path(),
+            format!("{:?} after {delay:?}", self.strategy),
+        );
         let scope = match self.strategy {
             Strategy::OneForOne => Scope::One,
             Strategy::OneForAll => Scope::All,
@@ -580,6 +590,29 @@ impl Inspect for SupNode {
             path: self.path.to_string(),
             stats: None,
         }
+    }
+
+    #[cfg(feature = "observer")]
+    fn observe(&self) -> crate::stats::Observed {
+        let now = self.shared.now();
+        let period = self.intensity.period;
+        let st = self.state.lock();
+        let used = st
+            .restarts
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < period)
+            .count();
+        crate::stats::Observed::Supervisor {
+            strategy: format!("{:?}", self.strategy),
+            used,
+            max_restarts: self.intensity.max_restarts,
+            period,
+        }
+    }
+
+    #[cfg(feature = "observer")]
+    fn rejuvenate_now(&self) {
+        self.rejuvenate();
     }
 }
 
