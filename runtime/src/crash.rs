@@ -286,16 +286,13 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::envelope::TraceContext;
+    use crate::envelope::{TraceContext, TraceId};
 
     #[test]
     fn the_current_envelope_is_set_only_while_its_handler_is_polled() {
         let inherited = Inherited {
             deadline: crate::clock::Clock::default().now(),
-            trace: TraceContext {
-                trace_id: 7,
-                parent: None,
-            },
+            trace: TraceContext::root(TraceId::MIN),
         };
         let mut fut = Box::pin(catch_handling(
             inherited,

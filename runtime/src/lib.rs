@@ -123,7 +123,7 @@ pub use config::Config;
 pub use context::Context;
 pub use crash::{CrashReason, CrashReport};
 pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
-pub use envelope::{EnvelopeId, Header, TraceContext};
+pub use envelope::{EnvelopeId, Header, SpanId, TraceContext, TraceId, TraceparentError};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};

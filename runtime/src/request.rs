@@ -247,10 +247,10 @@ impl<'a, A: Actor> Opts<'a, A> {
         let inherited = self.inherited();
         let deadline = self.deadline(shared.now(), inherited);
         let id = shared.next_envelope_id();
-        let trace = self.trace.or(inherited.map(|i| i.trace)).unwrap_or(TraceContext {
-            trace_id: id.get(),
-            parent: None,
-        });
+        let trace = self
+            .trace
+            .or(inherited.map(|i| i.trace))
+            .unwrap_or_else(|| TraceContext::root(shared.trace_id_of(id)));
         Envelope {
             header: Header {
                 id,
