@@ -12,7 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::envelope::{Header, Inherited};
+use crate::envelope::{Header, Inherited, TraceContext};
 use crate::sync::Once;
 
 /// Why an actor instance stopped.
@@ -171,6 +171,16 @@ pub(crate) fn current_envelope() -> Option<Inherited> {
     unsafe { current.as_ref().copied() }
 }
 
+// Here rather than in `envelope`, which sits below the thread-local that knows the current one.
+impl TraceContext {
+    /// The trace a message sent now inherits: inside a handler (polled by the runtime), the
+    /// handled envelope's trace with that envelope as the parent; `None` elsewhere. For code
+    /// that carries a trace where the runtime does not (a request to another process).
+    pub fn current() -> Option<TraceContext> {
+        current_envelope().map(|i| i.trace)
+    }
+}
+
 /// Runs `f` with no current envelope (notices the runtime sends on its own behalf).
 pub(crate) fn without_current<R>(f: impl FnOnce() -> R) -> R {
     /// Puts the previous state back, also when unwinding.
@@ -286,7 +296,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::envelope::{TraceContext, TraceId};
+    use crate::envelope::TraceId;
 
     #[test]
     fn the_current_envelope_is_set_only_while_its_handler_is_polled() {

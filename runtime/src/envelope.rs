@@ -151,13 +151,6 @@ impl TraceContext {
         }
     }
 
-    /// The trace a message sent now inherits: inside a handler (polled by the runtime), the
-    /// handled envelope's trace with that envelope as the parent; `None` elsewhere. For code
-    /// that carries a trace where the runtime does not (a request to another process).
-    pub fn current() -> Option<TraceContext> {
-        crate::crash::current_envelope().map(|i| i.trace)
-    }
-
     /// Whether the caller asked for this trace to be recorded.
     pub fn sampled(&self) -> bool {
         self.flags & Self::SAMPLED != 0
