@@ -282,7 +282,7 @@ impl Header {
     /// names this envelope as the parent.
     pub(crate) fn inherited(&self) -> Inherited {
         Inherited {
-            deadline: self.deadline,
+            deadline: Some(self.deadline),
             trace: self.child_trace(),
         }
     }
@@ -303,7 +303,8 @@ pub(crate) type CopyFn<M> = fn(&M) -> M;
 /// The deadline and trace a sub-request inherits from the envelope being handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Inherited {
-    pub(crate) deadline: Instant,
+    /// `None` in a [`TraceContext::scope`] outside any handler.
+    pub(crate) deadline: Option<Instant>,
     pub(crate) trace: TraceContext,
 }
 

@@ -121,7 +121,7 @@ pub use call::Call;
 pub use clock::{Clock, Instant};
 pub use config::Config;
 pub use context::Context;
-pub use crash::{CrashReason, CrashReport};
+pub use crash::{CrashReason, CrashReport, Traced};
 pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
 pub use envelope::{EnvelopeId, Header, SpanId, TraceContext, TraceId, TraceparentError};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};

@@ -236,8 +236,8 @@ impl<'a, A: Actor> Opts<'a, A> {
     /// Inside a handler, never past the handled envelope's deadline.
     fn deadline(&self, now: Instant, inherited: Option<Inherited>) -> Instant {
         let own = self.target.shared().deadline_for(now, self.ttl, self.deadline);
-        match inherited {
-            Some(parent) => own.min(parent.deadline),
+        match inherited.and_then(|parent| parent.deadline) {
+            Some(parent) => own.min(parent),
             None => own,
         }
     }
