@@ -107,6 +107,8 @@ mod system;
 mod timer;
 mod watchdog;
 
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod store;
 pub mod testing;
 
