@@ -16,6 +16,8 @@
 //! Invariant: the id handed to [`EnvelopeIds`] lives in a thread-local set only for the duration
 //! of [`attach`]'s first entry of the span, which is when `tracing-opentelemetry` starts it.
 
+mod otlp;
+
 use std::cell::Cell;
 
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
@@ -23,6 +25,8 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::envelope::{SpanId, TraceContext};
+
+pub use otlp::{otlp, OtelError};
 
 thread_local! {
     /// The (trace id, span id) of the span being started by `attach` on this thread.
