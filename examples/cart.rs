@@ -51,6 +51,8 @@ mod cart_service;
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // With `RUST_LOG=crashonly=debug`, each handled envelope's span (actor, trace, parent).
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
         .init();
     cart_service::serve(std::env::args().skip(1).collect()).await

@@ -230,7 +230,7 @@ async fn sub_requests_inherit_deadline_and_trace() {
     let (outer, inner) = front.ask(()).ttl(Duration::from_millis(700)).await.unwrap();
     assert_eq!(inner.deadline, outer.deadline);
     assert_eq!(inner.trace.trace_id, outer.trace.trace_id);
-    assert_eq!(inner.trace.parent, Some(outer.id));
+    assert_eq!(inner.trace.parent, Some(outer.id.span_id()));
     assert_ne!(inner.id, outer.id);
 }
 

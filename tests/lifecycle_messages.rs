@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crashonly::prelude::*;
-use crashonly::ReplyPort;
+use crashonly::{ReplyPort, TraceContext};
 use tokio::sync::oneshot;
 
 // ---- a message that is not Clone: it carries a reply channel and a file handle ----
@@ -276,9 +276,10 @@ async fn every_send_inside_a_handler_inherits_the_deadline_and_the_trace() {
             assert_eq!(got.trace.trace_id, mine.trace.trace_id, "the same trace");
             assert_eq!(
                 got.trace.parent,
-                Some(mine.id),
+                Some(mine.id.span_id()),
                 "the parent is the envelope being handled"
             );
+            assert_eq!(got.trace.flags, mine.trace.flags, "the flags are propagated");
         }
     }
     // A shorter TTL is kept: inheritance only ever shortens.
@@ -290,6 +291,65 @@ async fn every_send_inside_a_handler_inherits_the_deadline_and_the_trace() {
     assert!(got.deadline < mine.deadline);
     // Outside a handler nothing is inherited: a new trace starts.
     let h = leaf.header().await.unwrap();
-    assert_eq!(h.trace.trace_id, h.id.get());
+    let again = leaf.header().await.unwrap();
+    assert_ne!(
+        h.trace.trace_id, again.trace.trace_id,
+        "each request from outside its own trace"
+    );
+    assert!(
+        h.trace.trace_id.get() >> 64 != 0,
+        "a 128-bit trace id: {}",
+        h.trace.trace_id
+    );
     assert_eq!(h.trace.parent, None);
+    assert!(h.trace.sampled());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_request_given_a_traceparent_continues_that_trace_through_sub_requests() {
+    let system = System::new();
+    let leaf = system.spawn(Leaf::spec(Leaf).name("leaf")).unwrap();
+    let parent = system
+        .spawn(ActorSpec::<Parent>::named("parent", leaf.clone()))
+        .unwrap();
+    // An unsampled caller: the flag travels with the trace.
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let trace = TraceContext::parse_traceparent(caller).unwrap();
+    let (mine, got) = parent.ask((None, false)).trace(trace).await.unwrap();
+    assert_eq!(mine.trace, trace, "the request continues the caller's trace");
+    assert_eq!(mine.trace.parent.unwrap().get(), 0xb7ad6b7169203331);
+    assert_eq!(got.trace.trace_id.get(), 0x0af7651916cd43dd8448eb211c80319c);
+    assert_eq!(got.trace.parent, Some(mine.id.span_id()));
+    assert!(!got.trace.sampled());
+    // What a sub-request to another process would carry: the same trace, this envelope as parent.
+    assert_eq!(
+        mine.traceparent(),
+        format!("00-0af7651916cd43dd8448eb211c80319c-{:016x}-00", mine.id.get())
+    );
+    assert_eq!(TraceContext::parse_traceparent(&mine.traceparent()), Ok(got.trace));
+}
+
+#[test]
+fn traceparent_values_that_break_the_w3c_rules_are_refused() {
+    let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert!(TraceContext::parse_traceparent(good).is_ok());
+    // A later version may append fields; version ff may not exist.
+    assert!(TraceContext::parse_traceparent(&format!("cc{}-what-the-future-holds", &good[2..])).is_ok());
+    for bad in [
+        "",
+        "00",
+        &good[..54],
+        &format!("{good}-"),
+        &format!("{good}0"),
+        &good.to_uppercase(),
+        &format!("ff{}", &good[2..]),
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "00-0af7651916cd43dd8448eb211c80319c+b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0x",
+        "00-0af7651916cd43dd8448eb211c8031é-b7ad6b7169203331-01",
+    ] {
+        assert!(TraceContext::parse_traceparent(bad).is_err(), "{bad:?}");
+    }
 }

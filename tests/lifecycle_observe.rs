@@ -99,9 +99,12 @@ fn the_envelope_span_is_current_only_while_its_handler_is_polled() {
             fields.contains_key("id") && fields.contains_key("trace_id"),
             "{fields:?}"
         );
-        assert_eq!(
-            fields["id"], fields["trace_id"],
-            "a request from outside starts its own trace"
+        let id: u64 = fields["id"].parse().unwrap();
+        assert_eq!(fields["span_id"], format!("{id:016x}"), "the envelope is the span");
+        assert_eq!(fields["trace_id"].len(), 32, "a W3C trace id: {fields:?}");
+        assert!(
+            fields["trace_id"].ends_with(&fields["span_id"]),
+            "a request from outside starts its own trace: {fields:?}"
         );
     });
 }

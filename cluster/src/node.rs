@@ -73,11 +73,8 @@ where
                 ask = ask.key(k);
             }
             // One trace across nodes: the local envelope continues the caller's trace.
-            if let Some((trace, _)) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
-                ask = ask.trace(crashonly::TraceContext {
-                    trace_id: trace as u64,
-                    parent: None,
-                });
+            if let Some(trace) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+                ask = ask.trace(trace);
             }
             match ask.await {
                 Ok(reply) => Reply::Ok(wire::encode(&reply)),
@@ -105,11 +102,8 @@ where
     if let Some(k) = req.key {
         tell = tell.key(k);
     }
-    if let Some((trace, _)) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
-        tell = tell.trace(crashonly::TraceContext {
-            trace_id: trace as u64,
-            parent: None,
-        });
+    if let Some(trace) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+        tell = tell.trace(trace);
     }
     match tell.await {
         Ok(()) => Reply::Ok(Vec::new()),

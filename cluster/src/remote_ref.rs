@@ -91,7 +91,8 @@ pub struct RemoteAsk<'a, A: Entity> {
     idempotent: bool,
     key: Option<u64>,
     retrying: bool,
-    trace: Option<(u64, u64)>,
+    /// Set by `within`; otherwise the trace of the envelope being handled where it is sent.
+    trace: Option<crashonly::TraceContext>,
 }
 
 impl<A: Entity> fmt::Debug for RemoteAsk<'_, A> {
@@ -139,7 +140,7 @@ where
     pub fn within<B: crashonly::Actor>(mut self, ctx: &crashonly::Context<B>) -> Self {
         if let (Some(left), Some(h)) = (ctx.remaining(), ctx.header()) {
             self.ttl = self.ttl.min(left);
-            self.trace = Some((h.trace.trace_id, h.id.get()));
+            self.trace = Some(h.child_trace());
         }
         self
     }
@@ -163,7 +164,10 @@ where
             tell,
             key: self.key,
             attempt: 1,
-            traceparent: self.trace.map(|(trace, span)| wire::traceparent(trace, span)),
+            traceparent: self
+                .trace
+                .or_else(crashonly::TraceContext::current)
+                .and_then(|trace| wire::traceparent(&trace)),
             family: t.family.clone(),
             entity: t.key.clone(),
             msg_type: <A::Msg as Remote>::TYPE_ID.to_owned(),

@@ -130,23 +130,17 @@ pub fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8]) -> Result<T, Rejected> {
     Ok(value)
 }
 
-/// A W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`) for a trace and a parent span; the
-/// span ids are the runtime's 64-bit trace ids, zero-extended to 128 bits.
-pub fn traceparent(trace_id: u64, span_id: u64) -> String {
-    format!("00-{:032x}-{:016x}-01", trace_id as u128, span_id.max(1))
+/// The W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`) a request with this trace context
+/// carries: `None` for a context without a parent span (the receiver starts its own trace).
+pub fn traceparent(trace: &crashonly::TraceContext) -> Option<String> {
+    trace.traceparent()
 }
 
-/// The trace and parent span ids of a `traceparent`, if it is well formed (version 00).
-pub fn parse_traceparent(value: &str) -> Option<(u128, u64)> {
-    let mut parts = value.split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
-        return None;
-    }
-    let trace = u128::from_str_radix(trace, 16).ok()?;
-    let span = u64::from_str_radix(span, 16).ok()?;
-    u8::from_str_radix(flags, 16).ok()?;
-    (trace != 0 && span != 0).then_some((trace, span))
+/// The trace context of a `traceparent`, if it is well formed (see
+/// [`TraceContext::parse_traceparent`](crashonly::TraceContext::parse_traceparent)): the request
+/// continues the sender's trace, with the sender's span as the parent.
+pub fn parse_traceparent(value: &str) -> Option<crashonly::TraceContext> {
+    crashonly::TraceContext::parse_traceparent(value).ok()
 }
 
 #[cfg(test)]
@@ -161,7 +155,7 @@ mod tests {
             tell: false,
             key: Some(42),
             attempt: 2,
-            traceparent: Some(traceparent(0xabc, 0xdef)),
+            traceparent: Some("00-00000000000000000000000000000abc-0000000000000def-01".into()),
             family: "carts".into(),
             entity: "cart-9".into(),
             msg_type: "cart.add".into(),
@@ -225,12 +219,14 @@ mod tests {
 
     #[test]
     fn traceparent_is_w3c() {
-        let tp = traceparent(0x1234, 0x5678);
-        assert_eq!(tp, "00-00000000000000000000000000001234-0000000000005678-01");
-        assert_eq!(parse_traceparent(&tp), Some((0x1234, 0x5678)));
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = parse_traceparent(tp).unwrap();
+        assert_eq!(trace.trace_id.get(), 0x4bf92f3577b34da6a3ce929d0e0e4736, "all 128 bits");
+        assert_eq!(trace.parent.map(|p| p.get()), Some(0x00f067aa0ba902b7));
+        assert_eq!(traceparent(&trace).as_deref(), Some(tp));
         for bad in [
             "",
-            "01-00000000000000000000000000001234-0000000000005678-01",
+            "ff-00000000000000000000000000001234-0000000000005678-01",
             "00-00000000000000000000000000000000-0000000000005678-01",
             "00-0000000000000000000000000000123-0000000000005678-01",
             "00-00000000000000000000000000001234-0000000000005678-01-x",

@@ -25,8 +25,10 @@ struct Counter {
 enum Op {
     Add(u64),
     Get,
-    /// Answers the trace id of the envelope it came in.
+    /// Answers the trace id of the envelope it came in (high half, low half).
     Trace,
+    /// Answers the parent span id of the envelope it came in (and the node).
+    Parent,
 }
 
 impl Remote for Op {
@@ -49,8 +51,11 @@ impl Actor for Counter {
     }
 
     async fn handle(&mut self, op: Op, ctx: &mut Context<Self>) -> Result<(u64, u64), String> {
-        if let Op::Trace = op {
-            return Ok((ctx.header().unwrap().trace.trace_id, self.node));
+        let trace = ctx.header().unwrap().trace;
+        match op {
+            Op::Trace => return Ok(((trace.trace_id.get() >> 64) as u64, trace.trace_id.get() as u64)),
+            Op::Parent => return Ok((trace.parent.map_or(0, |p| p.get()), self.node)),
+            _ => {}
         }
         let mut db = self.db.0.lock().unwrap();
         let e = db.entry(self.key.clone()).or_default();
@@ -186,7 +191,7 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         tell: false,
         key: None,
         attempt: 1,
-        traceparent: Some(wire::traceparent(1, 2)),
+        traceparent: Some("00-00000000000000000000000000000001-0000000000000002-01".into()),
         family: "counters".into(),
         entity: "k".into(),
         msg_type: "test.counter.op".into(),
@@ -268,26 +273,30 @@ struct Caller {
 
 impl Actor for Caller {
     type Args = Node;
-    type Msg = String;
-    /// (its own trace id, the trace id the remote entity saw)
-    type Reply = (u64, u64);
+    /// The key, and whether to name the handled message with `within` (or leave it implicit).
+    type Msg = (String, bool);
+    /// (its own header, the trace id and the parent span id the remote entity saw)
+    type Reply = (crashonly::Header, u128, u64);
     type Error = String;
 
     async fn start(node: &Node, _: &mut Context<Self>) -> Result<Self, String> {
         Ok(Caller { node: node.clone() })
     }
 
-    async fn handle(&mut self, key: String, ctx: &mut Context<Self>) -> Result<(u64, u64), String> {
-        let mine = ctx.header().unwrap().trace.trace_id;
-        let (seen, _) = self
-            .node
-            .entity::<Counter>("counters", key)
-            .ask(Op::Trace)
-            .within(ctx)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((mine, seen))
+    async fn handle(&mut self, (key, within): (String, bool), ctx: &mut Context<Self>) -> Result<Self::Reply, String> {
+        let mine = *ctx.header().unwrap();
+        let entity = self.node.entity::<Counter>("counters", key);
+        let ask = |op| {
+            let ask = entity.ask(op);
+            if within {
+                ask.within(ctx)
+            } else {
+                ask
+            }
+        };
+        let (hi, lo) = ask(Op::Trace).send().await.map_err(|e| e.to_string())?;
+        let (parent, _) = ask(Op::Parent).send().await.map_err(|e| e.to_string())?;
+        Ok((mine, (u128::from(hi) << 64) | u128::from(lo), parent))
     }
 }
 
@@ -301,12 +310,30 @@ async fn a_sub_request_across_nodes_continues_the_trace() {
     let mut remote = 0;
     for i in 0..20 {
         let key = format!("t{i}");
-        let (mine, seen) = caller.ask(key.clone()).await.unwrap();
-        assert_eq!(mine, seen, "{key}: one trace across nodes");
+        let (mine, seen, parent) = caller.ask((key.clone(), i % 2 == 0)).await.unwrap();
+        assert!(mine.trace.trace_id.get() >> 64 != 0, "a 128-bit trace id");
+        assert_eq!(
+            mine.trace.trace_id.get(),
+            seen,
+            "{key}: one trace across nodes, all 128 bits"
+        );
+        assert_eq!(
+            parent,
+            mine.id.span_id().get(),
+            "{key}: the caller's envelope is the parent"
+        );
         let (_, holder) = a.entity::<Counter>("counters", key).ask(Op::Get).send().await.unwrap();
         remote += (holder == b.incarnation()) as u32;
     }
     assert!(remote > 0, "some of the entities were on the other node");
+    // A request from outside any handler carries no trace: the holder starts its own.
+    let (parent, _) = a
+        .entity::<Counter>("counters", "t0".into())
+        .ask(Op::Parent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(parent, 0);
 }
 
 /// A cluster singleton (one named actor alive in the whole cluster) is a family with one key:

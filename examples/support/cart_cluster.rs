@@ -146,6 +146,10 @@ impl App {
             .route("/stats", get(stats))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
             .layer(DefaultBodyLimit::max(16 * 1024))
+            .layer(axum::middleware::from_fn_with_state(
+                self.system.clone(),
+                super::http_trace::continue_trace,
+            ))
             .with_state(self)
     }
 

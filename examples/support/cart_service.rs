@@ -19,6 +19,9 @@ use serde::Deserialize;
 #[path = "frontend.rs"]
 pub mod frontend;
 
+#[path = "http_trace.rs"]
+pub mod http_trace;
+
 #[path = "cart_entity.rs"]
 mod entity;
 
@@ -147,6 +150,10 @@ impl App {
             .route("/stats", get(stats))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
             .layer(DefaultBodyLimit::max(16 * 1024))
+            .layer(axum::middleware::from_fn_with_state(
+                self.system.clone(),
+                http_trace::continue_trace,
+            ))
             .with_state(self)
             .merge(metrics)
     }

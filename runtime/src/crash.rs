@@ -12,7 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::envelope::{Header, Inherited};
+use crate::envelope::{Header, Inherited, TraceContext};
 use crate::sync::Once;
 
 /// Why an actor instance stopped.
@@ -171,6 +171,88 @@ pub(crate) fn current_envelope() -> Option<Inherited> {
     unsafe { current.as_ref().copied() }
 }
 
+// Here rather than in `envelope`, which sits below the thread-local that knows the current one.
+impl TraceContext {
+    /// The trace a message sent now inherits: inside a handler (polled by the runtime), the
+    /// handled envelope's trace with that envelope as the parent; `None` elsewhere. For code
+    /// that carries a trace where the runtime does not (a request to another process).
+    pub fn current() -> Option<TraceContext> {
+        current_envelope().map(|i| i.trace)
+    }
+
+    /// Runs `fut` in this trace: every message sent while it is polled (outside an actor's
+    /// handler, which has its own) carries this context, its trace id, parent span and flags.
+    /// For a request entering from outside, such as an HTTP request with a `traceparent`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use crashonly::prelude::*;
+    /// use crashonly::TraceContext;
+    ///
+    /// struct Echo;
+    /// impl Actor for Echo {
+    ///     type Args = ();
+    ///     type Msg = ();
+    ///     type Reply = crashonly::Header;
+    ///     type Error = std::convert::Infallible;
+    ///     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
+    ///     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, Self::Error> {
+    ///         Ok(*ctx.header().unwrap())
+    ///     }
+    /// }
+    /// let system = System::new();
+    /// let echo = system.spawn(ActorSpec::<Echo>::new(())).unwrap();
+    /// let trace = TraceContext::parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    /// let header = trace.scope(async { echo.ask(()).await.unwrap() }).await;
+    /// assert_eq!(header.trace, trace);
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(self, fut: F) -> Traced<F> {
+        Traced {
+            inner: fut,
+            trace: self,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run in a trace: see [`TraceContext::scope`].
+    #[derive(Debug)]
+    pub struct Traced<F> {
+        #[pin]
+        inner: F,
+        trace: TraceContext,
+    }
+}
+
+impl<F: Future> Future for Traced<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // A deadline of an enclosing handler still caps what is sent.
+        let mine = Inherited {
+            deadline: current_envelope().and_then(|i| i.deadline),
+            trace: *this.trace,
+        };
+        let was = POLLING.with(|p| {
+            p.replace(Polling {
+                current: &mine,
+                ..p.get()
+            })
+        });
+        /// Puts the previous state back, also when unwinding (`mine` dies with this frame).
+        struct Restore(Polling);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                POLLING.with(|p| p.set(self.0));
+            }
+        }
+        let _restore = Restore(was);
+        this.inner.poll(cx)
+    }
+}
+
 /// Runs `f` with no current envelope (notices the runtime sends on its own behalf).
 pub(crate) fn without_current<R>(f: impl FnOnce() -> R) -> R {
     /// Puts the previous state back, also when unwinding.
@@ -286,16 +368,13 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::envelope::TraceContext;
+    use crate::envelope::TraceId;
 
     #[test]
     fn the_current_envelope_is_set_only_while_its_handler_is_polled() {
         let inherited = Inherited {
-            deadline: crate::clock::Clock::default().now(),
-            trace: TraceContext {
-                trace_id: 7,
-                parent: None,
-            },
+            deadline: Some(crate::clock::Clock::default().now()),
+            trace: TraceContext::root(TraceId::MIN),
         };
         let mut fut = Box::pin(catch_handling(
             inherited,

@@ -126,6 +126,8 @@ mod watchdog;
 pub mod metrics;
 #[cfg(feature = "observer")]
 pub mod observer;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod store;
 pub mod testing;
 
@@ -140,9 +142,9 @@ pub use call::Call;
 pub use clock::{Clock, Instant};
 pub use config::Config;
 pub use context::Context;
-pub use crash::{CrashReason, CrashReport};
+pub use crash::{CrashReason, CrashReport, Traced};
 pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
-pub use envelope::{EnvelopeId, Header, TraceContext};
+pub use envelope::{EnvelopeId, Header, SpanId, TraceContext, TraceId, TraceparentError};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};

@@ -236,8 +236,8 @@ impl<'a, A: Actor> Opts<'a, A> {
     /// Inside a handler, never past the handled envelope's deadline.
     fn deadline(&self, now: Instant, inherited: Option<Inherited>) -> Instant {
         let own = self.target.shared().deadline_for(now, self.ttl, self.deadline);
-        match inherited {
-            Some(parent) => own.min(parent.deadline),
+        match inherited.and_then(|parent| parent.deadline) {
+            Some(parent) => own.min(parent),
             None => own,
         }
     }
@@ -247,10 +247,10 @@ impl<'a, A: Actor> Opts<'a, A> {
         let inherited = self.inherited();
         let deadline = self.deadline(shared.now(), inherited);
         let id = shared.next_envelope_id();
-        let trace = self.trace.or(inherited.map(|i| i.trace)).unwrap_or(TraceContext {
-            trace_id: id.get(),
-            parent: None,
-        });
+        let trace = self
+            .trace
+            .or(inherited.map(|i| i.trace))
+            .unwrap_or_else(|| TraceContext::root(shared.trace_id_of(id)));
         Envelope {
             header: Header {
                 id,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
 use crate::crash::CrashReport;
-use crate::envelope::EnvelopeId;
+use crate::envelope::{EnvelopeId, TraceId};
 use crate::lease::Leases;
 use crate::policy::Policy;
 use crate::registry::Registry;
@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     // Relaxed: only uniqueness matters.
     ids: Stat,
     rng: Stat,
+    /// Scrambles the id sequence so that envelope ids (span ids) and trace ids of different
+    /// processes do not collide.
+    salt: u64,
     failure: watch::Sender<Option<Arc<CrashReport>>>,
     // Relaxed: a count compared with a threshold.
     abandoned: Stat,
@@ -69,6 +72,7 @@ impl Shared {
             registry: Registry::default(),
             ids: Stat::new(0),
             rng: Stat::new(seed),
+            salt: mix(seed ^ 0x5851_F42D_4C95_7F2D),
             failure,
             abandoned: Stat::new(0),
             leases: Default::default(),
@@ -155,17 +159,24 @@ impl Shared {
         }
     }
 
+    /// The next envelope id: a counter, scrambled by a bijection (unique within the system, and
+    /// as good as random across processes, so that it can serve as a W3C span id).
     pub(crate) fn next_envelope_id(&self) -> EnvelopeId {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let n = self.ids.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let id = mix(n.wrapping_add(self.salt));
         EnvelopeId(std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    /// The id of a trace started by envelope `id`: unique within the system (the low half is the
+    /// envelope id), random-looking across processes; costs no shared counter.
+    pub(crate) fn trace_id_of(&self, id: EnvelopeId) -> TraceId {
+        let hi = mix(id.get() ^ self.salt.rotate_left(32)) | 1;
+        TraceId::new((u128::from(hi) << 64) | u128::from(id.get())).unwrap_or(TraceId::MIN)
     }
 
     /// A random value (SplitMix64 over a shared counter): for jitter, not for secrets.
     pub(crate) fn random(&self) -> u64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
     }
 
     /// Counts one more task abandoned in blocking code; the count so far (the rule that acts on
@@ -215,4 +226,11 @@ impl Shared {
             .clone();
         report.expect("waited for Some")
     }
+}
+
+/// SplitMix64's finalizer: a bijection on `u64` that scatters neighbouring inputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

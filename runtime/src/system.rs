@@ -167,6 +167,18 @@ impl System {
         &self.inner.shared
     }
 
+    /// A fresh W3C span id, from the sequence of envelope ids (so it names no envelope's span):
+    /// for work done outside actors that sends messages, such as an HTTP request.
+    pub fn new_span_id(&self) -> crate::SpanId {
+        self.inner.shared.next_envelope_id().span_id()
+    }
+
+    /// A fresh 128-bit W3C trace id, for a request entering with no trace of its own.
+    pub fn new_trace_id(&self) -> crate::TraceId {
+        let shared = &self.inner.shared;
+        shared.trace_id_of(shared.next_envelope_id())
+    }
+
     pub(crate) fn root_node(&self) -> &Arc<SupNode> {
         &self.inner.root
     }

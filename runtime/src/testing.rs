@@ -95,16 +95,14 @@ where
     /// Handles one message, with a fresh envelope header (default TTL, attempt 1).
     pub async fn handle(&mut self, msg: A::Msg) -> Result<A::Reply, Failure<A::Error>> {
         let now = self.system.clock().now();
-        let id = self.ctx.myself().slot().shared().next_envelope_id();
+        let shared = self.ctx.myself().slot().shared();
+        let id = shared.next_envelope_id();
         let header = Header {
             id,
             deadline: now + self.ttl,
             idempotent: false,
             attempt: 1,
-            trace: TraceContext {
-                trace_id: id.get(),
-                parent: None,
-            },
+            trace: TraceContext::root(shared.trace_id_of(id)),
             key: None,
         };
         self.ctx.set_header(Some(header));

@@ -511,8 +511,12 @@ impl<A: Actor> Slot<A> {
                 actor = %self.path,
                 id = header.id.get(),
                 attempt = header.attempt,
-                trace_id = header.trace.trace_id,
+                trace_id = %header.trace.trace_id,
+                span_id = %header.id.span_id(),
+                parent_id = header.trace.parent.map(tracing::field::display),
             );
+            #[cfg(feature = "otel")]
+            crate::otel::attach(&span, &header.trace, header.id.span_id());
             // Relaxed: the watchdog only needs to see it eventually.
             let began = clock.nanos_of(now);
             self.busy_since.store(began, Ordering::Relaxed);
