@@ -18,6 +18,10 @@
 #[allow(dead_code)]
 #[path = "../examples/support/cart_service.rs"]
 mod cart_service;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "../examples/support/failover.rs"]
+mod failover;
 #[path = "../examples/support/history.rs"]
 mod history;
 #[path = "../examples/support/http.rs"]
@@ -25,250 +29,41 @@ mod http;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use cluster::{free_port, rand, read_back, NodeProc, Seen};
+use failover::{failovers, Kill, Spread};
 
 const NODES: usize = 3;
-const CLIENTS: usize = 12;
-const CARTS: usize = 48;
+const CLIENTS: u32 = 12;
 const KILL_EVERY: Duration = Duration::from_millis(1500);
 /// Every this many faults, the node is paused past its lease instead of killed.
 const PAUSE_EVERY: usize = 4;
 const PAUSE: Duration = Duration::from_millis(2000);
+/// Keyed adds to 48 carts, each resent (same key) until it is acknowledged, honouring
+/// `Retry-After`, as the litmus clients do.
+const LOAD: cluster::Load = cluster::Load {
+    prefix: "k",
+    carts: 48,
+    ttl_ms: "3000",
+    timeout: Duration::from_secs(4),
+    give_up: Duration::from_secs(30),
+    retry_cap: Duration::from_secs(2),
+    other_wait: Duration::from_millis(20),
+    error_wait: Duration::from_millis(10),
+    avoid: None,
+};
 
 fn urls() -> Option<(String, String)> {
-    match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
-        (Ok(pg), Ok(nats)) => Some((pg, nats)),
-        _ => {
-            eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cart cluster under kill -9)");
-            None
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// One node of the cluster: a `cart --cluster` process at a fixed address, restarted as a new
-/// incarnation after each kill.
-struct NodeProc {
-    args: Vec<String>,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-    incarnation: u64,
-}
-
-impl NodeProc {
-    async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cart"))
-            .args(&self.args)
-            .args(["--listen", &self.addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a node starts within 20 s")
-            .unwrap()
-            .unwrap_or_default();
-        // "listening <addr> node <incarnation>"
-        let words: Vec<&str> = line.split(' ').collect();
-        assert!(
-            words.len() == 4 && words[0] == "listening" && words[2] == "node",
-            "the node said {line:?} (log: {})",
-            self.log.display()
-        );
-        self.incarnation = words[3].parse().unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGSTOP for `pause` (longer than the lease), then SIGCONT: the node finds itself fenced and
-    /// must rejoin by itself, the same process serving as a new incarnation within `back_within`.
-    /// How long after SIGCONT its `/stats` named the new incarnation, if it did; a node that did
-    /// not come back (or exited) is killed and started again, so that the run goes on.
-    async fn pause(&mut self, pause: Duration, back_within: Duration) -> Option<Duration> {
-        let child = self.child.as_mut().unwrap();
-        let pid = child.id().unwrap() as libc::pid_t;
-        // SAFETY: plain signals to our own child, which has not been reaped.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        tokio::time::sleep(pause).await;
-        unsafe { libc::kill(pid, libc::SIGCONT) };
-        let resumed = Instant::now();
-        while resumed.elapsed() < back_within {
-            if !matches!(child.try_wait(), Ok(None)) {
-                break; // exited: it did not rejoin
-            }
-            match stats_node(self.addr).await {
-                Some(inc) if inc > self.incarnation => {
-                    self.incarnation = inc;
-                    return Some(resumed.elapsed());
-                }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        self.kill().await;
-        self.start().await;
-        None
-    }
-
-    /// SIGKILL, and wait until the process is gone.
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
-}
-
-/// The incarnation a node's `/stats` names, if it answers.
-async fn stats_node(addr: SocketAddr) -> Option<u64> {
-    let r = http::request(addr, "GET", "/stats", &[], b"", Duration::from_secs(1))
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-    v["node"].as_u64()
-}
-
-/// One acknowledgement: when (since the start), which cart, which node incarnation held it.
-struct Ack {
-    at: Duration,
-    cart: String,
-    holder: u64,
-}
-
-#[derive(Default)]
-struct Seen {
-    requests: AtomicU64,
-    acks: Mutex<Vec<Ack>>,
-    writes: Mutex<Vec<history::Write<String, String>>>,
-    errors: Mutex<HashMap<String, u64>>,
-}
-
-impl Seen {
-    fn error(&self, kind: String) {
-        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
-    }
-}
-
-fn rand(x: &mut u64) -> usize {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x as usize
-}
-
-/// A client: keyed adds to random carts through random nodes, each resent (same key) until it is
-/// acknowledged, honouring `Retry-After`, as the litmus clients do.
-async fn client(id: usize, addrs: Vec<SocketAddr>, seen: Arc<Seen>, stop: Arc<AtomicBool>, started: Instant) {
-    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let cart = format!("k{}", rand(&mut x) % CARTS);
-        let item = format!("{cart}:{id}:{seq}");
-        seq += 1;
-        let body = format!("{{\"item\":\"{item}\"}}");
-        let path = format!("/carts/{cart}/items");
-        let give_up = Instant::now() + Duration::from_secs(30);
-        let mut outcome = history::Outcome::Unknown;
-        while Instant::now() < give_up {
-            let addr = addrs[rand(&mut x) % addrs.len()];
-            let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "3000")];
-            let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(4)).await;
-            seen.requests.fetch_add(1, Ordering::Relaxed);
-            match r {
-                Ok(r) if r.status == 200 => {
-                    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("cart JSON");
-                    seen.acks.lock().unwrap().push(Ack {
-                        at: started.elapsed(),
-                        cart: cart.clone(),
-                        holder: v["node"].as_u64().expect("a clustered cart names its node"),
-                    });
-                    outcome = history::Outcome::Ok;
-                    break;
-                }
-                Ok(r) if r.status == 503 => {
-                    seen.error("503 (Retry-After)".into());
-                    let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
-                    tokio::time::sleep(Duration::from_millis(ms.unwrap_or(50).min(2000))).await;
-                }
-                Ok(r) => {
-                    seen.error(format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => {
-                    seen.error(format!("{:?}", e.kind()));
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-        seen.writes.lock().unwrap().push(history::Write {
-            client: id as u32,
-            key: cart,
-            value: item,
-            outcome,
-        });
-    }
-}
-
-/// Reads cart `cart` back through the live nodes.
-async fn read_back(addrs: &[SocketAddr], cart: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut i = 0;
-    loop {
-        assert!(Instant::now() < deadline, "cart {cart} could not be read back in 30 s");
-        i += 1;
-        let r = http::request(
-            addrs[i % addrs.len()],
-            "GET",
-            &format!("/carts/{cart}"),
-            &[("X-Request-Ttl-Ms", "3000")],
-            b"",
-            Duration::from_secs(4),
-        )
-        .await;
-        if let Ok(r) = r {
-            if r.status == 200 {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                return v["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i.as_str().unwrap().to_owned())
-                    .collect();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    cluster::urls("cart cluster under kill -9")
 }
 
 /// min / median / max, in ms.
-fn spread(mut v: Vec<Duration>) -> (f64, f64, f64) {
-    v.sort();
-    match v.len() {
-        0 => (0.0, 0.0, 0.0),
-        n => (ms(v[0]), ms(v[n / 2]), ms(v[n - 1])),
-    }
+fn spread(v: Vec<Duration>) -> serde_json::Value {
+    let s = Spread::of(v);
+    serde_json::json!({ "min": s.min, "median": s.median, "max": s.max })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,8 +77,8 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     let logs = std::env::temp_dir().join(format!("crashonly-{schema}"));
     std::fs::create_dir_all(&logs).unwrap();
     let mut nodes: Vec<NodeProc> = (0..NODES)
-        .map(|i| NodeProc {
-            args: [
+        .map(|i| {
+            let args = [
                 "--cluster",
                 "--pg",
                 &pg,
@@ -297,11 +92,9 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
                 "1s",
             ]
             .map(String::from)
-            .to_vec(),
-            addr: free_port(),
-            log: logs.join(format!("n{i}.log")),
-            child: None,
-            incarnation: 0,
+            .to_vec();
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            NodeProc::new(args, addr, logs.join(format!("n{i}.log")))
         })
         .collect();
     for n in &mut nodes {
@@ -312,12 +105,10 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     let started = Instant::now();
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(client(i, addrs.clone(), seen.clone(), stop.clone(), started)))
-        .collect();
+    let clients = cluster::clients(CLIENTS, &addrs, &seen, &stop, started, LOAD);
 
     // The faultload: kill -9 a random node every 1.5 s, restart it at once.
-    let mut kills: Vec<(Duration, u64)> = Vec::new();
+    let mut kills: Vec<Kill> = Vec::new();
     let mut restarts: Vec<Duration> = Vec::new();
     let mut x = u64::from(std::process::id()) | 1;
     let (mut pauses, mut rejoins) = (0, Vec::new());
@@ -336,7 +127,11 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         let at = started.elapsed();
         let victim = n.incarnation;
         n.kill().await;
-        kills.push((at, victim));
+        kills.push(Kill {
+            at,
+            victim,
+            lease_left: None,
+        });
         n.start().await;
         restarts.push(started.elapsed() - at);
         next_kill = (started + at + KILL_EVERY).max(Instant::now());
@@ -353,7 +148,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
     let mut state = HashMap::new();
     for cart in carts {
-        let items = read_back(&addrs, &cart).await;
+        let items = read_back(&addrs, &cart, &LOAD).await;
         state.insert(cart, items);
     }
     let verdict = history::check(&writes, &state);
@@ -370,31 +165,10 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     // Failover: for each kill, the carts the killed node held (their last acknowledgement before
     // the kill named it) and when each was acknowledged again (by its new holder).
     let acks = std::mem::take(&mut *seen.acks.lock().unwrap());
-    let (mut first_back, mut all_back) = (Vec::new(), Vec::new());
-    for &(at, victim) in &kills {
-        let mut last: HashMap<&str, u64> = HashMap::new();
-        for a in acks.iter().filter(|a| a.at < at) {
-            last.insert(&a.cart, a.holder);
-        }
-        let held: Vec<&str> = last.iter().filter(|(_, &h)| h == victim).map(|(c, _)| *c).collect();
-        let back: Vec<Duration> = held
-            .iter()
-            .filter_map(|c| {
-                acks.iter()
-                    .find(|a| a.at > at && a.cart == *c && a.holder != victim)
-                    .map(|a| a.at - at)
-            })
-            .collect();
-        if let (Some(first), Some(all)) = (back.iter().min(), back.iter().max()) {
-            first_back.push(*first);
-            all_back.push(*all);
-        }
-    }
-    let (f_min, f_med, f_max) = spread(first_back);
-    let (a_min, a_med, a_max) = spread(all_back);
-    let (r_min, r_med, r_max) = spread(restarts);
+    let failed_over = failovers(&kills, &acks);
+    let first_back = failed_over.iter().map(|f| f.first).collect();
+    let all_back = failed_over.iter().map(|f| f.all).collect();
     let rejoined = rejoins.len();
-    let (j_min, j_med, j_max) = spread(rejoins);
     let mut by_holder: HashMap<u64, u64> = HashMap::new();
     for a in &acks {
         *by_holder.entry(a.holder).or_default() += 1;
@@ -408,7 +182,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         "kills": kills.len(),
         "pauses": pauses,
         "rejoined": rejoined,
-        "rejoin_ms": { "min": j_min, "median": j_med, "max": j_max },
+        "rejoin_ms": spread(rejoins),
         "fenced_out_writes": fenced_out_writes,
         "requests": seen.requests.load(Ordering::Relaxed),
         "writes": verdict.writes,
@@ -418,9 +192,9 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         "unexpected": verdict.unexpected,
         "duplicates": verdict.duplicates,
         "order_violations": verdict.order_violations,
-        "failover_first_ms": { "min": f_min, "median": f_med, "max": f_max },
-        "failover_all_ms": { "min": a_min, "median": a_med, "max": a_max },
-        "restart_ms": { "min": r_min, "median": r_med, "max": r_max },
+        "failover_first_ms": spread(first_back),
+        "failover_all_ms": spread(all_back),
+        "restart_ms": spread(restarts),
         "acks_by_holder": by_holder.iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>(),
         "client_errors": *seen.errors.lock().unwrap(),
     });

@@ -24,26 +24,33 @@
 //! tests' convention and says it was skipped unless `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL`
 //! are set (it uses neither server itself).
 
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "../examples/support/failover.rs"]
+mod failover;
 #[path = "../examples/support/history.rs"]
 mod history;
 #[path = "../examples/support/http.rs"]
 mod http;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "../examples/support/private_nats.rs"]
+mod private_nats;
+#[path = "../examples/support/throwaway_pg.rs"]
+mod throwaway_pg;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Child;
+use cluster::{free_port, read_back, stats_node, NodeProc, Seen, Writer};
+use private_nats::PrivateNats;
+use throwaway_pg::{Setup, ThrowawayPg};
 
 const NODES: usize = 3;
-const CLIENTS: usize = 12;
-const CARTS: usize = 48;
+const CLIENTS: u32 = 12;
 /// The node whose link is cut.
 const CUT: usize = 1;
 const WARMUP: Duration = Duration::from_secs(3);
@@ -53,175 +60,37 @@ const AFTER: Duration = Duration::from_secs(6);
 /// Most adds sent to the node as its link goes down.
 const BURST: usize = 16;
 const HTTP_TIMEOUT: Duration = Duration::from_millis(3500);
-
-/// One node: a `cart --cluster` process in its namespace, started again as a new incarnation.
-struct NodeProc {
-    ns: String,
-    args: Vec<String>,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-    incarnation: u64,
-}
-
-impl NodeProc {
-    async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = tokio::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_cart")])
-            .args(&self.args)
-            .args(["--listen", &self.addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a node starts within 20 s")
-            .unwrap()
-            .unwrap_or_default();
-        // "listening <addr> node <incarnation>"
-        let words: Vec<&str> = line.split(' ').collect();
-        assert!(
-            words.len() == 4 && words[0] == "listening" && words[2] == "node",
-            "the node said {line:?} (log: {})",
-            self.log.display()
-        );
-        self.incarnation = words[3].parse().unwrap();
-        self.child = Some(child);
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
-}
-
-/// One acknowledgement: when (since the start), which cart, which node incarnation held it.
-struct Ack {
-    at: Duration,
-    cart: String,
-    holder: u64,
-}
-
-#[derive(Default)]
-struct Seen {
-    requests: AtomicU64,
-    acks: Mutex<Vec<Ack>>,
-    writes: Mutex<Vec<history::Write<String, String>>>,
-    errors: Mutex<HashMap<String, u64>>,
-}
-
-impl Seen {
-    fn error(&self, kind: String) {
-        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
-    }
-}
-
-fn rand(x: &mut u64) -> usize {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x as usize
-}
+/// Keyed adds to 48 carts through random nodes, each resent (same key) until it is
+/// acknowledged, honouring `Retry-After`; a node that did not answer is left alone for a second
+/// (as a load balancer would).
+const LOAD: cluster::Load = cluster::Load {
+    prefix: "p",
+    carts: 48,
+    ttl_ms: "3000",
+    timeout: HTTP_TIMEOUT,
+    give_up: Duration::from_secs(30),
+    retry_cap: Duration::from_secs(2),
+    other_wait: Duration::from_millis(20),
+    error_wait: Duration::from_millis(10),
+    avoid: Some(Duration::from_secs(1)),
+};
 
 fn add_headers(key: &str) -> [(&str, &str); 2] {
-    [("Idempotency-Key", key), ("X-Request-Ttl-Ms", "3000")]
-}
-
-/// Sends the keyed add `item` to `cart` through random nodes until it is acknowledged, honouring
-/// `Retry-After`; a node that did not answer is left alone for a second (as a load balancer
-/// would). Records the write and its outcome.
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    client: u32,
-    cart: String,
-    item: String,
-    addrs: &[SocketAddr],
-    avoid: &mut [Instant],
-    x: &mut u64,
-    seen: &Seen,
-    started: Instant,
-) {
-    let body = format!("{{\"item\":\"{item}\"}}");
-    let path = format!("/carts/{cart}/items");
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut outcome = history::Outcome::Unknown;
-    while Instant::now() < give_up {
-        let mut i = rand(x) % addrs.len();
-        if avoid[i] > Instant::now() {
-            i = (i + 1 + rand(x) % (addrs.len() - 1)) % addrs.len();
-        }
-        let r = http::request(
-            addrs[i],
-            "POST",
-            &path,
-            &add_headers(&item),
-            body.as_bytes(),
-            HTTP_TIMEOUT,
-        )
-        .await;
-        seen.requests.fetch_add(1, Ordering::Relaxed);
-        match r {
-            Ok(r) if r.status == 200 => {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).expect("cart JSON");
-                seen.acks.lock().unwrap().push(Ack {
-                    at: started.elapsed(),
-                    cart: cart.clone(),
-                    holder: v["node"].as_u64().expect("a clustered cart names its node"),
-                });
-                outcome = history::Outcome::Ok;
-                break;
-            }
-            Ok(r) if r.status == 503 => {
-                seen.error("503 (Retry-After)".into());
-                let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
-                tokio::time::sleep(Duration::from_millis(ms.unwrap_or(50).min(2000))).await;
-            }
-            Ok(r) => {
-                seen.error(format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => {
-                seen.error(format!("{:?}", e.kind()));
-                avoid[i] = Instant::now() + Duration::from_secs(1);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    seen.writes.lock().unwrap().push(history::Write {
-        client,
-        key: cart,
-        value: item,
-        outcome,
-    });
-}
-
-/// A client: keyed adds to random carts, one after another, until told to stop.
-async fn client(id: u32, addrs: Vec<SocketAddr>, seen: Arc<Seen>, stop: Arc<AtomicBool>, started: Instant) {
-    let mut x = (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut avoid = vec![Instant::now(); addrs.len()];
-    let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let cart = format!("p{}", rand(&mut x) % CARTS);
-        let item = format!("{cart}:{id}:{seq}");
-        seq += 1;
-        write(id, cart, item, &addrs, &mut avoid, &mut x, &seen, started).await;
-    }
+    [("Idempotency-Key", key), ("X-Request-Ttl-Ms", LOAD.ttl_ms)]
 }
 
 /// `GET /carts/{cart}` through `addr`: the cart's items and the incarnation of its node.
 async fn view(addr: SocketAddr, cart: &str) -> Option<(Vec<String>, u64)> {
     let path = format!("/carts/{cart}");
-    let r = http::request(addr, "GET", &path, &[("X-Request-Ttl-Ms", "3000")], b"", HTTP_TIMEOUT).await;
+    let r = http::request(
+        addr,
+        "GET",
+        &path,
+        &[("X-Request-Ttl-Ms", LOAD.ttl_ms)],
+        b"",
+        HTTP_TIMEOUT,
+    )
+    .await;
     let r = r.ok().filter(|r| r.status == 200)?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
     let items = v["items"]
@@ -244,13 +113,6 @@ async fn served_by_other(addrs: Vec<SocketAddr>, cart: String, not: u64, deadlin
         }
     }
     None
-}
-
-/// The cut node's incarnation, as its `/stats` says, once it answers.
-async fn stats_node(addr: SocketAddr) -> Option<u64> {
-    let r = http::request(addr, "GET", "/stats", &[], b"", Duration::from_secs(1)).await;
-    let r = r.ok().filter(|r| r.status == 200)?;
-    serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["node"].as_u64()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -315,8 +177,7 @@ fn late_activity(log: &str, node_ip: &str, cut_marker: &str, healed_marker: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
-    if std::env::var("CRASHONLY_PG_URL").is_err() || std::env::var("CRASHONLY_NATS_URL").is_err() {
-        eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cart cluster under a partition)");
+    if cluster::urls("cart cluster under a partition").is_none() {
         return;
     }
     let pid = std::process::id();
@@ -332,15 +193,30 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
         .map(|i| netns::Link::create(&tag, net, i).unwrap_or_else(|e| panic!("cannot set up the links: {e}")))
         .collect();
     let host_ips: Vec<_> = links.iter().map(|l| l.host_ip).collect();
-    let nats = netns::Nats::start(&logs.join("nats.log")).expect("a private nats-server");
-    let pg = netns::Pg::start(logs.join("pgdata"), logs.join("pg.log"), &host_ips).expect("a throwaway PostgreSQL");
+    let nats = PrivateNats::start("0.0.0.0", free_port(), Some(logs.join("nats.log"))).expect("a private nats-server");
+    // Every statement, with its time, client address and session: what a partitioned node's
+    // connections still did after the partition healed is read from this log.
+    let settings = [
+        "log_statement=all",
+        "log_lock_waits=on",
+        "deadlock_timeout=200ms",
+        "log_line_prefix='%m|%h|%c|'",
+    ];
+    let pg = ThrowawayPg::create(Setup {
+        listen: host_ips.iter().map(|a| a.to_string()).collect(),
+        settings: settings.map(String::from).to_vec(),
+        hba: vec!["host all all 10.0.0.0/8 trust".into()],
+        dir: Some(logs.join("pgdata")),
+        log: Some(logs.join("pg.log")),
+        ..Setup::default()
+    })
+    .expect("a throwaway PostgreSQL");
     let schema = format!("cp_{pid}");
     let mut nodes: Vec<NodeProc> = links
         .iter()
         .enumerate()
-        .map(|(i, l)| NodeProc {
-            ns: l.ns.clone(),
-            args: [
+        .map(|(i, l)| {
+            let args = [
                 "--cluster".to_owned(),
                 "--pg".to_owned(),
                 format!("postgres://postgres@{}:{}/postgres", l.host_ip, pg.port),
@@ -353,11 +229,9 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
                 "--lease".to_owned(),
                 "1s".to_owned(),
             ]
-            .to_vec(),
-            addr: SocketAddr::new(l.ns_ip.into(), 8080),
-            log: logs.join(format!("n{i}.log")),
-            child: None,
-            incarnation: 0,
+            .to_vec();
+            let addr = SocketAddr::new(l.ns_ip.into(), 8080);
+            NodeProc::new(args, addr, logs.join(format!("n{i}.log"))).in_namespace(&l.ns)
         })
         .collect();
     for n in &mut nodes {
@@ -369,9 +243,7 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
     let started = Instant::now();
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS as u32)
-        .map(|i| tokio::spawn(client(i, addrs.clone(), seen.clone(), stop.clone(), started)))
-        .collect();
+    let clients = cluster::clients(CLIENTS, &addrs, &seen, &stop, started, LOAD);
     tokio::time::sleep(WARMUP).await;
 
     // The carts the node to be cut holds: those whose last acknowledgement named it.
@@ -401,7 +273,9 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
             http::Conn::connect(addrs[CUT]).await.expect("a connection to the node"),
         ));
     }
-    pg.mark("partition-cut").await.expect("a marker in PostgreSQL's log");
+    netns::mark(pg.port, "partition-cut")
+        .await
+        .expect("a marker in PostgreSQL's log");
     let cut_at = Instant::now();
     links[CUT].cut_from_node().expect("cut the node's outgoing direction");
     let burst: Vec<_> = conns
@@ -420,9 +294,9 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
                 .await;
                 let answered = matches!(r, Ok(Ok(_)));
                 // Its client does not know what happened: it sends the same key elsewhere.
-                let mut x = u64::from(pid) + j as u64 + 1;
-                let mut avoid = vec![Instant::now(); others.len()];
-                write(1000 + j as u32, cart, item, &others, &mut avoid, &mut x, &seen, started).await;
+                let seed = u64::from(pid) + j as u64 + 1;
+                let mut w = Writer::new(1000 + j as u32, others, seed, LOAD, started);
+                w.write(&seen, cart, item).await;
                 answered
             })
         })
@@ -438,7 +312,7 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
         .map(|c| tokio::spawn(served_by_other(others.clone(), c.clone(), old, heal_at)))
         .collect();
     // The cut node fences itself: it exits with status 3 (or stays up to rejoin by itself).
-    let exited = match tokio::time::timeout_at(heal_at.into(), nodes[CUT].child.as_mut().unwrap().wait()).await {
+    let exited = match tokio::time::timeout_at(heal_at.into(), nodes[CUT].wait()).await {
         Ok(status) => Some((cut_at.elapsed(), status.unwrap().code())),
         Err(_) => None,
     };
@@ -453,12 +327,13 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
     tokio::time::sleep_until(heal_at.into()).await;
     let healed_at = Instant::now();
     links[CUT].heal().expect("heal the link");
-    pg.mark("partition-healed").await.expect("a marker in PostgreSQL's log");
+    netns::mark(pg.port, "partition-healed")
+        .await
+        .expect("a marker in PostgreSQL's log");
 
     // The cut node again: started afresh if it exited, else it must come back by itself.
     let rejoined = if exited.is_some() {
-        nodes[CUT].child = None;
-        nodes[CUT].start().await;
+        nodes[CUT].restart().await;
         Some(healed_at.elapsed())
     } else {
         let deadline = healed_at + Duration::from_secs(10);
@@ -500,16 +375,7 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
     let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
     let mut state = HashMap::new();
     for cart in carts {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut i = 0;
-        let items = loop {
-            assert!(Instant::now() < deadline, "cart {cart} could not be read back in 30 s");
-            i += 1;
-            if let Some((items, _)) = view(addrs[i % NODES], &cart).await {
-                break items;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let items = read_back(&addrs, &cart, &LOAD).await;
         state.insert(cart, items);
     }
     let verdict = history::check(&writes, &state);
@@ -517,7 +383,7 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
         n.kill().await;
     }
     let late = late_activity(
-        &pg.log(),
+        &std::fs::read_to_string(pg.log_path()).unwrap_or_default(),
         &links[CUT].ns_ip.to_string(),
         "partition-cut",
         "partition-healed",

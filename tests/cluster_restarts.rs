@@ -16,315 +16,67 @@
 //! --bindir`), `nats-server`, and root (to run PostgreSQL as the `postgres` user). It uses neither
 //! shared server: it kills and restarts its own.
 
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "../examples/support/failover.rs"]
+mod failover;
 #[path = "../examples/support/history.rs"]
 mod history;
 #[path = "../examples/support/http.rs"]
 mod http;
+#[path = "../examples/support/private_nats.rs"]
+mod private_nats;
+#[path = "../examples/support/throwaway_pg.rs"]
+mod throwaway_pg;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{Command as StdCommand, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use cluster::{attempt, free_port, read_back, stats_node, NodeProc, Seen};
+use private_nats::PrivateNats;
+use throwaway_pg::{Setup, ThrowawayPg};
 
 const NODES: usize = 3;
-const CLIENTS: usize = 6;
-const CARTS: usize = 48;
+const CLIENTS: u32 = 6;
 const OUTAGE: Duration = Duration::from_secs(3);
 /// After a server is back, every node must serve writes again within this long.
 const BACK_WITHIN: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn su(cmd: &str) -> std::process::Output {
-    StdCommand::new("su")
-        .args(["postgres", "-s", "/bin/sh", "-c", cmd])
-        .output()
-        .expect("su runs")
-}
-
-/// A throwaway PostgreSQL cluster on a private port; stopped and removed on drop.
-struct Pg {
-    dir: std::path::PathBuf,
-    bin: String,
-    port: u16,
-}
-
-impl Pg {
-    fn create() -> Pg {
-        let bin = StdCommand::new("pg_config")
-            .arg("--bindir")
-            .output()
-            .expect("pg_config");
-        let dir = std::env::temp_dir().join(format!("crashonly-restarts-pg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = StdCommand::new("chown")
-            .args(["postgres:postgres", dir.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(chown.success(), "chown (this test runs as root)");
-        // The guard exists before initdb, so that a failure below still removes the directory.
-        let pg = Pg {
-            dir,
-            bin: String::from_utf8(bin.stdout).unwrap().trim().to_owned(),
-            port: free_port(),
-        };
-        let out = su(&format!(
-            "{}/initdb -D {}/data -U postgres -A trust --no-sync",
-            pg.bin,
-            pg.dir.display()
-        ));
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        pg.start();
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn start(&self) {
-        let (d, b, p) = (self.dir.display(), &self.bin, self.port);
-        let out = su(&format!(
-            "{b}/pg_ctl -D {d}/data -l {d}/pg.log -w -t 30 -o \"-c listen_addresses=127.0.0.1 -p {p} -k {d}\" start"
-        ));
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A crash of the server: no shutdown checkpoint, connections cut.
-    fn crash(&self) {
-        let out = su(&format!(
-            "{}/pg_ctl -D {}/data -m immediate -w stop",
-            self.bin,
-            self.dir.display()
-        ));
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        su(&format!(
-            "{}/pg_ctl -D {}/data -m immediate -w stop",
-            self.bin,
-            self.dir.display()
-        ));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A private `nats-server` on a fixed port; killed on drop.
-struct Nats {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Nats {
-    fn start(port: u16) -> Nats {
-        let mut n = Nats { port, child: None };
-        n.restart();
-        n
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = StdCommand::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs");
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < until, "nats-server listens within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One `cart --cluster` process (killed on drop).
-struct NodeProc {
-    addr: SocketAddr,
-    child: Child,
-    incarnation: u64,
-}
-
-impl NodeProc {
-    async fn start(args: &[String], log: &std::path::Path) -> NodeProc {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log_file = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cart"))
-            .args(args)
-            .args(["--listen", &addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a node starts within 20 s")
-            .unwrap()
-            .unwrap_or_default();
-        let words: Vec<&str> = line.split(' ').collect();
-        assert!(
-            words.len() == 4 && words[0] == "listening",
-            "the node said {line:?} (log: {})",
-            log.display()
-        );
-        NodeProc {
-            addr,
-            child,
-            incarnation: words[3].parse().unwrap(),
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-/// The incarnation a node's `/stats` names, if it answers.
-async fn stats_node(addr: SocketAddr) -> Option<u64> {
-    let r = http::request(addr, "GET", "/stats", &[], b"", Duration::from_secs(1))
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-    v["node"].as_u64()
-}
-
-#[derive(Default)]
-struct Seen {
-    /// What is happening now (for the answers that are neither 200 nor 503): see [`PHASES`].
-    phase: std::sync::atomic::AtomicUsize,
-    requests: AtomicU64,
-    acks: AtomicU64,
-    /// 503 answers with `Retry-After`.
-    retry_after: AtomicU64,
-    /// Anything else that is not a 200: (status or error, body).
-    other: Mutex<HashMap<String, u64>>,
-    writes: Mutex<Vec<history::Write<String, String>>>,
-}
-
-const PHASES: [&str; 5] = ["before", "pg down", "pg back", "nats down", "nats back"];
-
-fn rand(x: &mut u64) -> usize {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x as usize
-}
-
-/// One keyed add through `addr`, counted; whether it was acknowledged, and the wait asked for.
-async fn add(seen: &Seen, addr: SocketAddr, cart: &str, item: &str) -> (bool, Duration) {
-    let body = format!("{{\"item\":\"{item}\"}}");
-    let headers = [("Idempotency-Key", item), ("X-Request-Ttl-Ms", "2000")];
-    let path = format!("/carts/{cart}/items");
-    let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(3)).await;
-    seen.requests.fetch_add(1, Ordering::Relaxed);
-    match r {
-        Ok(r) if r.status == 200 => {
-            seen.acks.fetch_add(1, Ordering::Relaxed);
-            (true, Duration::ZERO)
-        }
-        Ok(r) if r.status == 503 && r.headers.contains_key("retry-after") => {
-            seen.retry_after.fetch_add(1, Ordering::Relaxed);
-            let ms = r.headers.get("x-retry-after-ms").and_then(|v| v.parse().ok());
-            (false, Duration::from_millis(ms.unwrap_or(50).min(1000)))
-        }
-        other => {
-            let what = match other {
-                Ok(r) => format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)),
-                Err(e) => format!("{:?}", e.kind()),
-            };
-            let phase = PHASES[seen.phase.load(Ordering::Relaxed)];
-            *seen
-                .other
-                .lock()
-                .unwrap()
-                .entry(format!("{phase}: {what}"))
-                .or_default() += 1;
-            (false, Duration::from_millis(50))
-        }
-    }
-}
-
-/// A client: keyed adds to random carts through random nodes, each resent (same key) until it is
+/// Keyed adds to 48 carts through random nodes, each resent (same key) until it is
 /// acknowledged, honouring `Retry-After`.
-async fn client(id: usize, addrs: Vec<SocketAddr>, seen: Arc<Seen>, stop: Arc<AtomicBool>) {
-    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let cart = format!("r{}", rand(&mut x) % CARTS);
-        let item = format!("{cart}:{id}:{seq}");
-        seq += 1;
-        let give_up = Instant::now() + Duration::from_secs(20);
-        let mut outcome = history::Outcome::Unknown;
-        while Instant::now() < give_up {
-            let (acked, wait) = add(&seen, addrs[rand(&mut x) % addrs.len()], &cart, &item).await;
-            if acked {
-                outcome = history::Outcome::Ok;
-                break;
-            }
-            tokio::time::sleep(wait).await;
-        }
-        seen.writes.lock().unwrap().push(history::Write {
-            client: id as u32,
-            key: cart,
-            value: item,
-            outcome,
-        });
-    }
-}
+const LOAD: cluster::Load = cluster::Load {
+    prefix: "r",
+    carts: 48,
+    ttl_ms: "2000",
+    timeout: Duration::from_secs(3),
+    give_up: Duration::from_secs(20),
+    retry_cap: Duration::from_secs(1),
+    other_wait: Duration::from_millis(50),
+    error_wait: Duration::from_millis(50),
+    avoid: None,
+};
 
 /// How long after `since` each node acknowledged a write through itself again (a probe per node,
 /// recorded in the history as client `100 + node`). Panics past [`BACK_WITHIN`].
-async fn every_node_serves_writes(seen: &Seen, nodes: &[NodeProc], since: Instant, phase: &str) -> Vec<Duration> {
+async fn every_node_serves_writes(
+    seen: &Seen,
+    nodes: &[NodeProc],
+    since: Instant,
+    phase: &str,
+    started: Instant,
+) -> Vec<Duration> {
     let probes = nodes.iter().enumerate().map(|(i, n)| async move {
         let (cart, item) = (format!("r{i}"), format!("probe-{phase}-{i}"));
         let mut outcome = history::Outcome::Unknown;
         while since.elapsed() < BACK_WITHIN {
-            let (acked, wait) = add(seen, n.addr, &cart, &item).await;
-            if acked {
+            let t = attempt(seen, &LOAD, n.addr, &cart, &item, started, since - started).await;
+            if t.acked {
                 outcome = history::Outcome::Ok;
                 break;
             }
-            tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+            tokio::time::sleep(t.wait.min(Duration::from_millis(100))).await;
         }
         let back = since.elapsed();
         seen.writes.lock().unwrap().push(history::Write {
@@ -342,32 +94,11 @@ async fn every_node_serves_writes(seen: &Seen, nodes: &[NodeProc], since: Instan
     futures::future::join_all(probes).await
 }
 
-/// Reads cart `cart` back through the nodes.
-async fn read_back(addrs: &[SocketAddr], cart: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for i in 0.. {
-        assert!(Instant::now() < deadline, "cart {cart} could not be read back in 20 s");
-        let path = format!("/carts/{cart}");
-        let headers = [("X-Request-Ttl-Ms", "2000")];
-        if let Ok(r) = http::request(
-            addrs[i % addrs.len()],
-            "GET",
-            &path,
-            &headers,
-            b"",
-            Duration::from_secs(3),
-        )
-        .await
-        {
-            if r.status == 200 {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                let items = v["items"].as_array().expect("a cart's items");
-                return items.iter().map(|i| i.as_str().unwrap().to_owned()).collect();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    unreachable!()
+/// A node on a free loopback port, started.
+async fn node(args: Vec<String>, log: std::path::PathBuf) -> NodeProc {
+    let mut n = NodeProc::new(args, SocketAddr::from(([127, 0, 0, 1], free_port())), log);
+    n.start().await;
+    n
 }
 
 fn ms(d: Duration) -> u64 {
@@ -376,19 +107,16 @@ fn ms(d: Duration) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
-    if std::env::var("CRASHONLY_PG_URL").is_err() || std::env::var("CRASHONLY_NATS_URL").is_err() {
-        eprintln!(
-            "skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cart cluster under server restarts)"
-        );
+    if cluster::urls("cart cluster under server restarts").is_none() {
         return;
     }
     let started = Instant::now();
-    let pg = Pg::create();
-    let mut nats = Nats::start(free_port());
+    let pg = ThrowawayPg::create(Setup::default()).unwrap_or_else(|e| panic!("a throwaway PostgreSQL: {e}"));
+    let mut nats = PrivateNats::start("127.0.0.1", free_port(), None).unwrap_or_else(|e| panic!("{e}"));
     let logs = std::env::temp_dir().join(format!("crashonly-restarts-{}", std::process::id()));
     std::fs::create_dir_all(&logs).unwrap();
     let mut nodes = Vec::new();
-    let (pg_url, nats_url) = (pg.url(), nats.url());
+    let (pg_url, nats_url) = (pg.url("postgres"), nats.url());
     let args = |name: &str| -> Vec<String> {
         let args = [
             "--cluster",
@@ -404,19 +132,18 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     };
     for i in 0..NODES {
         let name = format!("n{i}");
-        nodes.push(NodeProc::start(&args(&name), &logs.join(format!("{name}.log"))).await);
+        nodes.push(node(args(&name), logs.join(format!("{name}.log"))).await);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let first: Vec<u64> = nodes.iter().map(|n| n.incarnation).collect();
     let set_up = started.elapsed();
 
     let seen = Arc::new(Seen::default());
+    *seen.phase.lock().unwrap() = "before";
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(client(i, addrs.clone(), seen.clone(), stop.clone())))
-        .collect();
+    let clients = cluster::clients(CLIENTS, &addrs, &seen, &stop, started, LOAD);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let acked_before = seen.acks.load(Ordering::Relaxed);
+    let acked_before = seen.acked();
     assert!(
         acked_before > 10,
         "the cluster serves before any outage: {acked_before} acknowledged"
@@ -424,8 +151,8 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
 
     // (a) PostgreSQL crashes and stays down past the lease.
     let t = Instant::now();
-    seen.phase.store(1, Ordering::Relaxed);
-    tokio::task::block_in_place(|| pg.crash());
+    *seen.phase.lock().unwrap() = "pg down";
+    tokio::task::block_in_place(|| pg.crash()).unwrap_or_else(|e| panic!("{e}"));
     let stopped_in = t.elapsed();
     // While out, `/health` says so, and why.
     let mut out_said = HashSet::new();
@@ -445,11 +172,11 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
         NODES,
         "every node's /health said it was out during the outage"
     );
-    tokio::task::block_in_place(|| pg.start());
-    seen.phase.store(2, Ordering::Relaxed);
+    tokio::task::block_in_place(|| pg.start()).unwrap_or_else(|e| panic!("{e}"));
+    *seen.phase.lock().unwrap() = "pg back";
     let pg_outage = t.elapsed();
     let back = Instant::now();
-    let pg_back = every_node_serves_writes(&seen, &nodes, back, "pg").await;
+    let pg_back = every_node_serves_writes(&seen, &nodes, back, "pg", started).await;
     // Every node was fenced (nothing could renew for 3 leases) and came back by itself.
     let mut rejoined = Vec::new();
     for n in &mut nodes {
@@ -467,19 +194,19 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
         rejoined.push(now);
         n.incarnation = now;
     }
-    let acked_after_pg = seen.acks.load(Ordering::Relaxed);
+    let acked_after_pg = seen.acked();
 
     // (b) NATS is killed and comes back on the same port.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t = Instant::now();
-    seen.phase.store(3, Ordering::Relaxed);
+    *seen.phase.lock().unwrap() = "nats down";
     tokio::task::block_in_place(|| nats.kill());
     tokio::time::sleep(OUTAGE).await;
-    tokio::task::block_in_place(|| nats.restart());
-    seen.phase.store(4, Ordering::Relaxed);
+    tokio::task::block_in_place(|| nats.restart()).unwrap_or_else(|e| panic!("{e}"));
+    *seen.phase.lock().unwrap() = "nats back";
     let nats_outage = t.elapsed();
     let back = Instant::now();
-    let nats_back = every_node_serves_writes(&seen, &nodes, back, "nats").await;
+    let nats_back = every_node_serves_writes(&seen, &nodes, back, "nats", started).await;
     for n in &mut nodes {
         assert!(
             n.running(),
@@ -501,7 +228,7 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     let carts: HashSet<String> = writes.iter().map(|w| w.key.clone()).collect();
     let mut state = HashMap::new();
     for cart in carts {
-        state.insert(cart.clone(), read_back(&addrs, &cart).await);
+        state.insert(cart.clone(), read_back(&addrs, &cart, &LOAD).await);
     }
     let verdict = history::check(&writes, &state);
     let report = serde_json::json!({
@@ -521,7 +248,7 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
         "duplicates": verdict.duplicates,
         "unexpected": verdict.unexpected,
         "503_retry_after": seen.retry_after.load(Ordering::Relaxed),
-        "other_answers": *seen.other.lock().unwrap(),
+        "other_answers": seen.other(),
         "total_s": started.elapsed().as_secs_f64(),
     });
     println!("cluster_restarts: {report}");
@@ -538,13 +265,10 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
         "the outages were seen as 503 + Retry-After: {report}"
     );
     assert!(
-        seen.other.lock().unwrap().is_empty(),
+        seen.other().is_empty(),
         "every answer is a 200 or a 503 with Retry-After: {report}"
     );
-    assert!(
-        seen.acks.load(Ordering::Relaxed) > acked_after_pg,
-        "progress after the outages: {report}"
-    );
+    assert!(seen.acked() > acked_after_pg, "progress after the outages: {report}");
 
     // (c) Bounded, never infinite: a node that cannot rejoin within `--rejoin-within`, and one
     // fenced more often than `--fence-intensity` allows, give up with status 3; the others,
@@ -556,13 +280,13 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     ] {
         let mut a = args(name);
         a.extend(flags.map(String::from));
-        bounded.push(NodeProc::start(&a, &logs.join(format!("{name}.log"))).await);
+        bounded.push(node(a, logs.join(format!("{name}.log"))).await);
     }
     let t = Instant::now();
-    tokio::task::block_in_place(|| pg.crash());
+    tokio::task::block_in_place(|| pg.crash()).unwrap_or_else(|e| panic!("{e}"));
     let mut gave_up = Vec::new();
     for b in &mut bounded {
-        let status = tokio::time::timeout(Duration::from_secs(8), b.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(8), b.wait())
             .await
             .expect("a node past its bound exits within 8 s of the crash")
             .unwrap();

@@ -171,7 +171,7 @@ pub async fn run(args: &[String]) -> ExitCode {
 }
 
 async fn measure_all(o: &Opts, nats: &str) -> Result<(), String> {
-    let pg = ThrowawayPg::start(&["shared_preload_libraries=pg_stat_statements"])?;
+    let pg = ThrowawayPg::with_settings(&["shared_preload_libraries=pg_stat_statements"])?;
     let (admin, conn) = tokio_postgres::connect(&pg.url("postgres"), NoTls)
         .await
         .map_err(|e| e.to_string())?;
