@@ -224,31 +224,17 @@ impl Registry {
 
     /// Snapshots of every live slot, in index order.
     pub(crate) fn snapshots(&self) -> Vec<Snapshot> {
-        let live: Vec<Arc<dyn Inspect>> = self
-            .inner
-            .lock()
-            .slots
-            .iter()
-            .filter_map(|(_, e)| e.inspect.upgrade())
-            .collect();
-        live.iter().map(|i| i.snapshot()).collect()
+        self.live().iter().map(|i| i.snapshot()).collect()
     }
 
     /// Every live slot's meters and mailbox depth (for a scrape).
     #[cfg(feature = "metrics")]
     pub(crate) fn meters(&self) -> Vec<(Arc<crate::meters::SlotMeters>, usize)> {
-        let live: Vec<Arc<dyn Inspect>> = self
-            .inner
-            .lock()
-            .slots
-            .iter()
-            .filter_map(|(_, e)| e.inspect.upgrade())
-            .collect();
-        live.iter().filter_map(|i| i.meters()).collect()
+        self.live().iter().filter_map(|i| i.meters()).collect()
     }
 
-    /// Every live slot, supervisor and family (the observer's view of the tree).
-    #[cfg(feature = "observer")]
+    /// Every live slot, supervisor and family, taken under the lock and returned after it (what
+    /// snapshots, scrapes and the observer read is read without the registry held).
     pub(crate) fn live(&self) -> Vec<Arc<dyn Inspect>> {
         let inner = self.inner.lock();
         inner.slots.iter().filter_map(|(_, e)| e.inspect.upgrade()).collect()
