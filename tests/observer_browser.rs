@@ -178,6 +178,16 @@ async fn the_observer_page_shows_the_tree_and_a_restart_live_in_chromium() {
         })
         .await;
         assert!(root.contains("OneForOne") && root.contains("intensity 0/5"), "{root}");
+        // The application's own section (a `Panel`): the store serving, three carts live.
+        let service = wait_text(&client, "section.panel", Duration::from_secs(5), |t| {
+            t.contains("carts live")
+        })
+        .await;
+        assert!(service.starts_with("Service (6)"), "{service}");
+        assert!(
+            service.contains("store serving") && service.contains("carts live 3 of"),
+            "{service}"
+        );
         for id in ["alice", "bob", "carol"] {
             let css = format!(r#"li[data-path="/carts/{id}"] > .row b.restarts"#);
             wait_text(&client, &css, Duration::from_secs(5), |t| t == "0").await;

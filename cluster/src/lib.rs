@@ -23,6 +23,7 @@
 //!   redirects, and a retrying idempotent ask survives the death of the entity's node. A fenced
 //!   node comes back without a new process ([`Node::rejoin`]): a new incarnation, subject and
 //!   claims, on the same handle.
+//! - [`NodesView`] (feature `observer`): the nodes and recent failovers on the observer page.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -30,6 +31,8 @@ mod error;
 mod fence;
 mod membership;
 mod node;
+#[cfg(feature = "observer")]
+mod observer;
 mod pg;
 mod placement;
 mod remote_ref;
@@ -40,5 +43,7 @@ pub use error::ClusterError;
 pub use fence::{is_fenced_out, Fence};
 pub use membership::{Fenced, Member, Membership, MembershipOptions};
 pub use node::{Node, NodeOptions};
+#[cfg(feature = "observer")]
+pub use observer::NodesView;
 pub use placement::{choose, Claim, Placement};
 pub use remote_ref::{RemoteAsk, RemoteRef, RemoteTell};

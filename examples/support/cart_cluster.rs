@@ -138,6 +138,14 @@ struct Out {
 
 impl App {
     fn router(self) -> Router {
+        // `/metrics`, `/healthz`, `/readyz`, and the observer page with the cluster's nodes and
+        // recent failovers (read once a second), as the single-process service serves them.
+        let metrics = crashonly::metrics::router(&self.system);
+        let nodes = crashonly_cluster::NodesView::start(&self.node, Duration::from_secs(1));
+        let observer = crashonly::observer::ObserverOptions::default()
+            .with_panel(nodes.nodes())
+            .with_panel(nodes.failovers());
+        let observer = crashonly::observer::router(&self.system, observer);
         Router::new()
             .route("/carts/{id}", get(view))
             .route("/carts/{id}/items", post(add))
@@ -151,6 +159,8 @@ impl App {
                 super::http_trace::continue_trace,
             ))
             .with_state(self)
+            .merge(metrics)
+            .nest("/observer", observer)
     }
 
     /// What is wrong with this node, if anything: the tree gave up, or the node is fenced.

@@ -287,6 +287,30 @@ async fn stats(State(app): State<App>) -> Response {
     .into_response()
 }
 
+/// The observer page's "Service" section: the store's state and the carts family's counters.
+struct ServicePanel(App);
+
+impl crashonly::observer::Panel for ServicePanel {
+    fn table(&self) -> crashonly::observer::Table {
+        let c = self.0.carts.stats();
+        let store = match self.0.store.status() {
+            Ok(()) => "serving".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let rss = rss_kb().map_or("-".to_owned(), |kb| format!("{} MiB", kb / 1024));
+        crashonly::observer::Table::new("Service", ["what", "now"])
+            .with_row(["store", store.as_str()])
+            .with_row(["carts live".to_owned(), format!("{} of {}", c.active, c.max_active)])
+            .with_row(["carts activated".to_owned(), c.activations.to_string()])
+            .with_row([
+                "carts passivated (idle, cap)".to_owned(),
+                format!("{}, {}", c.passivated_idle, c.passivated_cap),
+            ])
+            .with_row(["carts quarantined".to_owned(), c.quarantined.to_string()])
+            .with_row(["resident memory", rss.as_str()])
+    }
+}
+
 /// This process's resident set (`VmRSS`), in kB.
 pub(crate) fn rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -505,7 +529,9 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
     }
     let app = App::new(system.clone(), carts, store.clone());
     // The live observer page, at /observer on the service's own port.
-    let observer = crashonly::observer::ObserverOptions::default().with_token(observer_token);
+    let observer = crashonly::observer::ObserverOptions::default()
+        .with_token(observer_token)
+        .with_panel(ServicePanel(app.clone()));
     let router = app
         .router()
         .nest("/observer", crashonly::observer::router(&system, observer));

@@ -103,6 +103,8 @@ struct Frame {
     leases: LeasesView,
     /// Tasks abandoned in blocking code.
     abandoned: u64,
+    /// The application's sections (see [`super::Panel`]).
+    panels: Vec<super::Table>,
     /// How long building this frame took, in microseconds.
     build_us: u64,
 }
@@ -178,6 +180,7 @@ fn frame(
                 .collect(),
         },
         abandoned: ctx.system.abandoned(),
+        panels: ctx.opts.panels.iter().map(|p| p.table()).collect(),
         build_us: began.elapsed().as_micros() as u64,
     };
     (frame, entries)

@@ -40,14 +40,18 @@
 
 mod http;
 mod model;
+mod panel;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::sync::Arc;
+
 pub use http::{bind, router, Listener};
+pub use panel::{Panel, Table};
 
 /// How the observer is served.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ObserverOptions {
     /// The token the controls require; `None` (the default): controls are refused.
@@ -58,6 +62,8 @@ pub struct ObserverOptions {
     pub max_children: usize,
     /// Where [`bind`] listens (default `127.0.0.1:7070`: loopback only).
     pub listen: SocketAddr,
+    /// Sections shown below the tree (for example the cluster's nodes view), in order.
+    pub panels: Vec<Arc<dyn Panel>>,
 }
 
 impl Default for ObserverOptions {
@@ -67,7 +73,28 @@ impl Default for ObserverOptions {
             interval: Duration::from_millis(500),
             max_children: 50,
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            panels: Vec::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for ObserverOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserverOptions")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("interval", &self.interval)
+            .field("max_children", &self.max_children)
+            .field("listen", &self.listen)
+            .field("panels", &self.panels.len())
+            .finish()
+    }
+}
+
+impl ObserverOptions {
+    /// Adds a section to the page, below the tree (see [`Panel`]).
+    pub fn with_panel(mut self, panel: impl Panel) -> Self {
+        self.panels.push(Arc::new(panel));
+        self
     }
 }
 
