@@ -290,9 +290,12 @@ async fn a_key_that_always_fails_to_start_is_quarantined_and_the_others_serve() 
     assert!(stats.given_up >= 1, "{stats:?}");
     // While quarantined, an ask is answered RetryAfter at once, without a start.
     let starts = world.starts.load(Ordering::SeqCst);
+    let refused = accts.stats().retry_after;
     if let Err(DeliveryError::RetryAfter(wait)) = bad.ask(Msg::Get).await {
         assert!(wait <= Duration::from_secs(1));
         assert_eq!(world.starts.load(Ordering::SeqCst), starts);
+        // Counted (the observer page shows it on the family).
+        assert_eq!(accts.stats().retry_after, refused + 1);
     }
     // Healed: after the quarantine the key activates again.
     world.poisoned.lock().unwrap().clear();
@@ -358,6 +361,10 @@ async fn a_family_restarted_by_its_supervisor_keeps_its_queued_messages() {
     assert_eq!(got, Some(3));
     assert!(system.failure().is_none());
     assert_eq!(*world.most.lock().unwrap(), 1);
+    // The family's giving up is counted among the escalations, and is over: ready again.
+    let text = crashonly::metrics::render(&system);
+    assert!(text.contains("\ncrashonly_escalations_total 1\n"), "{text}");
+    assert_eq!(crashonly::metrics::ready(&system), Ok(()));
 }
 
 #[tokio::test(start_paused = true)]

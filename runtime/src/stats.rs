@@ -101,5 +101,7 @@ pub(crate) enum Observed {
         crashes: u64,
         /// Keys in quarantine now (their senders get `RetryAfter`).
         quarantined: usize,
+        /// Requests refused `RetryAfter` because their key was in quarantine.
+        retry_after: u64,
     },
 }

@@ -94,6 +94,8 @@ struct Counters {
     passivated_cap: Stat,
     crashes: Stat,
     given_up: Stat,
+    /// Requests refused `RetryAfter` because their key was in quarantine.
+    refused: Stat,
 }
 
 pub(crate) struct Family<A: Entity> {
@@ -215,6 +217,7 @@ impl<A: Entity> Family<A> {
             let now = self.shared.now();
             if now < until {
                 meter!(self.cfg.slot.meters, retry_after());
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(DeliveryError::RetryAfter(until.saturating_duration_since(now)));
             }
             inner.quarantine.remove(key);
@@ -502,6 +505,10 @@ impl<A: Entity> Family<A> {
             envelope: cause.envelope,
         });
         tracing::error!(family = %self.path, crash = %cause, "entity family gave up: too many keys crashed");
+        // Counted among the escalations (`crashonly_escalations_total`); the parent's decision is
+        // made here and now, so there is no "escalating" interval for `/readyz` to see.
+        #[cfg(feature = "metrics")]
+        drop(self.shared.meters().escalation());
         let (Some(parent), Some(me)) = (self.parent.upgrade(), self.me.upgrade()) else {
             return;
         };
@@ -528,6 +535,7 @@ impl<A: Entity> Family<A> {
             passivated_cap: c.passivated_cap.load(Ordering::Relaxed),
             crashes: c.crashes.load(Ordering::Relaxed),
             given_up: c.given_up.load(Ordering::Relaxed),
+            retry_after: c.refused.load(Ordering::Relaxed),
             quarantined: inner.quarantine.len(),
         }
     }

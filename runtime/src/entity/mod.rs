@@ -71,6 +71,7 @@ impl<A: Entity> crate::registry::Inspect for Family<A> {
             activations: s.activations,
             crashes: s.crashes,
             quarantined: s.quarantined,
+            retry_after: s.retry_after,
         }
     }
 
@@ -305,4 +306,6 @@ pub struct EntityStats {
     pub given_up: u64,
     /// Keys in quarantine now.
     pub quarantined: usize,
+    /// Requests answered [`DeliveryError::RetryAfter`] because their key was in quarantine.
+    pub retry_after: u64,
 }

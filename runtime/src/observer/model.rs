@@ -236,6 +236,7 @@ fn view_of(e: &Entry, shape: &Shape<'_>) -> NodeView {
             activations,
             crashes,
             quarantined,
+            retry_after,
         } => {
             v.kind = "family";
             v.active = Some(*active);
@@ -243,6 +244,7 @@ fn view_of(e: &Entry, shape: &Shape<'_>) -> NodeView {
             v.activations = Some(*activations);
             v.crashes = Some(*crashes);
             v.quarantined = Some(*quarantined);
+            v.retry_after = Some(*retry_after);
         }
         Observed::Actor { capacity, retry_after } => {
             v.kind = "actor";

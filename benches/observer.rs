@@ -1,0 +1,128 @@
+//! What watching costs: tell and ask throughput of one actor in a system of 100,000 idle actors,
+//! with no observer page and with the page connected (a client reading its server-sent frames at
+//! the default interval, 500 ms), in the same run. The goal is under 3%.
+//!
+//! Each frame is one pass over the registry (100,001 slots) that aggregates it into a tree of at
+//! most 50 children per level (see `runtime/src/observer/model.rs`); the page paces itself to at
+//! least twice a frame's build time. The client is connected only while the "page" rows are
+//! measured, so the "off" rows pay nothing for it.
+//!
+//! `cargo bench --bench observer` (a short run: `-- --measurement-time 3 --warm-up-time 1`)
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crashonly::observer::{self, ObserverOptions};
+use crashonly::prelude::*;
+use criterion::{criterion_group, criterion_main, Criterion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+
+const TELL_N: u64 = 100_000;
+const IDLE: usize = 100_000;
+
+struct Bench {
+    n: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Add(u64),
+    Get,
+}
+
+impl Actor for Bench {
+    type Args = ();
+    type Msg = Msg;
+    type Reply = u64;
+    type Error = std::convert::Infallible;
+
+    async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Bench { n: 0 })
+    }
+
+    async fn handle(&mut self, msg: Msg, _: &mut Context<Self>) -> Result<u64, Self::Error> {
+        if let Msg::Add(k) = msg {
+            self.n += k;
+        }
+        Ok(self.n)
+    }
+}
+
+/// A system of `IDLE` idle actors and the measured one, its observer on a loopback port.
+fn setup(rt: &Runtime) -> (System, ActorRef<Bench>, SocketAddr) {
+    rt.block_on(async {
+        let sys = System::builder().start().unwrap();
+        for _ in 0..IDLE {
+            sys.spawn(ActorSpec::<Bench>::new(())).unwrap();
+        }
+        let a = sys.spawn(ActorSpec::<Bench>::named("bench", ())).unwrap();
+        a.ask(Msg::Get).await.unwrap();
+        let opts = ObserverOptions::default().with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = observer::bind(&sys, opts).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(listener.serve());
+        (sys, a, addr)
+    })
+}
+
+/// The page: reads the live frames and counts their bytes until aborted.
+async fn page(addr: SocketAddr, bytes: Arc<AtomicU64>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes.fetch_add(n as u64, Ordering::Relaxed),
+        };
+    }
+}
+
+fn group(c: &mut Criterion, name: &str, rt: &Runtime) {
+    let (sys, a, addr) = setup(rt);
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20);
+    let read = Arc::new(AtomicU64::new(0));
+    for page_on in [false, true] {
+        let reader = page_on.then(|| rt.spawn(page(addr, read.clone())));
+        let label = if page_on { "page" } else { "off" };
+        g.bench_function(format!("tell_100k_{label}"), |b| {
+            b.to_async(rt).iter(|| async {
+                for _ in 0..TELL_N {
+                    a.tell(Msg::Add(1)).await.unwrap();
+                }
+                a.ask(Msg::Get).await.unwrap()
+            })
+        });
+        g.bench_function(format!("ask_{label}"), |b| {
+            b.to_async(rt).iter(|| async { a.ask(Msg::Get).await.unwrap() })
+        });
+        if let Some(r) = reader {
+            r.abort();
+        }
+    }
+    g.finish();
+    // The page really was fed (a bench of nothing would show no cost either): frames of a tree
+    // of 100,001 actors arrived while it was connected.
+    let got = read.load(Ordering::Relaxed);
+    assert!(got > 10_000, "the page read only {got} bytes");
+    println!("the page read {got} bytes of frames");
+    drop(sys);
+}
+
+fn all(c: &mut Criterion) {
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One thread: the frames are built on the thread that runs the actors, so their whole cost
+    // shows in the figure (on more workers it would hide on an idle core).
+    group(c, "observer_cost_local", &local);
+}
+
+criterion_group!(benches, all);
+criterion_main!(benches);
