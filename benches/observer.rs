@@ -111,6 +111,19 @@ fn group(c: &mut Criterion, name: &str, rt: &Runtime) {
     let got = read.load(Ordering::Relaxed);
     assert!(got > 10_000, "the page read only {got} bytes");
     println!("the page read {got} bytes of frames");
+    // What one frame of this tree costs to build (the frame says), for the README.
+    let tree = rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /api/tree HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    });
+    let at = tree.find("\"build_us\":").expect("a frame");
+    let us: String = tree[at + 11..].chars().take_while(char::is_ascii_digit).collect();
+    println!("one frame of {} actors: built in {us} us, {} bytes", IDLE + 1, tree.len());
     drop(sys);
 }
 
