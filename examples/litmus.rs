@@ -36,6 +36,8 @@ mod failover;
 mod history;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/latency.rs"]
+mod latency;
 #[path = "support/litmus_client.rs"]
 mod litmus_client;
 #[path = "support/litmus_cluster.rs"]
@@ -468,11 +470,7 @@ async fn main() -> ExitCode {
         .map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
     let restart = failover::Spread::of(recoveries.iter().copied());
     let errors = stats.errors.lock().unwrap().clone();
-    let mut lat = stats.latencies.lock().unwrap().clone();
-    lat.sort_unstable();
-    let p99_ms = lat
-        .get(lat.len().saturating_sub(1).min(lat.len() * 99 / 100))
-        .map_or(0.0, |us| *us as f64 / 1000.0);
+    let p99_ms = stats.latencies.quantile_ms(0.99);
     // Writes carry idempotency keys (no duplicates allowed) and each client waits for one write
     // before the next (order per client and cart is promised).
     let ok = verdict.valid(true, true) && stalled == 0 && acked_total > 0;

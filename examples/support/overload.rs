@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{cart_service, duration, http, Service};
+use super::{cart_service, duration, http, latency::Latencies, Service};
 
 /// The most requests the open loop sends, whatever the rate and duration.
 pub const MAX_REQUESTS: u64 = 2_000_000;
@@ -227,11 +227,11 @@ struct Tally {
     /// 2xx answered within the run, all 2xx, and their latencies from the send (µs).
     ok_in_time: AtomicU64,
     ok: AtomicU64,
-    latencies: Mutex<Vec<u64>>,
+    latencies: Latencies,
     /// Latencies of the 503s from the send (µs): what shedding costs a client.
-    shed_latencies: Mutex<Vec<u64>>,
+    shed_latencies: Latencies,
     /// How late the client sent each request after it was due (µs): the client's own lag.
-    lag: Mutex<Vec<u64>>,
+    lag: Latencies,
     /// Requests the client could not send before their deadline (it fell behind).
     unsent: AtomicU64,
     shed: AtomicU64,
@@ -276,7 +276,7 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
                         tally.unsent.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    tally.lag.lock().unwrap().push((sent - due).as_micros() as u64);
+                    tally.lag.record((sent - due).as_micros() as u64);
                     // The service sees what an on-time client would send: a full TTL from now.
                     let add = add(addr, &pool, 1_000_000_000 + i, TTL_MS);
                     let r = tokio::time::timeout(Duration::from_millis(TTL_MS) + GRACE, add).await;
@@ -286,15 +286,11 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
                             if Instant::now() <= end {
                                 tally.ok_in_time.fetch_add(1, Ordering::Relaxed);
                             }
-                            tally.latencies.lock().unwrap().push(sent.elapsed().as_micros() as u64);
+                            tally.latencies.record(sent.elapsed().as_micros() as u64);
                         }
                         Ok(Ok(r)) if r.status == 503 => {
                             tally.shed.fetch_add(1, Ordering::Relaxed);
-                            tally
-                                .shed_latencies
-                                .lock()
-                                .unwrap()
-                                .push(sent.elapsed().as_micros() as u64);
+                            tally.shed_latencies.record(sent.elapsed().as_micros() as u64);
                             let secs = r.headers.get("retry-after").and_then(|v| v.parse::<u64>().ok());
                             if secs.is_some_and(|s| s >= 1) && r.headers.contains_key("x-retry-after-ms") {
                                 tally.shed_with_retry_after.fetch_add(1, Ordering::Relaxed);
@@ -313,12 +309,6 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
     }
     let sent = next.load(Ordering::Relaxed).min(total);
     (tally, sent, start.elapsed())
-}
-
-/// The `p`th percentile of sorted microseconds, in milliseconds (0 when empty).
-fn pct(sorted: &[u64], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
-    sorted.get(i).map_or(0.0, |us| *us as f64 / 1000.0)
 }
 
 /// Runs `litmus --overload` with these arguments.
@@ -419,17 +409,8 @@ pub async fn run(args: &[String]) -> ExitCode {
     let shed = tally.shed.load(Ordering::Relaxed);
     let shed_ra = tally.shed_with_retry_after.load(Ordering::Relaxed);
     let other = tally.other.lock().unwrap().clone();
-    let sorted = |v: &Mutex<Vec<u64>>| {
-        let mut v = std::mem::take(&mut *v.lock().unwrap());
-        v.sort_unstable();
-        v
-    };
-    let (lat, shed_lat, lag) = (
-        sorted(&tally.latencies),
-        sorted(&tally.shed_latencies),
-        sorted(&tally.lag),
-    );
-    let (p50, p99, max) = (pct(&lat, 50), pct(&lat, 99), pct(&lat, 100));
+    let (lat, shed_lat, lag) = (&tally.latencies, &tally.shed_latencies, &tally.lag);
+    let (p50, p99, max) = (lat.quantile_ms(0.5), lat.quantile_ms(0.99), lat.max_ms());
     let unsent = tally.unsent.load(Ordering::Relaxed);
     let achieved = (sent - unsent) as f64 / sending.as_secs_f64();
     // Judged against the mean of the peaks before and after: the machine is shared.
@@ -455,10 +436,10 @@ pub async fn run(args: &[String]) -> ExitCode {
             "goodput_vs_peak": goodput_ratio,
             "shed_503": shed,
             "shed_503_with_retry_after": shed_ra,
-            "shed_latency_ms": { "p50": pct(&shed_lat, 50), "p99": pct(&shed_lat, 99) },
+            "shed_latency_ms": { "p50": shed_lat.quantile_ms(0.5), "p99": shed_lat.quantile_ms(0.99) },
             "other_errors": other,
             "unsent_client_behind": unsent,
-            "client_lag_ms": { "p50": pct(&lag, 50), "p99": pct(&lag, 99) },
+            "client_lag_ms": { "p50": lag.quantile_ms(0.5), "p99": lag.quantile_ms(0.99) },
             "latency_ms": { "p50": p50, "p99": p99, "max": max },
             "rss_kb": { "steady": steady_kb, "peak": peak_kb, "peak_sampled": sampled_peak_kb },
             "rss_peak_vs_steady": rss_ratio,
@@ -484,8 +465,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         );
         println!(
             "| 503 shed | {shed} ({shed_ra} with Retry-After), answered in p50 {:.1} / p99 {:.1} ms |",
-            pct(&shed_lat, 50),
-            pct(&shed_lat, 99)
+            shed_lat.quantile_ms(0.5),
+            shed_lat.quantile_ms(0.99)
         );
         let other_total: u64 = other.values().sum();
         let kinds: Vec<String> = other.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -493,8 +474,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         println!("| latency of 2xx p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms (from the send) |");
         println!(
             "| client: not sent by the deadline / late sends p50, p99 | {unsent} / {:.1}, {:.1} ms |",
-            pct(&lag, 50),
-            pct(&lag, 99)
+            lag.quantile_ms(0.5),
+            lag.quantile_ms(0.99)
         );
         println!(
             "| cores used, closed loop: service / client | {:.2} / {:.2} |",
