@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{cart_service, duration, http, latency::Latencies, Service};
+use super::cart_service::{cli, frontend::LimitArgs};
+use super::{cart_service, http, latency::Latencies, Service};
+use clap::Parser;
 
 /// The most requests the open loop sends, whatever the rate and duration.
 pub const MAX_REQUESTS: u64 = 2_000_000;
@@ -55,52 +57,74 @@ struct Opts {
     serve: Vec<String>,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        duration: Duration::from_secs(10),
-        factor: 10.0,
-        // As many as the service admits at once by default (32 per core on 2 cores): fewer would
-        // understate its peak.
-        clients: 64,
-        connections: 512,
-        peak_for: Duration::from_secs(4),
-        json: false,
-        pin: cpus() >= 2,
-        serve: Vec::new(),
-    };
-    let mut args = args.iter();
-    while let Some(a) = args.next() {
-        let mut val = || args.next().cloned().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--overload" => {}
-            "--duration" => o.duration = duration(&val()?)?,
-            "--peak-duration" => o.peak_for = duration(&val()?)?,
-            "--overload-factor" => o.factor = val()?.parse().map_err(|_| "--overload-factor needs a number")?,
-            "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
-            "--connections" => o.connections = val()?.parse().map_err(|_| "--connections needs a whole number")?,
-            "--json" => o.json = true,
-            "--pin" => o.pin = true,
-            "--no-pin" => o.pin = false,
-            "--max-inflight" | "--max-queue" | "--max-connections" => {
-                let v = val()?;
-                o.serve.extend([a.clone(), v]);
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} with --overload (try --duration 10s --overload-factor 10 --json)"
-                ))
-            }
-        }
+/// litmus --overload: the cart service's front end under many times the load it can serve; judged
+/// on goodput against its peak, memory against its steady state, and 503s carrying Retry-After.
+#[derive(Parser, Debug)]
+#[command(name = "litmus --overload")]
+struct Args {
+    /// Selects this mode
+    #[arg(long, required = true)]
+    overload: bool,
+    /// How long the overload runs
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = cli::positive_duration)]
+    duration: Duration,
+    /// How long each measurement of the peak runs, at least 2s
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = peak_duration)]
+    peak_duration: Duration,
+    /// The offered load, as a multiple of the measured peak, in (0, 1000]
+    #[arg(long, value_name = "X", default_value_t = 10.0, value_parser = factor)]
+    overload_factor: f64,
+    /// Clients of the closed loop that measures the peak (1 to 1024); as many as the service
+    /// admits at once by default (32 per core on 2 cores): fewer would understate its peak
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    clients: u64,
+    /// Connections of the open loop
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = cli::positive)]
+    connections: u64,
+    /// Print one JSON report instead of the text
+    #[arg(long)]
+    json: bool,
+    /// The load on CPU 0, the service on the others [default: when there are 2 CPUs or more]
+    #[arg(long, overrides_with = "no_pin")]
+    pin: bool,
+    /// Do not pin the load and the service to CPUs
+    #[arg(long, overrides_with = "pin")]
+    no_pin: bool,
+    /// The service's front-end flags.
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// A peak measurement's length: at least 2s.
+fn peak_duration(s: &str) -> Result<Duration, String> {
+    match cli::duration(s)? {
+        d if d < Duration::from_secs(2) => Err("must be at least 2s".into()),
+        d => Ok(d),
     }
-    if o.duration.is_zero() || o.peak_for < Duration::from_secs(2) {
-        return Err("--duration must be positive and --peak-duration at least 2s".into());
+}
+
+/// An overload factor: more than 0, at most 1000.
+fn factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1000.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a number in (0, 1000]")),
     }
-    if !(o.factor > 0.0 && o.factor <= 1000.0) || o.clients == 0 || o.clients > 1024 || o.connections == 0 {
-        return Err(
-            "--overload-factor must be in (0, 1000], --clients between 1 and 1024, --connections positive".into(),
-        );
+}
+
+/// The options of `args` (the whole command line without the program's name); on a bad argument
+/// prints why and the usage and exits with status 2.
+fn parse(args: &[String]) -> Opts {
+    let a = Args::parse_from(std::iter::once("litmus").chain(args.iter().map(String::as_str)));
+    Opts {
+        duration: a.duration,
+        factor: a.overload_factor,
+        clients: a.clients as usize,
+        connections: a.connections as usize,
+        peak_for: a.peak_duration,
+        json: a.json,
+        pin: if a.no_pin { false } else { a.pin || cpus() >= 2 },
+        serve: a.limits.to_args(),
     }
-    Ok(o)
 }
 
 /// CPUs this process may run on.
@@ -313,13 +337,7 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
 
 /// Runs `litmus --overload` with these arguments.
 pub async fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = parse(args);
     // The open loop may hold many connections at once.
     cart_service::frontend::raise_fd_limit();
     let data = std::env::temp_dir().join(format!("crashonly-overload-{}", std::process::id()));
