@@ -87,8 +87,15 @@ async fn main() -> ExitCode {
         return tables::table1().await;
     }
 
-    let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    // Removed when the guard drops, at the end of main or on an early return.
+    let data_dir = match tempfile::Builder::new().prefix("crashonly-litmus-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data = data_dir.path().to_path_buf();
     let mut extra: Vec<String> = vec!["--idle".into(), format!("{}ms", opts.idle.as_millis())];
     if let Some(n) = opts.max_active {
         extra.extend(["--max-active".into(), n.to_string()]);
@@ -294,7 +301,7 @@ async fn main() -> ExitCode {
     for svc in &mut svcs {
         svc.kill().await;
     }
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data_dir);
     let acks = std::mem::take(&mut *stats.acks.lock().unwrap());
     let (each, failover) = litmus_cluster::figures(&kills, &acks);
     if let Some(c) = &cluster {

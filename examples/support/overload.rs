@@ -340,8 +340,15 @@ pub async fn run(args: &[String]) -> ExitCode {
     let opts = parse(args);
     // The open loop may hold many connections at once.
     cart_service::frontend::raise_fd_limit();
-    let data = std::env::temp_dir().join(format!("crashonly-overload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    // Removed when the guard drops, after the service is killed or on an early return.
+    let data_dir = match tempfile::Builder::new().prefix("crashonly-overload-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data = data_dir.path().to_path_buf();
     let mut svc = Service::new(data.clone(), opts.serve.clone(), Vec::new());
     if let Err(e) = svc.start().await {
         eprintln!("error: {e}");
@@ -419,7 +426,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     let [steady_kb, sampled_peak_kb, _] = sampler.await.expect("the sampler");
     let hwm_kb = status_kb(pid, "VmHWM").unwrap_or(0);
     svc.kill().await;
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data_dir);
 
     let peak_kb = hwm_kb.max(sampled_peak_kb);
     let ok = tally.ok.load(Ordering::Relaxed);
