@@ -31,9 +31,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand, ValueEnum};
 use crashonly::prelude::*;
 use crashonly::store::{MemoryStore, Store};
-use clap::{Parser, Subcommand, ValueEnum};
 use entity_carts::{
     cart_id, carts, expected_count, heap_in_use, open, rss_bytes, seed, touch, trim_heap, Cart, CartMsg, TempDir,
 };

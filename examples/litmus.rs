@@ -125,7 +125,7 @@ async fn main() -> ExitCode {
         }
     }
     let addrs: Vec<SocketAddr> = svcs.iter().map(|s| s.addr).collect();
-    let mut pick = u64::from(std::process::id()) | 1;
+    let mut pick = fastrand::Rng::new();
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,12 +149,9 @@ async fn main() -> ExitCode {
     let mut figures: Vec<Figures> = svcs.iter().map(|_| Figures::default()).collect();
     let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
-    let next = |pick: &mut u64| {
+    let next = |pick: &mut fastrand::Rng| {
         let (lo, hi) = opts.kill_every;
-        *pick ^= *pick << 13;
-        *pick ^= *pick >> 7;
-        *pick ^= *pick << 17;
-        lo + Duration::from_millis(*pick % (hi - lo).as_millis().max(1) as u64)
+        lo + Duration::from_millis(pick.u64(..(hi - lo).as_millis().max(1) as u64))
     };
     let mut next_kill = started + next(&mut pick);
     while started.elapsed() < opts.duration {
@@ -173,10 +170,7 @@ async fn main() -> ExitCode {
         }
         if opts.kill && Instant::now() >= next_kill {
             let t = Instant::now();
-            pick ^= pick << 13;
-            pick ^= pick >> 7;
-            pick ^= pick << 17;
-            let svc = &mut svcs[(pick % addrs.len() as u64) as usize];
+            let svc = &mut svcs[pick.usize(..addrs.len())];
             // On a cluster: which incarnation dies, and how long its lease still runs.
             if let (Some(c), Some(victim)) = (&cluster, svc.incarnation) {
                 let asked = Instant::now();

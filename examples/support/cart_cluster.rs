@@ -36,8 +36,8 @@ use crashonly::store::{PgOptions, PgStore, WallClock};
 use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
 
 use super::{
-    error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl,
-    valid_id, with_retry_after, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
+    error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl, valid_id,
+    with_retry_after, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
 };
 
 struct Opts {
@@ -349,7 +349,7 @@ pub async fn serve(args: super::args::CartArgs) -> std::process::ExitCode {
 async fn stay_in(app: &App, lease: Duration, within: Duration, intensity: (usize, Duration)) -> std::process::ExitCode {
     let (node, root) = (&app.node, app.system.root());
     let mut fences: VecDeque<Instant> = VecDeque::new();
-    let mut rng = u64::from(std::process::id()) << 32 | 1;
+    let mut rng = fastrand::Rng::new();
     let cap = lease.clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let why = node.membership().fenced().await;
@@ -381,11 +381,8 @@ async fn stay_in(app: &App, lease: Duration, within: Duration, intensity: (usize
                 Ok(new) => break new,
                 Err(e) => {
                     // Full jitter in [wait/2, wait]: the nodes fenced by one outage come back apart.
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
                     let half = wait.as_millis() as u64 / 2;
-                    let sleep = Duration::from_millis(half + rng % (half + 1));
+                    let sleep = Duration::from_millis(rng.u64(half..=2 * half));
                     if at.elapsed() + sleep > within {
                         eprintln!(
                             "error: node {old} fenced ({why}) and could not rejoin within {} s: {e}",

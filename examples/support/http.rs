@@ -93,9 +93,18 @@ async fn read(resp: hyper::Response<Incoming>) -> io::Result<Response> {
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let body = resp.into_body().collect().await.map_err(|e| io::Error::new(broken_kind(&e), e))?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| io::Error::new(broken_kind(&e), e))?;
     Ok(Response {
         status,
         headers,

@@ -13,7 +13,9 @@ pub struct Latencies(Mutex<Histogram<u64>>);
 impl Default for Latencies {
     fn default() -> Latencies {
         // Three significant figures; the range grows with the largest value recorded.
-        Latencies(Mutex::new(Histogram::new(3).expect("3 significant figures are supported")))
+        Latencies(Mutex::new(
+            Histogram::new(3).expect("3 significant figures are supported"),
+        ))
     }
 }
 

@@ -156,7 +156,9 @@ impl Opts {
             (false, Some(n)) if !(a.unsafe_store || a.fault_every_ms.is_some() || a.faultload_table || a.table1) => {
                 Some(n as usize)
             }
-            (false, Some(_)) => cli::refuse::<Args>("--nodes runs a cluster, which runs kill -9 only (no --unsafe-store, faults or tables)"),
+            (false, Some(_)) => cli::refuse::<Args>(
+                "--nodes runs a cluster, which runs kill -9 only (no --unsafe-store, faults or tables)",
+            ),
             (false, None) => None,
         };
         let clustered = (Duration::from_secs(1), Duration::from_secs(2));

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 
 use super::cart_service::cli;
-use clap::Parser;
 use super::throwaway_pg::ThrowawayPg;
 use super::Service;
+use clap::Parser;
 
 struct Opts {
     lease: Duration,
