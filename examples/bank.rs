@@ -12,15 +12,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use account::{Account, AccountApi, Bank};
+use clap::Parser;
 use crashonly::prelude::*;
 use crashonly::store::RedbStore;
 
+/// bank: an account actor with keyed idempotent deposits; it is crash-rebooted mid-stream and
+/// every deposit is sent twice, and the balance counts each once.
+#[derive(Parser, Debug)]
+#[command(name = "bank")]
+struct Args {
+    /// The store's directory, kept (a second run recovers the balance) [default: a temporary
+    /// directory, removed at the end]
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let dir = match args.iter().position(|a| a == "--data") {
-        Some(i) => std::path::PathBuf::from(&args[i + 1]),
-        None => std::env::temp_dir().join(format!("crashonly-bank-{}", std::process::id())),
+    let args = Args::parse();
+    // Held to the end of main: the temporary directory is removed when it drops.
+    let temp;
+    let dir = match args.data {
+        Some(dir) => dir,
+        None => match tempfile::Builder::new().prefix("crashonly-bank-").tempdir() {
+            Ok(t) => {
+                temp = t;
+                temp.path().to_path_buf()
+            }
+            Err(e) => {
+                eprintln!("bank: cannot create a temporary directory: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
     };
     let _ = std::fs::create_dir_all(&dir);
     let store = match RedbStore::open(dir.join("bank.redb")) {

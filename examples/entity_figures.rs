@@ -31,6 +31,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand, ValueEnum};
 use crashonly::prelude::*;
 use crashonly::store::{MemoryStore, Store};
 use entity_carts::{
@@ -39,36 +40,111 @@ use entity_carts::{
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// entity-figures: the figures of the entities section (memory per cart, message latency, idle
+/// memory per cart); each measurement is a subcommand.
+#[derive(Parser, Debug)]
+#[command(name = "entity-figures")]
+struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+/// One measurement.
+#[derive(Subcommand, Debug)]
+enum What {
+    /// Fills a store with N carts (what `memory` runs in a child process first)
+    #[command(hide = true)]
+    Seed {
+        /// The store's file
+        path: std::path::PathBuf,
+        /// How many carts
+        #[arg(value_parser = count)]
+        n: usize,
+    },
+    /// Resident memory while the keys are touched through a family with a cap on live carts
+    Memory {
+        /// Distinct carts touched
+        #[arg(long, value_name = "N", default_value = "1000000", value_parser = count)]
+        keys: usize,
+        /// The family's --max-active
+        #[arg(long, value_name = "N", default_value = "10000", value_parser = count)]
+        max_active: usize,
+        /// Tasks touching carts at once
+        #[arg(long, value_name = "N", default_value = "16", value_parser = count)]
+        workers: usize,
+        /// Skip warming the store's cache first
+        #[arg(long)]
+        cold: bool,
+        /// Read the carts straight from the store instead of through entities
+        #[arg(long, conflicts_with = "cold")]
+        direct: bool,
+    },
+    /// A message to a passivated cart against one to a live cart: median, p90, p99, p99.9, max
+    Latency {
+        /// Messages of each kind
+        #[arg(long, value_name = "N", default_value = "20000", value_parser = count)]
+        n: usize,
+        /// On a current-thread runtime
+        #[arg(long)]
+        local: bool,
+        /// The watchdog scans every hour instead of every 50 ms
+        #[arg(long)]
+        quiet_watchdog: bool,
+    },
+    /// Resident memory per idle cart, activated as entities or spawned as actors
+    IdleMemory {
+        /// Entities or plain actors
+        #[arg(value_enum)]
+        kind: Kind,
+        /// How many
+        #[arg(long, value_name = "N", default_value = "100000", value_parser = count)]
+        n: usize,
+    },
+    /// Every measurement above, in turn
+    All,
+}
+
+/// What `idle-memory` spawns.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Kind {
+    /// Entities of a family.
+    Entity,
+    /// Plain actors.
+    Actor,
+}
+
+/// A count, `_` allowed between digits (`1_000_000`).
+fn count(s: &str) -> Result<usize, String> {
+    s.replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().any(|a| a == name);
-    let value = |name: &str, default: usize| -> usize {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| usage()))
-            .unwrap_or(default)
-    };
-    match args.first().map(String::as_str) {
-        Some("seed") => {
-            let (Some(path), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
-                usage()
-            };
-            runtime(false).block_on(async { seed(&*open(path.as_ref()), n).await.expect("seed the carts") });
+    match Args::parse().what {
+        What::Seed { path, n } => {
+            runtime(false).block_on(async { seed(&*open(&path), n).await.expect("seed the carts") });
         }
-        Some("memory") => memory(
-            value("--keys", 1_000_000),
-            value("--max-active", 10_000),
-            value("--workers", 16),
-            flag("--direct"),
-            flag("--cold"),
+        What::Memory {
+            keys,
+            max_active,
+            workers,
+            cold,
+            direct,
+        } => memory(keys, max_active, workers, direct, cold),
+        What::Latency {
+            n,
+            local,
+            quiet_watchdog,
+        } => latency(n, local, quiet_watchdog),
+        What::IdleMemory { kind, n } => idle_memory(
+            match kind {
+                Kind::Entity => "entity",
+                Kind::Actor => "actor",
+            },
+            n,
         ),
-        Some("latency") => latency(value("--n", 20_000), flag("--local"), flag("--quiet-watchdog")),
-        Some("idle-memory") => match args.get(1).map(String::as_str) {
-            Some(kind @ ("entity" | "actor")) => idle_memory(kind, value("--n", 100_000)),
-            _ => usage(),
-        },
-        Some("all") => {
+        What::All => {
             for sub in [
                 &["memory"][..],
                 &["memory", "--cold"],
@@ -86,18 +162,7 @@ fn main() {
                 assert!(status.success(), "{sub:?} failed: {status}");
             }
         }
-        _ => usage(),
     }
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: entity-figures memory [--keys N] [--max-active N] [--workers N] [--cold | --direct]\n       \
-         entity-figures latency [--n N] [--local] [--quiet-watchdog]\n       \
-         entity-figures idle-memory entity|actor [--n N]\n       \
-         entity-figures all"
-    );
-    std::process::exit(2)
 }
 
 fn runtime(local: bool) -> tokio::runtime::Runtime {

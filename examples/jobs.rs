@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use crashonly::prelude::*;
 use crashonly::store::{RedbStore, Store, StoreError, Txn};
 
@@ -22,17 +23,12 @@ struct Shop {
     store: Arc<dyn Store>,
     crash_percent: u64,
     attempts: Arc<AtomicU64>,
-    seed: Arc<AtomicU64>,
 }
 
 impl Shop {
+    /// A number from 0 to 99, at random: good enough for chaos.
     fn roll(&self) -> u64 {
-        // xorshift on a shared seed: good enough for chaos.
-        let mut x = self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) | 1;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % 100
+        fastrand::u64(0..100)
     }
 }
 
@@ -101,52 +97,34 @@ impl Worker {
     }
 }
 
+/// jobs: a leased job queue whose workers crash at random; it still converges, every job done
+/// once with the right result. Exit status 0 when it converged, 1 otherwise, 2 for bad arguments.
+#[derive(Parser, Debug)]
+#[command(name = "jobs")]
 struct Opts {
+    /// Jobs to enqueue
+    #[arg(long, value_name = "N", default_value_t = 200)]
     jobs: u64,
+    /// Worker actors (1 to 256)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     workers: u64,
+    /// Chance, in percent (0 to 90), that a worker crashes at each of its two crash points
+    #[arg(long, value_name = "P", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=90))]
     crash_percent: u64,
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        jobs: 200,
-        workers: 8,
-        crash_percent: 10,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num = || -> Result<u64, String> {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or(format!("{a} needs a whole number"))
-        };
-        match a.as_str() {
-            "--jobs" => o.jobs = num()?,
-            "--workers" => o.workers = num()?.clamp(1, 256),
-            "--crash-percent" => o.crash_percent = num()?.min(90),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} (try --jobs N --workers N --crash-percent P)"
-                ))
-            }
-        }
-    }
-    Ok(o)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let opts = match parse() {
-        Ok(o) => o,
+    let opts = Opts::parse();
+    // Removed when it is dropped, at the end of main, whatever the outcome.
+    let dir = match tempfile::Builder::new().prefix("crashonly-jobs-").tempdir() {
+        Ok(dir) => dir,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    let dir = std::env::temp_dir().join(format!("crashonly-jobs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let store: Arc<dyn Store> = match RedbStore::open(dir.join("jobs.redb")) {
+    let store: Arc<dyn Store> = match RedbStore::open(dir.path().join("jobs.redb")) {
         Ok(store) => Arc::new(store),
         Err(e) => {
             eprintln!("error: cannot open the store: {}", e.reason());
@@ -163,7 +141,6 @@ async fn main() -> ExitCode {
         store: store.clone(),
         crash_percent: opts.crash_percent,
         attempts: Arc::new(AtomicU64::new(0)),
-        seed: Arc::new(AtomicU64::new(std::process::id() as u64)),
     };
     let pool = SupervisorSpec::new("workers", Strategy::OneForOne).intensity(1_000_000, Duration::from_secs(1));
     let system = System::builder()
@@ -213,7 +190,6 @@ async fn main() -> ExitCode {
     );
     drop(system);
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     if done.len() as u64 == opts.jobs && wrong == 0 {
         ExitCode::SUCCESS
     } else {

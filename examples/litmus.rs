@@ -36,6 +36,10 @@ mod failover;
 mod history;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/latency.rs"]
+mod latency;
+#[path = "support/litmus_args.rs"]
+mod litmus_args;
 #[path = "support/litmus_client.rs"]
 mod litmus_client;
 #[path = "support/litmus_cluster.rs"]
@@ -58,145 +62,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cart_service::duration;
+use litmus_args::Opts;
 use litmus_client::Stats;
 use service::{Figures, Service};
-
-struct Opts {
-    duration: Duration,
-    /// Time between kills: at random between the two (`--kill-every A..B`), or this one.
-    kill_every: (Duration, Duration),
-    kill_every_set: bool,
-    clients: usize,
-    carts_per_client: usize,
-    /// `--carts N`: the clients spread over N distinct carts instead.
-    carts: Option<usize>,
-    /// The service's `--idle` and `--max-active`.
-    idle: Duration,
-    max_active: Option<usize>,
-    json: bool,
-    unsafe_store: bool,
-    /// `--kill-every off`: no kills (for the faultload experiment).
-    kill: bool,
-    fault_every_ms: Option<u64>,
-    fault_process: bool,
-    faultload_table: bool,
-    table1: bool,
-    /// `--cluster`: this many nodes (`--nodes`, 3).
-    nodes: Option<usize>,
-    /// `--lease`: the cluster's membership lease (2 s, the cluster's default).
-    lease: Duration,
-}
-
-/// `A..B` (a range) or `A` (both ends the same).
-fn interval(s: &str) -> Result<(Duration, Duration), String> {
-    let (a, b) = s.split_once("..").unwrap_or((s, s));
-    let (a, b) = (duration(a)?, duration(b)?);
-    if a > b {
-        return Err(format!("{s:?}: the range ends before it starts"));
-    }
-    Ok((a, b))
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        duration: Duration::from_secs(30),
-        kill_every: (Duration::from_secs(2), Duration::from_secs(2)),
-        kill_every_set: false,
-        clients: 16,
-        carts_per_client: 4,
-        carts: None,
-        idle: Duration::from_secs(1),
-        max_active: None,
-        json: false,
-        unsafe_store: false,
-        kill: true,
-        fault_every_ms: None,
-        fault_process: false,
-        faultload_table: false,
-        table1: false,
-        nodes: None,
-        lease: Duration::from_secs(2),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--duration" => o.duration = duration(&val()?)?,
-            "--kill-every" => match val()?.as_str() {
-                "off" => o.kill = false,
-                v => {
-                    o.kill_every = interval(v)?;
-                    o.kill_every_set = true;
-                }
-            },
-            "--lease" => o.lease = duration(&val()?)?,
-            "--fault-every-ms" => {
-                o.fault_every_ms = Some(val()?.parse().map_err(|_| "--fault-every-ms needs a number")?)
-            }
-            "--fault-mode" => o.fault_process = val()? == "process",
-            "--faultload-table" => o.faultload_table = true,
-            "--table1" => o.table1 = true,
-            "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
-            "--carts" => {
-                o.carts = Some(
-                    val()?
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or("--carts needs a positive whole number")?,
-                )
-            }
-            "--idle" => o.idle = duration(&val()?)?,
-            "--max-active" => {
-                o.max_active = Some(
-                    val()?
-                        .parse()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or("--max-active needs a positive whole number")?,
-                )
-            }
-            "--json" => o.json = true,
-            "--cluster" => o.nodes = Some(o.nodes.unwrap_or(3)),
-            "--nodes" => {
-                o.nodes = Some(
-                    val()?
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=16).contains(n))
-                        .ok_or("--nodes needs 1 to 16")?,
-                )
-            }
-            // Runs the service with acknowledgements before sync: the harness must catch the loss.
-            "--unsafe-store" => o.unsafe_store = true,
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} (try --duration 30s --kill-every 2s --clients 16 --carts 2000 --json)"
-                ))
-            }
-        }
-    }
-    if o.nodes.is_some() && !o.kill_every_set {
-        o.kill_every = (Duration::from_secs(1), Duration::from_secs(2));
-    }
-    if o.kill_every.0 < Duration::from_millis(100) {
-        return Err("--kill-every must be at least 100ms".into());
-    }
-    if o.duration.is_zero() || o.clients == 0 || o.clients > 1024 {
-        return Err("--duration must be positive and --clients between 1 and 1024".into());
-    }
-    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&o.lease) {
-        return Err("--lease must be 100ms to 60s".into());
-    }
-    if o.idle.is_zero() {
-        return Err("--idle must be positive".into());
-    }
-    if o.nodes.is_some() && (o.unsafe_store || o.fault_every_ms.is_some() || o.faultload_table || o.table1) {
-        return Err("--cluster runs kill -9 only (no --unsafe-store, faults or tables)".into());
-    }
-    Ok(o)
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -211,13 +79,7 @@ async fn main() -> ExitCode {
     if args.iter().any(|a| a == "--membership-cost") {
         return membership_cost::run(&args).await;
     }
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = Opts::from_env();
     if opts.faultload_table {
         return tables::faultload_table(&opts).await;
     }
@@ -225,8 +87,15 @@ async fn main() -> ExitCode {
         return tables::table1().await;
     }
 
-    let data = std::env::temp_dir().join(format!("crashonly-litmus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    // Removed when the guard drops, at the end of main or on an early return.
+    let data_dir = match tempfile::Builder::new().prefix("crashonly-litmus-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data = data_dir.path().to_path_buf();
     let mut extra: Vec<String> = vec!["--idle".into(), format!("{}ms", opts.idle.as_millis())];
     if let Some(n) = opts.max_active {
         extra.extend(["--max-active".into(), n.to_string()]);
@@ -256,7 +125,7 @@ async fn main() -> ExitCode {
         }
     }
     let addrs: Vec<SocketAddr> = svcs.iter().map(|s| s.addr).collect();
-    let mut pick = u64::from(std::process::id()) | 1;
+    let mut pick = fastrand::Rng::new();
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -280,12 +149,9 @@ async fn main() -> ExitCode {
     let mut figures: Vec<Figures> = svcs.iter().map(|_| Figures::default()).collect();
     let mut last_sample = Instant::now();
     let mut last_progress = Instant::now();
-    let next = |pick: &mut u64| {
+    let next = |pick: &mut fastrand::Rng| {
         let (lo, hi) = opts.kill_every;
-        *pick ^= *pick << 13;
-        *pick ^= *pick >> 7;
-        *pick ^= *pick << 17;
-        lo + Duration::from_millis(*pick % (hi - lo).as_millis().max(1) as u64)
+        lo + Duration::from_millis(pick.u64(..(hi - lo).as_millis().max(1) as u64))
     };
     let mut next_kill = started + next(&mut pick);
     while started.elapsed() < opts.duration {
@@ -304,10 +170,7 @@ async fn main() -> ExitCode {
         }
         if opts.kill && Instant::now() >= next_kill {
             let t = Instant::now();
-            pick ^= pick << 13;
-            pick ^= pick >> 7;
-            pick ^= pick << 17;
-            let svc = &mut svcs[(pick % addrs.len() as u64) as usize];
+            let svc = &mut svcs[pick.usize(..addrs.len())];
             // On a cluster: which incarnation dies, and how long its lease still runs.
             if let (Some(c), Some(victim)) = (&cluster, svc.incarnation) {
                 let asked = Instant::now();
@@ -432,7 +295,7 @@ async fn main() -> ExitCode {
     for svc in &mut svcs {
         svc.kill().await;
     }
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data_dir);
     let acks = std::mem::take(&mut *stats.acks.lock().unwrap());
     let (each, failover) = litmus_cluster::figures(&kills, &acks);
     if let Some(c) = &cluster {
@@ -468,11 +331,7 @@ async fn main() -> ExitCode {
         .map_or(0, |s| s.windows(5).filter(|w| w.iter().all(|&n| n == 0)).count());
     let restart = failover::Spread::of(recoveries.iter().copied());
     let errors = stats.errors.lock().unwrap().clone();
-    let mut lat = stats.latencies.lock().unwrap().clone();
-    lat.sort_unstable();
-    let p99_ms = lat
-        .get(lat.len().saturating_sub(1).min(lat.len() * 99 / 100))
-        .map_or(0.0, |us| *us as f64 / 1000.0);
+    let p99_ms = stats.latencies.quantile_ms(0.99);
     // Writes carry idempotency keys (no duplicates allowed) and each client waits for one write
     // before the next (order per client and cart is promised).
     let ok = verdict.valid(true, true) && stalled == 0 && acked_total > 0;

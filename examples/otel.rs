@@ -15,6 +15,7 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use crashonly::prelude::*;
 use crashonly::{Header, TraceContext};
 use opentelemetry::trace::TracerProvider;
@@ -52,18 +53,30 @@ impl Actor for Front {
     }
 }
 
+/// otel: three requests through two actors, their envelopes exported as spans over OTLP/HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "otel")]
+struct Args {
+    /// The collector's OTLP/HTTP endpoint
+    #[arg(default_value = "http://127.0.0.1:4318")]
+    endpoint: String,
+    /// A W3C traceparent the first request continues, like
+    /// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+    #[arg(value_parser = traceparent)]
+    traceparent: Option<TraceContext>,
+}
+
+/// A W3C `traceparent` header's value.
+fn traceparent(s: &str) -> Result<TraceContext, String> {
+    TraceContext::parse_traceparent(s).map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let endpoint = args.next().unwrap_or_else(|| "http://127.0.0.1:4318".to_owned());
-    let caller = match args.next().map(|tp| TraceContext::parse_traceparent(&tp)) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            eprintln!("otel: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let Args {
+        endpoint,
+        traceparent: caller,
+    } = Args::parse();
     let provider = match crashonly::otel::otlp(&endpoint, "crashonly-otel-example") {
         Ok(p) => p,
         Err(e) => {

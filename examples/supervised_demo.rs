@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use crashonly::prelude::*;
 use crashonly::store::{DurableState, RedbStore, Store, StoreError};
 
@@ -76,40 +77,24 @@ impl Counter {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// supervised-demo: counters under a supervisor, a chaos task panicking a random one; every
+/// acknowledged increment must survive. Exit status 0 when it did, 1 otherwise, 2 for bad
+/// arguments; with --give-up the root gives up and the process exits non-zero.
+#[derive(Parser, Debug)]
+#[command(name = "supervised-demo")]
 struct Opts {
+    /// How long the demo runs, in seconds
+    #[arg(long, value_name = "N", default_value_t = 5)]
     seconds: u64,
+    /// A random worker panics every so many milliseconds (at least 1)
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     chaos_ms: u64,
+    /// Crash the workers faster than the root's intensity allows: the process gives up
+    #[arg(long)]
     give_up: bool,
+    /// The store's directory, kept [default: a temporary directory, removed at the end]
+    #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        seconds: 5,
-        chaos_ms: 100,
-        give_up: false,
-        data: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num = |name: &str| -> Result<u64, String> {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or(format!("{name} needs a whole number"))
-        };
-        match a.as_str() {
-            "--seconds" => o.seconds = num("--seconds")?,
-            "--chaos-ms" => o.chaos_ms = num("--chaos-ms")?.max(1),
-            "--give-up" => o.give_up = true,
-            "--data" => o.data = Some(args.next().ok_or("--data needs a directory")?.into()),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} (try --seconds N, --chaos-ms N, --data DIR, --give-up)"
-                ))
-            }
-        }
-    }
-    Ok(o)
 }
 
 const WORKERS: u32 = 8;
@@ -122,17 +107,23 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let opts = Opts::parse();
+    // Held to the end of main: the temporary directory is removed when it drops (a root that
+    // gives up exits the process, and leaves it behind).
+    let temp;
+    let dir = match opts.data.clone() {
+        Some(dir) => dir,
+        None => match tempfile::Builder::new().prefix("crashonly-demo-").tempdir() {
+            Ok(t) => {
+                temp = t;
+                temp.path().to_path_buf()
+            }
+            Err(e) => {
+                eprintln!("error: cannot create a temporary directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
-    let dir = opts
-        .data
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("crashonly-demo-{}", std::process::id())));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("error: cannot create {}: {e}", dir.display());
         return ExitCode::from(2);
@@ -178,10 +169,9 @@ async fn main() -> ExitCode {
         let (counters, acked, unknown, errors) = (counters.clone(), acked.clone(), unknown.clone(), errors.clone());
         let retry_after = retry_after.clone();
         clients.push(tokio::spawn(async move {
-            let mut i = c;
+            let mut rng = fastrand::Rng::with_seed(u64::from(c));
             while tokio::time::Instant::now() < deadline {
-                i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                let k = (i >> 8) % WORKERS;
+                let k = rng.u32(..WORKERS);
                 match counters[k as usize].incr().ttl(Duration::from_millis(500)).await {
                     Ok(Ok(_)) => acked[k as usize].fetch_add(1, Ordering::Relaxed),
                     // Not idempotent: the increment may or may not have reached the store.
@@ -202,11 +192,10 @@ async fn main() -> ExitCode {
     let chaos = {
         let counters = counters.clone();
         tokio::spawn(async move {
-            let mut i = 7u32;
+            let mut rng = fastrand::Rng::with_seed(7);
             loop {
                 tokio::time::sleep(Duration::from_millis(opts.chaos_ms)).await;
-                i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                let _ = counters[((i >> 8) % WORKERS) as usize].try_tell(CounterMessage::Crash());
+                let _ = counters[rng.usize(..WORKERS as usize)].try_tell(CounterMessage::Crash());
             }
         })
     };

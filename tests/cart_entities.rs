@@ -24,9 +24,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("crashonly-cartent-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    // Removed by the test when it passes, kept when it fails.
+    tempfile::Builder::new()
+        .prefix(&format!("crashonly-cartent-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// Starts `cart` on `data` with extra flags.

@@ -16,9 +16,12 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 fn data_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("crashonly-frontend-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    // Removed by the test when it passes, kept when it fails.
+    tempfile::Builder::new()
+        .prefix(&format!("crashonly-frontend-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// A running `cart`: the rest of its stdout, all of its stderr (read as it comes, so the child

@@ -32,7 +32,12 @@ async fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_never_corrupts_a_cart() {
-    let dir = std::env::temp_dir().join(format!("crashonly-cart-{}", std::process::id()));
+    // Removed at the end when the test passes, kept when it fails.
+    let dir = tempfile::Builder::new()
+        .prefix("crashonly-cart-")
+        .tempdir()
+        .unwrap()
+        .keep();
     let (mut child, addr) = start(&dir).await;
     let (s, _) = req(addr, "POST", "/carts/a/items", &[], br#"{"item":"book"}"#).await;
     assert_eq!(s, 200);

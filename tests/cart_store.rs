@@ -18,10 +18,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("crashonly-cartstore-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    // Kept (as before): a failing test's store is there to look at.
+    tempfile::Builder::new()
+        .prefix(&format!("crashonly-cartstore-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// A running cart service, its output going to a file.
@@ -34,15 +36,19 @@ struct Service {
 /// Starts `cart` on `data`: the service, or (when it exits before listening) its exit status
 /// and everything it printed.
 async fn start(data: &Path, extra: &[&str]) -> Result<Service, (std::process::ExitStatus, String)> {
-    // Logs are kept off the store's disk (which a test may fill up).
-    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let log = std::env::temp_dir().join(format!("crashonly-cartstore-{}-{n}.log", std::process::id()));
+    // Logs are kept off the store's disk (which a test may fill up), and kept.
+    let (file, log) = tempfile::Builder::new()
+        .prefix("crashonly-cartstore-")
+        .suffix(".log")
+        .tempfile()
+        .unwrap()
+        .keep()
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cart"))
         .args(["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(file)
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -19,22 +19,17 @@ struct Cart {
     _child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
-}
-
-/// A data directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    /// The data directory, removed on drop (after the child, which the field order kills first).
+    _dir: tempfile::TempDir,
 }
 
 async fn start(name: &str) -> Cart {
-    let dir = TempDir(std::env::temp_dir().join(format!("crashonly-cart-trace-{name}-{}", std::process::id())));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("crashonly-cart-trace-{name}-"))
+        .tempdir()
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cart"))
-        .args(["--listen", "127.0.0.1:0", "--data", dir.0.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap()])
         .env("RUST_LOG", "crashonly=debug,cart=info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

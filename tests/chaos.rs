@@ -105,13 +105,6 @@ impl Actor for Worker {
     }
 }
 
-fn rng(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn chaos_secs() -> u64 {
     std::env::var("CHAOS_SECS")
         .ok()
@@ -166,10 +159,10 @@ async fn a_minute_of_chaos_leaves_a_whole_tree() {
     let injector = {
         let (workers, stop, crashes) = (workers.clone(), stop.clone(), crashes.clone());
         tokio::spawn(async move {
-            let mut seed = 0x2545_F491_4F6C_DD1D;
+            let mut rng = fastrand::Rng::with_seed(0x2545_F491_4F6C_DD1D);
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                workers[(rng(&mut seed) % workers.len() as u64) as usize].crash_reboot();
+                workers[rng.usize(..workers.len())].crash_reboot();
                 crashes.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -178,14 +171,14 @@ async fn a_minute_of_chaos_leaves_a_whole_tree() {
         .map(|i| {
             let (workers, stop) = (workers.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut seed = 0x9E37_79B9_7F4A_7C15 ^ i;
+                let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15 ^ i);
                 while !stop.load(Ordering::Relaxed) {
-                    let w = &workers[(rng(&mut seed) % workers.len() as u64) as usize];
-                    if rng(&mut seed).is_multiple_of(20) {
+                    let w = &workers[rng.usize(..workers.len())];
+                    if rng.u8(..20) == 0 {
                         // Fill the mailbox until it refuses.
                         while w.try_tell(Msg::Work { delay_us: 0 }).is_ok() {}
                     } else {
-                        let delay_us = rng(&mut seed) % 3_000;
+                        let delay_us = rng.u64(..3_000);
                         let _ = w.ask(Msg::Work { delay_us }).ttl(Duration::from_millis(200)).await;
                     }
                 }

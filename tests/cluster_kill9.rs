@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::{free_port, rand, read_back, NodeProc, Seen};
+use cluster::{free_port, read_back, NodeProc, Seen};
 use failover::{failovers, Kill, Spread};
 
 const NODES: usize = 3;
@@ -74,8 +74,7 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     let schema = format!("kc_{}", std::process::id());
-    let logs = std::env::temp_dir().join(format!("crashonly-{schema}"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let logs = cluster::kept_dir(&schema);
     let mut nodes: Vec<NodeProc> = (0..NODES)
         .map(|i| {
             let args = [
@@ -110,12 +109,12 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     // The faultload: kill -9 a random node every 1.5 s, restart it at once.
     let mut kills: Vec<Kill> = Vec::new();
     let mut restarts: Vec<Duration> = Vec::new();
-    let mut x = u64::from(std::process::id()) | 1;
+    let mut rng = fastrand::Rng::new();
     let (mut pauses, mut rejoins) = (0, Vec::new());
     let mut next_kill = started + KILL_EVERY;
     while next_kill < started + Duration::from_secs(secs) {
         tokio::time::sleep_until(next_kill.into()).await;
-        let n = &mut nodes[rand(&mut x) % NODES];
+        let n = &mut nodes[rng.usize(..NODES)];
         if (kills.len() + pauses + 1).is_multiple_of(PAUSE_EVERY) {
             // A paused process (a long GC, a stalled VM): its carts move on, and its late writes
             // are refused by their fences; it must notice it is out, and come back by itself.

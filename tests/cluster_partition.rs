@@ -185,8 +185,7 @@ async fn a_partitioned_node_is_fenced_and_its_late_writes_land_nowhere() {
     if let Err(e) = netns::netns_permitted(&tag) {
         panic!("this test needs network namespaces (run it as root): {e}");
     }
-    let logs = std::env::temp_dir().join(format!("crashonly-{tag}"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let logs = cluster::kept_dir(&tag);
     // Guards: dropped in reverse order, nodes first (below), then the servers, then the links.
     let net = 200 + (pid % 50) as u8;
     let links: Vec<netns::Link> = (0..NODES as u8)

@@ -113,8 +113,7 @@ async fn the_clustered_cart_rides_out_postgres_and_nats_restarts() {
     let started = Instant::now();
     let pg = ThrowawayPg::create(Setup::default()).unwrap_or_else(|e| panic!("a throwaway PostgreSQL: {e}"));
     let mut nats = PrivateNats::start("127.0.0.1", free_port(), None).unwrap_or_else(|e| panic!("{e}"));
-    let logs = std::env::temp_dir().join(format!("crashonly-restarts-{}", std::process::id()));
-    std::fs::create_dir_all(&logs).unwrap();
+    let logs = cluster::kept_dir("restarts");
     let mut nodes = Vec::new();
     let (pg_url, nats_url) = (pg.url("postgres"), nats.url());
     let args = |name: &str| -> Vec<String> {

@@ -41,6 +41,8 @@ fn survives_chaos_without_losing_acknowledged_increments() {
 #[test]
 fn bad_arguments_get_a_clear_error() {
     let out = Command::new(DEMO).args(["--seconds", "soon"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--seconds needs a whole number"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid value 'soon' for '--seconds <N>'"), "{stderr}");
+    assert!(stderr.contains("try '--help'"), "{stderr}");
 }

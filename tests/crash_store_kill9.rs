@@ -11,17 +11,6 @@ use crashonly::store::{RedbStore, Store, StoreExt};
 const CHILD: &str = env!("CARGO_BIN_EXE_crashonly-store-child");
 const WRITERS: usize = 16;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Runs the child until it has printed `acks_before_kill` acks, SIGKILLs it, and returns the highest
 /// acknowledged value per writer (including acks still in the pipe) and the child's open time.
 fn run_and_kill(args: &[&str], acks_before_kill: u64) -> (Vec<u64>, Duration) {
@@ -92,17 +81,22 @@ fn summary(name: &str, mut times: Vec<Duration>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_keeps_every_acknowledged_write_across_200_kills() {
-    let dir = std::env::temp_dir().join(format!("crashonly-kill9-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Kept when the test fails (a panic skips the removal at the end), for the post-mortem.
+    let dir = tempfile::Builder::new()
+        .prefix("crashonly-kill9-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("store in {}", dir.display());
     let path = dir.join("kill9.redb");
     let path_s = path.to_str().unwrap().to_owned();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
+    // `KILL9_SEED` replays a run; otherwise a fresh seed, printed.
+    let seed = std::env::var("KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("seed {seed} (KILL9_SEED={seed} replays it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut max_acked = vec![0u64; WRITERS];
     let (mut child_opens, mut parent_opens) = (Vec::new(), Vec::new());
     let started = Instant::now();
@@ -112,7 +106,7 @@ async fn redb_keeps_every_acknowledged_write_across_200_kills() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     for round in 0..rounds {
-        let (acked, open) = run_and_kill(&["redb", &path_s], 1 + rng.next() % 64);
+        let (acked, open) = run_and_kill(&["redb", &path_s], rng.u64(1..=64));
         child_opens.push(open);
         let t = Instant::now();
         let store = RedbStore::open(&path).unwrap();
@@ -136,11 +130,11 @@ async fn postgres_keeps_every_acknowledged_write_when_the_client_is_killed() {
         return;
     };
     let schema = format!("kill9_{}", std::process::id());
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let mut max_acked = vec![0u64; WRITERS];
     let mut opens = Vec::new();
     for round in 0..40 {
-        let (acked, open) = run_and_kill(&["pg", &url, &schema], 1 + rng.next() % 64);
+        let (acked, open) = run_and_kill(&["pg", &url, &schema], rng.u64(1..=64));
         opens.push(open);
         let store = PgStore::connect(&url, PgOptions::default().with_schema(schema.clone()))
             .await

@@ -9,13 +9,6 @@ mod targets;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn next(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -26,25 +19,25 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 }
 
 /// A random input, or a corpus entry with a few bytes flipped, cut, or inserted.
-fn generate(seed: &mut u64, corpus: &[Vec<u8>]) -> Vec<u8> {
-    if corpus.is_empty() || next(seed).is_multiple_of(4) {
-        let len = (next(seed) % 256) as usize;
-        return (0..len).map(|_| next(seed) as u8).collect();
+fn generate(rng: &mut fastrand::Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    if corpus.is_empty() || rng.u8(..4) == 0 {
+        let len = rng.usize(..256);
+        return (0..len).map(|_| rng.u8(..)).collect();
     }
-    let mut v = corpus[(next(seed) as usize) % corpus.len()].clone();
-    for _ in 0..1 + next(seed) % 4 {
-        match next(seed) % 3 {
+    let mut v = rng.choice(corpus).expect("a corpus entry").clone();
+    for _ in 0..rng.usize(1..=4) {
+        match rng.u8(..3) {
             0 if !v.is_empty() => {
-                let at = (next(seed) as usize) % v.len();
-                v[at] ^= 1 << (next(seed) % 8);
+                let at = rng.usize(..v.len());
+                v[at] ^= 1 << rng.u8(..8);
             }
             1 if !v.is_empty() => {
-                let at = (next(seed) as usize) % v.len();
+                let at = rng.usize(..v.len());
                 v.truncate(at);
             }
             _ => {
-                let at = (next(seed) as usize) % (v.len() + 1);
-                v.insert(at, next(seed) as u8);
+                let at = rng.usize(..=v.len());
+                v.insert(at, rng.u8(..));
             }
         }
     }
@@ -61,12 +54,14 @@ fn fuzz_targets_survive_the_corpus_and_generated_inputs() {
     for (name, target) in targets::TARGETS {
         let corpus = corpus(name);
         assert!(!corpus.is_empty(), "no corpus for {name}");
-        let mut seed = 0x5EED_u64 ^ name.len() as u64;
+        // Fixed per target, so that a failure replays; named in the failure.
+        let seed = 0x5EED_u64 ^ name.len() as u64;
+        let mut rng = fastrand::Rng::with_seed(seed);
         let started = Instant::now();
         let inputs: Vec<Vec<u8>> = corpus
             .iter()
             .cloned()
-            .chain((0..per_target).map(|_| generate(&mut seed, &corpus)))
+            .chain((0..per_target).map(|_| generate(&mut rng, &corpus)))
             .collect();
         if std::env::var_os("FUZZ_LOUD").is_none() {
             std::panic::set_hook(Box::new(|_| {}));
@@ -83,7 +78,7 @@ fn fuzz_targets_survive_the_corpus_and_generated_inputs() {
                     .unwrap_or_default();
                 let _ = std::panic::take_hook();
                 panic!(
-                    "{name}: input {i} ({} bytes: {:02x?}) panicked: {msg}",
+                    "{name}: input {i} (seed {seed:#x}, {} bytes: {:02x?}) panicked: {msg}",
                     input.len(),
                     &input[..input.len().min(64)]
                 );

@@ -37,8 +37,11 @@ impl Actor for Worker {
 
 #[tokio::test]
 async fn a_message_need_not_be_clone() {
-    let dir = std::env::temp_dir().join(format!("crashonly-noclone-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("crashonly-noclone-")
+        .tempdir()
+        .unwrap()
+        .keep();
     let path = dir.join("f");
     std::fs::write(&path, b"12345").unwrap();
     let system = System::new();

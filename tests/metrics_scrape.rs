@@ -366,8 +366,12 @@ proptest! {
 
 #[tokio::test]
 async fn a_running_cart_serves_metrics_that_match_its_stats() {
-    let dir = std::env::temp_dir().join(format!("crashonly-metrics-cart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed at the end when the test passes, kept when it fails.
+    let dir = tempfile::Builder::new()
+        .prefix("crashonly-metrics-cart-")
+        .tempdir()
+        .unwrap()
+        .keep();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cart"))
         .args(["--listen", "127.0.0.1:0", "--data", dir.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

@@ -127,8 +127,12 @@ async fn the_observer_page_shows_the_tree_and_a_restart_live_in_chromium() {
         return;
     }
     let began = Instant::now();
-    let dir = std::env::temp_dir().join(format!("crashonly-observer-browser-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
+    // The guard removes the cart's data; the screenshot stays.
+    let dir = tempfile::Builder::new()
+        .prefix("crashonly-observer-browser-")
+        .tempdir()
+        .expect("a temp dir")
+        .keep();
     let mut guard = Guard {
         children: Vec::new(),
         dir: dir.clone(),

@@ -324,8 +324,12 @@ mod redb {
     use crashonly::store::{RedbOptions, RedbStore};
 
     async fn make(t: ManualTime) -> Option<S> {
-        let dir = std::env::temp_dir().join(format!("crashonly-conf-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Outlives this function in the store it returns: kept.
+        let dir = tempfile::Builder::new()
+            .prefix("crashonly-conf-")
+            .tempdir()
+            .unwrap()
+            .keep();
         let opts = RedbOptions::default().with_limits(limits()).with_time(Arc::new(t));
         Some(Arc::new(RedbStore::open_with(dir.join("s.redb"), opts).unwrap()))
     }
@@ -340,8 +344,12 @@ mod supervised {
     use crashonly::SupervisedStore;
 
     async fn make(t: ManualTime) -> Option<S> {
-        let dir = std::env::temp_dir().join(format!("crashonly-confsup-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Outlives this function in the store it returns: kept.
+        let dir = tempfile::Builder::new()
+            .prefix("crashonly-confsup-")
+            .tempdir()
+            .unwrap()
+            .keep();
         let opts = RedbOptions::default().with_limits(limits()).with_time(Arc::new(t));
         Some(Arc::new(SupervisedStore::redb(dir.join("s.redb"), opts).unwrap()))
     }

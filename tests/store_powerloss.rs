@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use bitflip::{flip_in_body, judge, Expected, Verdict};
 use crashonly::store::{RedbOptions, RedbStore, Store, StoreError, Txn};
 use futures::executor::block_on;
-use simdisk::{image_at, splitmix, Event, Loss, SimDisk};
+use simdisk::{image_at, Event, Loss, SimDisk};
 
 const COMMITS: u64 = 200;
 
@@ -356,16 +356,12 @@ fn expected(acked: &[u64]) -> Vec<Expected> {
 /// says), with 1 to 3 random bits of `target` flipped. `None` when the cut left no such file.
 /// Returns the image, the acknowledged commits, and the flips (byte, bit) for the failure report.
 fn flipped_image(log: &[Event], cut: usize, target: Target, seed: u64) -> Option<(Vec<Vec<u8>>, Vec<u64>, String)> {
-    let mut rng = seed;
-    let loss = if splitmix(&mut rng).is_multiple_of(2) {
-        Loss::Kept
-    } else {
-        Loss::Unsynced
-    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let loss = if rng.bool() { Loss::Kept } else { Loss::Unsynced };
     let (mut image, acked) = image_at(log, cut, loss);
     let mut flips = Vec::new();
-    for _ in 0..1 + splitmix(&mut rng) % 3 {
-        let (offset, bit) = (splitmix(&mut rng), (splitmix(&mut rng) % 8) as u8);
+    for _ in 0..rng.usize(1..=3) {
+        let (offset, bit) = (rng.u64(..), rng.u8(..8));
         match target {
             Target::Body => {
                 let at = flip_in_body(image.first_mut()?, offset, bit)?;

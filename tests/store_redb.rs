@@ -7,8 +7,12 @@ use std::time::Duration;
 use crashonly::store::{Conflict, Durability, RedbOptions, RedbStore, Store, StoreError, StoreExt, Txn};
 
 fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("crashonly-redb-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Kept (as before): a failing test's store is there to look at.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("crashonly-redb-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
     dir.join("s.redb")
 }
 
@@ -45,9 +49,11 @@ async fn a_second_opener_gets_a_clear_error() {
 async fn two_processes_creating_one_store_at_once_exactly_one_serves() {
     use tokio::io::AsyncBufReadExt;
     for round in 0..20 {
-        let dir = std::env::temp_dir().join(format!("crashonly-redb-{}-race-{round}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("crashonly-redb-race-{round}-"))
+            .tempdir()
+            .unwrap()
+            .keep();
         let path = dir.join("s.redb");
         let spawn = || {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_crashonly-store-child"))

@@ -36,8 +36,8 @@ use crashonly::store::{PgOptions, PgStore, WallClock};
 use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
 
 use super::{
-    duration, error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl,
-    valid_id, with_retry_after, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
+    error, family_on, frontend, idempotency_key, parse_item, rss_kb, runtime_error, store_error, ttl, valid_id,
+    with_retry_after, Cart, CartError, CartMessage, CartReply, Residency, FAMILY, MAX_ID,
 };
 
 struct Opts {
@@ -55,67 +55,29 @@ struct Opts {
     residency: Residency,
 }
 
-fn parse(args: Vec<String>) -> Result<Opts, String> {
-    let mut o = Opts {
-        listen: "127.0.0.1:8080".to_owned(),
-        pg: std::env::var("CRASHONLY_PG_URL").ok(),
-        nats: std::env::var("CRASHONLY_NATS_URL").ok(),
-        schema: "cart".to_owned(),
-        node_name: format!("cart-{}", std::process::id()),
-        lease: Duration::from_secs(2),
-        rejoin_within: Duration::from_secs(60),
-        fence_intensity: (5, Duration::from_secs(60)),
-        frontend: frontend::Limits::default(),
-        residency: Residency::default(),
-    };
-    let mut args = args.into_iter();
-    while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--cluster" => {}
-            "--listen" => o.listen = val()?,
-            "--pg" => o.pg = Some(val()?),
-            "--nats" => o.nats = Some(val()?),
-            "--schema" => o.schema = val()?,
-            "--node-name" => o.node_name = val()?,
-            "--lease" => o.lease = duration(&val()?)?,
-            "--rejoin-within" => o.rejoin_within = duration(&val()?)?,
-            "--fence-intensity" => {
-                o.fence_intensity = val()?
-                    .split_once('/')
-                    .and_then(|(n, s)| Some((n.parse().ok()?, s.parse::<u64>().ok()?)))
-                    .filter(|&(_, secs)| secs > 0)
-                    .map(|(n, secs)| (n, Duration::from_secs(secs)))
-                    .ok_or("--fence-intensity needs N/SECONDS, e.g. 5/60")?
-            }
-            "--idle" => {
-                o.residency.idle = duration(&val()?)?;
-                if o.residency.idle.is_zero() {
-                    return Err("--idle must be positive".into());
-                }
-            }
-            "--max-active" => {
-                o.residency.max_active = val()?
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or("--max-active needs a positive whole number")?
-            }
-            f if frontend::Limits::FLAGS.contains(&f) => {
-                let v = args.next();
-                o.frontend.set(f, v)?
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} with --cluster (try --listen ADDR --pg URL --nats URL --schema NAME)"
-                ))
-            }
-        }
+/// The cluster options of `a` (see [`super::args::CartArgs`]); the URLs default to the
+/// environment's.
+fn parse(a: super::args::CartArgs) -> Opts {
+    let mut residency = Residency::default();
+    if let Some(idle) = a.idle {
+        residency.idle = idle;
     }
-    if o.schema.is_empty() || o.schema.len() > 50 || !o.schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err("--schema must be 1 to 50 letters, digits or '_'".into());
+    if let Some(n) = a.max_active {
+        residency.max_active = n as usize;
     }
-    Ok(o)
+    let (fences, period) = a.fence_intensity.unwrap_or((5, Duration::from_secs(60)));
+    Opts {
+        listen: a.listen,
+        pg: a.pg.or_else(|| std::env::var("CRASHONLY_PG_URL").ok()),
+        nats: a.nats.or_else(|| std::env::var("CRASHONLY_NATS_URL").ok()),
+        schema: a.schema.unwrap_or_else(|| "cart".to_owned()),
+        node_name: a.node_name.unwrap_or_else(|| format!("cart-{}", std::process::id())),
+        lease: a.lease.unwrap_or(Duration::from_secs(2)),
+        rejoin_within: a.rejoin_within.unwrap_or(Duration::from_secs(60)),
+        fence_intensity: (fences as usize, period),
+        frontend: a.frontend.limits(),
+        residency,
+    }
 }
 
 /// The service on one node: its requests go through the cluster.
@@ -299,17 +261,12 @@ async fn stats(State(app): State<App>) -> Response {
 
 /// Runs one node of the clustered cart service until it is killed, or gives up (see the module
 /// docs).
-pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
-    let o = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+pub async fn serve(args: super::args::CartArgs) -> std::process::ExitCode {
+    let o = parse(args);
     let (Some(pg), Some(nats)) = (o.pg.clone(), o.nats.clone()) else {
-        eprintln!("error: --cluster needs --pg URL and --nats URL (or CRASHONLY_PG_URL and CRASHONLY_NATS_URL)");
-        return std::process::ExitCode::from(2);
+        super::cli::refuse::<super::args::CartArgs>(
+            "--cluster needs --pg URL and --nats URL (or CRASHONLY_PG_URL and CRASHONLY_NATS_URL)",
+        );
     };
     // Start = recover: the store of record and the cluster are joined afresh, as a new
     // incarnation, however the last process of this node ended.
@@ -402,7 +359,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
 async fn stay_in(app: &App, lease: Duration, within: Duration, intensity: (usize, Duration)) -> std::process::ExitCode {
     let (node, root) = (&app.node, app.system.root());
     let mut fences: VecDeque<Instant> = VecDeque::new();
-    let mut rng = u64::from(std::process::id()) << 32 | 1;
+    let mut rng = fastrand::Rng::new();
     let cap = lease.clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let why = node.membership().fenced().await;
@@ -434,11 +391,8 @@ async fn stay_in(app: &App, lease: Duration, within: Duration, intensity: (usize
                 Ok(new) => break new,
                 Err(e) => {
                     // Full jitter in [wait/2, wait]: the nodes fenced by one outage come back apart.
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
                     let half = wait.as_millis() as u64 / 2;
-                    let sleep = Duration::from_millis(half + rng % (half + 1));
+                    let sleep = Duration::from_millis(rng.u64(half..=2 * half));
                     if at.elapsed() + sleep > within {
                         eprintln!(
                             "error: node {old} fenced ({why}) and could not rejoin within {} s: {e}",

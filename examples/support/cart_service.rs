@@ -19,6 +19,12 @@ use serde::Deserialize;
 #[path = "frontend.rs"]
 pub mod frontend;
 
+#[path = "cli.rs"]
+pub mod cli;
+
+#[path = "cart_args.rs"]
+mod args;
+
 #[path = "http_trace.rs"]
 pub mod http_trace;
 
@@ -351,92 +357,38 @@ struct Opts {
     observer_token: Option<String>,
 }
 
-/// A duration like `500ms`, `2s` (a bare number is seconds) or `1m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 2s or 1m")),
-    }
-}
+#[allow(unused_imports)] // the binaries read durations with it; the tests need not
+pub use cli::duration;
 
-fn parse(args: Vec<String>) -> Result<Opts, String> {
-    let mut o = Opts {
-        listen: "127.0.0.1:8080".to_owned(),
-        data: "cart-data".into(),
-        ack_before_sync: false,
-        fault_every: None,
-        fault_process: false,
-        store_restarts: 5,
-        store_period: Duration::from_secs(30),
-        skip_verify: false,
-        frontend: frontend::Limits::default(),
-        residency: Residency::default(),
-        observer_token: None,
-    };
-    let mut args = args.into_iter();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
-            "--data" => o.data = args.next().ok_or("--data needs a directory")?.into(),
-            "--ack-before-sync" => o.ack_before_sync = true,
-            "--fault-every-ms" => {
-                let ms: u64 = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--fault-every-ms needs a number")?;
-                o.fault_every = Some(Duration::from_millis(ms.max(1)));
-            }
-            "--store-intensity" => {
-                let v = args.next().ok_or("--store-intensity needs N/SECONDS, e.g. 5/30")?;
-                let (n, secs) = v
-                    .split_once('/')
-                    .and_then(|(n, s)| Some((n.parse().ok()?, s.parse::<u64>().ok()?)))
-                    .filter(|&(_, secs)| secs > 0)
-                    .ok_or("--store-intensity needs N/SECONDS, e.g. 5/30")?;
-                (o.store_restarts, o.store_period) = (n, Duration::from_secs(secs));
-            }
-            "--skip-verify" => o.skip_verify = true,
-            "--observer-token" => {
-                let t = args.next().filter(|t| !t.is_empty());
-                o.observer_token = Some(t.ok_or("--observer-token needs a token")?);
-            }
-            "--idle" => {
-                let idle = duration(&args.next().ok_or("--idle needs a duration, e.g. 60s")?)?;
-                if idle.is_zero() {
-                    return Err("--idle must be positive".into());
-                }
-                o.residency.idle = idle;
-            }
-            "--max-active" => {
-                o.residency.max_active = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or("--max-active needs a positive whole number")?;
-            }
-            "--fault-mode" => match args.next().as_deref() {
-                Some("actor") => o.fault_process = false,
-                Some("process") => o.fault_process = true,
-                _ => return Err("--fault-mode is actor or process".into()),
-            },
-            f if frontend::Limits::FLAGS.contains(&f) => o.frontend.set(f, args.next())?,
-            other => return Err(format!("unknown argument {other:?} (try --listen ADDR, --data DIR)")),
-        }
+/// The single-node options of `args` (see [`args::CartArgs`]).
+fn parse(a: args::CartArgs) -> Opts {
+    let (store_restarts, store_period) = a.store_intensity.unwrap_or((5, Duration::from_secs(30)));
+    let mut residency = Residency::default();
+    if let Some(idle) = a.idle {
+        residency.idle = idle;
     }
-    Ok(o)
+    if let Some(n) = a.max_active {
+        residency.max_active = n as usize;
+    }
+    Opts {
+        listen: a.listen,
+        data: a.data.unwrap_or_else(|| "cart-data".into()),
+        ack_before_sync: a.ack_before_sync,
+        fault_every: a.fault_every_ms.map(|ms| Duration::from_millis(ms.max(1))),
+        fault_process: a.fault_mode == args::FaultMode::Process,
+        store_restarts,
+        store_period,
+        skip_verify: a.skip_verify,
+        frontend: a.frontend.limits(),
+        residency,
+        observer_token: a.observer_token,
+    }
 }
 
 /// The faultload: every `every`, a random live cart panics (a microreboot follows), or, without
 /// microreboots, the whole process aborts and waits for an external restart.
 async fn inject_faults(carts: Entities<Cart>, every: Duration, whole_process: bool) {
-    let mut x = u64::from(std::process::id()) | 1;
+    let mut rng = fastrand::Rng::new();
     loop {
         tokio::time::sleep(every).await;
         if whole_process {
@@ -446,10 +398,7 @@ async fn inject_faults(carts: Entities<Cart>, every: Duration, whole_process: bo
         if live.is_empty() {
             continue;
         }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let key = &live[(x % live.len() as u64) as usize];
+        let key = &live[rng.usize(..live.len())];
         if let Some(cart) = carts.get(key.clone()).activation() {
             // The injected fault: the cart's activation crashes wherever it is; a microreboot
             // follows (a passivated cart is left alone: it has nothing to crash).
@@ -459,8 +408,11 @@ async fn inject_faults(carts: Entities<Cart>, every: Duration, whole_process: bo
 }
 
 /// Runs the cart service with these command-line arguments until it is killed.
+///
+/// A bad argument is refused with its reason and the usage, and the process exits with status 2.
 pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
-    if args.iter().any(|a| a == "--cluster") {
+    let args = args::CartArgs::from_args(args);
+    if args.cluster {
         return cluster::serve(args).await;
     }
     let Opts {
@@ -475,13 +427,7 @@ pub async fn serve(args: Vec<String>) -> std::process::ExitCode {
         frontend: limits,
         residency,
         observer_token,
-    } = match parse(args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    } = parse(args);
     if let Err(e) = std::fs::create_dir_all(&data) {
         eprintln!("error: cannot create {}: {e}", data.display());
         return std::process::ExitCode::from(2);

@@ -109,33 +109,27 @@ pub fn carts(system: &System, store: Arc<dyn Store>, max_active: usize, idle: Du
         .expect("spawn the cart family")
 }
 
-/// A fresh directory for a store, removed on drop.
-pub struct TempDir(PathBuf);
+/// A fresh directory for a store (tempfile's), removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
+    /// A new directory named after `tag`.
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("crashonly-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("crashonly-{tag}-"))
+            .tempdir()
+            .expect("create a temp dir");
         TempDir(dir)
     }
 
+    /// Its path.
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// The store file in it.
     pub fn store_path(&self) -> PathBuf {
-        self.0.join("carts.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join("carts.redb")
     }
 }
 

@@ -77,39 +77,60 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The flags [`Limits::set`] understands.
-    pub const FLAGS: &'static [&'static str] = &[
-        "--max-inflight",
-        "--max-queue",
-        "--max-connections",
-        "--header-timeout-ms",
-        "--body-timeout-ms",
-        "--hold-ms",
-    ];
+/// The front end's flags, shared by `cart` and `litmus --overload` (which passes them on).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Requests in the handlers at once [default: 32 per core]
+    #[arg(long, value_name = "N", value_parser = super::cli::positive)]
+    pub max_inflight: Option<u64>,
+    /// Requests waiting for a permit; more are shed with 503 [default: 128 per core]
+    #[arg(long, value_name = "N")]
+    pub max_queue: Option<u64>,
+    /// Open connections, also capped by the open-files limit [default: 4096]
+    #[arg(long, value_name = "N", value_parser = super::cli::positive)]
+    pub max_connections: Option<u64>,
+    /// Time for a request's head to arrive, in milliseconds [default: 5000]
+    #[arg(long, value_name = "MS", value_parser = super::cli::positive)]
+    pub header_timeout_ms: Option<u64>,
+    /// Time for a request's body to arrive, in milliseconds [default: 10000]
+    #[arg(long, value_name = "MS", value_parser = super::cli::positive)]
+    pub body_timeout_ms: Option<u64>,
+    /// Test knob: every admitted request holds its permit this long before it is handled
+    #[arg(long, value_name = "MS", hide = true)]
+    pub hold_ms: Option<u64>,
+}
 
-    /// Sets the limit of `flag` (one of [`Limits::FLAGS`]) from its value.
-    pub fn set(&mut self, flag: &str, value: Option<String>) -> Result<(), String> {
-        let n: u64 = value
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("{flag} needs a whole number"))?;
-        let positive = || {
-            if n == 0 {
-                Err(format!("{flag} must be at least 1"))
-            } else {
-                Ok(n)
-            }
-        };
-        match flag {
-            "--max-inflight" => self.max_inflight = positive()? as usize,
-            "--max-queue" => self.max_queue = n as usize,
-            "--max-connections" => self.max_connections = positive()? as usize,
-            "--header-timeout-ms" => self.header_timeout = Duration::from_millis(positive()?),
-            "--body-timeout-ms" => self.body_timeout = Duration::from_millis(positive()?),
-            "--hold-ms" => self.hold = Duration::from_millis(n),
-            other => return Err(format!("unknown front-end flag {other:?}")),
+impl LimitArgs {
+    /// The limits: the defaults, with what was given.
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        Limits {
+            max_inflight: self.max_inflight.map_or(d.max_inflight, |n| n as usize),
+            max_queue: self.max_queue.map_or(d.max_queue, |n| n as usize),
+            max_connections: self.max_connections.map_or(d.max_connections, |n| n as usize),
+            header_timeout: ms(self.header_timeout_ms, d.header_timeout),
+            body_timeout: ms(self.body_timeout_ms, d.body_timeout),
+            hold: ms(self.hold_ms, d.hold),
         }
-        Ok(())
+    }
+
+    /// The flags that were given, as a command line (to pass them on to a service).
+    #[allow(dead_code)] // litmus --overload passes them on; cart does not
+    pub fn to_args(&self) -> Vec<String> {
+        let given = [
+            ("--max-inflight", self.max_inflight),
+            ("--max-queue", self.max_queue),
+            ("--max-connections", self.max_connections),
+            ("--header-timeout-ms", self.header_timeout_ms),
+            ("--body-timeout-ms", self.body_timeout_ms),
+            ("--hold-ms", self.hold_ms),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(flag, v)| Some([flag.to_owned(), v?.to_string()]))
+            .flatten()
+            .collect()
     }
 }
 

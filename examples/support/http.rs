@@ -1,25 +1,54 @@
-//! A minimal HTTP/1.1 client, enough for the harness and the tests, without pulling an HTTP client
-//! crate into the workspace: [`request`] opens one connection per request, [`Conn`] keeps one alive
-//! for many (for load generators, where a connection per request would cost more than the request).
+//! The HTTP client of the harness and the tests, on hyper: [`request`] goes through one
+//! process-wide pooled client (hyper-util's, connections kept alive and reused per address), and
+//! [`Conn`] is one kept-alive connection of the caller's own (for load generators that count their
+//! connections, and for tests that cut a given one).
+//!
+//! Errors are `io::Error`s whose kind says what happened, which is what the callers classify:
+//! `ConnectionRefused` (nothing listening: a service restarting), `TimedOut`, `NotConnected` (a
+//! kept-alive connection the server had closed before the request went out: safe to send again),
+//! `UnexpectedEof` or `ConnectionReset` (the connection broke after the request went out: its
+//! outcome is unknown), `InvalidInput` (a method, path or header hyper would not send).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// A response: status, lower-cased headers, body.
+/// A response: status, lower-cased headers (the last value of a repeated one), body.
 #[derive(Debug)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// Header names lower-cased.
     pub headers: HashMap<String, String>,
+    /// The whole body (de-chunked).
     pub body: Vec<u8>,
 }
 
-/// Sends one request and reads the whole response, within `timeout`.
+/// The process-wide pooled client. Its connections are driven by tasks of the runtime that opened
+/// them; a connection whose runtime is gone is closed, and the pool does not hand it out again.
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
+}
+
+/// Sends one request to `addr` and reads the whole response, within `timeout`, on a kept-alive
+/// connection of the process-wide pool (a new one if none is idle).
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -28,108 +57,109 @@ pub async fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
+    let req = build(method, &format!("http://{addr}{path}"), headers, body)?;
     tokio::time::timeout(timeout, async {
-        let mut s = TcpStream::connect(addr).await?;
-        let req = head(method, path, &addr.to_string(), true, headers, body);
-        s.write_all(req.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        parse(&raw)
+        let resp = client().request(req).await.map_err(|e| {
+            let kind = if e.is_connect() {
+                io_kind(&e).unwrap_or(io::ErrorKind::ConnectionRefused)
+            } else {
+                broken_kind(&e)
+            };
+            io::Error::new(kind, e.source().map_or_else(|| e.to_string(), |s| format!("{e}: {s}")))
+        })?;
+        read(resp).await
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))?
 }
 
-/// A request's head: Host, `Connection: close` when asked, the body's length and type, and
-/// `headers`.
-fn head(method: &str, path: &str, host: &str, close: bool, headers: &[(&str, &str)], body: &[u8]) -> String {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
-    if close {
-        req.push_str("Connection: close\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
+/// A request with `headers` and `body`: a non-empty body is JSON unless a header says otherwise.
+fn build(method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Request<Full<Bytes>>> {
+    let invalid = |e: hyper::http::Error| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let mut b = Request::builder().method(method).uri(uri);
+    let typed = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
+        b = b.header("content-type", "application/json");
     }
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        b = b.header(*k, *v);
     }
-    req.push_str("\r\n");
-    req
+    b.body(Full::new(Bytes::copy_from_slice(body))).map_err(invalid)
 }
 
-fn bad() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response")
+/// Status, headers and the whole body of `resp`.
+async fn read(resp: hyper::Response<Incoming>) -> io::Result<Response> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| io::Error::new(broken_kind(&e), e))?;
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_bytes().to_vec(),
+    })
 }
 
-/// Status and lower-cased headers of a response head (without its blank line).
-fn parse_head(head: &[u8]) -> io::Result<(u16, HashMap<String, String>)> {
-    let head = std::str::from_utf8(head).map_err(|_| bad())?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect::<HashMap<_, _>>();
-    Ok((status, headers))
-}
-
-fn parse(raw: &[u8]) -> io::Result<Response> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
-    let (status, headers) = parse_head(&raw[..split])?;
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body).ok_or_else(bad)?;
-    }
-    Ok(Response { status, headers, body })
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).ok()?.trim(), 16).ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
+/// The kind of the first `io::Error` among `e`'s sources.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io.kind());
         }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
+        cur = err.source();
     }
+    None
 }
 
-/// A kept-alive HTTP/1.1 connection: one request at a time, responses read by their
-/// `Content-Length` (or to the end of a chunked body). Callers bound each call with a timeout.
+/// The kind of an error past the connect: the connection broke (or was closed) under a request.
+fn broken_kind(e: &(dyn std::error::Error + 'static)) -> io::ErrorKind {
+    io_kind(e).unwrap_or(io::ErrorKind::UnexpectedEof)
+}
+
+/// A kept-alive HTTP/1.1 connection of the caller's own: one request at a time. Callers bound
+/// each call with a timeout.
 pub struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// The server said `Connection: close` (or the stream broke): not to be reused.
+    addr: SocketAddr,
+    sender: SendRequest<Full<Bytes>>,
+    /// The connection broke or the server closed it: not to be reused.
     pub closed: bool,
 }
 
 impl Conn {
-    /// Opens a connection to `addr`.
+    /// Opens a connection to `addr`; a task of the current runtime drives it.
     pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
+        // The driver ends when the connection does; its error reaches the pending request.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
         Ok(Conn {
-            stream,
-            buf: Vec::with_capacity(1024),
+            addr,
+            sender,
             closed: false,
         })
     }
 
-    /// Sends one request and reads its response. An error with nothing of the response read
-    /// (`ErrorKind::NotConnected`) means the server had closed the kept-alive connection: the
-    /// request may be sent again on a new one.
+    /// Sends one request and reads its response. `ErrorKind::NotConnected` means the server had
+    /// closed the kept-alive connection before the request went out: it may be sent again on a
+    /// new one.
     pub async fn request(
         &mut self,
         method: &str,
@@ -138,7 +168,7 @@ impl Conn {
         body: &[u8],
     ) -> io::Result<Response> {
         let r = self.exchange(method, path, headers, body).await;
-        if r.is_err() {
+        if r.is_err() || self.sender.is_closed() {
             self.closed = true;
         }
         r
@@ -151,76 +181,28 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<Response> {
-        let mut out = head(method, path, "x", false, headers, body).into_bytes();
-        out.extend_from_slice(body);
-        let stale = |e: io::Error| match e.kind() {
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                io::Error::new(io::ErrorKind::NotConnected, "the server had closed the connection")
+        let stale = || io::Error::new(io::ErrorKind::NotConnected, "the server had closed the connection");
+        if self.sender.ready().await.is_err() {
+            return Err(stale());
+        }
+        let mut req = build(method, path, headers, body)?;
+        let host = hyper::header::HeaderValue::from_str(&self.addr.to_string()).expect("an address is a valid header");
+        req.headers_mut().insert(hyper::header::HOST, host);
+        let resp = self.sender.send_request(req).await.map_err(|e| {
+            if e.is_canceled() || e.is_closed() {
+                stale()
+            } else {
+                io::Error::new(broken_kind(&e), e)
             }
-            _ => e,
-        };
-        self.stream.write_all(&out).await.map_err(stale)?;
-        self.buf.clear();
-        let split = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let n = match self.read_more().await {
-                Ok(n) => n,
-                Err(e) if self.buf.is_empty() => return Err(stale(e)),
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                return Err(if self.buf.is_empty() {
-                    io::Error::new(io::ErrorKind::NotConnected, "the server had closed the connection")
-                } else {
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response")
-                });
-            }
-        };
-        let (status, headers) = parse_head(&self.buf[..split])?;
-        let start = split + 4;
-        let chunked = headers
-            .get("transfer-encoding")
-            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let body = if chunked {
-            while !self.buf[start..].ends_with(b"0\r\n\r\n") {
-                self.read_exact_more().await?;
-            }
-            dechunk(&self.buf[start..]).ok_or_else(bad)?
-        } else {
-            let len: usize = match headers.get("content-length") {
-                Some(v) => v.parse().map_err(|_| bad())?,
-                None => 0,
-            };
-            while self.buf.len() < start + len {
-                self.read_exact_more().await?;
-            }
-            self.buf[start..start + len].to_vec()
-        };
-        if headers
+        })?;
+        let close = resp
+            .headers()
             .get("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
-        {
+            .is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(b"close"));
+        let r = read(resp).await?;
+        if close {
             self.closed = true;
         }
-        Ok(Response { status, headers, body })
-    }
-
-    async fn read_more(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    async fn read_exact_more(&mut self) -> io::Result<()> {
-        match self.read_more().await? {
-            0 => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed mid-response",
-            )),
-            _ => Ok(()),
-        }
+        Ok(r)
     }
 }

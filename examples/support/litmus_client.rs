@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{failover, history, http};
+use super::{failover, history, http, latency::Latencies};
 
 /// What the clients saw.
 #[derive(Default)]
@@ -25,7 +25,7 @@ pub struct Stats {
     /// Acknowledgements per second since the start.
     pub per_second: Mutex<Vec<u64>>,
     /// Time from first attempt to acknowledgement, per write, in microseconds.
-    pub latencies: Mutex<Vec<u64>>,
+    pub latencies: Latencies,
     /// On a cluster: each acknowledgement with the node that held the cart (for failover times).
     pub acks: Mutex<Vec<failover::Ack>>,
 }
@@ -59,17 +59,15 @@ pub async fn client(
     started: Instant,
 ) {
     let mut seq = 0u64;
-    let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // Seeded by the client's id: the same choices run after run.
+    let mut rng = fastrand::Rng::with_seed(id as u64 + 1);
     while !stop.load(Ordering::Relaxed) {
         let turn = if random {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as usize
+            rng.usize(..carts.len())
         } else {
-            seq as usize
+            seq as usize % carts.len()
         };
-        let cart = carts[turn % carts.len()].clone();
+        let cart = carts[turn].clone();
         // Unique across clients (a cart may have several writers).
         let item = format!("{cart}:{id}:{seq}");
         seq += 1;
@@ -91,19 +89,14 @@ pub async fn client(
             }
             let headers = [("Idempotency-Key", item.as_str()), ("X-Request-Ttl-Ms", "2000")];
             // Each attempt through any node (one, on a single process).
-            let addr = addrs[(seq as usize + x as usize) % addrs.len()];
-            x = x.rotate_left(7) ^ 0x9E37;
+            let addr = addrs[rng.usize(..addrs.len())];
             let r = http::request(addr, "POST", &path, &headers, body.as_bytes(), Duration::from_secs(3)).await;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             match r {
                 Ok(r) if r.status == 200 => {
                     let at = started.elapsed();
                     stats.acked.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .latencies
-                        .lock()
-                        .unwrap()
-                        .push(first_attempt.elapsed().as_micros() as u64);
+                    stats.latencies.record(first_attempt.elapsed().as_micros() as u64);
                     stats.writes.lock().unwrap().push(history::Write {
                         client: id as u32,
                         key: cart.clone(),

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls};
 
-use super::cart_service::duration;
+use super::cart_service::cli;
 use super::throwaway_pg::ThrowawayPg;
 use super::Service;
+use clap::Parser;
 
 struct Opts {
     lease: Duration,
@@ -25,35 +26,47 @@ struct Opts {
     json: bool,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        lease: Duration::from_secs(2),
-        window: Duration::from_secs(30),
-        nodes: vec![1, 3],
-        json: false,
-    };
-    let mut args = args.iter();
-    while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--membership-cost" => {}
-            "--lease" => o.lease = duration(val()?)?,
-            "--window" => o.window = duration(val()?)?,
-            "--nodes" => {
-                o.nodes = val()?
-                    .split(',')
-                    .map(|n| n.parse().ok().filter(|n| (1..=16).contains(n)))
-                    .collect::<Option<_>>()
-                    .ok_or("--nodes needs a list of 1 to 16, like 1,3")?
-            }
-            "--json" => o.json = true,
-            other => return Err(format!("unknown argument {other:?} with --membership-cost")),
-        }
+/// litmus --membership-cost: PostgreSQL statements per second of idle cluster nodes (on a
+/// throwaway PostgreSQL and $CRASHONLY_NATS_URL).
+#[derive(Parser, Debug)]
+#[command(name = "litmus --membership-cost")]
+struct Args {
+    /// Selects this mode
+    #[arg(long, required = true)]
+    membership_cost: bool,
+    /// The nodes' membership lease
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = cli::duration)]
+    lease: Duration,
+    /// How long each count runs, at least 1s
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = window)]
+    window: Duration,
+    /// The cluster sizes to measure, a list of 1 to 16 like 1,3
+    #[arg(long, value_name = "N,N,...", default_value = "1,3", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    nodes: Vec<u64>,
+    /// Print one JSON report instead of the text
+    #[arg(long)]
+    json: bool,
+}
+
+/// A count's window: at least 1s.
+fn window(s: &str) -> Result<Duration, String> {
+    match cli::duration(s)? {
+        d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
+        d => Ok(d),
     }
-    if o.window < Duration::from_secs(1) {
-        return Err("--window must be at least 1s".into());
+}
+
+/// The options of `args` (the whole command line without the program's name); on a bad argument
+/// prints why and the usage and exits with status 2.
+fn parse(args: &[String]) -> Opts {
+    let a = Args::parse_from(std::iter::once("litmus").chain(args.iter().map(String::as_str)));
+    Opts {
+        lease: a.lease,
+        window: a.window,
+        nodes: a.nodes.into_iter().map(|n| n as usize).collect(),
+        json: a.json,
     }
-    Ok(o)
 }
 
 /// What the database says it ran in `db`: statements by their text, and transactions.
@@ -150,13 +163,7 @@ async fn measure(pg: &ThrowawayPg, admin: &Client, n: usize, o: &Opts, nats: &st
 
 /// Runs the measurement and prints it; fails if PostgreSQL or the nodes could not be started.
 pub async fn run(args: &[String]) -> ExitCode {
-    let o = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let o = parse(args);
     let Ok(nats) = std::env::var("CRASHONLY_NATS_URL") else {
         eprintln!("error: --membership-cost needs CRASHONLY_NATS_URL (the nodes' transport)");
         return ExitCode::from(2);

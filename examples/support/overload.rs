@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{cart_service, duration, http, Service};
+use super::cart_service::{cli, frontend::LimitArgs};
+use super::{cart_service, http, latency::Latencies, Service};
+use clap::Parser;
 
 /// The most requests the open loop sends, whatever the rate and duration.
 pub const MAX_REQUESTS: u64 = 2_000_000;
@@ -55,52 +57,74 @@ struct Opts {
     serve: Vec<String>,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        duration: Duration::from_secs(10),
-        factor: 10.0,
-        // As many as the service admits at once by default (32 per core on 2 cores): fewer would
-        // understate its peak.
-        clients: 64,
-        connections: 512,
-        peak_for: Duration::from_secs(4),
-        json: false,
-        pin: cpus() >= 2,
-        serve: Vec::new(),
-    };
-    let mut args = args.iter();
-    while let Some(a) = args.next() {
-        let mut val = || args.next().cloned().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--overload" => {}
-            "--duration" => o.duration = duration(&val()?)?,
-            "--peak-duration" => o.peak_for = duration(&val()?)?,
-            "--overload-factor" => o.factor = val()?.parse().map_err(|_| "--overload-factor needs a number")?,
-            "--clients" => o.clients = val()?.parse().map_err(|_| "--clients needs a whole number")?,
-            "--connections" => o.connections = val()?.parse().map_err(|_| "--connections needs a whole number")?,
-            "--json" => o.json = true,
-            "--pin" => o.pin = true,
-            "--no-pin" => o.pin = false,
-            "--max-inflight" | "--max-queue" | "--max-connections" => {
-                let v = val()?;
-                o.serve.extend([a.clone(), v]);
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?} with --overload (try --duration 10s --overload-factor 10 --json)"
-                ))
-            }
-        }
+/// litmus --overload: the cart service's front end under many times the load it can serve; judged
+/// on goodput against its peak, memory against its steady state, and 503s carrying Retry-After.
+#[derive(Parser, Debug)]
+#[command(name = "litmus --overload")]
+struct Args {
+    /// Selects this mode
+    #[arg(long, required = true)]
+    overload: bool,
+    /// How long the overload runs
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = cli::positive_duration)]
+    duration: Duration,
+    /// How long each measurement of the peak runs, at least 2s
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = peak_duration)]
+    peak_duration: Duration,
+    /// The offered load, as a multiple of the measured peak, in (0, 1000]
+    #[arg(long, value_name = "X", default_value_t = 10.0, value_parser = factor)]
+    overload_factor: f64,
+    /// Clients of the closed loop that measures the peak (1 to 1024); as many as the service
+    /// admits at once by default (32 per core on 2 cores): fewer would understate its peak
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    clients: u64,
+    /// Connections of the open loop
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = cli::positive)]
+    connections: u64,
+    /// Print one JSON report instead of the text
+    #[arg(long)]
+    json: bool,
+    /// The load on CPU 0, the service on the others [default: when there are 2 CPUs or more]
+    #[arg(long, overrides_with = "no_pin")]
+    pin: bool,
+    /// Do not pin the load and the service to CPUs
+    #[arg(long, overrides_with = "pin")]
+    no_pin: bool,
+    /// The service's front-end flags.
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// A peak measurement's length: at least 2s.
+fn peak_duration(s: &str) -> Result<Duration, String> {
+    match cli::duration(s)? {
+        d if d < Duration::from_secs(2) => Err("must be at least 2s".into()),
+        d => Ok(d),
     }
-    if o.duration.is_zero() || o.peak_for < Duration::from_secs(2) {
-        return Err("--duration must be positive and --peak-duration at least 2s".into());
+}
+
+/// An overload factor: more than 0, at most 1000.
+fn factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1000.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a number in (0, 1000]")),
     }
-    if !(o.factor > 0.0 && o.factor <= 1000.0) || o.clients == 0 || o.clients > 1024 || o.connections == 0 {
-        return Err(
-            "--overload-factor must be in (0, 1000], --clients between 1 and 1024, --connections positive".into(),
-        );
+}
+
+/// The options of `args` (the whole command line without the program's name); on a bad argument
+/// prints why and the usage and exits with status 2.
+fn parse(args: &[String]) -> Opts {
+    let a = Args::parse_from(std::iter::once("litmus").chain(args.iter().map(String::as_str)));
+    Opts {
+        duration: a.duration,
+        factor: a.overload_factor,
+        clients: a.clients as usize,
+        connections: a.connections as usize,
+        peak_for: a.peak_duration,
+        json: a.json,
+        pin: if a.no_pin { false } else { a.pin || cpus() >= 2 },
+        serve: a.limits.to_args(),
     }
-    Ok(o)
 }
 
 /// CPUs this process may run on.
@@ -227,11 +251,11 @@ struct Tally {
     /// 2xx answered within the run, all 2xx, and their latencies from the send (µs).
     ok_in_time: AtomicU64,
     ok: AtomicU64,
-    latencies: Mutex<Vec<u64>>,
+    latencies: Latencies,
     /// Latencies of the 503s from the send (µs): what shedding costs a client.
-    shed_latencies: Mutex<Vec<u64>>,
+    shed_latencies: Latencies,
     /// How late the client sent each request after it was due (µs): the client's own lag.
-    lag: Mutex<Vec<u64>>,
+    lag: Latencies,
     /// Requests the client could not send before their deadline (it fell behind).
     unsent: AtomicU64,
     shed: AtomicU64,
@@ -276,7 +300,7 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
                         tally.unsent.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    tally.lag.lock().unwrap().push((sent - due).as_micros() as u64);
+                    tally.lag.record((sent - due).as_micros() as u64);
                     // The service sees what an on-time client would send: a full TTL from now.
                     let add = add(addr, &pool, 1_000_000_000 + i, TTL_MS);
                     let r = tokio::time::timeout(Duration::from_millis(TTL_MS) + GRACE, add).await;
@@ -286,15 +310,11 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
                             if Instant::now() <= end {
                                 tally.ok_in_time.fetch_add(1, Ordering::Relaxed);
                             }
-                            tally.latencies.lock().unwrap().push(sent.elapsed().as_micros() as u64);
+                            tally.latencies.record(sent.elapsed().as_micros() as u64);
                         }
                         Ok(Ok(r)) if r.status == 503 => {
                             tally.shed.fetch_add(1, Ordering::Relaxed);
-                            tally
-                                .shed_latencies
-                                .lock()
-                                .unwrap()
-                                .push(sent.elapsed().as_micros() as u64);
+                            tally.shed_latencies.record(sent.elapsed().as_micros() as u64);
                             let secs = r.headers.get("retry-after").and_then(|v| v.parse::<u64>().ok());
                             if secs.is_some_and(|s| s >= 1) && r.headers.contains_key("x-retry-after-ms") {
                                 tally.shed_with_retry_after.fetch_add(1, Ordering::Relaxed);
@@ -315,25 +335,20 @@ async fn open_loop(addr: SocketAddr, rate: f64, run_for: Duration, connections: 
     (tally, sent, start.elapsed())
 }
 
-/// The `p`th percentile of sorted microseconds, in milliseconds (0 when empty).
-fn pct(sorted: &[u64], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len().saturating_sub(1));
-    sorted.get(i).map_or(0.0, |us| *us as f64 / 1000.0)
-}
-
 /// Runs `litmus --overload` with these arguments.
 pub async fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = parse(args);
     // The open loop may hold many connections at once.
     cart_service::frontend::raise_fd_limit();
-    let data = std::env::temp_dir().join(format!("crashonly-overload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    // Removed when the guard drops, after the service is killed or on an early return.
+    let data_dir = match tempfile::Builder::new().prefix("crashonly-overload-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data = data_dir.path().to_path_buf();
     let mut svc = Service::new(data.clone(), opts.serve.clone(), Vec::new());
     if let Err(e) = svc.start().await {
         eprintln!("error: {e}");
@@ -411,7 +426,7 @@ pub async fn run(args: &[String]) -> ExitCode {
     let [steady_kb, sampled_peak_kb, _] = sampler.await.expect("the sampler");
     let hwm_kb = status_kb(pid, "VmHWM").unwrap_or(0);
     svc.kill().await;
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data_dir);
 
     let peak_kb = hwm_kb.max(sampled_peak_kb);
     let ok = tally.ok.load(Ordering::Relaxed);
@@ -419,17 +434,8 @@ pub async fn run(args: &[String]) -> ExitCode {
     let shed = tally.shed.load(Ordering::Relaxed);
     let shed_ra = tally.shed_with_retry_after.load(Ordering::Relaxed);
     let other = tally.other.lock().unwrap().clone();
-    let sorted = |v: &Mutex<Vec<u64>>| {
-        let mut v = std::mem::take(&mut *v.lock().unwrap());
-        v.sort_unstable();
-        v
-    };
-    let (lat, shed_lat, lag) = (
-        sorted(&tally.latencies),
-        sorted(&tally.shed_latencies),
-        sorted(&tally.lag),
-    );
-    let (p50, p99, max) = (pct(&lat, 50), pct(&lat, 99), pct(&lat, 100));
+    let (lat, shed_lat, lag) = (&tally.latencies, &tally.shed_latencies, &tally.lag);
+    let (p50, p99, max) = (lat.quantile_ms(0.5), lat.quantile_ms(0.99), lat.max_ms());
     let unsent = tally.unsent.load(Ordering::Relaxed);
     let achieved = (sent - unsent) as f64 / sending.as_secs_f64();
     // Judged against the mean of the peaks before and after: the machine is shared.
@@ -455,10 +461,10 @@ pub async fn run(args: &[String]) -> ExitCode {
             "goodput_vs_peak": goodput_ratio,
             "shed_503": shed,
             "shed_503_with_retry_after": shed_ra,
-            "shed_latency_ms": { "p50": pct(&shed_lat, 50), "p99": pct(&shed_lat, 99) },
+            "shed_latency_ms": { "p50": shed_lat.quantile_ms(0.5), "p99": shed_lat.quantile_ms(0.99) },
             "other_errors": other,
             "unsent_client_behind": unsent,
-            "client_lag_ms": { "p50": pct(&lag, 50), "p99": pct(&lag, 99) },
+            "client_lag_ms": { "p50": lag.quantile_ms(0.5), "p99": lag.quantile_ms(0.99) },
             "latency_ms": { "p50": p50, "p99": p99, "max": max },
             "rss_kb": { "steady": steady_kb, "peak": peak_kb, "peak_sampled": sampled_peak_kb },
             "rss_peak_vs_steady": rss_ratio,
@@ -484,8 +490,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         );
         println!(
             "| 503 shed | {shed} ({shed_ra} with Retry-After), answered in p50 {:.1} / p99 {:.1} ms |",
-            pct(&shed_lat, 50),
-            pct(&shed_lat, 99)
+            shed_lat.quantile_ms(0.5),
+            shed_lat.quantile_ms(0.99)
         );
         let other_total: u64 = other.values().sum();
         let kinds: Vec<String> = other.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -493,8 +499,8 @@ pub async fn run(args: &[String]) -> ExitCode {
         println!("| latency of 2xx p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms (from the send) |");
         println!(
             "| client: not sent by the deadline / late sends p50, p99 | {unsent} / {:.1}, {:.1} ms |",
-            pct(&lag, 50),
-            pct(&lag, 99)
+            lag.quantile_ms(0.5),
+            lag.quantile_ms(0.99)
         );
         println!(
             "| cores used, closed loop: service / client | {:.2} / {:.2} |",

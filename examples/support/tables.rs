@@ -91,9 +91,12 @@ pub async fn faultload_table(opts: &Opts) -> ExitCode {
 /// against a polite stop (SIGTERM, wait for exit) and a start.
 pub async fn table1() -> ExitCode {
     use crashonly::store::{RedbStore, Txn};
-    let data = std::env::temp_dir().join(format!("crashonly-table1-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).expect("temp dir");
+    // Removed when the guard drops, at the end.
+    let data_dir = tempfile::Builder::new()
+        .prefix("crashonly-table1-")
+        .tempdir()
+        .expect("a temporary directory");
+    let data = data_dir.path().to_path_buf();
     {
         let store = RedbStore::open(data.join("carts.redb")).expect("store");
         for chunk in 0..100 {
@@ -156,6 +159,6 @@ pub async fn table1() -> ExitCode {
         ms(polite[0]),
         ms(polite[9])
     );
-    let _ = std::fs::remove_dir_all(&data);
+    drop(data_dir);
     ExitCode::SUCCESS
 }

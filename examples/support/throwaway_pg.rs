@@ -20,7 +20,7 @@ pub struct Setup {
     pub settings: Vec<String>,
     /// Extra `pg_hba.conf` lines (e.g. `host all all 10.0.0.0/8 trust`).
     pub hba: Vec<String>,
-    /// Its directory (deleted on drop); `crashonly-pg-<pid>-<port>` in the temporary directory
+    /// Its directory (deleted on drop); a fresh `crashonly-pg-<port>-*` in the temporary directory
     /// when `None`.
     pub dir: Option<PathBuf>,
     /// Its server log; `pg.log` in its directory when `None` (one given outlives the cluster).
@@ -89,9 +89,15 @@ impl ThrowawayPg {
             Some(p) => p,
             None => free_port()?,
         };
-        let dir = setup
-            .dir
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("crashonly-pg-{}-{port}", std::process::id())));
+        let dir = match setup.dir {
+            Some(dir) => dir,
+            // Kept by tempfile: the guard below removes it once the server is stopped.
+            None => tempfile::Builder::new()
+                .prefix(&format!("crashonly-pg-{port}-"))
+                .tempdir()
+                .map_err(|e| format!("a temporary directory: {e}"))?
+                .keep(),
+        };
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let log = setup.log.unwrap_or_else(|| dir.join("pg.log"));
         let mut addrs = vec!["127.0.0.1".to_owned()];

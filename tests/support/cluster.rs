@@ -170,12 +170,17 @@ pub async fn stats_node(addr: SocketAddr) -> Option<u64> {
     serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["node"].as_u64()
 }
 
-/// xorshift: the clients' choices of cart and node.
-pub fn rand(x: &mut u64) -> usize {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x as usize
+/// A fresh directory for a test's logs (tempfile's, `crashonly-<tag>-*`), open to the servers'
+/// own users (a throwaway PostgreSQL's data may live in it). Not removed on drop: a failing test
+/// leaves it for the post-mortem and names it; a passing one removes it.
+pub fn kept_dir(tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("crashonly-{tag}-"))
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .expect("a temporary directory");
+    dir.keep()
 }
 
 /// How a test's clients write.
@@ -318,7 +323,7 @@ pub struct Writer {
     id: u32,
     addrs: Vec<SocketAddr>,
     avoid: Vec<Instant>,
-    x: u64,
+    rng: fastrand::Rng,
     load: Load,
     started: Instant,
 }
@@ -331,7 +336,7 @@ impl Writer {
             id,
             addrs,
             avoid,
-            x: seed,
+            rng: fastrand::Rng::with_seed(seed),
             load,
             started,
         }
@@ -346,9 +351,9 @@ impl Writer {
         let mut outcome = history::Outcome::Unknown;
         let n = self.addrs.len();
         while Instant::now() < give_up {
-            let mut i = rand(&mut self.x) % n;
+            let mut i = self.rng.usize(..n);
             if n > 1 && self.avoid[i] > Instant::now() {
-                i = (i + 1 + rand(&mut self.x) % (n - 1)) % n;
+                i = (i + 1 + self.rng.usize(..n - 1)) % n;
             }
             let t = attempt(seen, &self.load, self.addrs[i], &cart, &item, self.started, sent).await;
             if t.acked {
@@ -379,11 +384,10 @@ pub async fn client(
     started: Instant,
     load: Load,
 ) {
-    let seed = (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut w = Writer::new(id, addrs, seed, load, started);
+    let mut w = Writer::new(id, addrs, u64::from(id) + 1, load, started);
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let cart = format!("{}{}", load.prefix, rand(&mut w.x) % load.carts);
+        let cart = format!("{}{}", load.prefix, w.rng.usize(..load.carts));
         let item = format!("{cart}:{id}:{seq}");
         seq += 1;
         w.write(&seen, cart, item).await;

@@ -33,19 +33,19 @@ pub fn store_records(data: &[u8]) {
 fn base_file() -> &'static [u8] {
     static BASE: OnceLock<Vec<u8>> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("crashonly-fuzz-base-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("base.redb");
-        let _ = std::fs::remove_file(&path);
+        // Removed when the guard drops, once the bytes are read.
+        let dir = tempfile::Builder::new()
+            .prefix("crashonly-fuzz-base-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("base.redb");
         {
             let store = RedbStore::open(&path).expect("base store");
             for i in 0..32u32 {
                 futures::executor::block_on(store.put(format!("k{i}").as_bytes(), vec![i as u8; 100])).unwrap();
             }
         }
-        let bytes = std::fs::read(&path).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        bytes
+        std::fs::read(&path).unwrap()
     })
 }
 
@@ -152,14 +152,16 @@ pub fn store_body(data: &[u8]) {
     }
 }
 
+/// This thread's scratch directory, made once and reused by every input; removed when the
+/// thread ends.
 fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "crashonly-fuzz-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+    thread_local! {
+        static DIR: tempfile::TempDir = tempfile::Builder::new()
+            .prefix("crashonly-fuzz-")
+            .tempdir()
+            .expect("a scratch directory");
+    }
+    DIR.with(|d| d.path().to_path_buf())
 }
 
 /// The cart service's add-item body.

@@ -215,15 +215,6 @@ fn apply(images: &mut Vec<Vec<u8>>, e: &Event) {
     }
 }
 
-/// A small deterministic generator (splitmix64).
-pub fn splitmix(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The files (the store is file 0) a power cut just before event `cut` of `log` leaves, under
 /// `loss`, and the commits acknowledged before it. Before the `Created` mark, that is no store at
 /// all (no files): the file path creates a store under a temporary name and renames it when it is
@@ -254,9 +245,10 @@ pub fn image_at(log: &[Event], cut: usize, loss: Loss) -> (Vec<Vec<u8>>, Vec<u64
     match loss {
         Loss::Unsynced => {}
         Loss::Kept => pending.into_iter().for_each(|p| apply(&mut images, p)),
-        Loss::Subset(mut seed) => {
+        Loss::Subset(seed) => {
+            let mut rng = fastrand::Rng::with_seed(seed);
             for p in pending {
-                if splitmix(&mut seed).is_multiple_of(2) {
+                if rng.bool() {
                     apply(&mut images, p);
                 }
             }
@@ -282,9 +274,9 @@ pub fn image_at(log: &[Event], cut: usize, loss: Loss) -> (Vec<Vec<u8>>, Vec<u64
             if let Some(image) = images.first_mut() {
                 let (byte, bit) = match loss {
                     Loss::Flip { byte, bit } => (byte, bit),
-                    Loss::Header(mut seed) => {
-                        let byte = (splitmix(&mut seed) as usize) % image.len().clamp(1, 512);
-                        (byte, (splitmix(&mut seed) % 8) as u8)
+                    Loss::Header(seed) => {
+                        let mut rng = fastrand::Rng::with_seed(seed);
+                        (rng.usize(..image.len().clamp(1, 512)), rng.u8(..8))
                     }
                     _ => unreachable!("the outer match has only these two"),
                 };
