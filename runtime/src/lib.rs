@@ -159,9 +159,10 @@ pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, Sup
 pub use system::{System, SystemBuilder};
 pub use timer::Timer;
 
-/// The README's code blocks compile as doc tests.
+/// The crate's README (the one crates.io shows) runs as doc tests; the repository's README runs
+/// from the suite crate at the root, outside this package.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 #[cfg(feature = "macros")]
