@@ -144,7 +144,7 @@ pub use config::Config;
 pub use context::Context;
 pub use crash::{CrashReason, CrashReport, Traced};
 pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
-pub use envelope::{EnvelopeId, Header, SpanId, TraceContext, TraceId, TraceparentError};
+pub use envelope::{EnvelopeId, Header, IdempotencyKey, SpanId, TraceContext, TraceId, TraceparentError};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};
