@@ -284,7 +284,7 @@ impl Actor for Caller {
     }
 
     async fn handle(&mut self, (key, within): (String, bool), ctx: &mut Context<Self>) -> Result<Self::Reply, String> {
-        let mine = *ctx.header().unwrap();
+        let mine = ctx.header().unwrap().clone();
         let entity = self.node.entity::<Counter>("counters", key);
         let ask = |op| {
             let ask = entity.ask(op);
