@@ -57,7 +57,10 @@ async fn sslmode_require_against_a_server_without_tls_is_a_tls_error() {
 async fn an_unknown_sslmode_is_bad_input() {
     let url = with_mode("postgres://postgres@127.0.0.1:1/test", "always");
     let err = PgStore::connect(&url, opts("tls_bad")).await.unwrap_err();
-    assert!(matches!(&err, StoreError::BadInput(m) if m.contains("sslmode")), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::BadInput(m) if m.contains("sslmode")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +99,10 @@ async fn each_mode_uses_tls_when_it_should() {
             )
             .await
             .unwrap();
-        assert!(!rows.is_empty(), "{mode}: the store's connection is not in pg_stat_activity");
+        assert!(
+            !rows.is_empty(),
+            "{mode}: the store's connection is not in pg_stat_activity"
+        );
         for row in rows {
             assert_eq!(row.get::<_, bool>(0), expect_tls, "{mode}: TLS in use");
         }

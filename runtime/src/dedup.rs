@@ -78,11 +78,19 @@ mod tests {
         let window = Dedup::with_hasher(8, u32::clone, BuildHasherDefault::<Colliding>::default());
         let (a, b) = (IdempotencyKey::of("deposit-1"), IdempotencyKey::of("deposit-2"));
         window.insert(a.clone(), &1);
-        assert_eq!(window.get(&b), None, "a different key with the same hash is not a repeat");
+        assert_eq!(
+            window.get(&b),
+            None,
+            "a different key with the same hash is not a repeat"
+        );
         window.insert(b.clone(), &2);
         assert_eq!(window.get(&a), Some(1));
         assert_eq!(window.get(&b), Some(2));
-        assert_eq!(window.get(&IdempotencyKey::of("deposit-1")), Some(1), "the same bytes are");
+        assert_eq!(
+            window.get(&IdempotencyKey::of("deposit-1")),
+            Some(1),
+            "the same bytes are"
+        );
     }
 
     #[test]

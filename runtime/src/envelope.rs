@@ -283,9 +283,9 @@ impl Hasher for Recorder {
 
     /// Never asked by a `Hash` implementation; FNV-1a of the bytes, to honour the trait.
     fn finish(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        self.0.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
     }
 }
 
@@ -387,6 +387,9 @@ mod tests {
         assert_eq!(IdempotencyKey::of(&7u64).as_bytes(), &7u64.to_ne_bytes());
         let long = "k".repeat(1000);
         assert_eq!(IdempotencyKey::of(long.as_str()).as_bytes().len(), 1001);
-        assert_eq!(format!("{:?}", IdempotencyKey::of("a\"b")), r#"IdempotencyKey("a\"b\xff")"#);
+        assert_eq!(
+            format!("{:?}", IdempotencyKey::of("a\"b")),
+            r#"IdempotencyKey("a\"b\xff")"#
+        );
     }
 }

@@ -45,9 +45,9 @@ impl SslMode {
 /// The URL as tokio-postgres takes it (a `verify-*` mode rewritten to `require`) and its mode.
 pub(super) fn ssl_mode(url: &str) -> Result<(String, SslMode), StoreError> {
     // `sslmode=` as a parameter: after `?` or `&` in a URL, or as a word of `key=value` settings.
-    let found = url.match_indices("sslmode=").find(|(at, _)| {
-        *at == 0 || matches!(url.as_bytes()[at - 1], b'?' | b'&' | b' ' | b'\t' | b'\n')
-    });
+    let found = url
+        .match_indices("sslmode=")
+        .find(|(at, _)| *at == 0 || matches!(url.as_bytes()[at - 1], b'?' | b'&' | b' ' | b'\t' | b'\n'));
     let Some((at, _)) = found else {
         return Ok((url.to_owned(), SslMode::Prefer));
     };
@@ -67,7 +67,11 @@ pub(super) fn ssl_mode(url: &str) -> Result<(String, SslMode), StoreError> {
             )))
         }
     };
-    let given = if mode == SslMode::VerifyFull { "require" } else { &url[start..end] };
+    let given = if mode == SslMode::VerifyFull {
+        "require"
+    } else {
+        &url[start..end]
+    };
     Ok((format!("{}{given}{}", &url[..start], &url[end..]), mode))
 }
 
@@ -146,7 +150,9 @@ fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("Connector")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -261,20 +267,38 @@ mod tests {
         let url = "postgres://u@db.example:5432/app";
         assert_eq!(ssl_mode(url).unwrap(), (url.to_owned(), SslMode::Prefer));
         let cases = [
-            ("postgres://u@h/app?sslmode=disable", "postgres://u@h/app?sslmode=disable", SslMode::Disable),
-            ("postgres://u@h/app?x=1&sslmode=require", "postgres://u@h/app?x=1&sslmode=require", SslMode::Require),
+            (
+                "postgres://u@h/app?sslmode=disable",
+                "postgres://u@h/app?sslmode=disable",
+                SslMode::Disable,
+            ),
+            (
+                "postgres://u@h/app?x=1&sslmode=require",
+                "postgres://u@h/app?x=1&sslmode=require",
+                SslMode::Require,
+            ),
             (
                 "postgres://u@h/app?sslmode=verify-full&x=1",
                 "postgres://u@h/app?sslmode=require&x=1",
                 SslMode::VerifyFull,
             ),
-            ("host=h sslmode=verify-ca user=u", "host=h sslmode=require user=u", SslMode::VerifyFull),
-            ("host=h notsslmode=require", "host=h notsslmode=require", SslMode::Prefer),
+            (
+                "host=h sslmode=verify-ca user=u",
+                "host=h sslmode=require user=u",
+                SslMode::VerifyFull,
+            ),
+            (
+                "host=h notsslmode=require",
+                "host=h notsslmode=require",
+                SslMode::Prefer,
+            ),
         ];
         for (given, handed_on, mode) in cases {
             assert_eq!(ssl_mode(given).unwrap(), (handed_on.to_owned(), mode), "{given}");
         }
-        assert!(matches!(ssl_mode("postgres://h/app?sslmode=always"), Err(StoreError::BadInput(m)) if m.contains("always")));
+        assert!(
+            matches!(ssl_mode("postgres://h/app?sslmode=always"), Err(StoreError::BadInput(m)) if m.contains("always"))
+        );
     }
 
     #[test]

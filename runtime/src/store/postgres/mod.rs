@@ -549,11 +549,7 @@ async fn apply(
 ) -> Result<Committed, Fail> {
     let now_i = i64_of(now);
     if let Some(once) = &txn.once {
-        if let Some(r) = tx
-            .query_opt(&st.idem_get, &[&once.key, &now_i])
-            .await
-            ?
-        {
+        if let Some(r) = tx.query_opt(&st.idem_get, &[&once.key, &now_i]).await? {
             if r.get::<_, &[u8]>(2) != once.request.as_slice() {
                 return Err(Fail::conflict(Conflict::KeyReused { key: once.key.clone() }));
             }
@@ -589,11 +585,7 @@ async fn apply(
             }));
         }
     }
-    let version = tx
-        .query_one(&st.next_version, &[])
-        .await
-        ?
-        .get::<_, i64>(0) as u64;
+    let version = tx.query_one(&st.next_version, &[]).await?.get::<_, i64>(0) as u64;
     let mut versions = Vec::with_capacity(txn.writes.len());
     let mut existed = Vec::with_capacity(txn.writes.len());
     for w in &txn.writes {
@@ -606,8 +598,7 @@ async fn apply(
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |t| now + ms(t));
                 tx.execute(&st.upsert, &[key, value, &i64_of(version), &i64_of(expires)])
-                    .await
-                    ?;
+                    .await?;
                 versions.push(version);
             }
             Write::Delete { .. } => {
@@ -620,8 +611,7 @@ async fn apply(
         let vs: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
         let expires = i64_of(now + ms(limits.idempotency_ttl));
         tx.execute(&st.idem_put, &[&once.key, &expires, &vs, &existed, &once.request])
-            .await
-            ?;
+            .await?;
     }
     // Reclaim a few expired keys now and then (every 64th version), in the same transaction.
     if version.is_multiple_of(64) {
