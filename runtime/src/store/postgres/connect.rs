@@ -75,20 +75,39 @@ pub(super) fn ssl_mode(url: &str) -> Result<(String, SslMode), StoreError> {
     Ok((format!("{}{given}{}", &url[..start], &url[end..]), mode))
 }
 
-/// The connection's driver, to be spawned: it runs until the connection ends.
-pub(super) type Driver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
+/// A connection's driver ([`PgConnector::connect`]), to be spawned: it does the connection's I/O
+/// and ends with it.
+pub type PgDriver = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
 
-/// Opens connections to one server with the TLS its URL asks for; built once per store (the
-/// system's roots are read once).
+/// Opens connections to one PostgreSQL server with the TLS its URL's `sslmode` asks for (see the
+/// module's notes: `disable`, `prefer`, `require`, `verify-full`), as [`PgStore`](super::PgStore)
+/// does; for code beside the store that talks to the same database (the cluster crate). Build it
+/// once: the system's trusted roots are read when it is built.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use crashonly::store::PgConnector;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), crashonly::store::StoreError> {
+/// let pg = PgConnector::new("postgres://app@db.internal/app?sslmode=verify-full")?;
+/// let (client, driver) = pg.connect(Duration::from_secs(2)).await?;
+/// tokio::spawn(driver);
+/// client.batch_execute("SELECT 1").await.expect("a query");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub(super) struct Connector {
+pub struct PgConnector {
     url: String,
     mode: SslMode,
     tls: MakeRustlsConnect,
 }
 
-impl Connector {
-    pub(super) fn new(url: &str) -> Result<Connector, StoreError> {
+impl PgConnector {
+    /// Reads the URL's `sslmode` and prepares TLS for it: `BadInput` for a mode it does not know,
+    /// `Tls` for `verify-full` on a system without trusted roots.
+    pub fn new(url: &str) -> Result<PgConnector, StoreError> {
         let (url, mode) = ssl_mode(url)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -109,15 +128,16 @@ impl Connector {
                 .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
                 .with_no_client_auth()
         };
-        Ok(Connector {
+        Ok(PgConnector {
             url,
             mode,
             tls: MakeRustlsConnect::new(config),
         })
     }
 
-    /// Connects within `timeout`.
-    pub(super) async fn connect(&self, timeout: Duration) -> Result<(Client, Driver), StoreError> {
+    /// Connects within `timeout`: the client and its driver, which the caller spawns. A TLS
+    /// failure where the mode demands TLS is [`StoreError::Tls`]; anything else `Unavailable`.
+    pub async fn connect(&self, timeout: Duration) -> Result<(Client, PgDriver), StoreError> {
         let (client, connection) = crate::clock::timeout(timeout, tokio_postgres::connect(&self.url, self.tls.clone()))
             .await
             .ok_or_else(|| StoreError::unavailable("postgres: connect timed out"))?
@@ -148,9 +168,9 @@ fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
     e.to_string().starts_with("error performing TLS handshake")
 }
 
-impl std::fmt::Debug for Connector {
+impl std::fmt::Debug for PgConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
+        f.debug_struct("PgConnector")
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }

@@ -32,7 +32,8 @@ use crate::sync::{Arc, Mutex};
 
 mod connect;
 
-use connect::{pg_error, Connector, Fail};
+use connect::{pg_error, Fail};
+pub use connect::{PgConnector, PgDriver};
 
 /// Options of [`PgStore::connect`]: start from `PgOptions::default()` and change what you need
 /// (`PgOptions::default().with_schema("app")`); more options may come in later versions.
@@ -89,7 +90,7 @@ with_setters!(PgOptions {
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    connector: Connector,
+    connector: PgConnector,
     opts: PgOptions,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
@@ -156,7 +157,7 @@ impl PgStore {
             )));
         }
         let store = PgStore {
-            connector: Connector::new(url)?,
+            connector: PgConnector::new(url)?,
             permits: Semaphore::new(opts.pool_size.max(1)),
             opts,
             idle: Mutex::new(Vec::new()),
