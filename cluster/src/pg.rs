@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tokio_postgres::types::ToSql;
 use crashonly::store::{PgConnector, StoreError};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use crate::error::ClusterError;

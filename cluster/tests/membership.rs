@@ -195,11 +195,17 @@ async fn bad_options_are_refused_with_a_clear_error() {
 #[tokio::test]
 async fn the_urls_sslmode_is_honoured() {
     let bad = Membership::join("postgres://postgres@127.0.0.1:1/x?sslmode=always", opts("tls_bad")).await;
-    assert!(matches!(&bad, Err(ClusterError::BadInput(m)) if m.contains("sslmode")), "{bad:?}");
+    assert!(
+        matches!(&bad, Err(ClusterError::BadInput(m)) if m.contains("sslmode")),
+        "{bad:?}"
+    );
     let Some(url) = url() else { return };
     let sep = if url.contains('?') { '&' } else { '?' };
     let prefer = Membership::join(&format!("{url}{sep}sslmode=prefer"), opts("tls_prefer")).await;
     assert!(prefer.is_ok(), "{prefer:?}");
     let verify = Membership::join(&format!("{url}{sep}sslmode=verify-full"), opts("tls_verify")).await;
-    assert!(matches!(&verify, Err(ClusterError::BadInput(m)) if m.contains("tls")), "{verify:?}");
+    assert!(
+        matches!(&verify, Err(ClusterError::BadInput(m)) if m.contains("tls")),
+        "{verify:?}"
+    );
 }
