@@ -32,7 +32,7 @@ impl Actor for Back {
         Ok(Back)
     }
     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Header, DeliveryError> {
-        ctx.header().copied().ok_or(DeliveryError::Expired)
+        ctx.header().cloned().ok_or(DeliveryError::Expired)
     }
 }
 
@@ -49,7 +49,7 @@ impl Actor for Front {
     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<(Header, Header), DeliveryError> {
         // Inside a handler the sub-request inherits the trace by itself.
         let back = ctx.ask(&self.0, ()).await?;
-        Ok((ctx.header().copied().ok_or(DeliveryError::Expired)?, back))
+        Ok((ctx.header().cloned().ok_or(DeliveryError::Expired)?, back))
     }
 }
 

@@ -148,7 +148,7 @@ fn an_idle_node_costs_the_database_its_renewals_and_nothing_more() {
         std::env::var("CRASHONLY_PG_THROWAWAY").as_deref(),
         std::env::var("CRASHONLY_NATS_URL"),
     ) else {
-        eprintln!("skipped: CRASHONLY_PG_THROWAWAY=1 and CRASHONLY_NATS_URL are needed (membership cost)");
+        crashonly::testing::skipped("CRASHONLY_PG_THROWAWAY=1 and CRASHONLY_NATS_URL are needed (membership cost)");
         return;
     };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_litmus"))

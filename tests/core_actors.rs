@@ -51,7 +51,7 @@ async fn crash_report_names_path_panic_location_and_envelope() {
         }
         other => panic!("expected a panic, got {other:?}"),
     }
-    let env = report.envelope.expect("the envelope being handled");
+    let env = report.envelope.clone().expect("the envelope being handled");
     assert_eq!(env.attempt, 1);
     assert!(!env.idempotent);
 
@@ -221,7 +221,7 @@ async fn sub_requests_inherit_deadline_and_trace() {
         }
         async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, DeliveryError> {
             let seen = ctx.ask(&self.back, Cmd::Get).await?;
-            Ok((*ctx.header().unwrap(), seen.header.unwrap()))
+            Ok((ctx.header().unwrap().clone(), seen.header.unwrap()))
         }
     }
     let system = System::new();

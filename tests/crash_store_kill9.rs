@@ -126,7 +126,7 @@ async fn redb_keeps_every_acknowledged_write_across_200_kills() {
 async fn postgres_keeps_every_acknowledged_write_when_the_client_is_killed() {
     use crashonly::store::{PgOptions, PgStore};
     let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
-        eprintln!("skipped: CRASHONLY_PG_URL is not set (PostgreSQL kill -9 test)");
+        crashonly::testing::skipped("CRASHONLY_PG_URL is not set (PostgreSQL kill -9 test)");
         return;
     };
     let schema = format!("kill9_{}", std::process::id());

@@ -218,7 +218,7 @@ impl Leaf {
     /// The header this message arrived with.
     #[message]
     fn header(&self, ctx: &mut Context<Self>) -> Header {
-        *ctx.header().unwrap()
+        ctx.header().unwrap().clone()
     }
 }
 
@@ -243,7 +243,7 @@ impl Actor for Parent {
         (ttl, generated): Self::Msg,
         ctx: &mut Context<Self>,
     ) -> Result<Self::Reply, DeliveryError> {
-        let mine = *ctx.header().unwrap();
+        let mine = ctx.header().unwrap().clone();
         let leaf = &self.leaf;
         let got = match (generated, ttl) {
             (true, Some(t)) => leaf.header().ttl(t).await?,

@@ -56,7 +56,7 @@ impl Counter {
     /// The header of this request, seen through the context.
     #[message(ttl = "700ms")]
     pub fn header(&self, ctx: &mut Context<Self>) -> Header {
-        *ctx.header().unwrap()
+        ctx.header().unwrap().clone()
     }
 
     /// Crashes (returns nothing).
@@ -113,7 +113,7 @@ impl Sleeper {
 
     #[message]
     fn header(&self, ctx: &mut Context<Self>) -> Header {
-        *ctx.header().unwrap()
+        ctx.header().unwrap().clone()
     }
 }
 

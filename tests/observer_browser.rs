@@ -123,7 +123,7 @@ async fn wait_text(c: &fantoccini::Client, css: &str, limit: Duration, want: imp
 #[tokio::test]
 async fn the_observer_page_shows_the_tree_and_a_restart_live_in_chromium() {
     if std::env::var("CRASHONLY_BROWSER").as_deref() != Ok("1") {
-        println!("skipped: set CRASHONLY_BROWSER=1 (needs chromium and chromium-driver)");
+        crashonly::testing::skipped("set CRASHONLY_BROWSER=1 (needs chromium and chromium-driver)");
         return;
     }
     let began = Instant::now();

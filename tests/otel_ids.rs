@@ -21,7 +21,7 @@ impl Actor for Back {
         Ok(Back)
     }
     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Header, DeliveryError> {
-        Ok(*ctx.header().unwrap())
+        Ok(ctx.header().unwrap().clone())
     }
 }
 
@@ -37,7 +37,7 @@ impl Actor for Front {
     }
     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<(Header, Header), DeliveryError> {
         let back = ctx.ask(&self.0, ()).await?;
-        Ok((*ctx.header().unwrap(), back))
+        Ok((ctx.header().unwrap().clone(), back))
     }
 }
 

@@ -364,7 +364,7 @@ mod postgres {
 
     async fn make(t: ManualTime) -> Option<S> {
         let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
-            eprintln!("skipped: CRASHONLY_PG_URL is not set (PostgreSQL conformance)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL is not set (PostgreSQL conformance)");
             return None;
         };
         // Each case gets its own schema so that cases can run in parallel.
@@ -384,7 +384,7 @@ mod postgres {
     #[tokio::test]
     async fn opening_an_existing_store_does_not_wait_for_writers() {
         let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
-            eprintln!("skipped: CRASHONLY_PG_URL is not set (PostgreSQL opening under writes)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL is not set (PostgreSQL opening under writes)");
             return;
         };
         let schema = format!("open_{}_{}", std::process::id(), rand_suffix());

@@ -16,7 +16,7 @@ use throwaway_pg::{Setup, ThrowawayPg};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_crash_gives_unavailable_then_reconnects_without_loss() {
     if std::env::var("CRASHONLY_PG_THROWAWAY").as_deref() != Ok("1") {
-        eprintln!("skipped: CRASHONLY_PG_THROWAWAY is not 1 (PostgreSQL restart test on a throwaway cluster)");
+        crashonly::testing::skipped("CRASHONLY_PG_THROWAWAY is not 1 (PostgreSQL restart test on a throwaway cluster)");
         return;
     }
     let cluster = ThrowawayPg::create(Setup {

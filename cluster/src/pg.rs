@@ -2,16 +2,26 @@
 
 use std::time::Duration;
 
+use crashonly::store::{PgConnector, StoreError};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use crate::error::ClusterError;
 
-/// One connection, its driver task spawned; bounded by `timeout`.
+/// One connection, its driver task spawned; bounded by `timeout`. TLS as the URL's `sslmode`
+/// says, as for the runtime's PostgreSQL store; a TLS failure where the URL demands TLS is a
+/// `BadInput` (the settings must change), anything else `Unavailable`.
 pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Client, ClusterError> {
-    let (client, connection) = tokio::time::timeout(timeout, tokio_postgres::connect(url, NoTls))
+    let refused = |e: StoreError| match e {
+        StoreError::Tls(_) | StoreError::BadInput(_) => ClusterError::BadInput(e.to_string()),
+        StoreError::Unavailable { reason, .. } => ClusterError::unavailable(reason),
+        other => ClusterError::unavailable(other.to_string()),
+    };
+    let (client, connection) = PgConnector::new(url)
+        .map_err(refused)?
+        .connect(timeout)
         .await
-        .map_err(|_| ClusterError::unavailable("postgres: connect timed out"))??;
+        .map_err(refused)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "cluster connection ended");

@@ -50,7 +50,7 @@ async fn on_the_memory_store() {
 #[tokio::test]
 async fn on_postgres() {
     let Ok(url) = std::env::var("CRASHONLY_PG_URL") else {
-        eprintln!("skipped: CRASHONLY_PG_URL is not set (fenced writes on PostgreSQL)");
+        crashonly::testing::skipped("CRASHONLY_PG_URL is not set (fenced writes on PostgreSQL)");
         return;
     };
     let opts = PgOptions::default().with_schema(format!("fence_{}", std::process::id()));

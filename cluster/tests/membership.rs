@@ -12,7 +12,7 @@ fn url() -> Option<String> {
     match std::env::var("CRASHONLY_PG_URL") {
         Ok(url) => Some(url),
         Err(_) => {
-            eprintln!("skipped: CRASHONLY_PG_URL is not set (cluster membership against PostgreSQL)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL is not set (cluster membership against PostgreSQL)");
             None
         }
     }
@@ -187,4 +187,25 @@ async fn bad_options_are_refused_with_a_clear_error() {
     // An authority that does not answer: Unavailable, with when to try again.
     let err = Membership::join(url, MembershipOptions::default()).await.unwrap_err();
     assert!(matches!(err, ClusterError::Unavailable { .. }), "{err}");
+}
+
+/// The authority's URL is read as the runtime's store reads it: `sslmode` honoured (TLS through
+/// rustls), a mode it does not know refused before any connection, and a server that offers
+/// TLS (or none) used as `prefer` and `require` say.
+#[tokio::test]
+async fn the_urls_sslmode_is_honoured() {
+    let bad = Membership::join("postgres://postgres@127.0.0.1:1/x?sslmode=always", opts("tls_bad")).await;
+    assert!(
+        matches!(&bad, Err(ClusterError::BadInput(m)) if m.contains("sslmode")),
+        "{bad:?}"
+    );
+    let Some(url) = url() else { return };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let prefer = Membership::join(&format!("{url}{sep}sslmode=prefer"), opts("tls_prefer")).await;
+    assert!(prefer.is_ok(), "{prefer:?}");
+    let verify = Membership::join(&format!("{url}{sep}sslmode=verify-full"), opts("tls_verify")).await;
+    assert!(
+        matches!(&verify, Err(ClusterError::BadInput(m)) if m.contains("tls")),
+        "{verify:?}"
+    );
 }

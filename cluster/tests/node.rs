@@ -75,7 +75,7 @@ fn urls() -> Option<(String, String)> {
     match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
         (Ok(pg), Ok(nats)) => Some((pg, nats)),
         _ => {
-            eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cluster nodes)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (cluster nodes)");
             None
         }
     }
@@ -284,7 +284,7 @@ impl Actor for Caller {
     }
 
     async fn handle(&mut self, (key, within): (String, bool), ctx: &mut Context<Self>) -> Result<Self::Reply, String> {
-        let mine = *ctx.header().unwrap();
+        let mine = ctx.header().unwrap().clone();
         let entity = self.node.entity::<Counter>("counters", key);
         let ask = |op| {
             let ask = entity.ask(op);

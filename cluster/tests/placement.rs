@@ -10,7 +10,7 @@ fn url() -> Option<String> {
     match std::env::var("CRASHONLY_PG_URL") {
         Ok(url) => Some(url),
         Err(_) => {
-            eprintln!("skipped: CRASHONLY_PG_URL is not set (cluster placement against PostgreSQL)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL is not set (cluster placement against PostgreSQL)");
             None
         }
     }

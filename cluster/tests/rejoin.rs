@@ -79,7 +79,7 @@ fn urls() -> Option<(String, String)> {
     match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
         (Ok(pg), Ok(nats)) => Some((pg, nats)),
         _ => {
-            eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (node rejoin)");
+            crashonly::testing::skipped("CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set (node rejoin)");
             None
         }
     }

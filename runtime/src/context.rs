@@ -238,7 +238,7 @@ impl<A: Actor> Drop for Context<A> {
             let report = Arc::new(CrashReport {
                 path: slot.path.to_string(),
                 reason,
-                envelope: Some(inflight.header),
+                envelope: Some(inflight.header.clone()),
             });
             inflight.settle(slot, report);
         }

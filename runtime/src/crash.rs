@@ -197,7 +197,7 @@ impl TraceContext {
     ///     type Error = std::convert::Infallible;
     ///     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
     ///     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Self::Reply, Self::Error> {
-    ///         Ok(*ctx.header().unwrap())
+    ///         Ok(ctx.header().unwrap().clone())
     ///     }
     /// }
     /// let system = System::new();

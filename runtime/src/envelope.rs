@@ -5,9 +5,11 @@
 //! remaining time and the trace, so a sub-request can never outlive its parent's deadline.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use crate::clock::Instant;
+use crate::sync::Arc;
 
 /// A message id, unique within one [`System`](crate::System).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,8 +232,65 @@ impl fmt::Display for TraceparentError {
 
 impl std::error::Error for TraceparentError {}
 
+/// An idempotency key ([`Ask::key`](crate::Ask::key)): the exact bytes the key value's `Hash`
+/// implementation writes, kept whole rather than digested, so two keys are one key only when
+/// those bytes are equal; a 64-bit hash collision cannot make two different requests one.
+///
+/// For the standard types the bytes say the value unambiguously (a `str` writes its bytes and a
+/// terminator, a slice its length first, an integer its bytes); a key type whose `Hash` leaves a
+/// field out makes values differing only there one key.
+///
+/// ```
+/// use crashonly::IdempotencyKey;
+///
+/// let a = IdempotencyKey::of("deposit-1");
+/// assert_eq!(a, IdempotencyKey::of(&String::from("deposit-1")));
+/// assert_ne!(a, IdempotencyKey::of("deposit-2"));
+/// assert_eq!(a.as_bytes(), b"deposit-1\xff"); // what `str`'s `Hash` writes
+/// ```
+// An `Arc` of a `Vec` (one thin pointer) keeps the header at 72 bytes and its clones cheap.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(Arc<Vec<u8>>);
+
+impl IdempotencyKey {
+    /// The key of `value`: the bytes its `Hash` implementation writes.
+    pub fn of<K: Hash + ?Sized>(value: &K) -> Self {
+        let mut bytes = Recorder(Vec::new());
+        value.hash(&mut bytes);
+        IdempotencyKey(Arc::new(bytes.0))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey(\"{}\")", self.0.escape_ascii())
+    }
+}
+
+/// A `Hasher` that keeps every byte written to it: `Hash` implementations only write, so what it
+/// holds afterwards is the value as its `Hash` sees it.
+struct Recorder(Vec<u8>);
+
+impl Hasher for Recorder {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Never asked by a `Hash` implementation; FNV-1a of the bytes, to honour the trait.
+    fn finish(&self) -> u64 {
+        self.0.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    }
+}
+
 /// Everything an envelope says about itself, apart from the payload and the reply channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Unique id.
     pub id: EnvelopeId,
@@ -246,7 +305,7 @@ pub struct Header {
     pub trace: TraceContext,
     /// Idempotency key: an actor that keeps a window of keys answers a repeated key from the window
     /// instead of handling the message again.
-    pub key: Option<std::num::NonZeroU64>,
+    pub key: Option<IdempotencyKey>,
 }
 
 impl Header {
@@ -318,5 +377,19 @@ mod tests {
         assert_eq!(std::mem::size_of::<super::TraceContext>(), 32);
         assert_eq!(std::mem::size_of::<super::Header>(), 72);
         assert!(std::mem::size_of::<super::Envelope<u64, crate::reply::ReplyTo<u64>>>() <= 96);
+    }
+
+    #[test]
+    fn a_key_is_the_bytes_its_hash_writes_not_a_digest() {
+        use super::IdempotencyKey;
+        // Length-prefixed and terminated: keys that would concatenate to the same bytes differ.
+        assert_ne!(IdempotencyKey::of(&("ab", "c")), IdempotencyKey::of(&("a", "bc")));
+        assert_eq!(IdempotencyKey::of(&7u64).as_bytes(), &7u64.to_ne_bytes());
+        let long = "k".repeat(1000);
+        assert_eq!(IdempotencyKey::of(long.as_str()).as_bytes().len(), 1001);
+        assert_eq!(
+            format!("{:?}", IdempotencyKey::of("a\"b")),
+            r#"IdempotencyKey("a\"b\xff")"#
+        );
     }
 }

@@ -144,7 +144,7 @@ pub use config::Config;
 pub use context::Context;
 pub use crash::{CrashReason, CrashReport, Traced};
 pub use entity::{Entities, Entity, EntityKey, EntityRef, EntitySpec, EntityStats};
-pub use envelope::{EnvelopeId, Header, SpanId, TraceContext, TraceId, TraceparentError};
+pub use envelope::{EnvelopeId, Header, IdempotencyKey, SpanId, TraceContext, TraceId, TraceparentError};
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};
@@ -159,9 +159,10 @@ pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, Sup
 pub use system::{System, SystemBuilder};
 pub use timer::Timer;
 
-/// The README's code blocks compile as doc tests.
+/// The crate's README (the one crates.io shows) runs as doc tests; the repository's README runs
+/// from the suite crate at the root, outside this package.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 #[cfg(feature = "macros")]

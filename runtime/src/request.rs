@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::clock::Instant;
-use crate::envelope::{CopyFn, Envelope, Header, Inherited, TraceContext};
+use crate::envelope::{CopyFn, Envelope, Header, IdempotencyKey, Inherited, TraceContext};
 use crate::error::{DeliveryError, SendError};
 use crate::mailbox::PushError;
 use crate::reply::ReplyTo;
@@ -199,7 +199,7 @@ struct Opts<'a, A: Actor> {
     deadline: Option<Instant>,
     idempotent: bool,
     trace: Option<TraceContext>,
-    key: Option<std::num::NonZeroU64>,
+    key: Option<IdempotencyKey>,
     attempt: u32,
     retrying: bool,
     attempt_timeout: Option<Duration>,
@@ -258,7 +258,7 @@ impl<'a, A: Actor> Opts<'a, A> {
                 idempotent: self.idempotent,
                 attempt: self.attempt,
                 trace,
-                key: self.key,
+                key: self.key.clone(),
             },
             payload,
             reply,
@@ -309,17 +309,14 @@ macro_rules! builder_methods {
 
         /// Sets an idempotency key: an actor keeping a window of keys
         /// ([`ActorSpec::dedup`](crate::ActorSpec::dedup)) executes a keyed request once and answers
-        /// repeats from its window. Marks the message idempotent.
+        /// repeats from its window. Marks the message idempotent. The key is kept whole (the bytes
+        /// its `Hash` writes, see [`IdempotencyKey`](crate::IdempotencyKey)), never a digest, so
+        /// two different keys are never taken for one.
         pub fn key(mut self, key: impl std::hash::Hash) -> Self
         where
             A::Msg: Clone,
         {
-            use std::hash::Hasher;
-            // Deterministic: the same key hashes the same in every process of one build.
-            #[allow(deprecated)]
-            let mut h = std::hash::SipHasher::new();
-            key.hash(&mut h);
-            self.opts.key = std::num::NonZeroU64::new(h.finish()).or(std::num::NonZeroU64::new(1));
+            self.opts.key = Some(IdempotencyKey::of(&key));
             self.idempotent()
         }
 

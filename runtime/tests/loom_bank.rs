@@ -3,7 +3,12 @@
 //!
 //! `RUSTFLAGS="--cfg crashonly_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
 //!  cargo test --release -p crashonly --test loom_bank`
-#![cfg(all(crashonly_loom, feature = "macros"))]
+//!
+//! It runs the example's own file, outside the `crashonly` package, so it is a repository-only
+//! test: `runtime/Cargo.toml` excludes it from the published package (nothing packaged reaches
+//! outside it). It stays with the runtime's tests so that the loom build is the runtime's alone
+//! (in the suite, the loom cfg rebuilds every dependency of the services: about 20 minutes).
+#![cfg(crashonly_loom)]
 
 #[path = "../../examples/bank/account.rs"]
 mod account;

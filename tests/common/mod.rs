@@ -37,7 +37,7 @@ pub enum Cmd {
 }
 
 /// What every probe replies: which instance handled it, the count, and the envelope header.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Seen {
     pub instance: u64,
     pub n: u64,
@@ -127,7 +127,7 @@ impl Actor for Probe {
         Ok(Seen {
             instance: self.instance,
             n: self.n,
-            header: ctx.header().copied(),
+            header: ctx.header().cloned(),
         })
     }
 }

@@ -24,7 +24,9 @@ pub fn urls(what: &str) -> Option<(String, String)> {
     match (std::env::var("CRASHONLY_PG_URL"), std::env::var("CRASHONLY_NATS_URL")) {
         (Ok(pg), Ok(nats)) => Some((pg, nats)),
         _ => {
-            eprintln!("skipped: CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set ({what})");
+            crashonly::testing::skipped(&format!(
+                "CRASHONLY_PG_URL and CRASHONLY_NATS_URL are not both set ({what})"
+            ));
             None
         }
     }

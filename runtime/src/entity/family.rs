@@ -502,7 +502,7 @@ impl<A: Entity> Family<A> {
                 max_restarts: self.cfg.family.max_restarts,
                 period_ms: self.cfg.family.period.as_millis(),
             },
-            envelope: cause.envelope,
+            envelope: cause.envelope.clone(),
         });
         tracing::error!(family = %self.path, crash = %cause, "entity family gave up: too many keys crashed");
         // Counted among the escalations (`crashonly_escalations_total`); the parent's decision is

@@ -495,10 +495,9 @@ impl<A: Actor> Slot<A> {
                 expire(&self.path, env);
                 continue;
             }
-            let header = env.header;
+            let header = env.header.clone();
             let msg = ctx.begin(env);
-            let key = header.key.map(|k| k.get());
-            if let (Some(dedup), Some(k)) = (&self.dedup, key) {
+            if let (Some(dedup), Some(k)) = (&self.dedup, &header.key) {
                 if let Some(reply) = dedup.get(k) {
                     // Seen before: answered from the window, not executed again.
                     ctx.reply(reply);
@@ -534,8 +533,8 @@ impl<A: Actor> Slot<A> {
             meter!(self.opts.meters, handled(n, || clock.nanos().saturating_sub(began)));
             let reason = match outcome {
                 Ok(Ok(reply)) => {
-                    if let (Some(dedup), Some(k), false) = (&self.dedup, key, ctx.deferred()) {
-                        dedup.insert(k, &reply);
+                    if let (Some(dedup), Some(k), false) = (&self.dedup, &header.key, ctx.deferred()) {
+                        dedup.insert(k.clone(), &reply);
                     }
                     ctx.reply(reply);
                     None

@@ -41,6 +41,10 @@ pub enum StoreError {
     },
     /// The request itself is invalid (too large, empty key, TTL of zero or past the limits).
     BadInput(String),
+    /// TLS to the server is impossible as the connection settings demand it (a PostgreSQL URL's
+    /// `sslmode=require` and a server without TLS, an untrusted certificate). Not temporary: the
+    /// settings or the server must change.
+    Tls(String),
 }
 
 /// The kinds of [`StoreError::Conflict`].
@@ -149,6 +153,7 @@ impl fmt::Display for StoreError {
                 "{path} is already open in another process (one process owns a store file)"
             ),
             StoreError::BadInput(m) => write!(f, "bad input: {m}"),
+            StoreError::Tls(m) => write!(f, "tls: {m}"),
         }
     }
 }

@@ -54,7 +54,7 @@ pub use time::{ManualTime, TimeSource, WallClock};
 pub use txn::{Committed, Txn, Write};
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::{PgOptions, PgStore};
+pub use self::postgres::{PgConnector, PgDriver, PgOptions, PgStore};
 
 /// A boxed future returned by [`Store`] methods (the trait is object safe: `Arc<dyn Store>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

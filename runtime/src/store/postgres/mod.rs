@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
+use tokio_postgres::{Client, IsolationLevel, Statement};
 
 use super::error::Conflict;
 use super::txn::check_ttl;
@@ -29,6 +29,11 @@ use super::{
 };
 use crate::rt::Executor;
 use crate::sync::{Arc, Mutex};
+
+mod connect;
+
+use connect::{pg_error, Fail};
+pub use connect::{PgConnector, PgDriver};
 
 /// Options of [`PgStore::connect`]: start from `PgOptions::default()` and change what you need
 /// (`PgOptions::default().with_schema("app")`); more options may come in later versions.
@@ -85,7 +90,7 @@ with_setters!(PgOptions {
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    url: String,
+    connector: PgConnector,
     opts: PgOptions,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
@@ -122,35 +127,6 @@ struct Statements {
     reclaim: Statement,
 }
 
-/// Marks the serialization failures and deadlocks that `run` retries.
-const RETRY_MARK: &str = " [retryable]";
-
-fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    use tokio_postgres::error::SqlState;
-    let reason = match e.as_db_error() {
-        Some(db) if db.code() == &SqlState::DISK_FULL => {
-            return StoreError::NoSpace {
-                retry_after: Duration::from_secs(1),
-                reason: format!("postgres: {}", db.message()),
-            }
-        }
-        Some(db) => {
-            let retry = [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(db.code());
-            let mark = if retry { RETRY_MARK } else { "" };
-            format!("postgres: {} ({}){mark}", db.message(), db.code().code())
-        }
-        None => format!("postgres: {e}"),
-    };
-    StoreError::Unavailable {
-        retry_after: Duration::from_millis(500),
-        reason,
-    }
-}
-
-fn is_retryable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable { reason, .. } if reason.ends_with(RETRY_MARK))
-}
-
 fn i64_of(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -181,7 +157,7 @@ impl PgStore {
             )));
         }
         let store = PgStore {
-            url: url.to_owned(),
+            connector: PgConnector::new(url)?,
             permits: Semaphore::new(opts.pool_size.max(1)),
             opts,
             idle: Mutex::new(Vec::new()),
@@ -193,11 +169,7 @@ impl PgStore {
     }
 
     async fn open_conn(&self, create: bool) -> Result<Conn, StoreError> {
-        let (mut client, connection) =
-            crate::clock::timeout(self.opts.connect_timeout, tokio_postgres::connect(&self.url, NoTls))
-                .await
-                .ok_or_else(|| StoreError::unavailable("postgres: connect timed out"))?
-                .map_err(pg_error)?;
+        let (mut client, connection) = self.connector.connect(self.opts.connect_timeout).await?;
         self.exec.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres connection ended");
@@ -344,8 +316,7 @@ impl PgStore {
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
-                    .await
-                    .map_err(pg_error)?;
+                    .await?;
                 let res = match &op {
                     Op::Commit(txn) => apply(&tx, &conn.st, txn, now, &self.opts.limits)
                         .await
@@ -358,13 +329,13 @@ impl PgStore {
                         let args: [&(dyn ToSql + Sync); 3] = [&lease.name, &i64_of(lease.token), &i64_of(now)];
                         tx.execute(&conn.st.release, &args)
                             .await
-                            .map_err(pg_error)
+                            .map_err(Fail::from)
                             .map(|_| Done::Released)
                     }
                 };
                 match res {
                     Ok(r) => {
-                        tx.commit().await.map_err(pg_error)?;
+                        tx.commit().await?;
                         Ok(r)
                     }
                     Err(e) => {
@@ -375,12 +346,12 @@ impl PgStore {
             }
             .await;
             match out {
-                Err(e) if is_retryable(&e) && attempt < 20 => {
+                Err(e) if e.is_retryable() && attempt < 20 => {
                     // Spread the retries of transactions that collided.
                     let jitter = (now ^ (attempt as u64).wrapping_mul(0x9E37_79B9)) % 4;
                     crate::clock::sleep(Duration::from_millis(jitter + attempt as u64)).await;
                 }
-                other => return other,
+                other => return other.map_err(Fail::into_store),
             }
         }
     }
@@ -517,10 +488,10 @@ async fn acquire(
     holder: &str,
     ttl: Duration,
     now: u64,
-) -> Result<DurableLease, StoreError> {
+) -> Result<DurableLease, Fail> {
     let expires = now + ms(ttl);
     let args: [&(dyn ToSql + Sync); 4] = [&name, &holder, &i64_of(expires), &i64_of(now)];
-    if let Some(r) = tx.query_opt(&st.acquire, &args).await.map_err(pg_error)? {
+    if let Some(r) = tx.query_opt(&st.acquire, &args).await? {
         let token = r.get::<_, i64>(0) as u64;
         return Ok(DurableLease {
             name: name.to_owned(),
@@ -529,9 +500,9 @@ async fn acquire(
             expires_at_ms: expires,
         });
     }
-    let r = tx.query_one(&st.holder, &[&name]).await.map_err(pg_error)?;
+    let r = tx.query_one(&st.holder, &[&name]).await?;
     let until = r.get::<_, i64>(1) as u64;
-    Err(StoreError::Conflict(Conflict::LeaseHeld {
+    Err(Fail::conflict(Conflict::LeaseHeld {
         lease: name.to_owned(),
         holder: r.get(0),
         remaining: Duration::from_millis(until.saturating_sub(now)),
@@ -544,15 +515,15 @@ async fn renew(
     lease: &DurableLease,
     ttl: Duration,
     now: u64,
-) -> Result<DurableLease, StoreError> {
+) -> Result<DurableLease, Fail> {
     let expires = now + ms(ttl);
     let args: [&(dyn ToSql + Sync); 4] = [&lease.name, &i64_of(lease.token), &i64_of(expires), &i64_of(now)];
-    match tx.query_opt(&st.renew, &args).await.map_err(pg_error)? {
+    match tx.query_opt(&st.renew, &args).await? {
         Some(_) => Ok(DurableLease {
             expires_at_ms: expires,
             ..lease.clone()
         }),
-        None => Err(StoreError::Conflict(Conflict::LeaseLost {
+        None => Err(Fail::conflict(Conflict::LeaseLost {
             lease: lease.name.clone(),
             token: lease.token,
         })),
@@ -576,16 +547,12 @@ async fn apply(
     txn: &Txn,
     now: u64,
     limits: &Limits,
-) -> Result<Committed, StoreError> {
+) -> Result<Committed, Fail> {
     let now_i = i64_of(now);
     if let Some(once) = &txn.once {
-        if let Some(r) = tx
-            .query_opt(&st.idem_get, &[&once.key, &now_i])
-            .await
-            .map_err(pg_error)?
-        {
+        if let Some(r) = tx.query_opt(&st.idem_get, &[&once.key, &now_i]).await? {
             if r.get::<_, &[u8]>(2) != once.request.as_slice() {
-                return Err(StoreError::Conflict(Conflict::KeyReused { key: once.key.clone() }));
+                return Err(Fail::conflict(Conflict::KeyReused { key: once.key.clone() }));
             }
             let versions: Vec<i64> = r.get(0);
             let existed: Vec<bool> = r.get(1);
@@ -597,51 +564,46 @@ async fn apply(
         }
     }
     if let Some((name, token)) = &txn.fence {
-        let row = tx.query_opt(&st.fence, &[name, &now_i]).await.map_err(pg_error)?;
+        let row = tx.query_opt(&st.fence, &[name, &now_i]).await?;
         if row.map(|r| r.get::<_, i64>(0) as u64) != Some(*token) {
-            return Err(StoreError::Conflict(Conflict::Fenced {
+            return Err(Fail::conflict(Conflict::Fenced {
                 lease: name.clone(),
                 token: *token,
             }));
         }
     }
     for (key, expected) in &txn.checks {
-        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await.map_err(pg_error)?;
+        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await?;
         let actual = match row {
             Some(r) if r.get::<_, bool>(1) => r.get::<_, i64>(0) as u64,
             _ => 0,
         };
         if actual != *expected {
-            return Err(StoreError::Conflict(Conflict::Version {
+            return Err(Fail::conflict(Conflict::Version {
                 key: key.clone(),
                 expected: *expected,
                 actual,
             }));
         }
     }
-    let version = tx
-        .query_one(&st.next_version, &[])
-        .await
-        .map_err(pg_error)?
-        .get::<_, i64>(0) as u64;
+    let version = tx.query_one(&st.next_version, &[]).await?.get::<_, i64>(0) as u64;
     let mut versions = Vec::with_capacity(txn.writes.len());
     let mut existed = Vec::with_capacity(txn.writes.len());
     for w in &txn.writes {
         let key = match w {
             Write::Put { key, .. } | Write::Delete { key } => key,
         };
-        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await.map_err(pg_error)?;
+        let row = tx.query_opt(&st.lock_version, &[key, &now_i]).await?;
         existed.push(row.is_some_and(|r| r.get::<_, bool>(1)));
         match w {
             Write::Put { value, ttl, .. } => {
                 let expires = ttl.map_or(0, |t| now + ms(t));
                 tx.execute(&st.upsert, &[key, value, &i64_of(version), &i64_of(expires)])
-                    .await
-                    .map_err(pg_error)?;
+                    .await?;
                 versions.push(version);
             }
             Write::Delete { .. } => {
-                tx.execute(&st.delete, &[key]).await.map_err(pg_error)?;
+                tx.execute(&st.delete, &[key]).await?;
                 versions.push(0);
             }
         }
@@ -650,12 +612,11 @@ async fn apply(
         let vs: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
         let expires = i64_of(now + ms(limits.idempotency_ttl));
         tx.execute(&st.idem_put, &[&once.key, &expires, &vs, &existed, &once.request])
-            .await
-            .map_err(pg_error)?;
+            .await?;
     }
     // Reclaim a few expired keys now and then (every 64th version), in the same transaction.
     if version.is_multiple_of(64) {
-        tx.query_one(&st.reclaim, &[&now_i]).await.map_err(pg_error)?;
+        tx.query_one(&st.reclaim, &[&now_i]).await?;
     }
     Ok(Committed {
         versions,
