@@ -123,7 +123,11 @@ fn group(c: &mut Criterion, name: &str, rt: &Runtime) {
     });
     let at = tree.find("\"build_us\":").expect("a frame");
     let us: String = tree[at + 11..].chars().take_while(char::is_ascii_digit).collect();
-    println!("one frame of {} actors: built in {us} us, {} bytes", IDLE + 1, tree.len());
+    println!(
+        "one frame of {} actors: built in {us} us, {} bytes",
+        IDLE + 1,
+        tree.len()
+    );
     drop(sys);
 }
 
