@@ -32,6 +32,21 @@ where
     std::thread::Builder::new().name(name).spawn(f)
 }
 
+/// Runs `f` on tokio's blocking pool (a thread of its own), so that long CPU work (an observer
+/// frame of 100,000 actors) never stalls the workers that run the actors; a panic in `f` is
+/// raised again here. Not used in loom models.
+#[cfg(all(feature = "observer", not(crashonly_loom)))]
+pub(crate) async fn off_workers<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 #[cfg(not(crashonly_loom))]
 pub(crate) use tokio_exec::*;
 

@@ -262,13 +262,19 @@ async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Event, 
             let pace = s.ctx.opts.interval.max(FRAME_BUDGET * s.built);
             s.ctx.system.shared().clock().sleep(pace).await;
         }
-        let now = s.ctx.system.shared().now();
-        let prev = s.prev.as_ref().map(|(h, at)| (h, now.saturating_duration_since(*at)));
-        let (frame, entries) = frame(&s.ctx, "/", None, s.after, prev);
-        s.after = frame.last_seq;
-        s.built = Duration::from_micros(frame.build_us);
-        s.prev = Some((model::handled(&entries), now));
-        let data = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+        // Built on a thread of the blocking pool: with a huge tree, a frame takes tens of ms,
+        // which must not stall the worker threads that run the actors.
+        let (s, data) = crate::rt::off_workers(move || {
+            let now = s.ctx.system.shared().now();
+            let prev = s.prev.as_ref().map(|(h, at)| (h, now.saturating_duration_since(*at)));
+            let (frame, entries) = frame(&s.ctx, "/", None, s.after, prev);
+            s.after = frame.last_seq;
+            s.built = Duration::from_micros(frame.build_us);
+            s.prev = Some((model::handled(&entries), now));
+            let data = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+            (s, data)
+        })
+        .await;
         Some((Ok(Event::default().event("frame").data(data)), s))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
