@@ -512,12 +512,11 @@ impl<A: Entity> Family<A> {
         let (Some(parent), Some(me)) = (self.parent.upgrade(), self.me.upgrade()) else {
             return;
         };
-        let exit = Exit::Crash(report);
-        let decision = parent.decide(ChildHandle::identity(&*me), &exit);
-        if let Decision::Restart { scope, .. } = &decision {
-            if *scope != Scope::One {
-                parent.abort_group(ChildHandle::identity(&*me), *scope);
-            }
+        let id = ChildHandle::identity(&*me);
+        let decision = parent.decide(id, &Exit::Crash(report));
+        match &decision {
+            Decision::Restart { scope, .. } if *scope != Scope::One => parent.abort_group(id, *scope),
+            _ => {}
         }
         if !matches!(decision, Decision::Ignore) {
             parent.submit(me, decision);
@@ -548,14 +547,8 @@ impl<A: Entity> Family<A> {
     /// Every activation, current and waiting.
     fn slots(&self) -> Vec<Arc<Slot<A>>> {
         let inner = self.inner.lock();
-        let mut all = Vec::with_capacity(inner.live.len());
-        for e in inner.live.values() {
-            all.push(e.slot.clone());
-            if let Some((next, _)) = &e.next {
-                all.push(next.clone());
-            }
-        }
-        all
+        let both = |e: &Entry<A>| [Some(e.slot.clone()), e.next.as_ref().map(|(n, _)| n.clone())];
+        inner.live.values().flat_map(both).flatten().collect()
     }
 
     fn start_sweeper(&self) {
