@@ -8,16 +8,12 @@
 //!
 //! Needs `CRASHONLY_PG_URL` and `CRASHONLY_NATS_URL` (without them it says it was skipped).
 
-#[allow(dead_code)]
 #[path = "support/cluster.rs"]
 mod cluster;
-#[allow(dead_code)]
 #[path = "../examples/support/failover.rs"]
 mod failover;
-#[allow(dead_code)]
 #[path = "../examples/support/history.rs"]
 mod history;
-#[allow(dead_code)]
 #[path = "../examples/support/http.rs"]
 mod http;
 
