@@ -1,7 +1,9 @@
 //! The cluster on the observer page (feature `observer`): a nodes view and recent failovers.
 //!
 //! [`NodesView::start`] reads the cluster's tables in the background, one statement every
-//! refresh interval on the node's query connection, and keeps the last answer; the page's panels
+//! refresh interval on the node's query connection, while a page has looked at the panels in the
+//! last ten seconds (a node nobody watches costs the database nothing for it), and keeps the last
+//! answer; the page's panels
 //! ([`NodesView::nodes`], [`NodesView::failovers`]) show that copy, so building a frame never
 //! waits on the database. When a read fails, the panels keep the previous rows and say how
 //! stale they are and why.
@@ -36,6 +38,9 @@ use crashonly::observer::{Panel, Table};
 use crate::error::ClusterError;
 use crate::node::Node;
 
+/// How long after a page last looked the tables are still read.
+const WATCHED: Duration = Duration::from_secs(10);
+
 /// How long after losing its lease a member is still listed under recent failovers.
 const RECENT: &str = "10 minutes";
 
@@ -49,6 +54,9 @@ struct Seen {
     /// Why the last read failed, if it did.
     error: Option<String>,
     me: u64,
+    /// When a page last read a panel: the tables are read from the database only while a page
+    /// is open (an idle node with no page costs the database its renewals and nothing more).
+    asked: Option<std::time::Instant>,
 }
 
 struct NodeRow {
@@ -96,6 +104,17 @@ impl NodesView {
 
 async fn refresh(node: Node, seen: Weak<Mutex<Seen>>, every: Duration) {
     loop {
+        let Some(shared) = seen.upgrade() else { return };
+        let watched = shared
+            .lock()
+            .unwrap()
+            .asked
+            .is_some_and(|at| at.elapsed() < WATCHED.max(every * 3));
+        drop(shared);
+        if !watched {
+            tokio::time::sleep(every.min(Duration::from_millis(250))).await;
+            continue;
+        }
         let read = tokio::time::timeout(every, read(&node)).await;
         let Some(seen) = seen.upgrade() else { return };
         {
@@ -183,7 +202,8 @@ struct Nodes(Arc<Mutex<Seen>>);
 
 impl Panel for Nodes {
     fn table(&self) -> Table {
-        let s = self.0.lock().unwrap();
+        let mut s = self.0.lock().unwrap();
+        s.asked = Some(std::time::Instant::now());
         let mut t = Table::new(
             "Nodes",
             ["incarnation", "name", "lease left", "up", "entities held", ""],
@@ -211,7 +231,8 @@ struct Failovers(Arc<Mutex<Seen>>);
 
 impl Panel for Failovers {
     fn table(&self) -> Table {
-        let s = self.0.lock().unwrap();
+        let mut s = self.0.lock().unwrap();
+        s.asked = Some(std::time::Instant::now());
         let mut t = Table::new(
             "Recent failovers",
             ["incarnation", "name", "lease lost", "was up", "entities not yet moved"],
