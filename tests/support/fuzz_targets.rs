@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 
 use crashonly::store::{RedbOptions, RedbStore, Store, StoreExt};
 
-#[path = "bitflip.rs"]
+#[path = "../../runtime/tests/support/bitflip.rs"]
 mod bitflip;
 #[path = "../../examples/support/cart_service.rs"]
 #[allow(dead_code, unused_imports)]
 mod cart_service;
-#[path = "simdisk.rs"]
+#[path = "../../runtime/tests/support/simdisk.rs"]
 mod simdisk;
 
 /// Store records (data, lease and idempotency records) as read back from a damaged file.

@@ -5,7 +5,7 @@
 //! previous commit, whole and valid, and the latest acknowledged one is silently gone. In the
 //! file, that state is the same as a power cut between redb's two syncs, when the newer commit was
 //! not yet acknowledged: only something outside the file can tell them apart. (Found by the
-//! power-loss soak, `tests/store_powerloss.rs`.)
+//! power-loss soak, `runtime/tests/store_powerloss.rs`.)
 //!
 //! Invariants:
 //! - Every commit counts itself in the store (meta `commits`). A durable commit is acknowledged

@@ -1,5 +1,5 @@
 //! Bit flips in the body of a store file (past redb's header page) and the judgement of what a
-//! damaged store does with them, shared by the power-loss suite (`tests/store_powerloss.rs`) and
+//! damaged store does with them, shared by the power-loss suite (`runtime/tests/store_powerloss.rs`) and
 //! the `store_body` fuzz target (`tests/support/fuzz_targets.rs`).
 //!
 //! The judgement: a damaged image is refused at open with [`StoreError::Corrupt`], or it opens

@@ -1,6 +1,6 @@
 //! A test disk for the embedded store: it records every write, length change and sync in order,
 //! so that the state a power cut would leave at any point can be rebuilt (what was synced, plus
-//! any subset of what was not, torn writes, a damaged header; tests/support/bitflip.rs damages the
+//! any subset of what was not, torn writes, a damaged header; bitflip.rs beside it damages the
 //! body), and it fails the k-th operation on demand (once, or from then on). It holds several
 //! files (the store and its commit record) on one log, as one machine's power cut cuts them all
 //! at the same moment.
