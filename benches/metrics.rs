@@ -12,33 +12,9 @@ use tokio::runtime::Runtime;
 
 const TELL_N: u64 = 100_000;
 
-struct Bench {
-    n: u64,
-}
-
-#[derive(Clone, Debug)]
-enum Msg {
-    Add(u64),
-    Get,
-}
-
-impl Actor for Bench {
-    type Args = ();
-    type Msg = Msg;
-    type Reply = u64;
-    type Error = std::convert::Infallible;
-
-    async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Bench { n: 0 })
-    }
-
-    async fn handle(&mut self, msg: Msg, _: &mut Context<Self>) -> Result<u64, Self::Error> {
-        if let Msg::Add(k) = msg {
-            self.n += k;
-        }
-        Ok(self.n)
-    }
-}
+#[path = "support/counter.rs"]
+mod counter;
+use counter::{Counter as Bench, Msg};
 
 /// A system with one actor, counting into its meters or not; while on, a task renders the scrape
 /// once a second.
