@@ -32,6 +32,13 @@ where
     std::thread::Builder::new().name(name).spawn(f)
 }
 
+/// Completes at its second poll, after the tasks already woken on this worker have run (tokio's
+/// yield: the wake is deferred until the worker has polled what it had ready).
+#[cfg(not(crashonly_loom))]
+pub(crate) fn yield_now() -> impl std::future::Future<Output = ()> {
+    tokio::task::yield_now()
+}
+
 /// Runs `f` on tokio's blocking pool (a thread of its own), so that long CPU work (an observer
 /// frame of 100,000 actors) never stalls the workers that run the actors; a panic in `f` is
 /// raised again here. Not used in loom models.

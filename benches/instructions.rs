@@ -1,0 +1,107 @@
+//! The message path counted in instructions (callgrind), for changes whose effect is smaller than
+//! this machine's run-to-run noise in time (10-47% between two runs of the same row): an
+//! instruction count does not drift with the machine's load or clock.
+//!
+//! Each row runs in its own child process under `valgrind --tool=callgrind`, on a one-thread
+//! runtime, and counts only the instructions of that thread inside the measured function
+//! (`--toggle-collect`): the sender's side, the actor's handling and the scheduler's work
+//! between them. The watchdog's timed pass is set to once an hour (valgrind runs the program
+//! some 50 times slower, so a timed pass would come far more often per message than in a real
+//! run).
+//!
+//! - `ask`: one ask round trip (`a.ask(Get).await`), over 20,000.
+//! - `tell`: one tell (`a.tell(Add(1)).await`), over 100,000 and an ask at the end.
+//!
+//! `cargo bench --bench instructions` (about a minute; needs `valgrind` on the PATH).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crashonly::prelude::*;
+use tokio::runtime::Runtime;
+
+#[path = "support/counter.rs"]
+mod counter;
+use counter::{Counter, Msg};
+
+const ASKS: u64 = 20_000;
+const TELLS: u64 = 100_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        child(&args[2]);
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // cargo's bench discovery: nothing to list
+    }
+    let me = std::env::current_exe().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (row, n) in [("ask", ASKS), ("tell", TELLS)] {
+        let out = dir.path().join(format!("callgrind.{row}"));
+        let status = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--toggle-collect=*measured_*")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&me)
+            .args(["--child", row])
+            .status()
+            .expect("valgrind on the PATH (Debian: apt install valgrind)");
+        assert!(status.success(), "the {row} child failed under callgrind");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let total: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("a callgrind total");
+        println!(
+            "instructions/{row}: {:.0} instructions per {row} ({total} over {n})",
+            total as f64 / n as f64
+        );
+    }
+}
+
+/// One measured process: a system with one counter, then the row.
+fn child(row: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(async {
+        let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
+        let sys = System::builder().config(config).start().unwrap();
+        let a = sys.spawn(ActorSpec::<Counter>::named("bench", ())).unwrap();
+        a.ask(Msg::Get).await.unwrap();
+        std::mem::forget(sys); // lives until the process exits
+        a
+    });
+    match row {
+        "ask" => assert_eq!(measured_asks(&rt, &a), 0, "the counter was only asked"),
+        "tell" => assert_eq!(measured_tells(&rt, &a), TELLS, "every tell was handled"),
+        other => panic!("no row {other}"),
+    }
+}
+
+/// `ASKS` asks, one after the other.
+#[inline(never)]
+fn measured_asks(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
+    rt.block_on(async {
+        let mut last = 0;
+        for _ in 0..ASKS {
+            last = a.ask(Msg::Get).await.unwrap();
+        }
+        last
+    })
+}
+
+/// `TELLS` tells, then an ask for the total.
+#[inline(never)]
+fn measured_tells(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
+    rt.block_on(async {
+        for _ in 0..TELLS {
+            a.tell(Msg::Add(1)).await.unwrap();
+        }
+        a.ask(Msg::Get).await.unwrap()
+    })
+}
