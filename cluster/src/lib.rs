@@ -20,7 +20,9 @@
 //!   store of record itself.
 //! - [`Node`]: a node serves entity families to the cluster over core NATS request-reply (one
 //!   subject per incarnation); [`RemoteRef`] asks an entity wherever it lives, following
-//!   redirects, and a retrying idempotent ask survives the death of the entity's node. A fenced
+//!   redirects, and a retrying idempotent ask survives the death of the entity's node. The typed
+//!   methods of `#[messages(remote = "..")]` work on it as on a local ref ([`RemoteCallExt`] for
+//!   its `key` and `within`). A fenced
 //!   node comes back without a new process ([`Node::rejoin`]): a new incarnation, subject and
 //!   claims, on the same handle.
 //! - [`NodesView`] (feature `observer`): the nodes and recent failovers on the observer page.
@@ -46,4 +48,4 @@ pub use node::{Node, NodeOptions};
 #[cfg(feature = "observer")]
 pub use observer::NodesView;
 pub use placement::{choose, Claim, Placement};
-pub use remote_ref::{RemoteAsk, RemoteRef, RemoteTell};
+pub use remote_ref::{RemoteAsk, RemoteCallExt, RemoteRef, RemoteTell};

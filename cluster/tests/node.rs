@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crashonly::prelude::*;
 use crashonly_cluster::wire::{self, Rejected, Reply, Request};
-use crashonly_cluster::{ClusterError, MembershipOptions, Node, NodeOptions, Remote};
+use crashonly_cluster::{ClusterError, MembershipOptions, Node, NodeOptions, Remote, RemoteCallExt};
 use serde::{Deserialize, Serialize};
 
 /// The store of record both nodes share (in this process): counts per key, and who served.
@@ -377,25 +377,53 @@ async fn a_cluster_singleton_is_a_family_with_one_key() {
     assert!(nodes.iter().any(|(n, _)| n.incarnation() == h));
 }
 
-/// An entity written with the macros, its messages made remote by `#[messages(remote = "..")]`.
+/// An entity written with the macros, its messages made remote by `#[messages(remote = "..")]`:
+/// started with its key and the incarnation of the node that holds it.
 #[derive(Actor, Clone)]
-#[actor(args = String, entity)]
+#[actor(args = (String, u64), entity)]
 struct Visits {
     n: u64,
+    node: u64,
 }
 
-#[messages(remote = "test.visits", remote_version = 3)]
+#[messages(remote = "test.visits", remote_version = 3, clone_replies)]
 impl Visits {
     #[start]
-    fn recover(_key: &String, _ctx: &mut Context<Self>) -> Visits {
-        Visits { n: 0 }
+    fn recover((_key, node): &(String, u64), _ctx: &mut Context<Self>) -> Visits {
+        Visits { n: 0, node: *node }
     }
 
+    /// Counts a visit: the count so far and who visited.
     #[message(idempotent)]
     fn visit(&mut self, by: String) -> (u64, String) {
         self.n += 1;
         (self.n, by)
     }
+
+    /// The incarnation of the node holding this entity.
+    #[message(idempotent, ttl = "2s")]
+    fn holder(&self) -> u64 {
+        self.node
+    }
+}
+
+/// `n` nodes of one cluster (schema `test`), each serving `visits`.
+async fn visit_nodes(pg: &str, nats: &str, test: &str, n: usize) -> Vec<(Node, System)> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let m = MembershipOptions::default()
+            .with_schema(format!("nd_{test}_{}", std::process::id()))
+            .with_lease(Duration::from_millis(1000));
+        let node = Node::start(pg, NodeOptions::new(m, nats)).await.unwrap();
+        let system = System::new();
+        let inc = node.incarnation();
+        let family = system
+            .spawn_entities(Visits::entities("visits", move |k: &String| (k.clone(), inc)).dedup(64))
+            .unwrap();
+        node.serve("visits", family).unwrap();
+        nodes.push((node, system));
+    }
+    nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,35 +431,79 @@ async fn macro_made_remote_messages_cross_nodes() {
     let Some((pg, nats)) = urls() else { return };
     assert_eq!(<VisitsMessage as Remote>::TYPE_ID, "test.visits");
     assert_eq!(<VisitsMessage as Remote>::VERSION, 3);
-    let schema = format!("nd_macro_{}", std::process::id());
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let m = MembershipOptions::default().with_schema(schema.clone());
-        let node = Node::start(&pg, NodeOptions::new(m, &nats)).await.unwrap();
-        let system = System::new();
-        let family = system
-            .spawn_entities(Visits::entities("visits", |k: &String| k.clone()))
-            .unwrap();
-        node.serve("visits", family).unwrap();
-        nodes.push((node, system));
-    }
+    let nodes = visit_nodes(&pg, &nats, "macro", 2).await;
+    let mut holders = HashMap::new();
     for i in 0..10 {
         let key = format!("v{i}");
         for (n, (node, _)) in nodes.iter().enumerate() {
+            // The typed method of `#[messages]`, as on a local ref: the reply unpacked.
+            let (count, by) = node
+                .entity::<Visits>("visits", key.clone())
+                .visit(format!("node{n}"))
+                .await
+                .unwrap();
+            assert_eq!((count, by), (2 * n as u64 + 1, format!("node{n}")));
+            // The message enum and its reply, built by hand, reach the same entity.
             let r = node
                 .entity::<Visits>("visits", key.clone())
-                .ask(VisitsMessage::Visit(format!("node{n}")))
+                .ask(VisitsMessage::Visit(format!("node{n} by hand")))
                 .send()
                 .await
                 .unwrap();
             match r {
                 VisitsReply::Visit((count, by)) => {
-                    assert_eq!(count, n as u64 + 1);
-                    assert_eq!(by, format!("node{n}"));
+                    assert_eq!((count, by), (2 * n as u64 + 2, format!("node{n} by hand")));
                 }
+                VisitsReply::Holder(_) => panic!("the reply of another message"),
             }
         }
+        let holder = nodes[1].0.entity::<Visits>("visits", key).holder().await.unwrap();
+        *holders.entry(holder).or_insert(0) += 1;
     }
+    assert!(
+        holders.keys().all(|h| nodes.iter().any(|(n, _)| n.incarnation() == *h)),
+        "{holders:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_remote_call_with_a_key_survives_the_death_of_the_entitys_node() {
+    let Some((pg, nats)) = urls() else { return };
+    let mut nodes = visit_nodes(&pg, &nats, "typed_failover", 2).await;
+    let (b, sb) = nodes.pop().unwrap();
+    let (a, _sa) = nodes.pop().unwrap();
+    // A key that b holds, visited once there.
+    let mut key = None;
+    for i in 0..100 {
+        let k = format!("v{i}");
+        if a.entity::<Visits>("visits", k.clone()).holder().await.unwrap() == b.incarnation() {
+            key = Some(k);
+            break;
+        }
+    }
+    let key = key.expect("b holds some key");
+    let on_b = a.entity::<Visits>("visits", key.clone()).visit("before".into()).await;
+    assert_eq!(on_b, Ok((1, "before".to_string())));
+    // b dies: its subscription, renewals and entities go at once (as with kill -9).
+    drop(b);
+    drop(sb);
+    let visits = a.entity::<Visits>("visits", key.clone());
+    let began = Instant::now();
+    let r = visits
+        .visit("after".into())
+        .key(7)
+        .ttl(Duration::from_secs(5))
+        .retrying()
+        .await;
+    let took = began.elapsed();
+    // A new activation on a (its count starts again: the entity keeps no store of record).
+    assert_eq!(r, Ok((1, "after".to_string())));
+    assert!(took < Duration::from_secs(3), "failover took {took:?}");
+    assert_eq!(visits.holder().await, Ok(a.incarnation()));
+    // The key's repeat is answered from the entity's window, not executed again.
+    let again = visits.visit("after".into()).key(7).retrying().await;
+    assert_eq!(again, Ok((1, "after".to_string())));
+    assert_eq!(visits.visit("later".into()).await, Ok((2, "later".to_string())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,13 @@
 //! - `#[derive(Actor)]` on a struct, with `#[actor(args = T, mailbox = 64, restart = "transient",
 //!   ttl = "2s", store_key = "cart")]`, all optional.
 //! - `#[messages]` on an `impl` block: every `#[message]` method becomes a variant of the actor's
-//!   message type and a typed method on `ActorRef<Self>` (through a trait named `<Type>Api`);
-//!   `#[message(idempotent)]` and `#[message(ttl = "700ms")]` set the envelope defaults; one
-//!   optional `#[start]` function is the recovery path. A method with a `ReplyPort<T>` argument
-//!   (and no return value) defers its reply; `#[messages(no_clone)]` for messages that cannot be
-//!   copied (then none may be idempotent).
+//!   message type and a typed method on `ActorRef<Self>` and `EntityRef<Self>` (through a trait
+//!   named `<Type>Api`); `#[message(idempotent)]` and `#[message(ttl = "700ms")]` set the envelope
+//!   defaults; one optional `#[start]` function is the recovery path. A method with a
+//!   `ReplyPort<T>` argument (and no return value) defers its reply; `#[messages(no_clone)]` for
+//!   messages that cannot be copied (then none may be idempotent); `#[messages(remote = "id")]`
+//!   for messages that cross processes (serde's derives, a stable id), whose typed methods then
+//!   work on crashonly-cluster's `RemoteRef<Self>` too.
 //!
 //! Everything generated names the runtime only through its hidden `__private` module, by an
 //! absolute path (`::crashonly::__private::...`), so it works whatever the user has imported. A
@@ -463,7 +465,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
         let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
         let idem_call = if m.attr.idempotent {
-            quote!(let ask = ask.idempotent();)
+            quote!(let ask = #p::CallAsk::idempotent(ask);)
         } else {
             quote!()
         };
@@ -471,14 +473,16 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
             Some(d) => quote!(::core::option::Option::Some(#d)),
             None => quote!(<#self_ty as #p::ActorDefaults>::TTL),
         };
-        let sig = quote!(fn #method(&self, #(#params),*) -> #p::Call<'_, #self_ty, #o>);
+        // The ask builder is the ref's own: `Ask` for local refs, another crate's for its refs
+        // (crashonly-cluster's `RemoteAsk`).
+        let sig = quote!(fn #method(&self, #(#params),*) -> #p::Call<'_, #self_ty, #o, <Self as #p::Requests<#self_ty>>::Ask<'_>>);
         (
             quote!(#(#docs)* #sig;),
             quote! {
                 #sig {
                     let ask = #p::Requests::request(self, #msg_enum::#v(#(#names),*));
                     #idem_call
-                    let ask = match #ttl { ::core::option::Option::Some(t) => ask.ttl(t), ::core::option::Option::None => ask };
+                    let ask = match #ttl { ::core::option::Option::Some(t) => #p::CallAsk::ttl(ask, t), ::core::option::Option::None => ask };
                     #p::call(ask, |r| match r {
                         #reply_enum::#v(v) => ::core::option::Option::Some(v),
                         #[allow(unreachable_patterns)]
@@ -491,9 +495,15 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
     let (decls, impls): (Vec<_>, Vec<_>) = api_methods.unzip();
     let doc_msg = format!("The messages of [`{type_name}`], one variant per `#[message]` method.");
     let doc_reply = format!("The replies of [`{type_name}`], one variant per `#[message]` method.");
-    let doc_api = format!(
-        "Typed requests to a [`{type_name}`] actor or entity: `actor_ref.method(args).await` (also on an `EntityRef`)."
-    );
+    let doc_api = if remote.is_some() {
+        format!(
+            "Typed requests to a [`{type_name}`] actor or entity: `actor_ref.method(args).await` (also on an `EntityRef`, and on crashonly-cluster's `RemoteRef`)."
+        )
+    } else {
+        format!(
+            "Typed requests to a [`{type_name}`] actor or entity: `actor_ref.method(args).await` (also on an `EntityRef`)."
+        )
+    };
 
     let derive_clone = clone_replies.then(|| quote!(#[derive(Clone)]));
     // Remote messages and replies travel serialized: serde's derives (the user's crate depends
@@ -568,7 +578,7 @@ fn messages_impl(mut item: ItemImpl, args: MessagesArgs, p: &TokenStream2) -> sy
         }
 
         #[doc = #doc_api]
-        #vis trait #api {
+        #vis trait #api: #p::Requests<#self_ty> {
             #(#decls)*
         }
 

@@ -41,6 +41,7 @@
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -50,46 +51,100 @@ use crate::envelope::{Header, TraceContext};
 use crate::error::DeliveryError;
 use crate::request::Ask;
 
-/// A typed request made by a method that `#[messages]` generated: an [`Ask`] whose reply is
-/// unpacked to the method's return type. Has the same builders (`ttl`, `idempotent`, `key`, ...).
-#[must_use = "a call does nothing until it is awaited"]
-pub struct Call<'a, A: Actor, T> {
-    ask: Ask<'a, A>,
-    extract: fn(A::Reply) -> Option<T>,
+/// The future of a sent request: its reply, or why there is none.
+pub type ReplyFuture<'a, A> = Pin<Box<dyn Future<Output = Result<<A as Actor>::Reply, DeliveryError>> + Send + 'a>>;
+
+/// What a [`Call`] needs of the request builder it wraps: the local [`Ask`] of an `ActorRef` or
+/// an `EntityRef`, or the ask of another crate's ref (crashonly-cluster's `RemoteAsk`). Reached
+/// through `__private` only: the builders a call offers are [`Call`]'s own methods.
+pub trait CallAsk<'a, A: Actor>: Sized {
+    /// Sets the time to live.
+    fn ttl(self, ttl: Duration) -> Self;
+    /// Marks the request idempotent.
+    fn idempotent(self) -> Self
+    where
+        A::Msg: Clone;
+    /// Resends an idempotent request after a failure it may recover from, until its deadline.
+    fn retrying(self) -> Self;
+    /// Sends the request; the future of its reply.
+    fn send(self) -> ReplyFuture<'a, A>;
 }
 
-impl<A: Actor, T> fmt::Debug for Call<'_, A, T> {
+impl<'a, A: Actor> CallAsk<'a, A> for Ask<'a, A> {
+    fn ttl(self, ttl: Duration) -> Self {
+        Ask::ttl(self, ttl)
+    }
+    fn idempotent(self) -> Self
+    where
+        A::Msg: Clone,
+    {
+        Ask::idempotent(self)
+    }
+    fn retrying(self) -> Self {
+        Ask::retrying(self)
+    }
+    fn send(self) -> ReplyFuture<'a, A> {
+        self.into_future()
+    }
+}
+
+/// A typed request made by a method that `#[messages]` generated: an ask whose reply is unpacked
+/// to the method's return type. On an `ActorRef` or an `EntityRef` it wraps an [`Ask`] and has its
+/// builders (`ttl`, `idempotent`, `key`, `retrying`, ...); on another crate's ref (`B`, like
+/// crashonly-cluster's `RemoteRef`) it has `ttl`, `idempotent` and `retrying`, and what that crate
+/// adds.
+#[must_use = "a call does nothing until it is awaited"]
+pub struct Call<'a, A: Actor, T, B = Ask<'a, A>> {
+    ask: B,
+    extract: fn(A::Reply) -> Option<T>,
+    _ask: PhantomData<&'a ()>,
+}
+
+impl<A: Actor, T, B: fmt::Debug> fmt::Debug for Call<'_, A, T, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call").field("ask", &self.ask).finish()
     }
 }
 
-impl<'a, A: Actor, T> Call<'a, A, T> {
-    pub(crate) fn new(ask: Ask<'a, A>, extract: fn(A::Reply) -> Option<T>) -> Self {
-        Call { ask, extract }
-    }
-
-    fn map(self, f: impl FnOnce(Ask<'a, A>) -> Ask<'a, A>) -> Self {
+impl<'a, A: Actor, T, B: CallAsk<'a, A>> Call<'a, A, T, B> {
+    pub(crate) fn new(ask: B, extract: fn(A::Reply) -> Option<T>) -> Self {
         Call {
-            ask: f(self.ask),
-            extract: self.extract,
+            ask,
+            extract,
+            _ask: PhantomData,
         }
     }
 
-    /// See [`Ask::ttl`].
+    /// The same call with its request builder changed by `f`.
+    pub(crate) fn map(self, f: impl FnOnce(B) -> B) -> Self {
+        Call {
+            ask: f(self.ask),
+            extract: self.extract,
+            _ask: PhantomData,
+        }
+    }
+
+    /// Sets the time to live (see [`Ask::ttl`]).
     pub fn ttl(self, ttl: Duration) -> Self {
         self.map(|a| a.ttl(ttl))
     }
-    /// See [`Ask::deadline`].
-    pub fn deadline(self, deadline: Instant) -> Self {
-        self.map(|a| a.deadline(deadline))
-    }
-    /// See [`Ask::idempotent`].
+    /// Marks it idempotent (see [`Ask::idempotent`]).
     pub fn idempotent(self) -> Self
     where
         A::Msg: Clone,
     {
         self.map(|a| a.idempotent())
+    }
+    /// Retries it while it is idempotent (see [`Ask::retrying`]).
+    pub fn retrying(self) -> Self {
+        self.map(|a| a.retrying())
+    }
+}
+
+impl<'a, A: Actor, T> Call<'a, A, T> {
+    /// See [`Ask::deadline`].
+    pub fn deadline(self, deadline: Instant) -> Self {
+        self.map(|a| a.deadline(deadline))
     }
     /// See [`Ask::set_idempotent`].
     pub fn set_idempotent(self, idempotent: bool) -> Self
@@ -105,10 +160,6 @@ impl<'a, A: Actor, T> Call<'a, A, T> {
     {
         self.map(|a| a.key(key))
     }
-    /// See [`Ask::retrying`].
-    pub fn retrying(self) -> Self {
-        self.map(|a| a.retrying())
-    }
     /// See [`Ask::attempt_timeout`].
     pub fn attempt_timeout(self, timeout: Duration) -> Self {
         self.map(|a| a.attempt_timeout(timeout))
@@ -123,14 +174,15 @@ impl<'a, A: Actor, T> Call<'a, A, T> {
     }
 }
 
-impl<'a, A: Actor, T: Send + 'a> IntoFuture for Call<'a, A, T> {
+impl<'a, A: Actor, T: Send + 'a, B: CallAsk<'a, A>> IntoFuture for Call<'a, A, T, B> {
     type Output = Result<T, DeliveryError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<T, DeliveryError>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let Call { ask, extract } = self;
+        let Call { ask, extract, .. } = self;
+        let reply = ask.send();
         Box::pin(async move {
-            let reply = ask.await?;
+            let reply = reply.await?;
             // `#[messages]` pairs every request with its own reply variant.
             Ok(extract(reply).expect("a reply of another message: the generated code is inconsistent"))
         })

@@ -3,14 +3,16 @@
 //! Generated code names only `<crate>::__private::*` (where `<crate>` is `::crashonly`, or the
 //! path given with `#[actor(crate = path)]` / `#[messages(crate = path)]`), so that the public API
 //! carries no macro plumbing and a renamed dependency still works. Not a public API: it may change
-//! in any release.
+//! in any release. One other crate of this workspace uses it, at the same version: crashonly-cluster
+//! implements [`Requests`] and [`CallAsk`] for its `RemoteRef`, so that the generated methods work on
+//! a remote entity too.
 
 use std::time::Duration;
 
 pub use crate::actor::Actor;
 pub use crate::actor_ref::ActorRef;
 #[cfg(feature = "macros")]
-pub use crate::call::Call;
+pub use crate::call::{Call, CallAsk, ReplyFuture};
 pub use crate::context::Context;
 pub use crate::entity::{Entity, EntityRef, EntitySpec};
 pub use crate::remote::Remote;
@@ -20,8 +22,18 @@ pub use crate::supervisor::{ActorSpec, Restart};
 
 #[cfg(feature = "macros")]
 /// The typed request of a generated method: `ask` with its reply unpacked by `extract`.
-pub fn call<A: Actor, T>(ask: Ask<'_, A>, extract: fn(A::Reply) -> Option<T>) -> Call<'_, A, T> {
+pub fn call<'a, A: Actor, T, B: CallAsk<'a, A>>(ask: B, extract: fn(A::Reply) -> Option<T>) -> Call<'a, A, T, B> {
     Call::new(ask, extract)
+}
+
+#[cfg(feature = "macros")]
+/// `call` with its request builder changed by `f`: how a crate whose builder has options of its own
+/// (crashonly-cluster's `RemoteAsk`: `key`, `within`) offers them on the calls made with it.
+pub fn map_call<'a, A: Actor, T, B: CallAsk<'a, A>>(
+    call: Call<'a, A, T, B>,
+    f: impl FnOnce(B) -> B,
+) -> Call<'a, A, T, B> {
+    call.map(f)
 }
 
 /// Entry points for the fuzz targets (`fuzz/`) and their stable replay (`tests/fuzz_replay.rs`).
@@ -53,19 +65,29 @@ pub trait ActorDefaults: Sized + Send + 'static {
     const STORE_KEY: Option<&'static str> = None;
 }
 
-/// What the typed methods of `#[messages]` are implemented for: actor refs and entity refs.
+/// What the typed methods of `#[messages]` are implemented for: actor refs and entity refs here,
+/// and the refs of other crates (crashonly-cluster's `RemoteRef`) with an ask builder of their own.
+#[cfg(feature = "macros")]
 pub trait Requests<A: Actor> {
+    /// The ask builder of this kind of ref.
+    type Ask<'a>: CallAsk<'a, A>
+    where
+        Self: 'a;
     /// An ask of `msg` to this actor or entity.
-    fn request(&self, msg: A::Msg) -> Ask<'_, A>;
+    fn request(&self, msg: A::Msg) -> Self::Ask<'_>;
 }
 
+#[cfg(feature = "macros")]
 impl<A: Actor> Requests<A> for ActorRef<A> {
+    type Ask<'a> = Ask<'a, A>;
     fn request(&self, msg: A::Msg) -> Ask<'_, A> {
         self.ask(msg)
     }
 }
 
+#[cfg(feature = "macros")]
 impl<A: Entity> Requests<A> for EntityRef<A> {
+    type Ask<'a> = Ask<'a, A>;
     fn request(&self, msg: A::Msg) -> Ask<'_, A> {
         self.ask(msg)
     }
