@@ -11,6 +11,9 @@
 //!
 //! - `ask`: one ask round trip (`a.ask(Get).await`), over 20,000.
 //! - `tell`: one tell (`a.tell(Add(1)).await`), over 100,000 and an ask at the end.
+//! - `floor_ask`, `floor_tell`: the same on the floor of `benches/peers` (a bare tokio task
+//!   reading a tokio mpsc channel of 1,024, a oneshot for the answer: no envelope, no deadline,
+//!   no panic boundary, no supervision).
 //!
 //! `cargo bench --bench instructions` (about a minute; needs `valgrind` on the PATH).
 
@@ -38,7 +41,7 @@ fn main() {
     }
     let me = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for (row, n) in [("ask", ASKS), ("tell", TELLS)] {
+    for (row, n) in [("ask", ASKS), ("floor_ask", ASKS), ("tell", TELLS), ("floor_tell", TELLS)] {
         let out = dir.path().join(format!("callgrind.{row}"));
         let status = Command::new("valgrind")
             .arg("--tool=callgrind")
@@ -62,12 +65,24 @@ fn main() {
     }
 }
 
-/// One measured process: a system with one counter, then the row.
+/// One measured process: a system with one counter (or the floor's task), then the row.
 fn child(row: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    if let Some(row) = row.strip_prefix("floor_") {
+        let tx = rt.block_on(async {
+            let tx = floor::spawn();
+            floor::ask(&tx).await;
+            tx
+        });
+        match row {
+            "ask" => assert_eq!(measured_floor_asks(&rt, &tx), 0),
+            _ => assert_eq!(measured_floor_tells(&rt, &tx), TELLS),
+        }
+        return;
+    }
     let a = rt.block_on(async {
         let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
         let sys = System::builder().config(config).start().unwrap();
@@ -104,4 +119,61 @@ fn measured_tells(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
         }
         a.ask(Msg::Get).await.unwrap()
     })
+}
+
+/// `ASKS` asks to the floor.
+#[inline(never)]
+fn measured_floor_asks(rt: &Runtime, tx: &floor::Tx) -> u64 {
+    rt.block_on(async {
+        let mut last = 0;
+        for _ in 0..ASKS {
+            last = floor::ask(tx).await;
+        }
+        last
+    })
+}
+
+/// `TELLS` tells to the floor, then an ask for the total.
+#[inline(never)]
+fn measured_floor_tells(rt: &Runtime, tx: &floor::Tx) -> u64 {
+    rt.block_on(async {
+        for _ in 0..TELLS {
+            tx.send(floor::Msg::Add(1)).await.ok().expect("floor send");
+        }
+        floor::ask(tx).await
+    })
+}
+
+mod floor {
+    //! The floor of `benches/peers`: a bare tokio task on a tokio mpsc channel.
+    use tokio::sync::{mpsc, oneshot};
+
+    pub enum Msg {
+        Add(u64),
+        Ask(oneshot::Sender<u64>),
+    }
+
+    pub type Tx = mpsc::Sender<Msg>;
+
+    pub fn spawn() -> Tx {
+        let (tx, mut rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(m) = rx.recv().await {
+                match m {
+                    Msg::Add(k) => n += k,
+                    Msg::Ask(tx) => {
+                        let _ = tx.send(n);
+                    }
+                }
+            }
+        });
+        tx
+    }
+
+    pub async fn ask(tx: &Tx) -> u64 {
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Msg::Ask(rtx)).await.ok().expect("floor send");
+        rrx.await.expect("floor reply")
+    }
 }

@@ -505,15 +505,21 @@ impl<A: Actor> Slot<A> {
                 }
             }
             // Attached to the handler's future: entered while it is polled, never across an await.
-            let span = tracing::debug_span!(
-                "envelope",
-                actor = %self.path,
-                id = header.id.get(),
-                attempt = header.attempt,
-                trace_id = %header.trace.trace_id,
-                span_id = %header.id.span_id(),
-                parent_id = header.trace.parent.map(tracing::field::display),
-            );
+            // None while no subscriber was ever set: tracing's `log` feature (which axum turns on)
+            // would otherwise format every envelope's fields for `log` (10% of a tell).
+            let span = if tracing::dispatcher::has_been_set() {
+                tracing::debug_span!(
+                    "envelope",
+                    actor = %self.path,
+                    id = header.id.get(),
+                    attempt = header.attempt,
+                    trace_id = %header.trace.trace_id,
+                    span_id = %header.id.span_id(),
+                    parent_id = header.trace.parent.map(tracing::field::display),
+                )
+            } else {
+                tracing::Span::none()
+            };
             #[cfg(feature = "otel")]
             crate::otel::attach(&span, &header.trace, header.id.span_id());
             // Relaxed: the watchdog only needs to see it eventually.
