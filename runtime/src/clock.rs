@@ -96,37 +96,14 @@ impl Clock {
     }
 
     /// Runs `fut` until `deadline`; `None` when the deadline came first.
-    ///
-    /// The timer is armed only when `fut` is still pending after one yield of the task: an ask's
-    /// answer usually comes while the tasks already woken run (the actor was woken by the push),
-    /// and then no timer entry is made and removed (about a tenth of an ask round trip's
-    /// instructions, `benches/instructions.rs`). The deadline is absolute, so arming it late
-    /// moves it nowhere: a deadline already past fires at the first poll after the yield. In a
-    /// loom model the timer is armed at once (its clock is manual and nothing is gained).
     pub(crate) async fn timeout_at<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
-        use std::task::Poll;
         let mut fut = std::pin::pin!(fut);
-        let mut sleep = std::pin::pin!(None::<Sleep>);
-        #[cfg(not(crashonly_loom))]
-        let mut yielded = std::pin::pin!(Some(crate::rt::yield_now()));
+        let mut sleep = std::pin::pin!(self.sleep_until(deadline));
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(v));
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(v));
             }
-            if sleep.is_none() {
-                #[cfg(not(crashonly_loom))]
-                if let Some(y) = yielded.as_mut().as_pin_mut() {
-                    if y.poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    yielded.set(None);
-                }
-                sleep.set(Some(self.sleep_until(deadline)));
-            }
-            match sleep.as_mut().as_pin_mut() {
-                Some(s) => s.poll(cx).map(|()| None),
-                None => Poll::Pending,
-            }
+            sleep.as_mut().poll(cx).map(|()| None)
         })
         .await
     }

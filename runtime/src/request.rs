@@ -466,7 +466,7 @@ async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply,
     let deadline = env.header.deadline;
     let clock = opts.target.shared().clock();
     deliver(opts.target, opts.copy, env, true).await.map_err(|(e, _)| e)?;
-    match clock.timeout_at(deadline, rx).await {
+    match crate::rt::within_deadline(clock, deadline, rx).await {
         Some(Ok(outcome)) => outcome,
         // The envelope was dropped unanswered: its slot was torn down with it.
         Some(Err(_)) => Err(DeliveryError::Dead),
