@@ -41,7 +41,12 @@ fn main() {
     }
     let me = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for (row, n) in [("ask", ASKS), ("floor_ask", ASKS), ("tell", TELLS), ("floor_tell", TELLS)] {
+    for (row, n) in [
+        ("ask", ASKS),
+        ("floor_ask", ASKS),
+        ("tell", TELLS),
+        ("floor_tell", TELLS),
+    ] {
         let out = dir.path().join(format!("callgrind.{row}"));
         let status = Command::new("valgrind")
             .arg("--tool=callgrind")
@@ -138,7 +143,7 @@ fn measured_floor_asks(rt: &Runtime, tx: &floor::Tx) -> u64 {
 fn measured_floor_tells(rt: &Runtime, tx: &floor::Tx) -> u64 {
     rt.block_on(async {
         for _ in 0..TELLS {
-            tx.send(floor::Msg::Add(1)).await.ok().expect("floor send");
+            tx.send(floor::Msg::Add(1)).await.expect("floor send");
         }
         floor::ask(tx).await
     })
@@ -148,6 +153,7 @@ mod floor {
     //! The floor of `benches/peers`: a bare tokio task on a tokio mpsc channel.
     use tokio::sync::{mpsc, oneshot};
 
+    #[derive(Debug)]
     pub enum Msg {
         Add(u64),
         Ask(oneshot::Sender<u64>),
@@ -173,7 +179,7 @@ mod floor {
 
     pub async fn ask(tx: &Tx) -> u64 {
         let (rtx, rrx) = oneshot::channel();
-        tx.send(Msg::Ask(rtx)).await.ok().expect("floor send");
+        tx.send(Msg::Ask(rtx)).await.expect("floor send");
         rrx.await.expect("floor reply")
     }
 }
