@@ -14,6 +14,9 @@
 //! - `floor_ask`, `floor_tell`: the same on the floor of `benches/peers` (a bare tokio task
 //!   reading a tokio mpsc channel of 1,024, a oneshot for the answer: no envelope, no deadline,
 //!   no panic boundary, no supervision).
+//! - `idle`: not under callgrind: the CPU time (user + system, from `/proc/self/stat`) that a
+//!   system of 100,000 idle actors on two workers spends in 5 s of doing nothing, as a share of
+//!   one core: what the watchdog's passes over the registry cost.
 //!
 //! `cargo bench --bench instructions` (about a minute; needs `valgrind` on the PATH).
 
@@ -40,6 +43,9 @@ fn main() {
         return; // cargo's bench discovery: nothing to list
     }
     let me = std::env::current_exe().unwrap();
+    let idle = Command::new(&me).args(["--child", "idle"]).output().unwrap();
+    assert!(idle.status.success(), "the idle child failed");
+    print!("{}", String::from_utf8_lossy(&idle.stdout));
     let dir = tempfile::tempdir().unwrap();
     for (row, n) in [
         ("ask", ASKS),
@@ -72,6 +78,9 @@ fn main() {
 
 /// One measured process: a system with one counter (or the floor's task), then the row.
 fn child(row: &str) {
+    if row == "idle" {
+        return idle();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -182,4 +191,41 @@ mod floor {
         tx.send(Msg::Ask(rtx)).await.expect("floor send");
         rrx.await.expect("floor reply")
     }
+}
+
+/// 100,000 idle actors on two workers for 5 s: the process's CPU time meanwhile.
+fn idle() {
+    const IDLE: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _sys = rt.block_on(async {
+        let sys = System::new();
+        let mut last = None;
+        for _ in 0..IDLE {
+            last = Some(sys.spawn(ActorSpec::<Counter>::new(())).unwrap());
+        }
+        last.unwrap().ask(Msg::Get).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sys
+    });
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(5));
+    let ticks = cpu_ticks() - before;
+    // Clock ticks are 1/100 s on Linux.
+    println!(
+        "instructions/idle: {IDLE} idle actors cost {:.1}% of a core ({ticks} ticks in 5 s)",
+        ticks as f64 / 5.0
+    );
+}
+
+/// The process's user + system CPU time so far, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

@@ -240,27 +240,22 @@ impl Registry {
         inner.slots.iter().filter_map(|(_, e)| e.inspect.upgrade()).collect()
     }
 
-    /// The slots past their handling lease at `now`.
-    pub(crate) fn hung(&self, now: u64) -> Vec<Arc<dyn Inspect>> {
+    /// One watchdog pass at `now`: the slots past their handling lease, and (given an
+    /// abandonment `limit`) the slots whose aborted task has outlived it.
+    pub(crate) fn watch(&self, now: u64, limit: Option<std::time::Duration>) -> Watch {
+        let mut found = Watch::default();
         let inner = self.inner.lock();
-        inner
-            .slots
-            .iter()
-            .filter_map(|(_, e)| e.inspect.upgrade())
-            .filter(|i| i.is_hung(now))
-            .collect()
-    }
-
-    /// The slots whose aborted task has outlived `limit` at `now`.
-    #[cfg_attr(crashonly_loom, allow(dead_code))]
-    pub(crate) fn overdue(&self, now: u64, limit: std::time::Duration) -> Vec<Arc<dyn Inspect>> {
-        let inner = self.inner.lock();
-        inner
-            .slots
-            .iter()
-            .filter_map(|(_, e)| e.inspect.upgrade())
-            .filter(|i| i.is_overdue(now, limit))
-            .collect()
+        for (_, e) in inner.slots.iter() {
+            let Some(i) = e.inspect.upgrade() else { continue };
+            let overdue = limit.is_some_and(|limit| i.is_overdue(now, limit));
+            if i.is_hung(now) {
+                found.hung.push(i.clone());
+            }
+            if overdue {
+                found.overdue.push(i);
+            }
+        }
+        found
     }
 
     /// Number of live slots (actors and supervisors).
@@ -321,4 +316,13 @@ mod loom_tests {
             drop(old);
         });
     }
+}
+
+/// What one watchdog pass found (see [`Registry::watch`]).
+#[derive(Default)]
+pub(crate) struct Watch {
+    /// Past their handling lease.
+    pub(crate) hung: Vec<Arc<dyn Inspect>>,
+    /// Aborted, and their task still running past the abandonment limit.
+    pub(crate) overdue: Vec<Arc<dyn Inspect>>,
 }

@@ -107,9 +107,12 @@ impl SystemBuilder {
             let task = shared.clone().spawn(async move {
                 #[cfg(feature = "metrics")]
                 let mut scans = 0u32;
+                let mut wait = every;
                 loop {
-                    shared.clock().sleep(every).await;
+                    shared.clock().sleep(wait).await;
+                    let began = std::time::Instant::now();
                     crate::watchdog::scan(shared.registry(), shared.nanos());
+                    wait = crate::watchdog::pace(every, began.elapsed());
                     // About once a second: histogram samples are drained even if nobody scrapes.
                     #[cfg(feature = "metrics")]
                     {
