@@ -252,7 +252,6 @@ impl Policy {
     ///
     /// ```
     /// # use crashonly::Policy;
-    /// # use std::time::Duration;
     /// let policy = Policy::builder().max_retries(3).build().unwrap();
     /// assert_eq!(policy.max_retries(), 3);
     /// assert_eq!(policy.default_ttl(), Policy::default().default_ttl()); // unset: the default

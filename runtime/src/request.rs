@@ -411,7 +411,6 @@ macro_rules! builder_methods {
         /// ```
         /// # use crashonly::prelude::*;
         /// # use crashonly::__private::doc::Counter;
-        /// # use std::time::Duration;
         /// # #[tokio::main(flavor = "current_thread")]
         /// # async fn main() {
         /// # let system = System::new();

@@ -217,9 +217,10 @@ impl<A: Entity> Entities<A> {
     /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
     /// counters.get("a".to_string()).ask(1).await.unwrap();
     /// counters.get("b".to_string()).ask(1).await.unwrap();
-    /// assert!(counters.get("b".to_string()).passivate());
     /// let stats = counters.stats();
-    /// assert_eq!((stats.active, stats.activations, stats.passivated_idle), (1, 2, 1));
+    /// assert_eq!((stats.active, stats.activations, stats.crashes), (2, 2, 0));
+    /// assert!(counters.get("b".to_string()).passivate());
+    /// assert_eq!(counters.stats().passivated_idle, 1);
     /// # }
     /// ```
     pub fn stats(&self) -> EntityStats {
@@ -404,6 +405,7 @@ impl<A: Entity> EntityRef<A> {
     /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
     /// let a = counters.get("a".to_string());
     /// let activation: ActorRef<Counter> = a.activate().unwrap();
+    /// assert_eq!(activation.ask(1).await, Ok(1)); // an actor ref like any other
     /// let mut downs = system.monitor(&activation);
     /// assert!(a.passivate());
     /// assert_eq!(downs.recv().await.unwrap().reason, DownReason::Ended);

@@ -389,7 +389,6 @@ impl SupervisorSpec {
     ///
     /// ```
     /// # use crashonly::prelude::*;
-    /// # use crashonly::__private::doc::Counter;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
