@@ -364,15 +364,17 @@ impl<A: Actor> Context<A> {
     /// # use crashonly::prelude::*;
     /// # use std::time::Duration;
     /// struct Alarm { rung: bool }
-    /// enum Msg { Set, Ring, Rung }
+    /// enum Msg { Set, Ring, HasRung }
     /// impl Actor for Alarm {
     /// #     type Args = (); type Msg = Msg; type Reply = bool; type Error = std::convert::Infallible;
     /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Alarm { rung: false }) }
     ///     async fn handle(&mut self, msg: Msg, ctx: &mut Context<Self>) -> Result<bool, Self::Error> {
     ///         match msg {
-    ///             Msg::Set => drop(ctx.send_after(Duration::from_secs(60), Msg::Ring)),
+    ///             Msg::Set => {
+    ///                 ctx.send_after(Duration::from_secs(60), Msg::Ring); // a `Timer`, to cancel it
+    ///             }
     ///             Msg::Ring => self.rung = true,
-    ///             Msg::Rung => {}
+    ///             Msg::HasRung => {}
     ///         }
     ///         Ok(self.rung)
     ///     }
@@ -384,7 +386,7 @@ impl<A: Actor> Context<A> {
     /// let alarm = system.spawn(ActorSpec::<Alarm>::new(())).unwrap();
     /// assert_eq!(alarm.ask(Msg::Set).await, Ok(false));
     /// tokio::time::sleep(Duration::from_secs(61)).await; // paused time: no real wait
-    /// assert_eq!(alarm.ask(Msg::Rung).await, Ok(true));
+    /// assert_eq!(alarm.ask(Msg::HasRung).await, Ok(true));
     /// # }
     /// ```
     pub fn send_after(&self, delay: Duration, msg: A::Msg) -> Timer {

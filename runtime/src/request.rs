@@ -581,7 +581,7 @@ impl<'a, A: Actor> Ask<'a, A> {
     /// # use crashonly::prelude::*;
     /// # use crashonly::__private::doc::Counter;
     /// # use std::time::Duration;
-    /// # #[tokio::main(flavor = "current_thread")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// # let system = System::new();
     /// let counters = system

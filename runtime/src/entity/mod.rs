@@ -359,7 +359,8 @@ impl<A: Entity> EntityRef<A> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1)).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1);
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// a.try_tell(2).unwrap();
     /// assert_eq!(a.try_tell(3).unwrap_err().into_inner(), 3); // full: the message back

@@ -125,7 +125,8 @@ impl<A: Entity> EntitySpec<A> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).idle(Duration::from_secs(30))).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).idle(Duration::from_secs(30));
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// assert_eq!(a.ask(5).await, Ok(5));
     /// tokio::time::sleep(Duration::from_secs(31)).await; // paused time: no real wait
@@ -146,7 +147,8 @@ impl<A: Entity> EntitySpec<A> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).max_active(2)).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).max_active(2);
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// for key in ["a", "b", "c"] {
     ///     counters.get(key.to_string()).ask(1).await.unwrap();
     /// }
@@ -168,7 +170,7 @@ impl<A: Entity> EntitySpec<A> {
     /// # use crashonly::prelude::*;
     /// # use crashonly::__private::doc::Counter;
     /// # use std::time::Duration;
-    /// # #[tokio::main(flavor = "current_thread")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// # let system = System::new();
     /// let counters = system
@@ -291,7 +293,8 @@ impl<A: Entity> EntitySpec<A> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1)).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1);
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// a.try_tell(1).unwrap();
     /// assert_eq!(a.try_tell(1).unwrap_err().error(), &DeliveryError::MailboxFull);
@@ -343,7 +346,8 @@ impl<A: Entity> EntitySpec<A> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).rejuvenate_after_messages(2)).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).rejuvenate_after_messages(2);
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// assert_eq!(a.ask(1).await, Ok(1));
     /// assert_eq!(a.ask(1).await, Ok(2));
@@ -364,7 +368,10 @@ impl<A: Entity> EntitySpec<A> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).idle(Duration::from_secs(3600)).rejuvenate_after(Duration::from_secs(600))).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0)
+    ///     .idle(Duration::from_secs(3600)) // not passivated meanwhile
+    ///     .rejuvenate_after(Duration::from_secs(600));
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// assert_eq!(a.ask(1).await, Ok(1));
     /// tokio::time::sleep(Duration::from_secs(601)).await; // paused time: no real wait
@@ -435,7 +442,8 @@ where
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let system = System::new();
-    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0).dedup(1000)).unwrap();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).dedup(1000);
+    /// let counters = system.spawn_entities(spec).unwrap();
     /// let a = counters.get("a".to_string());
     /// assert_eq!(a.ask(5).key("payment 17").await, Ok(5));
     /// assert_eq!(a.ask(5).key("payment 17").await, Ok(5)); // a repeat: answered from the window
