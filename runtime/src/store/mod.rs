@@ -297,6 +297,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// # }
     /// # let broken = Arc::new(AtomicBool::new(false));
     /// # let disk = Disk { inner: InMemoryBackend::new(), broken: broken.clone() };
+    /// // `disk`: a storage layer whose syncs fail once `broken` is set
     /// let store = RedbStore::open_backend("disk", disk, RedbOptions::default())?;
     /// store.put(b"k", b"v".to_vec()).await?;
     /// assert_eq!(store.failed(), None);
