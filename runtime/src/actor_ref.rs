@@ -67,16 +67,53 @@ impl<A: Actor> ActorRef<A> {
     }
 
     /// The id in the system's registry.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(40)).unwrap();
+    /// let found = system.get::<Counter>(counter.id()).unwrap();
+    /// assert_eq!(found.ask(2).await, Ok(42));
+    /// # }
+    /// ```
     pub fn id(&self) -> ActorId {
         self.slot.id
     }
 
     /// The path in the supervision tree, such as `/app/cart`.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let app = system.root().spawn_supervisor(SupervisorSpec::new("app", Strategy::OneForOne)).unwrap();
+    /// let counter = app.spawn(ActorSpec::<Counter>::named("counter", 0)).unwrap();
+    /// assert_eq!(counter.path(), "/app/counter");
+    /// # }
+    /// ```
     pub fn path(&self) -> &str {
         &self.slot.path
     }
 
     /// Whether the slot still accepts messages (false once it is dead for good).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::named("counter", 0)).unwrap();
+    /// assert!(counter.is_alive());
+    /// system.root().remove_child("counter").await.unwrap();
+    /// assert!(!counter.is_alive());
+    /// # }
+    /// ```
     pub fn is_alive(&self) -> bool {
         !self.slot.mailbox.is_closed()
     }
@@ -84,6 +121,20 @@ impl<A: Actor> ActorRef<A> {
     /// Restarts the actor preemptively through the crash path (software rejuvenation): the running
     /// instance ends after its current message and a new one starts; messages wait meanwhile. Not
     /// counted against the restart intensity.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(40)).unwrap();
+    /// assert_eq!(counter.ask(2).await, Ok(42));
+    /// counter.rejuvenate();
+    /// assert_eq!(counter.ask(0).await, Ok(40)); // a new instance, started from its arguments
+    /// assert_eq!((counter.stats().incarnation, counter.stats().crashes), (2, 0));
+    /// # }
+    /// ```
     pub fn rejuvenate(&self) {
         self.slot.request_rejuvenation();
     }
@@ -94,6 +145,20 @@ impl<A: Actor> ActorRef<A> {
     /// in flight is redelivered if idempotent, answered `Crashed` otherwise; queued ones wait.
     ///
     /// The same as [`kill`](ActorRef::kill), for callers that need no answer.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(40)).unwrap();
+    /// assert_eq!(counter.ask(2).await, Ok(42));
+    /// counter.crash_reboot();
+    /// assert_eq!(counter.ask(0).await, Ok(40)); // a new instance, started from its arguments
+    /// assert_eq!(counter.stats().crashes, 1);
+    /// # }
+    /// ```
     pub fn crash_reboot(&self) {
         let _ = self.kill();
     }
@@ -102,6 +167,21 @@ impl<A: Actor> ActorRef<A> {
     /// aborted wherever it is, and its supervisor applies its strategy as for any crash. The asker
     /// of the message in flight learns that it was killed (an idempotent message is redelivered
     /// instead). `Err(Dead)` for an actor that is gone or terminated.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::named("counter", 40)).unwrap();
+    /// assert_eq!(counter.kill(), Ok(()));
+    /// assert_eq!(counter.ask(2).await, Ok(42)); // its restart answers
+    /// assert_eq!(counter.stats().last_crash.unwrap().reason, CrashReason::Killed);
+    /// system.root().remove_child("counter").await.unwrap();
+    /// assert_eq!(counter.kill(), Err(DeliveryError::Dead));
+    /// # }
+    /// ```
     pub fn kill(&self) -> Result<(), DeliveryError> {
         self.slot.crash_from_outside(CrashReason::Killed)
     }
@@ -157,27 +237,103 @@ impl<A: Actor> ActorRef<A> {
     /// supervisor. A normal end or a rejuvenation does not propagate. A link fires once: it is
     /// gone after the crash it carried (link again in `start` to keep one across restarts).
     /// `Err(Dead)` if either actor is gone.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let a = system.spawn(ActorSpec::<Counter>::named("a", 1)).unwrap();
+    /// let b = system.spawn(ActorSpec::<Counter>::named("b", 0)).unwrap();
+    /// a.link(&b).unwrap();
+    /// let mut b_downs = system.monitor(&b);
+    /// assert!(a.ask(u64::MAX).await.is_err()); // an overflow: `a` crashes, and `b` with it
+    /// let DownReason::Crashed(report) = b_downs.recv().await.unwrap().reason else { panic!() };
+    /// assert!(matches!(&report.reason, CrashReason::Linked { peer, .. } if peer == "/a"));
+    /// # }
+    /// ```
     pub fn link<B: Actor>(&self, other: &ActorRef<B>) -> Result<(), DeliveryError> {
         crate::link::link(self, other)
     }
 
     /// Removes a link made with [`link`](ActorRef::link) (a no-op if there is none).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let a = system.spawn(ActorSpec::<Counter>::named("a", 1)).unwrap();
+    /// let b = system.spawn(ActorSpec::<Counter>::named("b", 0)).unwrap();
+    /// a.link(&b).unwrap();
+    /// a.unlink(&b);
+    /// assert_eq!(b.ask(5).await, Ok(5));
+    /// assert!(a.ask(u64::MAX).await.is_err()); // `a` crashes alone
+    /// assert_eq!(a.ask(0).await, Ok(1)); // restarted
+    /// assert_eq!(b.ask(0).await, Ok(5)); // still the same instance
+    /// # }
+    /// ```
     pub fn unlink<B: Actor>(&self, other: &ActorRef<B>) {
         crate::link::unlink(self, other)
     }
 
     /// Progress counters of this slot.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(1)).unwrap();
+    /// counter.ask(1).await.unwrap();
+    /// assert!(counter.ask(u64::MAX).await.is_err()); // an overflow: a crash
+    /// counter.ask(0).await.unwrap();
+    /// let stats = counter.stats();
+    /// assert_eq!((stats.handled, stats.crashes, stats.restarts, stats.incarnation), (3, 1, 1, 2));
+    /// assert_eq!(stats.state, crashonly::SlotState::Running);
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.slot.stats()
     }
 
     /// Sends `msg` without waiting for a reply; `.await` waits for room in the mailbox until the
     /// deadline (the default TTL unless set with [`Tell::ttl`] or [`Tell::deadline`]).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(40)).unwrap();
+    /// counter.tell(2).await.unwrap(); // queued: nobody waits for its reply
+    /// assert_eq!(counter.ask(0).await, Ok(42)); // handled after the tell
+    /// # }
+    /// ```
     pub fn tell(&self, msg: A::Msg) -> Tell<'_, A> {
         Tell::new(Target::Actor(self), msg)
     }
 
     /// Sends `msg` at once or fails: [`DeliveryError::MailboxFull`] or [`DeliveryError::Dead`], with the message back.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counter = system.spawn(ActorSpec::<Counter>::new(0).mailbox_capacity(1)).unwrap();
+    /// counter.try_tell(1).unwrap();
+    /// let full = counter.try_tell(2).unwrap_err();
+    /// assert_eq!(full.error(), &DeliveryError::MailboxFull);
+    /// assert_eq!(full.into_inner(), 2); // the message back, to send later
+    /// assert_eq!(counter.ask(0).await, Ok(1));
+    /// # }
+    /// ```
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         crate::request::try_tell(Target::Actor(self), msg)
     }

@@ -48,22 +48,22 @@ impl<A: Actor> InFlight<A> {
     /// allows, at-most-once otherwise.
     pub(crate) fn settle(mut self, slot: &Slot<A>, report: Arc<CrashReport>) {
         let now = slot.shared().now();
-        if let Some(payload) = self.keep.take() {
-            if !self.header.is_expired(now) {
-                let header = Header {
-                    attempt: self.header.attempt + 1,
-                    ..self.header
-                };
-                let env = Envelope {
-                    header,
-                    payload,
-                    reply: self.reply.take(),
-                };
-                if let Err(env) = slot.mailbox.push_front(env) {
-                    answer(env.reply, Err(DeliveryError::Dead));
-                }
-                return;
+        if let Some(payload) = self.keep.take()
+            && !self.header.is_expired(now)
+        {
+            let header = Header {
+                attempt: self.header.attempt + 1,
+                ..self.header
+            };
+            let env = Envelope {
+                header,
+                payload,
+                reply: self.reply.take(),
+            };
+            if let Err(env) = slot.mailbox.push_front(env) {
+                answer(env.reply, Err(DeliveryError::Dead));
             }
+            return;
         }
         answer(self.reply, Err(DeliveryError::Crashed(report)));
     }

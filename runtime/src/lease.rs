@@ -83,13 +83,14 @@ impl Leases {
             ));
         }
         let mut map = self.map.lock();
-        if let Some(e) = map.get(resource) {
-            if e.expires_at > now && e.holder != holder {
-                return Err(LeaseError::Held {
-                    holder: e.holder.clone(),
-                    remaining: e.expires_at - now,
-                });
-            }
+        if let Some(e) = map.get(resource)
+            && e.expires_at > now
+            && e.holder != holder
+        {
+            return Err(LeaseError::Held {
+                holder: e.holder.clone(),
+                remaining: e.expires_at - now,
+            });
         }
         let token = self.tokens.fetch_add(1, Ordering::Relaxed) + 1;
         let expires_at = now + ttl;

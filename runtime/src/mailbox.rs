@@ -127,10 +127,10 @@ impl<T> Mailbox<T> {
             return Err(PushError::Closed(item));
         }
         if inner.queue.len() + inner.in_local >= self.capacity {
-            if let Some(cx) = cx {
-                if !inner.producers.iter().any(|w| w.will_wake(cx.waker())) {
-                    inner.producers.push(cx.waker().clone());
-                }
+            if let Some(cx) = cx
+                && !inner.producers.iter().any(|w| w.will_wake(cx.waker()))
+            {
+                inner.producers.push(cx.waker().clone());
             }
             return Err(PushError::Full(item));
         }
@@ -218,10 +218,10 @@ impl<T> Mailbox<T> {
         }
         local.yielded = false;
         let Some(item) = inner.queue.pop_front() else {
-            if let Some(cx) = cx {
-                if !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    inner.consumer = Some(cx.waker().clone());
-                }
+            if let Some(cx) = cx
+                && !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.consumer = Some(cx.waker().clone());
             }
             return Err(inner.closed);
         };

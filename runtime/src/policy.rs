@@ -88,38 +88,126 @@ macro_rules! setter {
 
 impl PolicyBuilder {
     setter!(/// TTL of a message sent without one.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().default_ttl(Duration::from_secs(1)).build().unwrap();
+        /// assert_eq!(policy.default_ttl(), Duration::from_secs(1));
+        /// ```
         default_ttl: Duration);
     setter!(/// Longest TTL any message may have.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().max_ttl(Duration::from_secs(10)).build().unwrap();
+        /// assert_eq!(policy.max_ttl(), Duration::from_secs(10));
+        /// let short = Policy::builder().max_ttl(Duration::from_secs(1)).build(); // below the default TTL
+        /// assert!(short.is_err());
+        /// ```
         max_ttl: Duration);
     setter!(/// Longest lease.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().max_lease(Duration::from_secs(30)).build().unwrap();
+        /// assert_eq!(policy.max_lease(), Duration::from_secs(30));
+        /// ```
         max_lease: Duration);
     setter!(/// Most resends of one idempotent request.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// let policy = Policy::builder().max_retries(2).build().unwrap();
+        /// assert_eq!(policy.max_retries(), 2);
+        /// ```
         max_retries: u32);
     setter!(/// Backoff between retries (randomized, exponential, capped).
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// # use crashonly::Backoff;
+        /// let backoff = Backoff { base: Duration::from_millis(5), cap: Duration::from_millis(200) };
+        /// let policy = Policy::builder().retry_backoff(backoff).build().unwrap();
+        /// assert_eq!(policy.retry_backoff(), backoff);
+        /// ```
         retry_backoff: Backoff);
     setter!(/// Restart intensity of supervisors that set none.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// # use crashonly::Intensity;
+        /// let intensity = Intensity { max_restarts: 3, period: Duration::from_secs(5) };
+        /// let policy = Policy::builder().intensity(intensity).build().unwrap();
+        /// assert_eq!(policy.intensity(), intensity);
+        /// ```
         intensity: Intensity);
     setter!(/// Longest time one message may be handled before the watchdog restarts the actor.
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().max_handling(Duration::from_secs(5)).build().unwrap();
+        /// assert_eq!(policy.max_handling(), Duration::from_secs(5));
+        /// ```
         max_handling: Duration);
     setter!(/// How long a restart waits for an aborted task before abandoning it (stuck in blocking code).
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().abandon_after(Duration::from_millis(200)).build().unwrap();
+        /// assert_eq!(policy.abandon_after(), Duration::from_millis(200));
+        /// ```
         abandon_after: Duration);
     setter!(/// Longest time an entity stays live without a message before it is passivated (an
         /// entity family's `idle` is cut to it).
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// # use std::time::Duration;
+        /// let policy = Policy::builder().max_idle(Duration::from_secs(600)).build().unwrap();
+        /// assert_eq!(policy.max_idle(), Duration::from_secs(600));
+        /// ```
         max_idle: Duration);
     setter!(/// Longest entity key, in bytes ([`EntityKey::key_len`](crate::EntityKey::key_len)); a
         /// longer one is refused with [`DeliveryError::KeyTooLong`](crate::DeliveryError::KeyTooLong).
+        ///
+        /// ```
+        /// # use crashonly::Policy;
+        /// let policy = Policy::builder().max_key_len(64).build().unwrap();
+        /// assert_eq!(policy.max_key_len(), 64);
+        /// ```
         max_key_len: usize);
     /// Abandoned tasks tolerated before the system gives up (so the process is restarted).
     ///
     /// By default, one fewer than the tokio runtime's worker threads (0 on a current-thread
     /// runtime): a task abandoned in blocking code keeps its worker, and the system gives up
     /// before the last worker is lost, while something can still run.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// let policy = Policy::builder().max_abandoned(2).build().unwrap();
+    /// assert_eq!(policy.max_abandoned(), Some(2));
+    /// ```
     pub fn max_abandoned(mut self, n: u32) -> Self {
         self.p.get_or_insert_with(Policy::default).max_abandoned = Some(n);
         self
     }
 
-    /// Checks the bounds.
+    /// Checks the bounds: every one positive and finite, the default TTL within the longest.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert!(Policy::builder().build().is_ok());
+    /// let err = Policy::builder().max_lease(Duration::MAX).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid policy: max_lease is infinite; every bound must be finite");
+    /// ```
     pub fn build(self) -> Result<Policy, PolicyError> {
         let p = self.p.unwrap_or_default();
         let bounded = [
@@ -161,6 +249,13 @@ impl PolicyBuilder {
 
 impl Policy {
     /// A builder starting from the defaults.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// let policy = Policy::builder().max_retries(3).build().unwrap();
+    /// assert_eq!(policy.max_retries(), 3);
+    /// assert_eq!(policy.default_ttl(), Policy::default().default_ttl()); // unset: the default
+    /// ```
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder::default()
     }
@@ -181,46 +276,110 @@ impl Policy {
     }
 
     /// Default TTL.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().default_ttl(), Duration::from_secs(5));
+    /// ```
     pub fn default_ttl(&self) -> Duration {
         self.default_ttl
     }
     /// Longest TTL.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().max_ttl(), Duration::from_secs(60));
+    /// ```
     pub fn max_ttl(&self) -> Duration {
         self.max_ttl
     }
     /// Longest lease.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().max_lease(), Duration::from_secs(60));
+    /// ```
     pub fn max_lease(&self) -> Duration {
         self.max_lease
     }
     /// Most resends of one request.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// assert_eq!(Policy::default().max_retries(), 5);
+    /// ```
     pub fn max_retries(&self) -> u32 {
         self.max_retries
     }
     /// Retry backoff.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().retry_backoff().cap, Duration::from_secs(1));
+    /// ```
     pub fn retry_backoff(&self) -> Backoff {
         self.retry_backoff
     }
     /// Default restart intensity.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// let intensity = Policy::default().intensity();
+    /// assert_eq!((intensity.max_restarts, intensity.period), (10, Duration::from_secs(10)));
+    /// ```
     pub fn intensity(&self) -> Intensity {
         self.intensity
     }
     /// Longest handling of one message.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().max_handling(), Duration::from_secs(30));
+    /// ```
     pub fn max_handling(&self) -> Duration {
         self.max_handling
     }
     /// How long a restart waits for an aborted task.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().abandon_after(), Duration::from_secs(1));
+    /// ```
     pub fn abandon_after(&self) -> Duration {
         self.abandon_after
     }
     /// Abandoned tasks tolerated, when set (otherwise it follows the worker count).
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// assert_eq!(Policy::default().max_abandoned(), None);
+    /// ```
     pub fn max_abandoned(&self) -> Option<u32> {
         self.max_abandoned
     }
     /// Longest time an entity stays live without a message.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// # use std::time::Duration;
+    /// assert_eq!(Policy::default().max_idle(), Duration::from_secs(3600));
+    /// ```
     pub fn max_idle(&self) -> Duration {
         self.max_idle
     }
     /// Longest entity key, in bytes.
+    ///
+    /// ```
+    /// # use crashonly::Policy;
+    /// assert_eq!(Policy::default().max_key_len(), 1024);
+    /// ```
     pub fn max_key_len(&self) -> usize {
         self.max_key_len
     }
@@ -271,6 +430,14 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Restart at once, every time.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use std::time::Duration;
+    /// let spec = SupervisorSpec::new("app", Strategy::OneForOne).backoff(Backoff::none());
+    /// assert_eq!(Backoff::none().cap, Duration::ZERO);
+    /// # let _ = spec;
+    /// ```
     pub fn none() -> Self {
         Backoff {
             base: Duration::ZERO,

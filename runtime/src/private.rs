@@ -1,4 +1,5 @@
-//! The paths that `#[derive(Actor)]` and `#[messages]` emit, and nothing else.
+//! The paths that `#[derive(Actor)]` and `#[messages]` emit, the fuzz targets' entry points and
+//! the documentation's counter (the hidden setup of its examples).
 //!
 //! Generated code names only `<crate>::__private::*` (where `<crate>` is `::crashonly`, or the
 //! path given with `#[actor(crate = path)]` / `#[messages(crate = path)]`), so that the public API
@@ -43,6 +44,37 @@ pub mod fuzzing {
     /// Decodes `bytes` as every kind of stored record; each outcome is a value or a typed error.
     pub fn decode_records(bytes: &[u8]) -> Vec<Result<(), StoreError>> {
         crate::store::engine::decode_any(bytes)
+    }
+}
+
+/// What the documentation's examples share in their hidden setup lines.
+pub mod doc {
+    use crate::{Actor, Context, Entity};
+
+    /// A counter: it starts at its `Args`, a message adds to it and the reply is the new count;
+    /// an add that overflows is a crash (`Err("overflow")`). As an entity (`String` keys) it
+    /// starts at what its family's `make` gives it.
+    #[derive(Debug)]
+    pub struct Counter(u64);
+
+    impl Actor for Counter {
+        type Args = u64;
+        type Msg = u64;
+        type Reply = u64;
+        type Error = String;
+
+        async fn start(from: &u64, _: &mut Context<Self>) -> Result<Self, String> {
+            Ok(Counter(*from))
+        }
+
+        async fn handle(&mut self, add: u64, _: &mut Context<Self>) -> Result<u64, String> {
+            self.0 = self.0.checked_add(add).ok_or("overflow")?;
+            Ok(self.0)
+        }
+    }
+
+    impl Entity for Counter {
+        type Key = String;
     }
 }
 

@@ -269,12 +269,41 @@ impl<'a, A: Actor> Opts<'a, A> {
 macro_rules! builder_methods {
     () => {
         /// Sets the time to live from now.
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # use crashonly::__private::doc::Counter;
+        /// # use std::time::Duration;
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// # let counter = system.spawn(ActorSpec::<Counter>::new(0)).unwrap();
+        /// counter.tell(1).ttl(Duration::from_secs(1)).await.unwrap(); // dropped unless handled within 1 s
+        /// assert_eq!(counter.ask(1).ttl(Duration::from_secs(1)).await, Ok(2));
+        /// # }
+        /// ```
         pub fn ttl(mut self, ttl: Duration) -> Self {
             self.opts.ttl = Some(ttl);
             self
         }
 
         /// Sets an absolute deadline (the earlier of this and a TTL wins).
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # use crashonly::__private::doc::Counter;
+        /// # use std::time::Duration;
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// # let counter = system.spawn(ActorSpec::<Counter>::new(0)).unwrap();
+        /// let deadline = system.clock().now() + Duration::from_secs(1);
+        /// counter.tell(1).deadline(deadline).await.unwrap();
+        /// assert_eq!(counter.ask(1).deadline(deadline).await, Ok(2));
+        /// let past = system.clock().now();
+        /// assert_eq!(counter.ask(1).deadline(past).await, Err(DeliveryError::Expired));
+        /// # }
+        /// ```
         pub fn deadline(mut self, deadline: Instant) -> Self {
             self.opts.deadline = Some(deadline);
             self
@@ -282,6 +311,29 @@ macro_rules! builder_methods {
 
         /// Marks the message idempotent: after a crash it may be handed to the next instance
         /// (at-least-once), so it must be `Clone`. Messages are at-most-once otherwise.
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// /// Crashes on the first delivery of every message; answers the attempt number after.
+        /// struct Flaky;
+        /// # impl Actor for Flaky {
+        /// #     type Args = (); type Msg = &'static str; type Reply = u32; type Error = String;
+        /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, String> { Ok(Flaky) }
+        /// #     async fn handle(&mut self, _: &'static str, ctx: &mut Context<Self>) -> Result<u32, String> {
+        /// #         match ctx.header().unwrap().attempt {
+        /// #             1 => Err("first attempt".into()),
+        /// #             n => Ok(n),
+        /// #         }
+        /// #     }
+        /// # }
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// let flaky = system.spawn(ActorSpec::<Flaky>::new(())).unwrap();
+        /// assert_eq!(flaky.ask("job").idempotent().await, Ok(2)); // handed to the next instance
+        /// assert!(matches!(flaky.ask("job").await, Err(DeliveryError::Crashed(_)))); // at most once
+        /// # }
+        /// ```
         pub fn idempotent(mut self) -> Self
         where
             A::Msg: Clone,
@@ -292,6 +344,27 @@ macro_rules! builder_methods {
         }
 
         /// Sets the idempotency flag explicitly.
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # struct Probe;
+        /// # impl Actor for Probe {
+        /// #     type Args = (); type Msg = (); type Reply = Header; type Error = std::convert::Infallible;
+        /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Probe) }
+        /// #     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Header, Self::Error> {
+        /// #         Ok(ctx.header().unwrap().clone()) // the header of the message being handled
+        /// #     }
+        /// # }
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// # let probe = system.spawn(ActorSpec::<Probe>::new(())).unwrap();
+        /// let safe_to_repeat = true; // known only at run time
+        /// let header = probe.ask(()).set_idempotent(safe_to_repeat).await.unwrap();
+        /// assert!(header.idempotent);
+        /// assert!(!probe.ask(()).set_idempotent(false).await.unwrap().idempotent);
+        /// # }
+        /// ```
         pub fn set_idempotent(mut self, idempotent: bool) -> Self
         where
             A::Msg: Clone,
@@ -302,6 +375,28 @@ macro_rules! builder_methods {
         }
 
         /// Sets the trace context (by default a message starts a new trace).
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # struct Probe;
+        /// # impl Actor for Probe {
+        /// #     type Args = (); type Msg = (); type Reply = Header; type Error = std::convert::Infallible;
+        /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Probe) }
+        /// #     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Header, Self::Error> {
+        /// #         Ok(ctx.header().unwrap().clone()) // the header of the message being handled
+        /// #     }
+        /// # }
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// # let probe = system.spawn(ActorSpec::<Probe>::new(())).unwrap();
+        /// let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"; // an HTTP header
+        /// let trace = crashonly::TraceContext::parse_traceparent(caller).unwrap();
+        /// let header = probe.ask(()).trace(trace).await.unwrap();
+        /// assert_eq!(header.trace, trace);
+        /// probe.tell(()).trace(trace).await.unwrap();
+        /// # }
+        /// ```
         pub fn trace(mut self, trace: TraceContext) -> Self {
             self.opts.trace = Some(trace);
             self
@@ -312,6 +407,19 @@ macro_rules! builder_methods {
         /// repeats from its window. Marks the message idempotent. The key is kept whole (the bytes
         /// its `Hash` writes, see [`IdempotencyKey`](crate::IdempotencyKey)), never a digest, so
         /// two different keys are never taken for one.
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # use crashonly::__private::doc::Counter;
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// let counter = system.spawn(ActorSpec::<Counter>::new(0).dedup(100)).unwrap();
+        /// counter.tell(5).key(("order", 17)).await.unwrap();
+        /// assert_eq!(counter.ask(5).key(("order", 17)).await, Ok(5)); // a repeat: answered from the window
+        /// assert_eq!(counter.ask(0).await, Ok(5)); // added once
+        /// # }
+        /// ```
         pub fn key(mut self, key: impl std::hash::Hash) -> Self
         where
             A::Msg: Clone,
@@ -323,6 +431,29 @@ macro_rules! builder_methods {
         /// Inherits deadline and trace from an envelope being handled (a sub-request). Inside a
         /// handler this happens by itself; `within` is for code the handler does not poll (a
         /// spawned task holding the header).
+        ///
+        /// ```
+        /// # use crashonly::prelude::*;
+        /// # struct Probe;
+        /// # impl Actor for Probe {
+        /// #     type Args = (); type Msg = (); type Reply = Header; type Error = std::convert::Infallible;
+        /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Probe) }
+        /// #     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<Header, Self::Error> {
+        /// #         Ok(ctx.header().unwrap().clone()) // the header of the message being handled
+        /// #     }
+        /// # }
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// # let system = System::new();
+        /// # let probe = system.spawn(ActorSpec::<Probe>::new(())).unwrap();
+        /// # use std::time::Duration;
+        /// let parent: Header = probe.ask(()).ttl(Duration::from_secs(2)).await.unwrap(); // as a handler sees it
+        /// let sub = probe.ask(()).within(&parent).await.unwrap();
+        /// assert_eq!(sub.deadline, parent.deadline); // never later than the parent's
+        /// assert_eq!(sub.trace, parent.child_trace()); // its trace, the parent as its parent span
+        /// probe.tell(()).within(&parent).await.unwrap();
+        /// # }
+        /// ```
         pub fn within(mut self, parent: &Header) -> Self {
             self.opts.inherited = Some(parent.inherited());
             self.opts.trace = None;
@@ -445,6 +576,27 @@ impl<'a, A: Actor> Ask<'a, A> {
     /// randomized exponential backoff (the policy's), honouring `RetryAfter` hints, until it
     /// succeeds, its deadline passes or the policy's maximum retries are spent. Each attempt carries
     /// its attempt number. A request that is not idempotent is sent once (at-most-once).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counters = system
+    ///     .spawn_entities(
+    ///         EntitySpec::<Counter>::new("counters", |_key: &String| 1)
+    ///             .entity_intensity(0, Duration::from_secs(60)) // one crash gives a key up...
+    ///             .quarantine(Duration::from_millis(50)), // ...for 50 ms
+    ///     )
+    ///     .unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert!(a.ask(u64::MAX).await.is_err()); // an overflow: a crash
+    /// assert!(matches!(a.ask(1).await, Err(DeliveryError::RetryAfter(_))));
+    /// assert_eq!(a.ask(1).idempotent().retrying().await, Ok(2)); // sent again after the quarantine
+    /// # }
+    /// ```
     pub fn retrying(mut self) -> Self {
         self.opts.retrying = true;
         self
@@ -453,6 +605,37 @@ impl<'a, A: Actor> Ask<'a, A> {
     /// Bounds each attempt of a retrying ask (by default an attempt may use all the time left):
     /// an attempt that times out, or that gets `RetryAfter` because the actor will not recover
     /// within it, is retried while the overall deadline allows.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use std::time::Duration;
+    /// /// Its first instance hangs on its first message (until the watchdog crashes it).
+    /// struct Stuck;
+    /// # impl Actor for Stuck {
+    /// #     type Args = (); type Msg = (); type Reply = u64; type Error = std::convert::Infallible;
+    /// #     async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Stuck) }
+    /// #     async fn handle(&mut self, _: (), ctx: &mut Context<Self>) -> Result<u64, Self::Error> {
+    /// #         if ctx.incarnation() == 1 {
+    /// #             std::future::pending::<()>().await;
+    /// #         }
+    /// #         Ok(ctx.incarnation())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = ActorSpec::<Stuck>::new(()).handling_lease(Duration::from_millis(200));
+    /// let stuck = system.spawn(spec).unwrap();
+    /// let reply = stuck
+    ///     .ask(())
+    ///     .idempotent()
+    ///     .retrying()
+    ///     .attempt_timeout(Duration::from_millis(100)) // gives up on the hung attempt
+    ///     .ttl(Duration::from_secs(2))
+    ///     .await;
+    /// assert_eq!(reply, Ok(2)); // answered by the next instance
+    /// # }
+    /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.opts.attempt_timeout = Some(timeout);
         self

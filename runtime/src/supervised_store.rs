@@ -199,11 +199,11 @@ impl SupervisedStore {
         Box::pin(async move {
             let store = self.current()?;
             let result = op(store.clone()).await;
-            if result.is_err() {
-                if let Some(error) = store.failed() {
-                    self.crashed(&store, error.clone());
-                    return Err(self.current().err().unwrap_or(error));
-                }
+            if result.is_err()
+                && let Some(error) = store.failed()
+            {
+                self.crashed(&store, error.clone());
+                return Err(self.current().err().unwrap_or(error));
             }
             result
         })

@@ -167,6 +167,20 @@ impl<A: Entity> Entities<A> {
     }
 
     /// The ref of the entity `key`, at once: nothing is started until a message is sent to it.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(counters.stats().activations, 0);
+    /// assert_eq!(a.ask(5).await, Ok(5)); // activates it
+    /// assert_eq!(counters.get("a".to_string()).ask(1).await, Ok(6)); // one key, one entity
+    /// # }
+    /// ```
     pub fn get(&self, key: A::Key) -> EntityRef<A> {
         EntityRef {
             family: self.family.clone(),
@@ -175,22 +189,80 @@ impl<A: Entity> Entities<A> {
     }
 
     /// The family's path in the tree, such as `/app/carts`; an activation's is `/app/carts/KEY`.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let app = system.root().spawn_supervisor(SupervisorSpec::new("app", Strategy::OneForOne)).unwrap();
+    /// let carts = app.spawn_entities(EntitySpec::<Counter>::new("carts", |_key: &String| 0)).unwrap();
+    /// assert_eq!(carts.path(), "/app/carts");
+    /// assert_eq!(carts.get("42".to_string()).activate().unwrap().path(), "/app/carts/42");
+    /// # }
+    /// ```
     pub fn path(&self) -> &str {
         &self.family.path
     }
 
     /// Counters of the family.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// counters.get("a".to_string()).ask(1).await.unwrap();
+    /// counters.get("b".to_string()).ask(1).await.unwrap();
+    /// let stats = counters.stats();
+    /// assert_eq!((stats.active, stats.activations, stats.crashes), (2, 2, 0));
+    /// assert!(counters.get("b".to_string()).passivate());
+    /// assert_eq!(counters.stats().passivated_idle, 1);
+    /// # }
+    /// ```
     pub fn stats(&self) -> EntityStats {
         self.family.stats()
     }
 
     /// Up to `limit` keys that have a live activation now, in no particular order (for tools
     /// that pick a live entity, such as a fault injector or an observer).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// counters.get("a".to_string()).ask(1).await.unwrap();
+    /// counters.get("b".to_string()).ask(1).await.unwrap();
+    /// let mut keys = counters.active_keys(10);
+    /// keys.sort();
+    /// assert_eq!(keys, ["a", "b"]);
+    /// assert_eq!(counters.active_keys(1).len(), 1);
+    /// # }
+    /// ```
     pub fn active_keys(&self, limit: usize) -> Vec<A::Key> {
         self.family.active_keys(limit)
     }
 
     /// Passivates now every entity idle for the family's `idle` (what its timer does); how many.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// counters.get("a".to_string()).ask(1).await.unwrap();
+    /// assert_eq!(counters.passivate_idle(), 0); // active a moment ago: kept
+    /// assert_eq!(counters.stats().active, 1);
+    /// # }
+    /// ```
     pub fn passivate_idle(&self) -> usize {
         self.family.sweep()
     }
@@ -245,16 +317,56 @@ impl<A: Entity> Resolve<A> for EntityRef<A> {
 
 impl<A: Entity> EntityRef<A> {
     /// Its key.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.key(), "a");
+    /// # }
+    /// ```
     pub fn key(&self) -> &A::Key {
         &self.key
     }
 
     /// Sends `msg` without waiting for a reply (see [`ActorRef::tell`]); activates the entity.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// a.tell(2).await.unwrap();
+    /// assert_eq!(a.ask(0).await, Ok(2));
+    /// # }
+    /// ```
     pub fn tell(&self, msg: A::Msg) -> Tell<'_, A> {
         Tell::new(Target::Entity(self), msg)
     }
 
     /// Sends `msg` at once or fails (see [`ActorRef::try_tell`]); activates the entity.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// a.try_tell(2).unwrap();
+    /// assert_eq!(a.try_tell(3).unwrap_err().into_inner(), 3); // full: the message back
+    /// assert_eq!(a.ask(0).await, Ok(2));
+    /// # }
+    /// ```
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         crate::request::try_tell(Target::Entity(self), msg)
     }
@@ -262,6 +374,20 @@ impl<A: Entity> EntityRef<A> {
     /// Sends `msg` and waits for the reply (see [`ActorRef::ask`]); activates the entity. A
     /// key over the policy's bound gets [`DeliveryError::KeyTooLong`], a key that crashed past its
     /// family's per-entity intensity [`DeliveryError::RetryAfter`] until its quarantine ends.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.ask(2).await, Ok(2));
+    /// let long = counters.get("k".repeat(2000)); // over the policy's `max_key_len`
+    /// assert!(matches!(long.ask(1).await, Err(DeliveryError::KeyTooLong { .. })));
+    /// # }
+    /// ```
     pub fn ask(&self, msg: A::Msg) -> Ask<'_, A> {
         Ask::new(Target::Entity(self), msg)
     }
@@ -270,17 +396,63 @@ impl<A: Entity> EntityRef<A> {
     /// monitor, link, kill or rejuvenate it like any actor. The activation's ref is `Dead` once
     /// it is passivated (its monitors are told [`DownReason::Ended`](crate::DownReason::Ended),
     /// not restarting); this ref is not.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// let activation: ActorRef<Counter> = a.activate().unwrap();
+    /// assert_eq!(activation.ask(1).await, Ok(1)); // an actor ref like any other
+    /// let mut downs = system.monitor(&activation);
+    /// assert!(a.passivate());
+    /// assert_eq!(downs.recv().await.unwrap().reason, DownReason::Ended);
+    /// assert_eq!(a.ask(1).await, Ok(1)); // the entity's ref activates it again
+    /// # }
+    /// ```
     pub fn activate(&self) -> Result<ActorRef<A>, DeliveryError> {
         self.family.resolve(&self.key).map(ActorRef::from_slot)
     }
 
     /// The live activation, if there is one (nothing is activated).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert!(a.activation().is_none());
+    /// a.ask(1).await.unwrap();
+    /// assert_eq!(a.activation().unwrap().path(), "/counters/a");
+    /// # }
+    /// ```
     pub fn activation(&self) -> Option<ActorRef<A>> {
         self.family.current(&self.key).map(ActorRef::from_slot)
     }
 
     /// Passivates the entity now if it is live and idle (nothing queued or being handled), as its
     /// idle timer would: its instance is dropped, its next message activates it again.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// # let counters = system.spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 0)).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert!(!a.passivate()); // not live
+    /// assert_eq!(a.ask(5).await, Ok(5));
+    /// assert!(a.passivate());
+    /// assert_eq!(a.ask(1).await, Ok(1)); // a new activation: its state came from `make`, not memory
+    /// # }
+    /// ```
     pub fn passivate(&self) -> bool {
         self.family.passivate(&self.key)
     }

@@ -70,6 +70,18 @@ impl<A: Entity> fmt::Debug for EntitySpec<A> {
 
 impl<A: Entity> EntitySpec<A> {
     /// A family named `name` whose entity `key` starts with the arguments `make(key)`.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |key: &String| key.len() as u64 * 100);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// assert_eq!(counters.get("ab".to_string()).ask(1).await, Ok(201));
+    /// # }
+    /// ```
     pub fn new(name: impl Into<String>, make: impl Fn(&A::Key) -> A::Args + Send + Sync + 'static) -> Self {
         EntitySpec {
             name: name.into(),
@@ -93,17 +105,58 @@ impl<A: Entity> EntitySpec<A> {
     }
 
     /// Its name.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0);
+    /// assert_eq!(spec.name(), "counters");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// An entity with no message for `idle` is passivated (cut to the policy's `max_idle`).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).idle(Duration::from_secs(30));
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.ask(5).await, Ok(5));
+    /// tokio::time::sleep(Duration::from_secs(31)).await; // paused time: no real wait
+    /// assert_eq!(counters.stats().active, 0);
+    /// assert_eq!(a.ask(1).await, Ok(1)); // activated again
+    /// # }
+    /// ```
     pub fn idle(mut self, idle: Duration) -> Self {
         self.idle = Some(idle);
         self
     }
 
     /// At most `n` live activations: past it, the least recently active idle ones are passivated.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).max_active(2);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// for key in ["a", "b", "c"] {
+    ///     counters.get(key.to_string()).ask(1).await.unwrap();
+    /// }
+    /// let stats = counters.stats();
+    /// assert!(stats.active <= 2);
+    /// assert!(stats.passivated_cap >= 1);
+    /// # }
+    /// ```
     pub fn max_active(mut self, n: usize) -> Self {
         self.max_active = n.max(1);
         self
@@ -112,6 +165,23 @@ impl<A: Entity> EntitySpec<A> {
     /// Per entity: at most `max_restarts` within `period`; past it the key gives up (its queued
     /// messages, which never ran, are answered `Crashed` with the last crash's report) and is
     /// quarantined.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counters = system
+    ///     .spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 1).entity_intensity(0, Duration::from_secs(5)))
+    ///     .unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert!(a.ask(u64::MAX).await.is_err()); // an overflow: one crash is one too many
+    /// assert!(matches!(a.ask(1).await, Err(DeliveryError::RetryAfter(_))));
+    /// assert_eq!(counters.get("b".to_string()).ask(1).await, Ok(2)); // other keys go on
+    /// # }
+    /// ```
     pub fn entity_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
         self.entity = Intensity { max_restarts, period };
         self
@@ -119,6 +189,24 @@ impl<A: Entity> EntitySpec<A> {
 
     /// For the whole family: at most `max_keys` distinct keys crashing within `period`; past it
     /// the family crashes (every activation with it) and its supervisor decides.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let counters = system
+    ///     .spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 1).intensity(1, Duration::from_secs(60)))
+    ///     .unwrap();
+    /// let c = counters.get("c".to_string());
+    /// assert_eq!(c.ask(4).await, Ok(5));
+    /// assert!(counters.get("a".to_string()).ask(u64::MAX).await.is_err()); // one key crashing
+    /// assert!(counters.get("b".to_string()).ask(u64::MAX).await.is_err()); // two: the family crashes
+    /// assert_eq!(c.ask(0).await, Ok(1)); // `c` crashed with it, and starts afresh
+    /// # }
+    /// ```
     pub fn intensity(mut self, max_keys: u32, period: Duration) -> Self {
         self.family = Some(Intensity {
             max_restarts: max_keys,
@@ -128,42 +216,168 @@ impl<A: Entity> EntitySpec<A> {
     }
 
     /// Backoff between consecutive restarts of one entity.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(1) };
+    /// let counters = system
+    ///     .spawn_entities(EntitySpec::<Counter>::new("counters", |_key: &String| 1).backoff(backoff))
+    ///     .unwrap();
+    /// let a = counters.get("a".to_string());
+    /// let _ = a.ask(u64::MAX).await; // crash 1: restarted at once
+    /// let _ = a.ask(u64::MAX).await; // crash 2: restarted after 0.5 to 1 s
+    /// let crashed = system.clock().now();
+    /// assert_eq!(a.ask(0).await, Ok(1));
+    /// assert!(system.clock().now() - crashed >= Duration::from_millis(500));
+    /// # }
+    /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// How long a key that gave up is refused (`RetryAfter`) before it may be activated again.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 1)
+    ///     .entity_intensity(0, Duration::from_secs(5))
+    ///     .quarantine(Duration::from_secs(10));
+    /// let a = system.spawn_entities(spec).unwrap().get("a".to_string());
+    /// assert!(a.ask(u64::MAX).await.is_err()); // an overflow: the key gives up
+    /// assert!(matches!(a.ask(1).await, Err(DeliveryError::RetryAfter(_))));
+    /// tokio::time::sleep(Duration::from_secs(11)).await; // paused time: no real wait
+    /// assert_eq!(a.ask(1).await, Ok(2));
+    /// # }
+    /// ```
     pub fn quarantine(mut self, quarantine: Duration) -> Self {
         self.quarantine = quarantine;
         self
     }
 
     /// The family's restart type as a child of its supervisor.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).restart(Restart::Transient);
+    /// let app = SupervisorSpec::new("app", Strategy::OneForOne).child(spec);
+    /// system.root().spawn_supervisor(app).unwrap();
+    /// let counters = system.entities::<Counter>("/app/counters").unwrap();
+    /// assert_eq!(counters.get("a".to_string()).ask(1).await, Ok(1));
+    /// # }
+    /// ```
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self
     }
 
     /// Mailbox capacity of each entity (the system default otherwise).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).mailbox_capacity(1);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// a.try_tell(1).unwrap();
+    /// assert_eq!(a.try_tell(1).unwrap_err().error(), &DeliveryError::MailboxFull);
+    /// # }
+    /// ```
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
         self
     }
 
     /// Handling lease of each entity (see [`ActorSpec::handling_lease`](crate::ActorSpec::handling_lease)).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use std::time::Duration;
+    /// struct Session;
+    /// impl Actor for Session {
+    /// #   type Args = (); type Msg = bool; type Reply = (); type Error = std::convert::Infallible;
+    /// #   async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, Self::Error> { Ok(Session) }
+    ///     async fn handle(&mut self, hang: bool, _: &mut Context<Self>) -> Result<(), Self::Error> {
+    ///         if hang {
+    ///             std::future::pending::<()>().await; // a bug
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # impl Entity for Session { type Key = String; }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Session>::new("sessions", |_key: &String| ()).handling_lease(Duration::from_millis(100));
+    /// let s = system.spawn_entities(spec).unwrap().get("s".to_string());
+    /// let Err(DeliveryError::Crashed(report)) = s.ask(true).await else { panic!() };
+    /// assert!(matches!(report.reason, CrashReason::Hung { .. })); // crashed by the watchdog
+    /// assert_eq!(s.ask(false).await, Ok(()));
+    /// # }
+    /// ```
     pub fn handling_lease(mut self, lease: Duration) -> Self {
         self.handling = Some(lease);
         self
     }
 
     /// Rejuvenation: an activation restarts after handling `n` messages.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).rejuvenate_after_messages(2);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.ask(1).await, Ok(1));
+    /// assert_eq!(a.ask(1).await, Ok(2));
+    /// assert_eq!(a.ask(1).await, Ok(1)); // a fresh instance
+    /// # }
+    /// ```
     pub fn rejuvenate_after_messages(mut self, n: u64) -> Self {
         self.rejuvenate_messages = Some(n.max(1));
         self
     }
 
     /// Rejuvenation: an activation restarts once it is `age` old.
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0)
+    ///     .idle(Duration::from_secs(3600)) // not passivated meanwhile
+    ///     .rejuvenate_after(Duration::from_secs(600));
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.ask(1).await, Ok(1));
+    /// tokio::time::sleep(Duration::from_secs(601)).await; // paused time: no real wait
+    /// assert_eq!(a.ask(1).await, Ok(1)); // a fresh instance
+    /// # }
+    /// ```
     pub fn rejuvenate_after(mut self, age: Duration) -> Self {
         self.rejuvenate_age = Some(age);
         self
@@ -221,6 +435,21 @@ where
     /// (see [`ActorSpec::dedup`](crate::ActorSpec::dedup)). The window is volatile: it goes with a
     /// passivation, so a request that must run once across them keeps its key in the store
     /// (`Txn::once_for`).
+    ///
+    /// ```
+    /// # use crashonly::prelude::*;
+    /// # use crashonly::__private::doc::Counter;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let system = System::new();
+    /// let spec = EntitySpec::<Counter>::new("counters", |_key: &String| 0).dedup(1000);
+    /// let counters = system.spawn_entities(spec).unwrap();
+    /// let a = counters.get("a".to_string());
+    /// assert_eq!(a.ask(5).key("payment 17").await, Ok(5));
+    /// assert_eq!(a.ask(5).key("payment 17").await, Ok(5)); // a repeat: answered from the window
+    /// assert_eq!(a.ask(0).await, Ok(5)); // added once
+    /// # }
+    /// ```
     pub fn dedup(mut self, window: usize) -> Self {
         self.dedup = Some((window, A::Reply::clone));
         self

@@ -363,10 +363,10 @@ impl<A: Actor> Slot<A> {
         }
         // Siblings go down before anyone hears of this exit: a linked sibling in the same group
         // is then already restarting, not crashed a second time.
-        if let Decision::Restart { scope, .. } = &decision {
-            if *scope != Scope::One {
-                parent.abort_group(self.identity(), *scope);
-            }
+        if let Decision::Restart { scope, .. } = &decision
+            && *scope != Scope::One
+        {
+            parent.abort_group(self.identity(), *scope);
         }
         self.fire_monitors(exit, restarting);
         match decision {
@@ -475,10 +475,10 @@ impl<A: Actor> Slot<A> {
                 if self.rejuvenate.load(Ordering::Relaxed) != 0 {
                     return Poll::Ready(Next::Rejuvenate);
                 }
-                if let Some(age) = age.as_mut() {
-                    if age.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Next::Rejuvenate);
-                    }
+                if let Some(age) = age.as_mut()
+                    && age.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Next::Rejuvenate);
                 }
                 self.mailbox.poll_pop(cx).map(Next::Envelope)
             })
@@ -497,12 +497,12 @@ impl<A: Actor> Slot<A> {
             }
             let header = env.header.clone();
             let msg = ctx.begin(env);
-            if let (Some(dedup), Some(k)) = (&self.dedup, &header.key) {
-                if let Some(reply) = dedup.get(k) {
-                    // Seen before: answered from the window, not executed again.
-                    ctx.reply(reply);
-                    continue;
-                }
+            if let (Some(dedup), Some(k)) = (&self.dedup, &header.key)
+                && let Some(reply) = dedup.get(k)
+            {
+                // Seen before: answered from the window, not executed again.
+                ctx.reply(reply);
+                continue;
             }
             // Attached to the handler's future: entered while it is polled, never across an await.
             // None while no subscriber was ever set: tracing's `log` feature (which axum turns on)

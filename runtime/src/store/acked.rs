@@ -126,7 +126,13 @@ impl CommitRecord {
     }
 
     /// Records commit `n` as both made and acknowledged, synced (at open, before any other).
+    /// A shorter record is first given the room of its three slots (zeros: never written), for
+    /// storage layers that write only within their length, as redb's own do.
     pub(crate) fn reset(&self, n: u64) -> Result<(), StoreError> {
+        let room = 2 * SLOT + SEALED as u64;
+        if self.backend.len().map_err(|e| self.io_error(e))? < room {
+            self.backend.set_len(room).map_err(|e| self.io_error(e))?;
+        }
         self.made(n)?;
         self.acked(n)
     }

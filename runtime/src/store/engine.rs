@@ -254,12 +254,12 @@ pub(crate) fn apply<T: Tables>(
     epoch: u64,
     limits: &Limits,
 ) -> Result<Committed, StoreError> {
-    if let Some(once) = &txn.once {
-        if let Some(b) = t.get(Table::Idem, &once.key)? {
-            let rec = IdemRecord::decode(&once.key, &b)?;
-            if rec.expires_ms > now_ms {
-                return rec.replay(&once.key, &once.request);
-            }
+    if let Some(once) = &txn.once
+        && let Some(b) = t.get(Table::Idem, &once.key)?
+    {
+        let rec = IdemRecord::decode(&once.key, &b)?;
+        if rec.expires_ms > now_ms {
+            return rec.replay(&once.key, &once.request);
         }
     }
     if let Some((name, token)) = &txn.fence {
@@ -295,10 +295,10 @@ pub(crate) fn apply<T: Tables>(
         // Any earlier record's expiry entry goes, live or not.
         let old = DataHead::of(t, key)?;
         existed.push(old.as_ref().is_some_and(|r| r.live(now_ms)));
-        if let Some(old) = &old {
-            if old.expires_ms != 0 {
-                t.remove(Table::Expiry, &expiry_key(old.expires_ms, 0, key))?;
-            }
+        if let Some(old) = &old
+            && old.expires_ms != 0
+        {
+            t.remove(Table::Expiry, &expiry_key(old.expires_ms, 0, key))?;
         }
         match w {
             Write::Put { value, ttl, .. } => {
@@ -421,14 +421,14 @@ pub(crate) fn acquire<T: Tables>(
     limits: &Limits,
 ) -> Result<DurableLease, StoreError> {
     check_lease_args(name, ttl, limits)?;
-    if let Some(rec) = current_lease(t, name, now_ms, epoch)? {
-        if rec.holder != holder {
-            return Err(StoreError::Conflict(Conflict::LeaseHeld {
-                lease: name.to_owned(),
-                holder: rec.holder,
-                remaining: Duration::from_millis(rec.expires_ms - now_ms),
-            }));
-        }
+    if let Some(rec) = current_lease(t, name, now_ms, epoch)?
+        && rec.holder != holder
+    {
+        return Err(StoreError::Conflict(Conflict::LeaseHeld {
+            lease: name.to_owned(),
+            holder: rec.holder,
+            remaining: Duration::from_millis(rec.expires_ms - now_ms),
+        }));
     }
     let token = meta_get(t, "token")? + 1;
     meta_put(t, "token", token)?;
@@ -473,10 +473,10 @@ pub(crate) fn renew<T: Tables>(
 }
 
 pub(crate) fn release<T: Tables>(t: &mut T, lease: &DurableLease, now_ms: u64, epoch: u64) -> Result<(), StoreError> {
-    if let Some(rec) = current_lease(t, &lease.name, now_ms, epoch)? {
-        if rec.token == lease.token {
-            t.remove(Table::Lease, lease.name.as_bytes())?;
-        }
+    if let Some(rec) = current_lease(t, &lease.name, now_ms, epoch)?
+        && rec.token == lease.token
+    {
+        t.remove(Table::Lease, lease.name.as_bytes())?;
     }
     Ok(())
 }

@@ -64,17 +64,49 @@ pub struct Committed {
 
 impl Txn {
     /// An empty transaction.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// assert!(Txn::new().writes().is_empty());
+    /// assert!(matches!(store.commit(Txn::new()).await, Err(StoreError::BadInput(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Txn::default()
     }
 
     /// Requires `key` to be at `version` (0: absent) when the transaction applies.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// let create = Txn::new().check(b"user/1", 0).put(b"user/1", b"ada".to_vec());
+    /// store.commit(create.clone()).await?;
+    /// assert!(matches!(store.commit(create).await, Err(StoreError::Conflict(Conflict::Version { .. }))));
+    /// # Ok(()) }
+    /// ```
     pub fn check(mut self, key: &[u8], version: u64) -> Self {
         self.checks.push((key.to_vec(), version));
         self
     }
 
     /// Puts `value` at `key`.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// let done = store.commit(Txn::new().put(b"a", b"1".to_vec()).put(b"b", b"2".to_vec())).await?;
+    /// assert_eq!(done.existed, [false, false]);
+    /// assert_eq!(store.get(b"b").await?.unwrap().value, b"2");
+    /// # Ok(()) }
+    /// ```
     pub fn put(mut self, key: &[u8], value: Vec<u8>) -> Self {
         self.writes.push(Write::Put {
             key: key.to_vec(),
@@ -85,6 +117,19 @@ impl Txn {
     }
 
     /// Puts `value` at `key`, expiring after `ttl`.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let time = ManualTime::new(1_000);
+    /// let store = MemoryStore::with(Limits::default(), std::sync::Arc::new(time.clone()));
+    /// store.commit(Txn::new().put_ttl(b"otp/ada", b"123456".to_vec(), Duration::from_secs(300))).await?;
+    /// time.advance(Duration::from_secs(301));
+    /// assert_eq!(store.get(b"otp/ada").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub fn put_ttl(mut self, key: &[u8], value: Vec<u8>, ttl: Duration) -> Self {
         self.writes.push(Write::Put {
             key: key.to_vec(),
@@ -95,12 +140,38 @@ impl Txn {
     }
 
     /// Deletes `key`.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// store.put(b"job/7", b"queued".to_vec()).await?;
+    /// let done = store.commit(Txn::new().delete(b"job/7").put(b"done/7", b"ok".to_vec())).await?;
+    /// assert_eq!(done.existed, [true, false]);
+    /// assert_eq!(store.get(b"job/7").await?, None);
+    /// # Ok(()) }
+    /// ```
     pub fn delete(mut self, key: &[u8]) -> Self {
         self.writes.push(Write::Delete { key: key.to_vec() });
         self
     }
 
     /// Applies only while `lease` is current: a stale incarnation's write is refused.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// let old = store.acquire_lease("shard/7", "node-a", Duration::from_secs(10)).await?;
+    /// let new = store.acquire_lease("shard/7", "node-a", Duration::from_secs(10)).await?; // a restart
+    /// store.commit(Txn::new().put(b"shard/7/x", b"1".to_vec()).fenced(&new)).await?;
+    /// let stale = store.commit(Txn::new().put(b"shard/7/x", b"0".to_vec()).fenced(&old)).await;
+    /// assert!(matches!(stale, Err(StoreError::Conflict(Conflict::Fenced { .. }))));
+    /// # Ok(()) }
+    /// ```
     pub fn fenced(mut self, lease: &DurableLease) -> Self {
         self.fence = Some((lease.name.clone(), lease.token));
         self
@@ -108,6 +179,17 @@ impl Txn {
 
     /// Applies at most once per `key` (see [`StoreExt::apply_once`](super::StoreExt::apply_once)).
     /// The same as [`once_for`](Self::once_for) with an empty request.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let store = MemoryStore::new();
+    /// let first = store.commit(Txn::new().put(b"k", b"v".to_vec()).once(b"request-1")).await?;
+    /// let retry = store.commit(Txn::new().put(b"k", b"v".to_vec()).once(b"request-1")).await?;
+    /// assert!(retry.replayed && retry.versions == first.versions);
+    /// # Ok(()) }
+    /// ```
     pub fn once(self, key: &[u8]) -> Self {
         self.once_for(key, &[])
     }
@@ -141,6 +223,12 @@ impl Txn {
     }
 
     /// The writes.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// let txn = Txn::new().check(b"a", 1).delete(b"a");
+    /// assert_eq!(txn.writes(), [Write::Delete { key: b"a".to_vec() }]); // checks are not writes
+    /// ```
     pub fn writes(&self) -> &[Write] {
         &self.writes
     }

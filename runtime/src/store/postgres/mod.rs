@@ -387,10 +387,10 @@ struct Pooled<'a> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            if !c.client.is_closed() {
-                self.store.idle.lock().push(c);
-            }
+        if let Some(c) = self.conn.take()
+            && !c.client.is_closed()
+        {
+            self.store.idle.lock().push(c);
         }
     }
 }
@@ -549,19 +549,19 @@ async fn apply(
     limits: &Limits,
 ) -> Result<Committed, Fail> {
     let now_i = i64_of(now);
-    if let Some(once) = &txn.once {
-        if let Some(r) = tx.query_opt(&st.idem_get, &[&once.key, &now_i]).await? {
-            if r.get::<_, &[u8]>(2) != once.request.as_slice() {
-                return Err(Fail::conflict(Conflict::KeyReused { key: once.key.clone() }));
-            }
-            let versions: Vec<i64> = r.get(0);
-            let existed: Vec<bool> = r.get(1);
-            return Ok(Committed {
-                versions: versions.into_iter().map(|v| v as u64).collect(),
-                existed,
-                replayed: true,
-            });
+    if let Some(once) = &txn.once
+        && let Some(r) = tx.query_opt(&st.idem_get, &[&once.key, &now_i]).await?
+    {
+        if r.get::<_, &[u8]>(2) != once.request.as_slice() {
+            return Err(Fail::conflict(Conflict::KeyReused { key: once.key.clone() }));
         }
+        let versions: Vec<i64> = r.get(0);
+        let existed: Vec<bool> = r.get(1);
+        return Ok(Committed {
+            versions: versions.into_iter().map(|v| v as u64).collect(),
+            existed,
+            replayed: true,
+        });
     }
     if let Some((name, token)) = &txn.fence {
         let row = tx.query_opt(&st.fence, &[name, &now_i]).await?;

@@ -87,14 +87,45 @@ impl Default for RedbOptions {
 
 with_setters!(RedbOptions {
     /// Sets when acknowledged writes are durable.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # use std::time::Duration;
+    /// let opts = RedbOptions::default().with_durability(Durability::LoseUpTo(Duration::from_millis(5)));
+    /// assert_eq!(opts.durability, Durability::LoseUpTo(Duration::from_millis(5)));
+    /// ```
     with_durability => durability: Durability,
     /// Sets what the store accepts.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// let opts = RedbOptions::default().with_limits(Limits::default().with_max_value(1 << 10));
+    /// assert_eq!(opts.limits.max_value, 1024);
+    /// ```
     with_limits => limits: Limits,
     /// Sets the wall-clock time source for TTLs and leases.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// let opts = RedbOptions::default().with_time(std::sync::Arc::new(ManualTime::new(1_000)));
+    /// assert_eq!(opts.time.now_ms(), 1_000);
+    /// ```
     with_time => time: Arc<dyn TimeSource>,
     /// Sets the most requests folded into one commit.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// let opts = RedbOptions::default().with_max_batch(64);
+    /// assert_eq!(opts.max_batch, 64);
+    /// ```
     with_max_batch => max_batch: usize,
     /// Verifies every page's checksum when opening (see [`RedbOptions::verify_on_open`]).
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// let opts = RedbOptions::default().with_verify_on_open(false); // damage is served, not refused
+    /// assert!(!opts.verify_on_open);
+    /// ```
     with_verify_on_open => verify_on_open: bool,
 });
 
@@ -182,6 +213,21 @@ impl RedbStore {
     /// One process owns a store: it holds `<path>.lock` (which holds its process id) until the
     /// store is dropped or the process dies. Another process gets [`StoreError::AlreadyOpen`]
     /// naming it.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let dir = std::env::temp_dir().join(format!("crashonly-doc-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("state.redb");
+    /// let store = RedbStore::open(&path)?;
+    /// let again = RedbStore::open(&path); // a second owner (here in the same process)
+    /// assert!(matches!(again, Err(StoreError::AlreadyOpen { .. })));
+    /// store.put(b"k", b"v".to_vec()).await?;
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
         Self::open_with(path, RedbOptions::default())
     }
@@ -192,6 +238,20 @@ impl RedbStore {
     /// [`StoreError::Corrupt`] when the file is damaged or missing,
     /// [`StoreError::Unsupported`] when it was written in another format,
     /// [`StoreError::NoSpace`] when the disk is full.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let dir = std::env::temp_dir().join(format!("crashonly-doc-open-with-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let opts = RedbOptions::default().with_durability(Durability::LoseUpTo(Duration::from_millis(10)));
+    /// let store = RedbStore::open_with(dir.join("soft.redb"), opts)?;
+    /// assert_eq!(store.durability(), Durability::LoseUpTo(Duration::from_millis(10)));
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn open_with(path: impl AsRef<Path>, opts: RedbOptions) -> Result<RedbStore, StoreError> {
         let started = StdInstant::now();
         let path = path.as_ref().to_path_buf();
@@ -220,6 +280,18 @@ impl RedbStore {
     /// This store keeps no commit record (see
     /// [`open_backend_with_record`](Self::open_backend_with_record)): a damaged header byte can
     /// make it open at the commit before the last acknowledged one.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// use redb::backends::InMemoryBackend;
+    ///
+    /// let store = RedbStore::open_backend("scratch", InMemoryBackend::new(), RedbOptions::default())?;
+    /// store.put(b"k", b"v".to_vec()).await?;
+    /// assert_eq!(store.get(b"k").await?.unwrap().value, b"v");
+    /// # Ok(()) }
+    /// ```
     pub fn open_backend(
         name: &str,
         backend: impl redb::StorageBackend,
@@ -233,6 +305,19 @@ impl RedbStore {
     /// number is synced there, and a store found behind its record (rolled back by a damaged
     /// header) is refused with [`StoreError::Corrupt`]. An empty record accepts the store as it
     /// is.
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// use redb::backends::InMemoryBackend;
+    ///
+    /// let (disk, record) = (InMemoryBackend::new(), InMemoryBackend::new());
+    /// let store = RedbStore::open_backend_with_record("scratch", disk, record, RedbOptions::default())?;
+    /// store.put(b"k", b"v".to_vec()).await?; // acknowledged once its number is in the record
+    /// assert_eq!(store.get(b"k").await?.unwrap().value, b"v");
+    /// # Ok(()) }
+    /// ```
     pub fn open_backend_with_record(
         name: &str,
         backend: impl redb::StorageBackend,
@@ -347,11 +432,39 @@ impl RedbStore {
     }
 
     /// How many times the file has been opened (leases from earlier epochs are void).
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let dir = std::env::temp_dir().join(format!("crashonly-doc-epoch-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("state.redb");
+    /// let first = RedbStore::open(&path)?.epoch(); // dropped at once
+    /// let store = RedbStore::open(&path)?;
+    /// assert_eq!(store.epoch(), first + 1);
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
     /// How long `open` took (the recovery time after a crash).
+    ///
+    /// ```
+    /// # use crashonly::store::*;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// # let dir = std::env::temp_dir().join(format!("crashonly-doc-opened-in-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let store = RedbStore::open(dir.join("state.redb"))?;
+    /// assert!(store.opened_in() < Duration::from_secs(60));
+    /// println!("recovered in {:?}", store.opened_in());
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
     pub fn opened_in(&self) -> Duration {
         self.opened_in
     }

@@ -149,10 +149,10 @@ pub(super) fn writer_loop(
 fn sync_and_stop(db: &Database, unsynced: bool, log: &CommitLog) {
     if unsynced {
         let number = log.commits + 1;
-        if commit_batch(db, &[], 0, &RedbOptions::default(), true, number).is_ok() {
-            if let Some(record) = &log.record {
-                let _ = record.made(number);
-            }
+        if commit_batch(db, &[], 0, &RedbOptions::default(), true, number).is_ok()
+            && let Some(record) = &log.record
+        {
+            let _ = record.made(number);
         }
     }
 }
