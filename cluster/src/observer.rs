@@ -1,33 +1,4 @@
-//! The cluster on the observer page (feature `observer`): a nodes view and recent failovers.
-//!
-//! [`NodesView::start`] reads the cluster's tables in the background, one statement every
-//! refresh interval on the node's query connection, while a page has looked at the panels in the
-//! last ten seconds (a node nobody watches costs the database nothing for it), and keeps the last
-//! answer; the page's panels
-//! ([`NodesView::nodes`], [`NodesView::failovers`]) show that copy, so building a frame never
-//! waits on the database. When a read fails, the panels keep the previous rows and say how
-//! stale they are and why.
-//!
-//! - **Nodes**: every live member (lease not expired by the database's clock): incarnation, name,
-//!   lease left, time since it joined, entities it holds, and which row is this node.
-//! - **Recent failovers**: members whose lease ran out in the last ten minutes (killed, paused,
-//!   cut off, or rejoined as a new incarnation), when, and how many of their entities are still
-//!   placed on them (each moves to a live node on its next request).
-//!
-//! The entity counts come from one `GROUP BY` over the placement table (a scan; with millions of
-//! placed entities, choose a longer refresh).
-//!
-//! ```no_run
-//! # async fn demo(node: crashonly_cluster::Node, system: crashonly::System) -> std::io::Result<()> {
-//! use crashonly::observer::{self, ObserverOptions};
-//! use crashonly_cluster::NodesView;
-//! use std::time::Duration;
-//!
-//! let view = NodesView::start(&node, Duration::from_secs(1));
-//! let opts = ObserverOptions::default().with_panel(view.nodes()).with_panel(view.failovers());
-//! observer::bind(&system, opts).await?.serve().await
-//! # }
-//! ```
+//! The cluster on the observer page (feature `observer`): see [`NodesView`].
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -68,7 +39,37 @@ struct NodeRow {
     held: i64,
 }
 
-/// The background reader behind the nodes and failovers panels (see the [module](self)).
+/// The cluster on the observer page (feature `observer`): a nodes view and recent failovers.
+///
+/// [`NodesView::start`] reads the cluster's tables in the background, one statement every
+/// refresh interval on the node's query connection, while a page has looked at the panels in the
+/// last ten seconds (a node nobody watches costs the database nothing for it), and keeps the last
+/// answer; the page's panels
+/// ([`NodesView::nodes`], [`NodesView::failovers`]) show that copy, so building a frame never
+/// waits on the database. When a read fails, the panels keep the previous rows and say how
+/// stale they are and why.
+///
+/// - **Nodes**: every live member (lease not expired by the database's clock): incarnation, name,
+///   lease left, time since it joined, entities it holds, and which row is this node.
+/// - **Recent failovers**: members whose lease ran out in the last ten minutes (killed, paused,
+///   cut off, or rejoined as a new incarnation), when, and how many of their entities are still
+///   placed on them (each moves to a live node on its next request).
+///
+/// The entity counts come from one `GROUP BY` over the placement table (a scan; with millions of
+/// placed entities, choose a longer refresh).
+///
+/// ```no_run
+/// # async fn demo(node: crashonly_cluster::Node, system: crashonly::System) -> std::io::Result<()> {
+/// use crashonly::observer::{self, ObserverOptions};
+/// use crashonly_cluster::NodesView;
+/// use std::time::Duration;
+///
+/// let view = NodesView::start(&node, Duration::from_secs(1));
+/// let opts = ObserverOptions::default().with_panel(view.nodes()).with_panel(view.failovers());
+/// observer::bind(&system, opts).await?.serve().await
+/// # }
+/// ```
+///
 /// The reading stops when the view and both panels are dropped.
 #[derive(Clone)]
 pub struct NodesView {

@@ -7,10 +7,10 @@
 //! up and its parent decides; at the root, [`System::wait`] returns an error that `main` turns into a
 //! non-zero exit.
 //!
-//! Every message travels in a self-describing [`Envelope`]: id, deadline, idempotency flag, attempt
-//! number and trace context. An [`ActorRef`] stays valid across restarts: the mailbox belongs to the
-//! supervised slot, so messages sent during a restart wait for the new instance (the paper's stall
-//! proxy).
+//! Every message travels in a self-describing envelope (its [`Header`]): id, deadline,
+//! idempotency flag, attempt number and trace context. An [`ActorRef`] stays valid across
+//! restarts: the mailbox belongs to the supervised slot, so messages sent during a restart wait for
+//! the new instance (the paper's stall proxy).
 //!
 //! ```
 //! use crashonly::prelude::*;

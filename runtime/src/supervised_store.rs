@@ -1,40 +1,5 @@
-//! A store that is a child of the supervision tree: its failure is a crash, its recovery a reopen.
-//!
-//! Crash-only applies to the store too. An embedded store whose writer failed (a full disk, an I/O
-//! error, a damaged page) stops for good ([`Store::failed`]); it is not repaired in place. A
-//! [`SupervisedStore`] is the handle every actor uses, and a small actor, its keeper, is the
-//! store's place in the tree:
-//! - The keeper's start is the store's recovery path: it lets go of the failed store (waiting,
-//!   bounded, for requests still holding it) and reopens the file, with the verification a crash
-//!   calls for. A reopen that fails is a start that fails: the supervisor retries it with its
-//!   backoff, and past its restart intensity gives up and escalates, up to a non-zero exit.
-//! - A request that finds the store failed marks it down and tells the keeper, which crashes
-//!   with the store's error (a crash report that names it). Until the reopen succeeds, every
-//!   request is answered at once with that error (`NoSpace`, `Corrupt`, ...), its `retry_after`
-//!   set to the keeper's next start.
-//!
-//! ```
-//! use std::time::Duration;
-//! use crashonly::prelude::*;
-//! use crashonly::store::{RedbOptions, StoreExt};
-//! use crashonly::SupervisedStore;
-//!
-//! # #[tokio::main]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = std::env::temp_dir().join(format!("crashonly-sup-doc-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir)?;
-//! // Opened once before the tree starts, so that a store another process owns, or a damaged one,
-//! // stops the program at once with a clear error.
-//! let store = SupervisedStore::redb(dir.join("state.redb"), RedbOptions::default())?;
-//! let root = SupervisorSpec::new("root", Strategy::OneForOne)
-//!     .intensity(5, Duration::from_secs(60)) // the store's reopen attempts, before the process gives up
-//!     .child(store.spec());
-//! let system = System::builder().root(root).start()?;
-//! store.put(b"k", b"v".to_vec()).await?;
-//! assert!(store.status().is_ok());
-//! # drop(system); drop(store); std::fs::remove_dir_all(&dir)?;
-//! # Ok(()) }
-//! ```
+//! The supervised store: a store whose failure is a crash of a child of the tree (see
+//! [`SupervisedStore`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -52,7 +17,43 @@ use crate::sync::{Arc, Mutex, Weak};
 
 type Opener = Box<dyn Fn() -> Result<Arc<dyn Store>, StoreError> + Send + Sync>;
 
-/// A store whose failures are crashes of a supervised child (see the [module](self) docs).
+/// A store whose failures are crashes of a supervised child.
+///
+/// Crash-only applies to the store too. An embedded store whose writer failed (a full disk, an I/O
+/// error, a damaged page) stops for good ([`Store::failed`]); it is not repaired in place. A
+/// [`SupervisedStore`] is the handle every actor uses, and a small actor, its keeper, is the
+/// store's place in the tree:
+/// - The keeper's start is the store's recovery path: it lets go of the failed store (waiting,
+///   bounded, for requests still holding it) and reopens the file, with the verification a crash
+///   calls for. A reopen that fails is a start that fails: the supervisor retries it with its
+///   backoff, and past its restart intensity gives up and escalates, up to a non-zero exit.
+/// - A request that finds the store failed marks it down and tells the keeper, which crashes
+///   with the store's error (a crash report that names it). Until the reopen succeeds, every
+///   request is answered at once with that error (`NoSpace`, `Corrupt`, ...), its `retry_after`
+///   set to the keeper's next start.
+///
+/// ```
+/// use std::time::Duration;
+/// use crashonly::prelude::*;
+/// use crashonly::store::{RedbOptions, StoreExt};
+/// use crashonly::SupervisedStore;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("crashonly-sup-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// // Opened once before the tree starts, so that a store another process owns, or a damaged one,
+/// // stops the program at once with a clear error.
+/// let store = SupervisedStore::redb(dir.join("state.redb"), RedbOptions::default())?;
+/// let root = SupervisorSpec::new("root", Strategy::OneForOne)
+///     .intensity(5, Duration::from_secs(60)) // the store's reopen attempts, before the process gives up
+///     .child(store.spec());
+/// let system = System::builder().root(root).start()?;
+/// store.put(b"k", b"v".to_vec()).await?;
+/// assert!(store.status().is_ok());
+/// # drop(system); drop(store); std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 /// Cheap to clone; every clone is the same store. Implements [`Store`].
 #[derive(Clone)]
 pub struct SupervisedStore {
