@@ -14,6 +14,13 @@
 //! - `floor_ask`, `floor_tell`: the same on the floor of `benches/peers` (a bare tokio task
 //!   reading a tokio mpsc channel of 1,024, a oneshot for the answer: no envelope, no deadline,
 //!   no panic boundary, no supervision).
+//! - `restart_panic`: a handler's panic until the next message is handled (`tell(Panic)` then
+//!   `ask(Get)`: the unwind, the crash report, the supervisor's decision, the new instance's
+//!   `start`, the ask), over 2,000; `restart_err`: the same with the handler returning `Err` (a
+//!   crash with no unwind); `panic_floor`: a bare `catch_unwind` of the same panic, so that
+//!   `restart_panic - panic_floor` is the runtime's part. These rows install a `tracing`
+//!   subscriber that keeps every event off (as a service that filters its logs; with none at all
+//!   the runtime prints each crash to stderr), and a root that never gives up.
 //! - `idle`: not under callgrind: the CPU time (user + system, from `/proc/self/stat`) that a
 //!   system of 100,000 idle actors on two workers spends in 5 s of doing nothing, as a share of
 //!   one core: what the watchdog's passes over the registry cost.
@@ -32,6 +39,7 @@ use counter::{Counter, Msg};
 
 const ASKS: u64 = 20_000;
 const TELLS: u64 = 100_000;
+const RESTARTS: u64 = 2_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -80,6 +88,13 @@ fn main() {
 fn child(row: &str) {
     if row == "idle" {
         return idle();
+    }
+    if row == "panic_floor" {
+        std::panic::set_hook(Box::new(|_| {}));
+        return assert_eq!(measured_bare_panics(), RESTARTS);
+    }
+    if let Some(how) = row.strip_prefix("restart_") {
+        return restarts(how == "panic");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -228,4 +243,94 @@ fn cpu_ticks() -> u64 {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// An actor that crashes when told to: by a panic, or by returning `Err` (no unwind).
+struct Phoenix {
+    n: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Crash {
+    Panic,
+    Fail,
+    Get,
+}
+
+impl Actor for Phoenix {
+    type Args = ();
+    type Msg = Crash;
+    type Reply = u64;
+    type Error = String;
+
+    async fn start(_: &(), _: &mut Context<Self>) -> Result<Self, String> {
+        Ok(Phoenix { n: 0 })
+    }
+
+    async fn handle(&mut self, msg: Crash, _: &mut Context<Self>) -> Result<u64, String> {
+        match msg {
+            Crash::Panic => panic!("instructions bench crash"),
+            Crash::Fail => Err("instructions bench failure".into()),
+            Crash::Get => {
+                self.n += 1;
+                Ok(self.n)
+            }
+        }
+    }
+}
+
+/// `RESTARTS` crashes (by panic or by `Err`), each until the next message is handled.
+fn restarts(panic: bool) {
+    let off = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        tracing_subscriber::filter::LevelFilter::OFF,
+    );
+    tracing::subscriber::set_global_default(off).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(async {
+        let root = SupervisorSpec::new("root", Strategy::OneForOne)
+            .intensity(u32::MAX, Duration::from_secs(1))
+            .backoff(Backoff::none());
+        let config = Config::default().with_watchdog_every(Duration::from_secs(3600));
+        let sys = System::builder().config(config).root(root).start().unwrap();
+        let a = sys.spawn(ActorSpec::<Phoenix>::named("phoenix", ())).unwrap();
+        a.ask(Crash::Get).await.unwrap();
+        std::mem::forget(sys);
+        a
+    });
+    let crash = if panic { Crash::Panic } else { Crash::Fail };
+    // Each new instance starts from 0 and answers 1: every crash was followed by a restart.
+    assert_eq!(measured_restarts(&rt, &a, crash), 1);
+    assert_eq!(a.stats().crashes, RESTARTS);
+}
+
+/// `RESTARTS` times: a crash, then an ask that the next instance answers.
+#[inline(never)]
+fn measured_restarts(rt: &Runtime, a: &ActorRef<Phoenix>, crash: Crash) -> u64 {
+    rt.block_on(async {
+        let mut last = 0;
+        for _ in 0..RESTARTS {
+            a.tell(crash.clone()).await.unwrap();
+            last = a.ask(Crash::Get).await.unwrap();
+        }
+        last
+    })
+}
+
+/// `RESTARTS` bare panics of the same kind, each caught (the panic's own cost).
+#[inline(never)]
+fn measured_bare_panics() -> u64 {
+    let mut caught = 0;
+    for _ in 0..RESTARTS {
+        let r = std::panic::catch_unwind(|| {
+            if std::hint::black_box(true) {
+                panic!("instructions bench crash");
+            }
+        });
+        caught += u64::from(r.is_err());
+    }
+    caught
 }
