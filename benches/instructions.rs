@@ -33,6 +33,8 @@ use std::time::Duration;
 use crashonly::prelude::*;
 use tokio::runtime::Runtime;
 
+#[path = "support/callgrind.rs"]
+mod callgrind;
 #[path = "support/counter.rs"]
 mod counter;
 use counter::{Counter, Msg};
@@ -55,28 +57,17 @@ fn main() {
     assert!(idle.status.success(), "the idle child failed");
     print!("{}", String::from_utf8_lossy(&idle.stdout));
     let dir = tempfile::tempdir().unwrap();
-    for (row, n) in [
+    let rows = [
         ("ask", ASKS),
         ("floor_ask", ASKS),
         ("tell", TELLS),
         ("floor_tell", TELLS),
-    ] {
-        let out = dir.path().join(format!("callgrind.{row}"));
-        let status = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg("--toggle-collect=*measured_*")
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(&me)
-            .args(["--child", row])
-            .status()
-            .expect("valgrind on the PATH (Debian: apt install valgrind)");
-        assert!(status.success(), "the {row} child failed under callgrind");
-        let text = std::fs::read_to_string(&out).unwrap();
-        let total: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("a callgrind total");
+        ("restart_panic", RESTARTS),
+        ("restart_err", RESTARTS),
+        ("panic_floor", RESTARTS),
+    ];
+    for (row, n) in rows {
+        let total = callgrind::instructions(dir.path(), "*measured_*", &[row]);
         println!(
             "instructions/{row}: {:.0} instructions per {row} ({total} over {n})",
             total as f64 / n as f64

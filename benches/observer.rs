@@ -25,6 +25,9 @@ const IDLE: usize = 100_000;
 
 #[path = "support/counter.rs"]
 mod counter;
+#[path = "support/page.rs"]
+mod page;
+use page::page;
 use counter::{Counter as Bench, Msg};
 
 /// A system of `IDLE` idle actors and the measured one, its observer on a loopback port.
@@ -42,21 +45,6 @@ fn setup(rt: &Runtime) -> (System, ActorRef<Bench>, SocketAddr) {
         tokio::spawn(listener.serve());
         (sys, a, addr)
     })
-}
-
-/// The page: reads the live frames and counts their bytes until aborted.
-async fn page(addr: SocketAddr, bytes: Arc<AtomicU64>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => bytes.fetch_add(n as u64, Ordering::Relaxed),
-        };
-    }
 }
 
 fn group(c: &mut Criterion, name: &str, rt: &Runtime) {

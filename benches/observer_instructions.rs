@@ -15,18 +15,21 @@
 //! `cargo bench --bench observer_instructions` (about a minute; needs `valgrind` on the PATH).
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crashonly::observer::{self, ObserverOptions};
 use crashonly::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
+#[path = "support/callgrind.rs"]
+mod callgrind;
 #[path = "support/counter.rs"]
 mod counter;
+#[path = "support/page.rs"]
+mod page;
+use page::page;
 use counter::{Counter, Msg};
 
 const ASKS: u64 = 20_000;
@@ -41,26 +44,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return; // cargo's bench discovery: nothing to list
     }
-    let me = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut per_ask = Vec::new();
     for mode in ["off", "page"] {
-        let out = dir.path().join(format!("callgrind.{mode}"));
-        let status = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg("--toggle-collect=*measured_asks*")
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(&me)
-            .args(["--child", mode])
-            .status()
-            .expect("valgrind on the PATH (Debian: apt install valgrind)");
-        assert!(status.success(), "the {mode} child failed under callgrind");
-        let text = std::fs::read_to_string(&out).unwrap();
-        let total: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("totals: ").or_else(|| l.strip_prefix("summary: ")))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("a callgrind total");
+        let total = callgrind::instructions(dir.path(), "*measured_asks*", &[mode]);
         let each = total as f64 / ASKS as f64;
         println!("observer_instructions/ask_{mode}: {each:.0} instructions per ask ({total} over {ASKS} asks)");
         per_ask.push(each);
@@ -123,19 +110,4 @@ fn measured_asks(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
         }
         last
     })
-}
-
-/// The page: reads the live frames and counts their bytes.
-async fn page(addr: SocketAddr, bytes: Arc<AtomicU64>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => bytes.fetch_add(n as u64, Ordering::Relaxed),
-        };
-    }
 }
