@@ -27,8 +27,8 @@ const IDLE: usize = 100_000;
 mod counter;
 #[path = "support/page.rs"]
 mod page;
-use page::page;
 use counter::{Counter as Bench, Msg};
+use page::page;
 
 /// A system of `IDLE` idle actors and the measured one, its observer on a loopback port.
 fn setup(rt: &Runtime) -> (System, ActorRef<Bench>, SocketAddr) {

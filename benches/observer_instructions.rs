@@ -29,8 +29,8 @@ mod callgrind;
 mod counter;
 #[path = "support/page.rs"]
 mod page;
-use page::page;
 use counter::{Counter, Msg};
+use page::page;
 
 const ASKS: u64 = 20_000;
 const IDLE: usize = 100_000;
