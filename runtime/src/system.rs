@@ -144,9 +144,7 @@ impl SystemBuilder {
                 let mut wait = every;
                 loop {
                     shared.clock().sleep(wait).await;
-                    let began = std::time::Instant::now();
-                    crate::watchdog::scan(shared.registry(), shared.nanos());
-                    wait = crate::watchdog::pace(every, began.elapsed());
+                    wait = crate::watchdog::scan(shared.registry(), shared.nanos(), None, every);
                     // About once a second: histogram samples are drained even if nobody scrapes.
                     #[cfg(feature = "metrics")]
                     {

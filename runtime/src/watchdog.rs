@@ -48,11 +48,19 @@ pub(crate) fn pace(every: Duration, pass: Duration) -> Duration {
     every.max(pass.saturating_mul(50))
 }
 
-/// One pass: crash-restart every slot past its handling lease at `now`.
-pub(crate) fn scan(registry: &Registry, now: u64) {
-    for hung in registry.watch(now, None).hung {
+/// One pass at `now`: crash-restart every slot past its handling lease, and (given the
+/// abandonment `limit`) abandon every aborted task that outlived it. Returns the wait before the
+/// next pass ([`pace`] of `every` and this pass's own time).
+pub(crate) fn scan(registry: &Registry, now: u64, limit: Option<Duration>, every: Duration) -> Duration {
+    let began = std::time::Instant::now();
+    let found = registry.watch(now, limit);
+    for hung in found.hung {
         hung.hang(now);
     }
+    for stuck in found.overdue {
+        stuck.abandon();
+    }
+    pace(every, began.elapsed())
 }
 
 /// The abandonment rule: counts a task abandoned in blocking code; past the policy's
@@ -94,20 +102,12 @@ fn guard(weak: Weak<Shared>, every: Duration) {
         if shared.is_dropped() {
             return;
         }
-        let began = std::time::Instant::now();
-        {
-            let _runtime = shared.executor().enter();
-            let now = shared.nanos();
-            let found = shared.registry().watch(now, Some(shared.policy().abandon_after()));
-            for hung in found.hung {
-                hung.hang(now);
-            }
-            for stuck in found.overdue {
-                stuck.abandon();
-            }
-        }
         let waited = wait;
-        wait = pace(every, began.elapsed());
+        wait = {
+            let _runtime = shared.executor().enter();
+            let limit = Some(shared.policy().abandon_after());
+            scan(shared.registry(), shared.nanos(), limit, every)
+        };
         let Some(report) = shared.failure() else { continue };
         wait = every;
         let Some(grace) = shared.config().exit_on_failure else {
