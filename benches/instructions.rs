@@ -112,22 +112,10 @@ fn child(row: &str) {
         a
     });
     match row {
-        "ask" => assert_eq!(measured_asks(&rt, &a), 0, "the counter was only asked"),
+        "ask" => assert_eq!(callgrind::measured_asks(&rt, &a, ASKS), 0, "the counter was only asked"),
         "tell" => assert_eq!(measured_tells(&rt, &a), TELLS, "every tell was handled"),
         other => panic!("no row {other}"),
     }
-}
-
-/// `ASKS` asks, one after the other.
-#[inline(never)]
-fn measured_asks(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
-    rt.block_on(async {
-        let mut last = 0;
-        for _ in 0..ASKS {
-            last = a.ask(Msg::Get).await.unwrap();
-        }
-        last
-    })
 }
 
 /// `TELLS` tells, then an ask for the total.

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use crashonly::observer::{self, ObserverOptions};
 use crashonly::prelude::*;
-use tokio::runtime::Runtime;
 
 #[path = "support/callgrind.rs"]
 mod callgrind;
@@ -91,23 +90,11 @@ fn child(page_on: bool) {
         std::mem::forget(sys); // lives until the process exits
         a
     });
-    let got = measured_asks(&rt, &a);
+    let got = callgrind::measured_asks(&rt, &a, ASKS);
     assert_eq!(got, 0, "the counter was only asked");
     if page_on {
         let bytes = read.load(Ordering::Relaxed);
         eprintln!("the page read {bytes} bytes of frames");
         assert!(bytes >= 10_000, "the page was not fed");
     }
-}
-
-/// The counted part: `ASKS` asks, one after the other, on the actors' thread.
-#[inline(never)]
-fn measured_asks(rt: &Runtime, a: &ActorRef<Counter>) -> u64 {
-    rt.block_on(async {
-        let mut last = 0;
-        for _ in 0..ASKS {
-            last = a.ask(Msg::Get).await.unwrap();
-        }
-        last
-    })
 }

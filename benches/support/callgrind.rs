@@ -26,3 +26,16 @@ pub fn instructions(dir: &Path, toggle: &str, child: &[&str]) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("a callgrind total")
 }
+
+/// `n` asks to `a`, one after the other, on `rt`'s thread: the counted part of the ask rows
+/// (its name matches their `--toggle-collect=*measured_*`).
+#[inline(never)]
+pub fn measured_asks(rt: &tokio::runtime::Runtime, a: &crashonly::ActorRef<super::counter::Counter>, n: u64) -> u64 {
+    rt.block_on(async {
+        let mut last = 0;
+        for _ in 0..n {
+            last = a.ask(super::counter::Msg::Get).await.unwrap();
+        }
+        last
+    })
+}
