@@ -286,6 +286,83 @@ async fn overload_is_shed_with_retry_after_and_every_200_is_a_real_write() {
 }
 
 #[tokio::test]
+async fn a_shed_connection_is_not_read_again_until_its_back_off_has_passed() {
+    let dir = data_dir("hold");
+    // One request at a time, none waiting, each admitted one held 300 ms; a budget of one 503 a
+    // second, so a shed connection is held for (open connections / 1) seconds, at least 2 s.
+    let cart = start(
+        &dir,
+        &[
+            "--max-inflight",
+            "1",
+            "--max-queue",
+            "0",
+            "--hold-ms",
+            "300",
+            "--shed-rate",
+            "1",
+        ],
+        &[],
+    )
+    .await;
+    let addr = cart.addr;
+    let add = |item: &str| format!("{{\"item\":\"{item}\"}}");
+    let limit = Duration::from_secs(20);
+    let mut a = http::Conn::connect(addr).await.unwrap();
+    let mut b = http::Conn::connect(addr).await.unwrap();
+    // A takes the one permit for 300 ms.
+    let first = tokio::spawn(async move {
+        let r = a.request("POST", "/carts/h/items", &[], add("a").as_bytes()).await;
+        r.unwrap().status
+    });
+    // B arrives while A holds it: shed, and held.
+    let shed = loop {
+        let r = tokio::time::timeout(limit, b.request("POST", "/carts/h/items", &[], add("b").as_bytes()))
+            .await
+            .unwrap()
+            .unwrap();
+        if r.status == 503 {
+            break r;
+        }
+        // A had not taken the permit yet: B was served; try again.
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    let shed_at = Instant::now();
+    let held: u64 = shed.headers["x-retry-after-ms"].parse().unwrap();
+    assert!(held >= 2000, "2 open connections at one 503 a second: {held} ms");
+    assert!(shed.headers["retry-after"].parse::<u64>().unwrap() * 1000 >= held);
+    // B's client ignores the advice and sends at once: the request waits in the socket.
+    let again = tokio::spawn(async move {
+        let r = b
+            .request("POST", "/carts/h/items", &[], add("b2").as_bytes())
+            .await
+            .unwrap();
+        (r.status, Instant::now())
+    });
+    assert_eq!(first.await.unwrap(), 200);
+    // Meanwhile another connection is read and served as usual.
+    let mut c = http::Conn::connect(addr).await.unwrap();
+    let r = tokio::time::timeout(limit, c.request("POST", "/carts/h/items", &[], add("c").as_bytes()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let c_done = Instant::now();
+    let (status, b_done) = tokio::time::timeout(limit, again).await.unwrap().unwrap();
+    assert_eq!(status, 200, "read after the back-off, the permit is free");
+    assert!(
+        b_done.duration_since(shed_at) >= Duration::from_millis(held),
+        "read {:?} after the 503, held {held} ms",
+        b_done.duration_since(shed_at)
+    );
+    assert!(c_done < b_done, "the other connection was not held");
+    let stored: BTreeSet<String> = get_items(addr, "h").await.into_iter().collect();
+    let want: BTreeSet<String> = ["a", "b2", "c"].iter().map(|s| s.to_string()).collect();
+    assert!(stored.is_superset(&want), "{stored:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn stdout_carries_only_the_listening_line_even_with_debug_logs() {
     let dir = data_dir("stdout");
     let mut cart = start(&dir, &[], &[("RUST_LOG", "debug")]).await;

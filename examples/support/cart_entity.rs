@@ -219,9 +219,7 @@ impl Cart {
             if self.state.items.len() >= MAX_ITEMS {
                 return Err(CartError::Full);
             }
-            let mut next = self.state.clone();
-            next.items.push(item.clone());
-            let bytes = serde_json::to_vec(&next).expect("a cart serializes");
+            let bytes = encode_with(&self.state, &item);
             let mut txn = Txn::new()
                 .check(&self.key, self.version)
                 .put_ttl(&self.key, bytes, SESSION_TTL);
@@ -242,7 +240,7 @@ impl Cart {
                     self.reload(now).await?;
                 }
                 Ok(c) => {
-                    self.state = next;
+                    self.state.items.push(item);
                     self.version = c.versions[0];
                     self.expires_at_ms = now + SESSION_TTL.as_millis() as u64;
                 }
@@ -258,6 +256,25 @@ impl Cart {
             return Ok(self.view_of());
         }
     }
+}
+
+/// `state` with `item` appended, encoded as [`CartState`] is, without copying its items (an add
+/// used to clone the whole cart to encode it: a third of the service's allocations at 30 items).
+fn encode_with(state: &CartState, item: &str) -> Vec<u8> {
+    struct Items<'a>(&'a [String], &'a str);
+    impl Serialize for Items<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(String::as_str).chain(std::iter::once(self.1)))
+        }
+    }
+    #[derive(Serialize)]
+    struct Appended<'a> {
+        items: Items<'a>,
+    }
+    serde_json::to_vec(&Appended {
+        items: Items(&state.items, item),
+    })
+    .expect("a cart serializes")
 }
 
 /// A cart as stored (bytes read back from the store, which may be damaged).

@@ -14,6 +14,13 @@
 //!   and `X-Retry-After-Ms`, from the estimate: position in the queue / permits x recent service
 //!   time. An admitted request's `X-Request-Ttl-Ms` is rewritten to what is left of its TTL, so
 //!   the actor behind it gets the shrunk deadline.
+//! - **Back-off held per connection**: a connection answered `503` is not read again until the
+//!   back-off it was given has passed; what its client sends meanwhile waits in the socket,
+//!   unread (TCP's own backpressure), as it would behind a client that honoured `Retry-After`.
+//!   The back-off is at least the estimate and at least open connections / `shed_rate`, so the
+//!   front end answers at most about `shed_rate` 503s a second however many clients ignore
+//!   them: a 503 costs about a third of a served add in CPU (reading, parsing, loopback TCP),
+//!   and answering every excess request at once left a third of the peak at 10x overload.
 //!
 //! Why not tower's `ConcurrencyLimit` + `LoadShed`: `LoadShed` sheds whenever no permit is free
 //! at once (no waiting at all, so a burst of `max_inflight + 1` already fails), while
@@ -22,10 +29,12 @@
 
 use std::convert::Infallible;
 use std::future::poll_fn;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -58,6 +67,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time for a request's body to arrive (`--body-timeout-ms`).
     pub body_timeout: Duration,
+    /// 503s a second the front end budgets for (`--shed-rate`): the back-off a shed connection
+    /// is held to is at least open connections / this.
+    pub shed_rate: u64,
     /// Test knob (`--hold-ms`): every admitted request holds its permit this long before it is
     /// handled, so tests can make the service slow on purpose. Zero in production.
     pub hold: Duration,
@@ -68,10 +80,11 @@ impl Default for Limits {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Limits {
             max_inflight: 32 * cores,
-            max_queue: 128 * cores,
+            max_queue: 32 * cores,
             max_connections: 4096,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
+            shed_rate: 1000 * cores as u64,
             hold: Duration::ZERO,
         }
     }
@@ -83,7 +96,7 @@ pub struct LimitArgs {
     /// Requests in the handlers at once [default: 32 per core]
     #[arg(long, value_name = "N", value_parser = super::cli::positive)]
     pub max_inflight: Option<u64>,
-    /// Requests waiting for a permit; more are shed with 503 [default: 128 per core]
+    /// Requests waiting for a permit; more are shed with 503 [default: 32 per core]
     #[arg(long, value_name = "N")]
     pub max_queue: Option<u64>,
     /// Open connections, also capped by the open-files limit [default: 4096]
@@ -95,6 +108,10 @@ pub struct LimitArgs {
     /// Time for a request's body to arrive, in milliseconds [default: 10000]
     #[arg(long, value_name = "MS", value_parser = super::cli::positive)]
     pub body_timeout_ms: Option<u64>,
+    /// 503s a second budgeted for: a shed connection is not read again for open connections /
+    /// this (or the estimated wait, if longer) [default: 1000 per core]
+    #[arg(long, value_name = "N", value_parser = super::cli::positive)]
+    pub shed_rate: Option<u64>,
     /// Test knob: every admitted request holds its permit this long before it is handled
     #[arg(long, value_name = "MS", hide = true)]
     pub hold_ms: Option<u64>,
@@ -111,6 +128,7 @@ impl LimitArgs {
             max_connections: self.max_connections.map_or(d.max_connections, |n| n as usize),
             header_timeout: ms(self.header_timeout_ms, d.header_timeout),
             body_timeout: ms(self.body_timeout_ms, d.body_timeout),
+            shed_rate: self.shed_rate.unwrap_or(d.shed_rate),
             hold: ms(self.hold_ms, d.hold),
         }
     }
@@ -124,6 +142,7 @@ impl LimitArgs {
             ("--max-connections", self.max_connections),
             ("--header-timeout-ms", self.header_timeout_ms),
             ("--body-timeout-ms", self.body_timeout_ms),
+            ("--shed-rate", self.shed_rate),
             ("--hold-ms", self.hold_ms),
         ];
         given
@@ -204,7 +223,7 @@ impl Frontend {
             // Bounds what one connection buffers while its head arrives.
             .max_buf_size(32 * 1024);
         let http = Arc::new(http);
-        let gate = Arc::new(Admission::new(router, limits));
+        let gate = Arc::new(Admission::new(router, limits, connections.clone()));
         loop {
             // While full, stop accepting: waiting connections stay in the kernel's backlog.
             let slot = connections.clone().acquire_owned().await.expect("never closed");
@@ -221,8 +240,10 @@ impl Frontend {
             let (http, gate) = (http.clone(), gate.clone());
             tokio::spawn(async move {
                 tracing::debug!(%peer, "connection opened");
-                let service = hyper::service::service_fn(move |req| gate.clone().handle(req));
-                match http.serve_connection(TokioIo::new(stream), service).await {
+                let hold = Arc::new(Hold::default());
+                let io = Held::new(TokioIo::new(stream), hold.clone());
+                let service = hyper::service::service_fn(move |req| gate.clone().handle(req, hold.clone()));
+                match http.serve_connection(io, service).await {
                     Ok(()) => tracing::debug!(%peer, "connection closed"),
                     Err(e) => tracing::debug!(%peer, "connection closed: {e}"),
                 }
@@ -251,6 +272,8 @@ struct Admission {
     waiting: AtomicUsize,
     /// Recent time in the handlers (exponentially weighted), microseconds.
     service_us: AtomicU64,
+    /// The accept loop's connection slots (open connections = limit - available).
+    connections: Arc<Semaphore>,
 }
 
 /// Why a request is not handed to the router.
@@ -271,17 +294,31 @@ impl Drop for Waiting<'_> {
 }
 
 impl Admission {
-    fn new(router: Router, limits: Limits) -> Self {
+    fn new(router: Router, limits: Limits, connections: Arc<Semaphore>) -> Self {
         Admission {
             router,
             permits: Semaphore::new(limits.max_inflight),
             limits,
             waiting: AtomicUsize::new(0),
             service_us: AtomicU64::new(0),
+            connections,
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    /// The back-off a shed connection is held to: the estimate, but at least open connections /
+    /// the shed budget, and at most half the header timeout (a held connection must not be
+    /// closed as a slow client) or 5 s.
+    fn back_off(&self, estimate: Duration) -> Duration {
+        let open = self
+            .limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits());
+        let budget = Duration::from_secs_f64(open as f64 / self.limits.shed_rate.max(1) as f64);
+        let most = (self.limits.header_timeout / 2).min(Duration::from_secs(5));
+        estimate.max(budget).min(most)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, hold: Arc<Hold>) -> Result<Response<Body>, Infallible> {
         let arrived = Instant::now();
         let ttl = request_ttl(req.headers());
         let deadline = arrived + ttl.unwrap_or(DEFAULT_TTL);
@@ -317,7 +354,11 @@ impl Admission {
         };
         Ok(match answer.await {
             Ok(r) => r,
-            Err(Refusal::Shed(wait)) => shed(wait),
+            Err(Refusal::Shed(wait)) => {
+                let wait = self.back_off(wait);
+                hold.until(Instant::now() + wait);
+                shed(wait)
+            }
             Err(Refusal::Answer(r)) => r,
         })
     }
@@ -399,6 +440,81 @@ impl Admission {
 fn request_ttl(headers: &HeaderMap) -> Option<Duration> {
     let ms: u64 = headers.get("x-request-ttl-ms")?.to_str().ok()?.trim().parse().ok()?;
     (1..=60_000).contains(&ms).then(|| Duration::from_millis(ms))
+}
+
+/// When a shed connection may be read again (set by its handler, read by its [`Held`] IO).
+#[derive(Default)]
+struct Hold(std::sync::Mutex<Option<Instant>>);
+
+impl Hold {
+    fn until(&self, t: Instant) {
+        *self.0.lock().unwrap() = Some(t);
+    }
+
+    fn take(&self) -> Option<Instant> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+/// A connection's IO whose reads wait out its [`Hold`]; writes (the 503 itself) go at once.
+struct Held<T> {
+    io: T,
+    hold: Arc<Hold>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Held<T> {
+    fn new(io: T, hold: Arc<Hold>) -> Self {
+        Held { io, hold, sleep: None }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Held<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(sleep) = &mut this.sleep {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                this.sleep = None;
+            }
+            match this.hold.take() {
+                Some(until) if until > Instant::now() => {
+                    this.sleep = Some(Box::pin(tokio::time::sleep_until(until.into())));
+                }
+                _ => return Pin::new(&mut this.io).poll_read(cx, buf),
+            }
+        }
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Held<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// `503` with when to retry: `Retry-After` in whole seconds (at least 1), `X-Retry-After-Ms` exact.
