@@ -37,6 +37,7 @@ mod node;
 mod observer;
 mod pg;
 mod placement;
+mod rebalance;
 mod remote_ref;
 pub mod wire;
 
@@ -48,4 +49,5 @@ pub use node::{Node, NodeOptions};
 #[cfg(feature = "observer")]
 pub use observer::NodesView;
 pub use placement::{choose, Claim, Placement};
+pub use rebalance::MOVES_PER_PASS;
 pub use remote_ref::{RemoteAsk, RemoteCallExt, RemoteRef, RemoteTell};

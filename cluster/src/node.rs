@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::error::ClusterError;
 use crate::membership::{Member, Membership, MembershipOptions};
 use crate::placement::{choose, Claim, Placement};
+use crate::rebalance::{Idle, MOVES_PER_PASS};
 use crate::remote_ref::RemoteRef;
 use crate::wire::{self, Rejected, Reply, Request};
 
@@ -36,6 +37,8 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 trait Serve: Send + Sync {
     fn msg_type(&self) -> &'static str;
     fn serve(&self, req: Request) -> BoxFuture<Reply>;
+    /// Passivates the entity `key` for a hand-off, if it is live and idle.
+    fn passivate(&self, key: &str) -> Idle;
 }
 
 struct Served<A: Entity> {
@@ -51,6 +54,21 @@ where
 {
     fn msg_type(&self) -> &'static str {
         <A::Msg as Remote>::TYPE_ID
+    }
+
+    fn passivate(&self, key: &str) -> Idle {
+        // A key that does not parse was never activated here.
+        let Ok(key) = key.parse::<A::Key>() else {
+            return Idle::NotLive;
+        };
+        let entity = self.entities.get(key);
+        if entity.activation().is_none() {
+            Idle::NotLive
+        } else if entity.passivate() {
+            Idle::Passivated
+        } else {
+            Idle::Busy
+        }
     }
 
     fn serve(&self, req: Request) -> BoxFuture<Reply> {
@@ -153,15 +171,25 @@ pub struct NodeOptions {
     pub membership: MembershipOptions,
     /// The NATS server.
     pub nats_url: String,
+    /// How often the node hands off the idle entities rendezvous hashing now gives to another
+    /// node (see [`Node::rebalance`]); `None`: never. Default: every five leases.
+    pub rebalance_every: Option<Duration>,
 }
 
 impl NodeOptions {
     /// A node of the cluster whose tables are in `membership.schema`, talking over `nats_url`.
     pub fn new(membership: MembershipOptions, nats_url: impl Into<String>) -> Self {
         NodeOptions {
+            rebalance_every: Some(membership.lease * 5),
             membership,
             nats_url: nats_url.into(),
         }
+    }
+
+    /// Sets how often the node rebalances (`None`: never).
+    pub fn with_rebalance_every(mut self, every: Option<Duration>) -> Self {
+        self.rebalance_every = every;
+        self
     }
 }
 
@@ -183,8 +211,11 @@ struct Inner {
     routes: Mutex<HashMap<(String, String), u64>>,
     members: tokio::sync::Mutex<(Option<tokio::time::Instant>, Vec<Member>)>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    rebalancer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Requests answered `Rejected` (frames that could not be taken).
     rejected: std::sync::atomic::AtomicU64,
+    /// Entities handed off by rebalancing, ever.
+    handed_off: std::sync::atomic::AtomicU64,
     /// One [`Node::rejoin`] at a time.
     rejoining: tokio::sync::Mutex<()>,
 }
@@ -193,6 +224,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(s) = self.server.lock().unwrap().take() {
             s.abort();
+        }
+        if let Some(r) = self.rebalancer.lock().unwrap().take() {
+            r.abort();
         }
     }
 }
@@ -228,11 +262,16 @@ impl Node {
             routes: Mutex::new(HashMap::new()),
             members: tokio::sync::Mutex::new((None, Vec::new())),
             server: Mutex::new(None),
+            rebalancer: Mutex::new(None),
             rejected: std::sync::atomic::AtomicU64::new(0),
+            handed_off: std::sync::atomic::AtomicU64::new(0),
             rejoining: tokio::sync::Mutex::new(()),
         });
         let server = serve_subject(Arc::downgrade(&inner), sub);
         *inner.server.lock().unwrap() = Some(server);
+        if let Some(every) = opts.rebalance_every {
+            *inner.rebalancer.lock().unwrap() = Some(rebalance_every(Arc::downgrade(&inner), every));
+        }
         Ok(Node { inner })
     }
 
@@ -338,6 +377,11 @@ impl Node {
         self.inner.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Entities this node has handed off by rebalancing, ever (see [`Node::rebalance`]).
+    pub fn handed_off(&self) -> u64 {
+        self.inner.handed_off.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Answers one frame addressed to this node; a frame it cannot take is counted and logged.
     async fn answer(&self, frame: &[u8]) -> Reply {
         let reply = match wire::decode::<Request>(frame) {
@@ -363,6 +407,17 @@ impl Node {
         let slot = (req.family.clone(), req.entity.clone());
         let held = self.inner.held.lock().unwrap().contains_key(&slot);
         if !held {
+            // Claimed only by the node rendezvous hashing picks among the live members (as this
+            // node sees them): a request sent here on a stale route (the entity was handed off
+            // by rebalancing, or its holder died) goes on to that node instead. Views that
+            // differ for a moment bounce a request at most a few times (then `RetryAfter`).
+            if let Ok(members) = self.members().await {
+                if let Some(to) = choose(&req.family, &req.entity, &members) {
+                    if to != self.incarnation() {
+                        return Reply::Redirect(to);
+                    }
+                }
+            }
             // Boxed: the claim (a PostgreSQL statement) is the cold path, and its future is large.
             match Box::pin(self.inner.placement.claim(&req.family, &req.entity)).await {
                 Ok(Claim::Mine { token }) => {
@@ -376,6 +431,68 @@ impl Node {
             }
         }
         family.serve(req).await
+    }
+
+    /// One rebalancing pass (what the node does every [`NodeOptions::rebalance_every`]): hands
+    /// off at most [`MOVES_PER_PASS`] of the idle entities this node holds whose rendezvous
+    /// choice among the live members is now another node (see the `rebalance` module's notes).
+    /// Returns how many it handed off.
+    pub async fn rebalance(&self) -> Result<usize, ClusterError> {
+        if self.inner.membership.is_fenced().is_some() {
+            return Ok(0);
+        }
+        let members = self.members().await?;
+        let me = self.incarnation();
+        let held: Vec<((String, String), u64)> = self
+            .inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, t)| (s.clone(), *t))
+            .collect();
+        let mut moved = 0;
+        for (slot, token) in held {
+            if moved == MOVES_PER_PASS {
+                break;
+            }
+            if choose(&slot.0, &slot.1, &members).is_none_or(|to| to == me) {
+                continue;
+            }
+            let Some(family) = self.inner.families.read().unwrap().get(&slot.0).cloned() else {
+                continue;
+            };
+            // Out of this node's claims first: from now on requests for it arriving here go on
+            // to its rendezvous choice.
+            {
+                let mut held = self.inner.held.lock().unwrap();
+                if held.get(&slot) != Some(&token) {
+                    continue;
+                }
+                held.remove(&slot);
+            }
+            if family.passivate(&slot.1) == Idle::Busy {
+                self.inner.held.lock().unwrap().insert(slot, token);
+                continue;
+            }
+            match self.inner.placement.release(&slot.0, &slot.1, token).await {
+                Ok(_) => moved += 1,
+                // Still ours in the database: held again here (its next request activates it
+                // under the same token), handed off on a later pass.
+                Err(e) => {
+                    tracing::warn!(family = %slot.0, key = %slot.1, "rebalance: release failed: {e}");
+                    self.inner.held.lock().unwrap().insert(slot, token);
+                    return Err(e);
+                }
+            }
+        }
+        if moved > 0 {
+            self.inner
+                .handed_off
+                .fetch_add(moved as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(moved, "rebalanced: handed off entities to their rendezvous nodes");
+        }
+        Ok(moved)
     }
 
     /// A ref to the entity `key` of the family served under `family` somewhere in the cluster.
@@ -514,6 +631,17 @@ impl Node {
         }
         Reply::RetryAfter(10)
     }
+}
+
+/// Rebalances every `every` while the node lives (holding it only during a pass).
+fn rebalance_every(weak: std::sync::Weak<Inner>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let _ = Node { inner }.rebalance().await;
+        }
+    })
 }
 
 /// The server loop of an incarnation's subject: one task answers every request of this node, the

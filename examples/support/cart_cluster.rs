@@ -254,6 +254,7 @@ async fn stats(State(app): State<App>) -> Response {
     Json(serde_json::json!({
         "carts": super::carts_json(&app.carts.stats()),
         "node": app.node.incarnation(),
+        "handed_off": app.node.handed_off(),
         "rss_kb": rss_kb(),
     }))
     .into_response()
