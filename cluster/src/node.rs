@@ -411,7 +411,8 @@ impl Node {
             // node sees them): a request sent here on a stale route (the entity was handed off
             // by rebalancing, or its holder died) goes on to that node instead. Views that
             // differ for a moment bounce a request at most a few times (then `RetryAfter`).
-            if let Ok(members) = self.members().await {
+            // Boxed, as the claim below: the cold path, and its future is large.
+            if let Ok(members) = Box::pin(self.members()).await {
                 if let Some(to) = choose(&req.family, &req.entity, &members) {
                     if to != self.incarnation() {
                         return Reply::Redirect(to);
@@ -658,12 +659,13 @@ fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) 
                     let Some(msg) = msg else { return };
                     let Some(inner) = weak.upgrade() else { return };
                     let node = Node { inner };
-                    in_flight.push(async move {
+                    let fut = async move {
                         let reply = node.answer(&msg.payload).await;
                         if let Some(to) = msg.reply {
                             let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
                         }
-                    });
+                    };
+                    in_flight.push(fut);
                 }
             }
         }
