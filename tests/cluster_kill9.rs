@@ -301,3 +301,101 @@ fn litmus_runs_clustered_and_loses_nothing_acknowledged() {
     assert_eq!(r["duplicates"], 0, "{r}");
     assert_eq!(out.status.code(), Some(0), "{r}");
 }
+
+/// Rebalancing on the real cart: carts claimed by the only node move, when a second node joins,
+/// to the node rendezvous hashing picks; there they start from the store (every acknowledged
+/// add is there) under a greater token, and the old node serves them no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carts_handed_off_to_a_joining_node_recover_there_from_the_store() {
+    use cart_service::{family_on, Cart, CartMessage, CartReply, Residency, FAMILY};
+    use crashonly::prelude::*;
+    use crashonly::store::{PgOptions, PgStore, Store, WallClock};
+    use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
+
+    let Some((pg, nats)) = urls() else { return };
+    let schema = format!("kr_{}", std::process::id());
+    let store: Arc<dyn Store> = Arc::new(
+        PgStore::connect(&pg, PgOptions::default().with_schema(format!("{schema}_store")))
+            .await
+            .unwrap(),
+    );
+    let start = |store: Arc<dyn Store>| {
+        let (pg, nats, schema) = (pg.clone(), nats.clone(), schema.clone());
+        async move {
+            let membership = MembershipOptions::default()
+                .with_schema(schema)
+                .with_lease(Duration::from_secs(1));
+            // Passes by hand only, so that the test decides when they run.
+            let opts = NodeOptions::new(membership, &nats).with_rebalance_every(None);
+            let node = Node::start(&pg, opts).await.unwrap();
+            let carts = family_on(store, Arc::new(WallClock), Residency::default(), Some(node.clone()));
+            let system = System::builder()
+                .config(Config::default().with_exit_on_failure(None))
+                .root(SupervisorSpec::new("root", Strategy::OneForOne).child(carts))
+                .start()
+                .unwrap();
+            node.serve(FAMILY, system.entities::<Cart>("/carts").unwrap()).unwrap();
+            (node, system)
+        }
+    };
+    async fn add(node: &Node, cart: &str, item: &str) -> serde_json::Value {
+        let r = node.entity::<Cart>(FAMILY, cart.into());
+        let msg = CartMessage::Add(item.into(), Some(format!("{cart}-{item}")));
+        match r
+            .ask(msg)
+            .idempotent()
+            .retrying()
+            .ttl(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(CartReply::Add(Ok(view))) => serde_json::to_value(view).unwrap(),
+            other => panic!("add {item}: {:?}", other.map(|_| "another reply")),
+        }
+    }
+    let (a, _sa) = start(store.clone()).await;
+    let carts: Vec<String> = (0..24).map(|i| format!("r{i}")).collect();
+    for c in &carts {
+        assert_eq!(
+            add(&a, c, "one").await["node"],
+            a.incarnation(),
+            "{c}: alone, A holds it"
+        );
+    }
+    let (b, _sb) = start(store.clone()).await;
+    // A's view of the members is at most a third of a lease old: let it see B.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved = a.rebalance().await.unwrap();
+    assert!(
+        moved > 0 && moved < carts.len(),
+        "{moved} of {} carts handed off",
+        carts.len()
+    );
+    assert_eq!(a.handed_off(), moved as u64);
+    let mut on_b = 0;
+    for c in &carts {
+        let token_before = a.token(FAMILY, c);
+        let v = add(&b, c, "two").await;
+        assert_eq!(
+            v["items"],
+            serde_json::json!(["one", "two"]),
+            "{c}: recovered whole from the store"
+        );
+        let holder = v["node"].as_u64().unwrap();
+        if holder == b.incarnation() {
+            on_b += 1;
+            assert!(token_before.is_none(), "{c}: A gave its claim up");
+            assert!(b.token(FAMILY, c).is_some(), "{c}: B claimed it");
+        } else {
+            assert_eq!(holder, a.incarnation(), "{c}");
+        }
+    }
+    assert_eq!(on_b, moved, "exactly the handed-off carts live on B");
+    // Through A too: a handed-off cart is redirected to B, not claimed back by A.
+    for c in &carts {
+        let v = add(&a, c, "three").await;
+        assert_eq!(v["items"], serde_json::json!(["one", "two", "three"]), "{c}");
+    }
+    assert_eq!(a.rebalance().await.unwrap(), 0, "settled");
+    assert_eq!(b.rebalance().await.unwrap(), 0, "settled");
+}
