@@ -134,6 +134,11 @@ impl<T> Mailbox<T> {
             }
             return Err(PushError::Full(item));
         }
+        if inner.queue.capacity() == 0 {
+            // Room for one: an actor that gets a message now and then keeps one envelope's
+            // buffer while idle (a first push would take room for four); bursts grow it.
+            inner.queue.reserve_exact(1);
+        }
         inner.queue.push_back(item);
         inner.sender_waits = waits;
         let consumer = inner.consumer.take();
@@ -218,6 +223,21 @@ impl<T> Mailbox<T> {
         }
         local.yielded = false;
         let Some(item) = inner.queue.pop_front() else {
+            // Idle: hold one buffer, for the producers' next push. After its first messages
+            // every actor kept two (the batch swapped out and the producers'), about 600 B
+            // each at this runtime's envelope size, for as long as it stayed idle; freeing both
+            // cost an allocation per message of an ask round trip (+6% instructions), keeping
+            // the one the next push uses costs nothing.
+            if local.queue.capacity() > 0 {
+                if inner.queue.capacity() == 0 {
+                    std::mem::swap(&mut inner.queue, &mut local.queue);
+                } else {
+                    local.queue = VecDeque::new();
+                }
+            }
+            if inner.producers.capacity() > 0 {
+                inner.producers = Vec::new();
+            }
             if let Some(cx) = cx
                 && !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
             {
@@ -361,6 +381,25 @@ mod tests {
         assert!(waiting.await.unwrap());
         assert_eq!(got, vec![1, 2, 3, 4, 5]);
         assert_eq!(mb.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_mailbox_holds_one_buffer() {
+        let mb = Mailbox::new(8);
+        for round in 0..3 {
+            for i in 0..5 {
+                mb.try_push(round * 10 + i).unwrap();
+            }
+            for i in 0..5 {
+                assert_eq!(mb.try_pop(), Some(round * 10 + i));
+            }
+            assert_eq!(mb.try_pop(), None);
+            // One buffer, the producers' (for the next push), none in the batch.
+            let (local, inner) = (mb.local.lock(), mb.inner.lock());
+            assert_eq!(local.queue.capacity(), 0, "round {round}");
+            assert!(inner.queue.capacity() > 0, "round {round}");
+            assert_eq!(inner.producers.capacity(), 0, "round {round}");
+        }
     }
 
     #[tokio::test]

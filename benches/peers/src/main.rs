@@ -2,10 +2,14 @@
 //! prints one table with the criterion figures of `cargo bench` and each peer's ratio to crashonly.
 //!
 //! `crashonly-peers mem <framework>` is the probe that `table` runs once per framework.
+//!
+//! `crashonly-peers scale <crashonly|floor> [n]`: the scaling row, in a process of its own: `n`
+//! actors (1,000,000 by default) spawned until each has confirmed its start, then one ask to each
+//! (10,000 in flight), then idle for a second; times and RSS growth.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crashonly::prelude::Strategy;
 use crashonly_peers::{ax, co, floor, ka, ra, rss_bytes, runtime, Starts, PATIENCE};
@@ -30,8 +34,13 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["mem", fw] => println!("{}", idle_bytes(fw)),
         ["table"] => table(),
+        ["scale", fw] => scale(fw, 1_000_000),
+        ["scale", fw, n] => scale(fw, n.parse().expect("a count")),
         _ => {
-            eprintln!("usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor>");
+            eprintln!(
+                "usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
+                 | crashonly-peers scale <crashonly|floor> [n]"
+            );
             std::process::exit(2);
         }
     }
@@ -95,6 +104,85 @@ fn idle_bytes(fw: &str) -> u64 {
         drop(keep);
         (after - before) / IDLE_N as u64
     })
+}
+
+/// The scaling row: `n` actors spawned and started, one ask each, then idle; prints one line.
+fn scale(fw: &str, n: usize) {
+    use futures::StreamExt;
+    let starts = Starts::new();
+    starts.arm(n);
+    let rt = runtime();
+    let (spawned, asked, rss) = rt.block_on(async {
+        let base = rss_bytes();
+        let t = Instant::now();
+        let patience = PATIENCE * 10;
+        let (spawned, asked, rss) = match fw {
+            "crashonly" => {
+                let sys = co::system(Strategy::OneForOne);
+                let refs: Vec<_> = (0..n).map(|_| co::spawn(&sys, Some(starts.clone()))).collect();
+                tokio::time::timeout(patience, starts.reached())
+                    .await
+                    .expect("actors did not start");
+                let (spawned, started_rss) = (t.elapsed(), rss_bytes());
+                let t = Instant::now();
+                futures::stream::iter(&refs)
+                    .for_each_concurrent(10_000, |r| async move {
+                        assert_eq!(r.ask(co::Msg::Add(1)).await.unwrap(), 1);
+                    })
+                    .await;
+                let asked = t.elapsed();
+                // More rounds (SCALE_ROUNDS, default 1): what an actor keeps after several.
+                let rounds: u64 = std::env::var("SCALE_ROUNDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                for round in 2..=rounds {
+                    futures::stream::iter(&refs)
+                        .for_each_concurrent(10_000, |r| async move {
+                            assert_eq!(r.ask(co::Msg::Add(1)).await.unwrap(), round);
+                        })
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let idle_rss = rss_bytes();
+                drop(refs);
+                (spawned, asked, [started_rss, idle_rss])
+            }
+            "floor" => {
+                let txs: Vec<_> = (0..n).map(|_| floor::spawn(Some(starts.clone()))).collect();
+                tokio::time::timeout(patience, starts.reached())
+                    .await
+                    .expect("actors did not start");
+                let (spawned, started_rss) = (t.elapsed(), rss_bytes());
+                let t = Instant::now();
+                futures::stream::iter(&txs)
+                    .for_each_concurrent(10_000, |tx| async move {
+                        // One message, answered (the floor's ask carries no add).
+                        let (otx, orx) = tokio::sync::oneshot::channel();
+                        tx.send(floor::Msg::Ask(otx)).await.ok().unwrap();
+                        assert_eq!(orx.await.unwrap(), 0);
+                    })
+                    .await;
+                let asked = t.elapsed();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let idle_rss = rss_bytes();
+                drop(txs);
+                (spawned, asked, [started_rss, idle_rss])
+            }
+            other => panic!("scale: crashonly or floor, not {other}"),
+        };
+        (spawned, asked, rss.map(|r| r.saturating_sub(base)))
+    });
+    println!(
+        "scale {fw} {n}: spawn until started {:.2} s, one ask each {:.2} s, RSS growth {:.0} MB \
+         started ({} B/actor), {:.0} MB idle after the asks ({} B/actor)",
+        spawned.as_secs_f64(),
+        asked.as_secs_f64(),
+        rss[0] as f64 / 1e6,
+        rss[0] / n as u64,
+        rss[1] as f64 / 1e6,
+        rss[1] / n as u64,
+    );
 }
 
 async fn wait(starts: &Starts) {
