@@ -397,6 +397,11 @@ fn restart_latency(c: &mut Criterion) {
             floor::ask(&f).await
         })
     });
+    // The panic itself: the same panic caught by a bare `catch_unwind` (the same silent hook), so
+    // that a restart row splits into the unwinding and the runtime's part.
+    g.bench_function("bare-panic", |b| {
+        b.iter(|| std::panic::catch_unwind(|| -> u64 { panic!("bench crash") }).is_err())
+    });
     g.finish();
 }
 

@@ -265,6 +265,17 @@ fn table() {
             .collect();
         println!("| {label} | {} |", cells.join(" | "));
     }
+    if let (Some(bare), Some(one)) = (
+        estimate("restart_latency", "bare-panic"),
+        estimate("restart_latency", "crashonly-1t"),
+    ) {
+        println!();
+        println!(
+            "The panic itself (the same panic caught by a bare `catch_unwind`): {}; crashonly-1t's restart without it: {}.",
+            human_ns(bare),
+            human_ns(one - bare)
+        );
+    }
     println!();
     println!("Ratios are the peer's figure divided by crashonly's (2 workers): above 1.00x, crashonly is ahead.");
     println!("crashonly-1t is crashonly on a current-thread runtime; actix (always one thread) is compared with it where it was measured.");
