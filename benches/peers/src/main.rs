@@ -108,66 +108,28 @@ fn idle_bytes(fw: &str) -> u64 {
 
 /// The scaling row: `n` actors spawned and started, one ask each, then idle; prints one line.
 fn scale(fw: &str, n: usize) {
-    use futures::StreamExt;
     let starts = Starts::new();
     starts.arm(n);
     let rt = runtime();
     let (spawned, asked, rss) = rt.block_on(async {
         let base = rss_bytes();
         let t = Instant::now();
-        let patience = PATIENCE * 10;
         let (spawned, asked, rss) = match fw {
             "crashonly" => {
                 let sys = co::system(Strategy::OneForOne);
                 let refs: Vec<_> = (0..n).map(|_| co::spawn(&sys, Some(starts.clone()))).collect();
-                tokio::time::timeout(patience, starts.reached())
-                    .await
-                    .expect("actors did not start");
-                let (spawned, started_rss) = (t.elapsed(), rss_bytes());
-                let t = Instant::now();
-                futures::stream::iter(&refs)
-                    .for_each_concurrent(10_000, |r| async move {
-                        assert_eq!(r.ask(co::Msg::Add(1)).await.unwrap(), 1);
-                    })
-                    .await;
-                let asked = t.elapsed();
-                // More rounds (SCALE_ROUNDS, default 1): what an actor keeps after several.
-                let rounds: u64 = std::env::var("SCALE_ROUNDS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                for round in 2..=rounds {
-                    futures::stream::iter(&refs)
-                        .for_each_concurrent(10_000, |r| async move {
-                            assert_eq!(r.ask(co::Msg::Add(1)).await.unwrap(), round);
-                        })
-                        .await;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let idle_rss = rss_bytes();
-                drop(refs);
-                (spawned, asked, [started_rss, idle_rss])
+                scale_phases(t, &starts, &refs, async |r, round| {
+                    assert_eq!(r.ask(co::Msg::Add(1)).await.unwrap(), round);
+                })
+                .await
             }
             "floor" => {
                 let txs: Vec<_> = (0..n).map(|_| floor::spawn(Some(starts.clone()))).collect();
-                tokio::time::timeout(patience, starts.reached())
-                    .await
-                    .expect("actors did not start");
-                let (spawned, started_rss) = (t.elapsed(), rss_bytes());
-                let t = Instant::now();
-                futures::stream::iter(&txs)
-                    .for_each_concurrent(10_000, |tx| async move {
-                        // One message, answered (the floor's ask carries no add).
-                        let (otx, orx) = tokio::sync::oneshot::channel();
-                        tx.send(floor::Msg::Ask(otx)).await.ok().unwrap();
-                        assert_eq!(orx.await.unwrap(), 0);
-                    })
-                    .await;
-                let asked = t.elapsed();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let idle_rss = rss_bytes();
-                drop(txs);
-                (spawned, asked, [started_rss, idle_rss])
+                // One message each, answered (the floor's ask carries no add).
+                scale_phases(t, &starts, &txs, async |tx, _| {
+                    assert_eq!(floor::ask(tx).await, 0);
+                })
+                .await
             }
             other => panic!("scale: crashonly or floor, not {other}"),
         };
@@ -183,6 +145,39 @@ fn scale(fw: &str, n: usize) {
         rss[1] as f64 / 1e6,
         rss[1] / n as u64,
     );
+}
+
+/// The measured phases of [`scale`] once its `handles` are spawned (at `t`): until every start is
+/// confirmed, one `ask` to each (10,000 in flight; more rounds with `SCALE_ROUNDS`, to see what
+/// an actor keeps after several), then a second idle. Returns the spawn time, the first round's
+/// time and RSS when started and when idle (the handles still held).
+async fn scale_phases<H>(
+    t: Instant,
+    starts: &Starts,
+    handles: &[H],
+    ask: impl AsyncFn(&H, u64),
+) -> (Duration, Duration, [u64; 2]) {
+    use futures::StreamExt;
+    tokio::time::timeout(PATIENCE * 10, starts.reached())
+        .await
+        .expect("actors did not start");
+    let (spawned, started_rss) = (t.elapsed(), rss_bytes());
+    let rounds: u64 = std::env::var("SCALE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut asked = Duration::ZERO;
+    for round in 1..=rounds {
+        let t = Instant::now();
+        futures::stream::iter(handles)
+            .for_each_concurrent(10_000, |h| ask(h, round))
+            .await;
+        if round == 1 {
+            asked = t.elapsed();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (spawned, asked, [started_rss, rss_bytes()])
 }
 
 async fn wait(starts: &Starts) {
