@@ -413,10 +413,8 @@ impl Node {
             // differ for a moment bounce a request at most a few times (then `RetryAfter`).
             // Boxed, as the claim below: the cold path, and its future is large.
             if let Ok(members) = Box::pin(self.members()).await {
-                if let Some(to) = choose(&req.family, &req.entity, &members) {
-                    if to != self.incarnation() {
-                        return Reply::Redirect(to);
-                    }
+                if let Some(to) = self.picks_other(&req.family, &req.entity, &members) {
+                    return Reply::Redirect(to);
                 }
             }
             // Boxed: the claim (a PostgreSQL statement) is the cold path, and its future is large.
@@ -443,7 +441,6 @@ impl Node {
             return Ok(0);
         }
         let members = self.members().await?;
-        let me = self.incarnation();
         let held: Vec<((String, String), u64)> = self
             .inner
             .held
@@ -457,7 +454,7 @@ impl Node {
             if moved == MOVES_PER_PASS {
                 break;
             }
-            if choose(&slot.0, &slot.1, &members).is_none_or(|to| to == me) {
+            if self.picks_other(&slot.0, &slot.1, &members).is_none() {
                 continue;
             }
             let Some(family) = self.inner.families.read().unwrap().get(&slot.0).cloned() else {
@@ -494,6 +491,11 @@ impl Node {
             tracing::info!(moved, "rebalanced: handed off entities to their rendezvous nodes");
         }
         Ok(moved)
+    }
+
+    /// The member rendezvous hashing picks for `(family, key)` among `members`, if not this node.
+    fn picks_other(&self, family: &str, key: &str, members: &[Member]) -> Option<u64> {
+        choose(family, key, members).filter(|to| *to != self.incarnation())
     }
 
     /// A ref to the entity `key` of the family served under `family` somewhere in the cluster.
@@ -659,13 +661,12 @@ fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) 
                     let Some(msg) = msg else { return };
                     let Some(inner) = weak.upgrade() else { return };
                     let node = Node { inner };
-                    let fut = async move {
+                    in_flight.push(async move {
                         let reply = node.answer(&msg.payload).await;
                         if let Some(to) = msg.reply {
                             let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
                         }
-                    };
-                    in_flight.push(fut);
+                    });
                 }
             }
         }
