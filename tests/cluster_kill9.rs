@@ -66,6 +66,43 @@ fn spread(v: Vec<Duration>) -> serde_json::Value {
     serde_json::json!({ "min": s.min, "median": s.median, "max": s.max })
 }
 
+/// A PostgreSQL store of record for the in-process cart tests, in schema `<schema>_store`.
+async fn pg_store(pg: &str, schema: &str) -> Arc<dyn crashonly::store::Store> {
+    use crashonly::store::{PgOptions, PgStore};
+    Arc::new(
+        PgStore::connect(pg, PgOptions::default().with_schema(format!("{schema}_store")))
+            .await
+            .unwrap(),
+    )
+}
+
+/// A cluster node in this process (1 s lease, rebalancing every `rebalance_every`) serving the
+/// cart family on `store`, with the system that runs it.
+async fn cart_node(
+    (pg, nats, schema): (&str, &str, &str),
+    store: Arc<dyn crashonly::store::Store>,
+    rebalance_every: Option<Duration>,
+) -> (crashonly_cluster::Node, crashonly::System) {
+    use cart_service::{family_on, Cart, Residency, FAMILY};
+    use crashonly::prelude::*;
+    use crashonly::store::WallClock;
+    use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
+
+    let membership = MembershipOptions::default()
+        .with_schema(schema)
+        .with_lease(Duration::from_secs(1));
+    let opts = NodeOptions::new(membership, nats).with_rebalance_every(rebalance_every);
+    let node = Node::start(pg, opts).await.unwrap();
+    let carts = family_on(store, Arc::new(WallClock), Residency::default(), Some(node.clone()));
+    let system = System::builder()
+        .config(Config::default().with_exit_on_failure(None))
+        .root(SupervisorSpec::new("root", Strategy::OneForOne).child(carts))
+        .start()
+        .unwrap();
+    node.serve(FAMILY, system.entities::<Cart>("/carts").unwrap()).unwrap();
+    (node, system)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
     let Some((pg, nats)) = urls() else { return };
@@ -218,34 +255,15 @@ async fn the_clustered_cart_loses_nothing_acknowledged_when_nodes_are_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cart_fenced_out_by_a_newer_activation_acknowledges_nothing() {
-    use cart_service::{family_on, Cart, CartMessage, CartReply, Residency, FAMILY};
+    use cart_service::{Cart, CartMessage, CartReply, FAMILY};
     use crashonly::prelude::*;
-    use crashonly::store::{PgOptions, PgStore, Store, WallClock};
-    use crashonly_cluster::{Fence, MembershipOptions, Node, NodeOptions};
+    use crashonly_cluster::Fence;
 
     let Some((pg, nats)) = urls() else { return };
     let schema = format!("kf_{}", std::process::id());
-    let store: Arc<dyn Store> = Arc::new(
-        PgStore::connect(&pg, PgOptions::default().with_schema(format!("{schema}_store")))
-            .await
-            .unwrap(),
-    );
-    let membership = MembershipOptions::default()
-        .with_schema(schema)
-        .with_lease(Duration::from_secs(1));
-    let node = Node::start(&pg, NodeOptions::new(membership, &nats)).await.unwrap();
-    let carts = family_on(
-        store.clone(),
-        Arc::new(WallClock),
-        Residency::default(),
-        Some(node.clone()),
-    );
-    let system = System::builder()
-        .config(Config::default().with_exit_on_failure(None))
-        .root(SupervisorSpec::new("root", Strategy::OneForOne).child(carts))
-        .start()
-        .unwrap();
-    node.serve(FAMILY, system.entities::<Cart>("/carts").unwrap()).unwrap();
+    let store = pg_store(&pg, &schema).await;
+    // Rebalancing as by default for a 1 s lease (five leases); alone, it moves nothing.
+    let (node, _system) = cart_node((&pg, &nats, &schema), store.clone(), Some(Duration::from_secs(5))).await;
     let cart = node.entity::<Cart>(FAMILY, "f1".into());
     let add = |item: &str| CartMessage::Add(item.into(), Some(format!("f1-{item}")));
     let r = cart.ask(add("a")).send().await;
@@ -307,37 +325,14 @@ fn litmus_runs_clustered_and_loses_nothing_acknowledged() {
 /// add is there) under a greater token, and the old node serves them no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carts_handed_off_to_a_joining_node_recover_there_from_the_store() {
-    use cart_service::{family_on, Cart, CartMessage, CartReply, Residency, FAMILY};
-    use crashonly::prelude::*;
-    use crashonly::store::{PgOptions, PgStore, Store, WallClock};
-    use crashonly_cluster::{MembershipOptions, Node, NodeOptions};
+    use cart_service::{Cart, CartMessage, CartReply, FAMILY};
+    use crashonly_cluster::Node;
 
     let Some((pg, nats)) = urls() else { return };
     let schema = format!("kr_{}", std::process::id());
-    let store: Arc<dyn Store> = Arc::new(
-        PgStore::connect(&pg, PgOptions::default().with_schema(format!("{schema}_store")))
-            .await
-            .unwrap(),
-    );
-    let start = |store: Arc<dyn Store>| {
-        let (pg, nats, schema) = (pg.clone(), nats.clone(), schema.clone());
-        async move {
-            let membership = MembershipOptions::default()
-                .with_schema(schema)
-                .with_lease(Duration::from_secs(1));
-            // Passes by hand only, so that the test decides when they run.
-            let opts = NodeOptions::new(membership, &nats).with_rebalance_every(None);
-            let node = Node::start(&pg, opts).await.unwrap();
-            let carts = family_on(store, Arc::new(WallClock), Residency::default(), Some(node.clone()));
-            let system = System::builder()
-                .config(Config::default().with_exit_on_failure(None))
-                .root(SupervisorSpec::new("root", Strategy::OneForOne).child(carts))
-                .start()
-                .unwrap();
-            node.serve(FAMILY, system.entities::<Cart>("/carts").unwrap()).unwrap();
-            (node, system)
-        }
-    };
+    let store = pg_store(&pg, &schema).await;
+    // Passes by hand only, so that the test decides when they run.
+    let start = |store| cart_node((&pg, &nats, &schema), store, None);
     async fn add(node: &Node, cart: &str, item: &str) -> serde_json::Value {
         let r = node.entity::<Cart>(FAMILY, cart.into());
         let msg = CartMessage::Add(item.into(), Some(format!("{cart}-{item}")));
