@@ -2,7 +2,7 @@
 //!
 //! crashonly across processes and machines, on existing engines and no home-made consensus:
 //! **PostgreSQL is the authority** (membership, placement, fencing; it is the store of record
-//! already) and, in a later step, core NATS request-reply is the transport.
+//! already) and core NATS request-reply is the transport.
 //!
 //! Built so far:
 //! - [`Membership`]: a node joins with a fresh incarnation from a sequence and holds a lease row
@@ -39,6 +39,7 @@ mod pg;
 mod placement;
 mod rebalance;
 mod remote_ref;
+mod slots;
 pub mod wire;
 
 pub use crashonly::Remote;

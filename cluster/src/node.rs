@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use async_nats::Subject;
 use crashonly::{DeliveryError, Entities, Entity, Remote};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -29,14 +30,42 @@ use crate::membership::{Member, Membership, MembershipOptions};
 use crate::placement::{choose, Claim, Placement};
 use crate::rebalance::{Idle, MOVES_PER_PASS};
 use crate::remote_ref::RemoteRef;
+use crate::slots::Slots;
 use crate::wire::{self, Rejected, Reply, Request};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// What serving a request gives: a reply, or the frame of an `Ok` reply written at once (for a
+/// request from another node: the reply's value is encoded straight into the frame it goes out
+/// in).
+enum Answer {
+    Reply(Reply),
+    OkFrame(Vec<u8>),
+}
+
+impl Answer {
+    /// The frame to send back.
+    fn into_frame(self) -> Vec<u8> {
+        match self {
+            Answer::Reply(reply) => wire::encode(&reply),
+            Answer::OkFrame(frame) => frame,
+        }
+    }
+
+    /// The reply (for a request served on the node that sent it).
+    fn into_reply(self) -> Reply {
+        match self {
+            Answer::Reply(reply) => reply,
+            Answer::OkFrame(frame) => wire::decode(&frame).unwrap_or_else(Reply::Rejected),
+        }
+    }
+}
+
 /// A served family, type-erased: decodes a request, asks the local entity, encodes the reply.
 trait Serve: Send + Sync {
     fn msg_type(&self) -> &'static str;
-    fn serve(&self, req: Request) -> BoxFuture<Reply>;
+    /// Serves `req`; `framed`: an `Ok` reply as the whole frame ([`Answer::OkFrame`]).
+    fn serve(&self, req: &Request<'_>, framed: bool) -> BoxFuture<Answer>;
     /// Passivates the entity `key` for a hand-off, if it is live and idle.
     fn passivate(&self, key: &str) -> Idle;
 }
@@ -71,30 +100,36 @@ where
         }
     }
 
-    fn serve(&self, req: Request) -> BoxFuture<Reply> {
-        let prepared = prepare::<A>(&req);
+    fn serve(&self, req: &Request<'_>, framed: bool) -> BoxFuture<Answer> {
+        // Everything the future needs is taken out of the request (which borrows its frame) now.
+        let prepared = prepare::<A>(req);
         let entities = self.entities.clone();
+        let opts = Delivery {
+            ttl: Duration::from_millis(u64::from(req.ttl_ms)),
+            idempotent: req.idempotent,
+            key: req.key,
+            // One trace across nodes: the local envelope continues the caller's trace.
+            trace: req.traceparent.as_deref().and_then(wire::parse_traceparent),
+        };
+        let is_tell = req.tell;
         Box::pin(async move {
             let (key, msg) = match prepared {
                 Ok(p) => p,
-                Err(rejected) => return Reply::Rejected(rejected),
+                Err(rejected) => return Answer::Reply(Reply::Rejected(rejected)),
             };
             let entity = entities.get(key);
-            if req.tell {
-                return tell(&entity, msg, &req).await;
+            if is_tell {
+                return Answer::Reply(tell(&entity, msg, opts).await);
             }
-            let mut ask = entity
-                .ask(msg)
-                .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
-                .set_idempotent(req.idempotent);
-            if let Some(k) = req.key {
+            let mut ask = entity.ask(msg).ttl(opts.ttl).set_idempotent(opts.idempotent);
+            if let Some(k) = opts.key {
                 ask = ask.key(k);
             }
-            // One trace across nodes: the local envelope continues the caller's trace.
-            if let Some(trace) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+            if let Some(trace) = opts.trace {
                 ask = ask.trace(trace);
             }
-            match ask.await {
+            Answer::Reply(match ask.await {
+                Ok(reply) if framed => return Answer::OkFrame(wire::encode_ok(&reply)),
                 Ok(reply) => Reply::Ok(wire::encode(&reply)),
                 Err(DeliveryError::RetryAfter(d)) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
                 Err(DeliveryError::Expired) => Reply::Expired,
@@ -103,24 +138,29 @@ where
                     Reply::Rejected(Rejected::Malformed(format!("key of {len} bytes, over {max}")))
                 }
                 Err(other) => Reply::RetryAfter(retry_ms(&other)),
-            }
+            })
         })
     }
 }
 
+/// How a request is delivered locally: what its envelope carries besides the message.
+struct Delivery {
+    ttl: Duration,
+    idempotent: bool,
+    key: Option<u64>,
+    trace: Option<crashonly::TraceContext>,
+}
+
 /// A tell: answered once the entity's mailbox has it (an empty `Ok`).
-async fn tell<A: Entity>(entity: &crashonly::EntityRef<A>, msg: A::Msg, req: &Request) -> Reply
+async fn tell<A: Entity>(entity: &crashonly::EntityRef<A>, msg: A::Msg, opts: Delivery) -> Reply
 where
     A::Msg: Remote,
 {
-    let mut tell = entity
-        .tell(msg)
-        .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
-        .set_idempotent(req.idempotent);
-    if let Some(k) = req.key {
+    let mut tell = entity.tell(msg).ttl(opts.ttl).set_idempotent(opts.idempotent);
+    if let Some(k) = opts.key {
         tell = tell.key(k);
     }
-    if let Some(trace) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
+    if let Some(trace) = opts.trace {
         tell = tell.trace(trace);
     }
     match tell.await {
@@ -142,7 +182,7 @@ fn retry_ms(e: &DeliveryError) -> u32 {
 }
 
 /// The key and message of a request for entities `A`, or why it cannot be taken.
-fn prepare<A>(req: &Request) -> Result<(A::Key, A::Msg), Rejected>
+fn prepare<A>(req: &Request<'_>) -> Result<(A::Key, A::Msg), Rejected>
 where
     A: Entity,
     A::Msg: Remote + Serialize + DeserializeOwned,
@@ -150,11 +190,11 @@ where
 {
     let id = <A::Msg as Remote>::TYPE_ID;
     if req.msg_type != id {
-        return Err(Rejected::UnknownType(req.msg_type.clone()));
+        return Err(Rejected::UnknownType(req.msg_type.clone().into_owned()));
     }
     if req.msg_version != <A::Msg as Remote>::VERSION {
         return Err(Rejected::UnknownVersion {
-            msg_type: req.msg_type.clone(),
+            msg_type: req.msg_type.clone().into_owned(),
             version: req.msg_version,
         });
     }
@@ -206,9 +246,9 @@ struct Inner {
     prefix: String,
     families: RwLock<HashMap<String, Arc<dyn Serve>>>,
     /// Claims this node holds: (family, key) -> token.
-    held: Mutex<HashMap<(String, String), u64>>,
-    /// Where requests for an entity went last: (family, key) -> holder.
-    routes: Mutex<HashMap<(String, String), u64>>,
+    held: Mutex<Slots<u64>>,
+    /// Where requests for an entity went last: (family, key) -> holder and its subject.
+    routes: Mutex<Slots<(u64, Subject)>>,
     members: tokio::sync::Mutex<(Option<tokio::time::Instant>, Vec<Member>)>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     rebalancer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -258,8 +298,8 @@ impl Node {
             nats,
             prefix,
             families: RwLock::new(HashMap::new()),
-            held: Mutex::new(HashMap::new()),
-            routes: Mutex::new(HashMap::new()),
+            held: Mutex::new(Slots::default()),
+            routes: Mutex::new(Slots::default()),
             members: tokio::sync::Mutex::new((None, Vec::new())),
             server: Mutex::new(None),
             rebalancer: Mutex::new(None),
@@ -284,12 +324,7 @@ impl Node {
     /// `start` passes to [`Fence::acquire`](crate::Fence::acquire) so that its writes are fenced.
     /// The claim is made before a request is delivered, so an activation finds it here.
     pub fn token(&self, family: &str, key: &str) -> Option<u64> {
-        self.inner
-            .held
-            .lock()
-            .unwrap()
-            .get(&(family.to_owned(), key.to_owned()))
-            .copied()
+        self.inner.held.lock().unwrap().get(family, key).copied()
     }
 
     /// The membership (to watch [`Membership::fenced`], or leave). A fenced node serves nothing
@@ -382,30 +417,33 @@ impl Node {
         self.inner.handed_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Answers one frame addressed to this node; a frame it cannot take is counted and logged.
-    async fn answer(&self, frame: &[u8]) -> Reply {
-        let reply = match wire::decode::<Request>(frame) {
-            Ok(req) => self.serve_here(req).await,
-            Err(rejected) => Reply::Rejected(rejected),
+    /// Answers one frame addressed to this node (the frame of the reply); a frame it cannot take
+    /// is counted and logged.
+    async fn answer(&self, frame: &[u8]) -> Vec<u8> {
+        let answer = match wire::decode::<Request<'_>>(frame) {
+            Ok(req) => self.serve_here(&req, true).await,
+            Err(rejected) => Answer::Reply(Reply::Rejected(rejected)),
         };
-        if let Reply::Rejected(why) = &reply {
+        if let Answer::Reply(Reply::Rejected(why)) = &answer {
             self.inner.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(rejected = %why, "rejected a request");
         }
-        reply
+        answer.into_frame()
     }
 
-    /// Serves a request on this node if it holds (or can claim) the entity.
-    async fn serve_here(&self, req: Request) -> Reply {
+    /// Serves a request on this node if it holds (or can claim) the entity (`framed`: see
+    /// [`Serve::serve`]).
+    async fn serve_here(&self, req: &Request<'_>, framed: bool) -> Answer {
         if self.inner.membership.is_fenced().is_some() {
             self.inner.held.lock().unwrap().clear();
-            return Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32);
+            return Answer::Reply(Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32));
         }
-        let Some(family) = self.inner.families.read().unwrap().get(&req.family).cloned() else {
-            return Reply::Rejected(Rejected::UnknownFamily(req.family.clone()));
+        let Some(family) = self.inner.families.read().unwrap().get(&*req.family).cloned() else {
+            return Answer::Reply(Reply::Rejected(Rejected::UnknownFamily(
+                req.family.clone().into_owned(),
+            )));
         };
-        let slot = (req.family.clone(), req.entity.clone());
-        let held = self.inner.held.lock().unwrap().contains_key(&slot);
+        let held = self.inner.held.lock().unwrap().contains(&req.family, &req.entity);
         if !held {
             // Claimed only by the node rendezvous hashing picks among the live members (as this
             // node sees them): a request sent here on a stale route (the entity was handed off
@@ -414,22 +452,22 @@ impl Node {
             // Boxed, as the claim below: the cold path, and its future is large.
             if let Ok(members) = Box::pin(self.members()).await {
                 if let Some(to) = self.picks_other(&req.family, &req.entity, &members) {
-                    return Reply::Redirect(to);
+                    return Answer::Reply(Reply::Redirect(to));
                 }
             }
             // Boxed: the claim (a PostgreSQL statement) is the cold path, and its future is large.
             match Box::pin(self.inner.placement.claim(&req.family, &req.entity)).await {
                 Ok(Claim::Mine { token }) => {
-                    self.inner.held.lock().unwrap().insert(slot, token);
+                    self.inner.held.lock().unwrap().insert(&req.family, &req.entity, token);
                 }
-                Ok(Claim::Held { holder }) => return Reply::Redirect(holder),
+                Ok(Claim::Held { holder }) => return Answer::Reply(Reply::Redirect(holder)),
                 Err(ClusterError::Fenced(_)) => {
-                    return Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32)
+                    return Answer::Reply(Reply::RetryAfter(self.inner.membership.lease().as_millis() as u32))
                 }
-                Err(_) => return Reply::RetryAfter(100),
+                Err(_) => return Answer::Reply(Reply::RetryAfter(100)),
             }
         }
-        family.serve(req).await
+        family.serve(req, framed).await
     }
 
     /// One rebalancing pass (what the node does every [`NodeOptions::rebalance_every`]): hands
@@ -441,45 +479,45 @@ impl Node {
             return Ok(0);
         }
         let members = self.members().await?;
-        let held: Vec<((String, String), u64)> = self
+        let held: Vec<(String, String, u64)> = self
             .inner
             .held
             .lock()
             .unwrap()
             .iter()
-            .map(|(s, t)| (s.clone(), *t))
+            .map(|(f, k, t)| (f.to_owned(), k.to_owned(), *t))
             .collect();
         let mut moved = 0;
-        for (slot, token) in held {
+        for (name, key, token) in held {
             if moved == MOVES_PER_PASS {
                 break;
             }
-            if self.picks_other(&slot.0, &slot.1, &members).is_none() {
+            if self.picks_other(&name, &key, &members).is_none() {
                 continue;
             }
-            let Some(family) = self.inner.families.read().unwrap().get(&slot.0).cloned() else {
+            let Some(family) = self.inner.families.read().unwrap().get(&name).cloned() else {
                 continue;
             };
             // Out of this node's claims first: from now on requests for it arriving here go on
             // to its rendezvous choice.
             {
                 let mut held = self.inner.held.lock().unwrap();
-                if held.get(&slot) != Some(&token) {
+                if held.get(&name, &key) != Some(&token) {
                     continue;
                 }
-                held.remove(&slot);
+                held.remove(&name, &key);
             }
-            if family.passivate(&slot.1) == Idle::Busy {
-                self.inner.held.lock().unwrap().insert(slot, token);
+            if family.passivate(&key) == Idle::Busy {
+                self.inner.held.lock().unwrap().insert(&name, &key, token);
                 continue;
             }
-            match self.inner.placement.release(&slot.0, &slot.1, token).await {
+            match self.inner.placement.release(&name, &key, token).await {
                 Ok(_) => moved += 1,
                 // Still ours in the database: held again here (its next request activates it
                 // under the same token), handed off on a later pass.
                 Err(e) => {
-                    tracing::warn!(family = %slot.0, key = %slot.1, "rebalance: release failed: {e}");
-                    self.inner.held.lock().unwrap().insert(slot, token);
+                    tracing::warn!(family = %name, key = %key, "rebalance: release failed: {e}");
+                    self.inner.held.lock().unwrap().insert(&name, &key, token);
                     return Err(e);
                 }
             }
@@ -544,16 +582,21 @@ impl Node {
     }
 
     /// Where a request for `(family, key)` goes: the last holder that answered, else the live
-    /// holder in the database, else the node rendezvous hashing picks.
-    async fn route(&self, family: &str, key: &str) -> Result<u64, ClusterError> {
-        let slot = (family.to_owned(), key.to_owned());
-        if let Some(h) = self.inner.routes.lock().unwrap().get(&slot) {
-            return Ok(*h);
+    /// holder in the database, else the node rendezvous hashing picks; and its subject.
+    async fn route(&self, family: &str, key: &str) -> Result<(u64, Subject), ClusterError> {
+        if let Some(route) = self.inner.routes.lock().unwrap().get(family, key) {
+            return Ok(route.clone());
         }
         // Boxed: looking up the placement is the cold path, and its future is large.
         let holder = Box::pin(self.find_holder(family, key)).await?;
-        self.inner.routes.lock().unwrap().insert(slot, holder);
-        Ok(holder)
+        Ok(self.set_route(family, key, holder))
+    }
+
+    /// Requests for `(family, key)` go to `holder` from now on.
+    fn set_route(&self, family: &str, key: &str, holder: u64) -> (u64, Subject) {
+        let route = (holder, Subject::from(format!("{}.node.{holder}", self.inner.prefix)));
+        self.inner.routes.lock().unwrap().insert(family, key, route.clone());
+        route
     }
 
     /// The live holder in the database, else the node rendezvous hashing picks.
@@ -565,11 +608,7 @@ impl Node {
     }
 
     fn forget_route(&self, family: &str, key: &str) {
-        self.inner
-            .routes
-            .lock()
-            .unwrap()
-            .remove(&(family.to_owned(), key.to_owned()));
+        self.inner.routes.lock().unwrap().remove(family, key);
         // A holder that did not answer may have left: read the members again.
         if let Ok(mut cache) = self.inner.members.try_lock() {
             cache.0 = None;
@@ -577,21 +616,20 @@ impl Node {
     }
 
     /// One attempt: route, send (or serve here), follow at most a few redirects.
-    pub(crate) async fn attempt(&self, req: &mut Request, deadline: tokio::time::Instant) -> Reply {
+    pub(crate) async fn attempt(&self, req: &mut Request<'_>, deadline: tokio::time::Instant) -> Reply {
         for _ in 0..4 {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Reply::Expired;
             }
             req.ttl_ms = left.as_millis().min(u128::from(u32::MAX)) as u32;
-            let holder = match self.route(&req.family, &req.entity).await {
+            let (holder, subject) = match self.route(&req.family, &req.entity).await {
                 Ok(h) => h,
                 Err(_) => return Reply::RetryAfter(100),
             };
             let reply = if holder == self.incarnation() {
-                Box::pin(self.serve_here(req.clone())).await
+                Box::pin(self.serve_here(req, false)).await.into_reply()
             } else {
-                let subject = format!("{}.node.{holder}", self.inner.prefix);
                 // A request that may be sent again waits for one node at most a lease: a node
                 // paused or cut off is out by then, and the next attempt finds the new holder.
                 let wait = if req.idempotent {
@@ -623,11 +661,7 @@ impl Node {
             };
             match reply {
                 Reply::Redirect(to) => {
-                    self.inner
-                        .routes
-                        .lock()
-                        .unwrap()
-                        .insert((req.family.clone(), req.entity.clone()), to);
+                    self.set_route(&req.family, &req.entity, to);
                 }
                 other => return other,
             }
@@ -662,9 +696,9 @@ fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) 
                     let Some(inner) = weak.upgrade() else { return };
                     let node = Node { inner };
                     in_flight.push(async move {
-                        let reply = node.answer(&msg.payload).await;
+                        let frame = node.answer(&msg.payload).await;
                         if let Some(to) = msg.reply {
-                            let _ = node.inner.nats.publish(to, wire::encode(&reply).into()).await;
+                            let _ = node.inner.nats.publish(to, frame.into()).await;
                         }
                     });
                 }

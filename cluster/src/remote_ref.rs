@@ -2,6 +2,7 @@
 //! built like a local `EntityRef`'s (TTL, idempotency, key, retrying, a parent message's deadline
 //! and trace), sent as one envelope and retried across a node's death until the deadline.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +159,7 @@ where
     async fn send_frame(self, tell: bool) -> Result<Vec<u8>, DeliveryError> {
         let t = self.target;
         let deadline = tokio::time::Instant::now() + self.ttl;
+        // Borrowed from the ref: nothing but the message's encoding is copied per request.
         let mut req = Request {
             id: next_id(),
             ttl_ms: 0,
@@ -168,12 +170,13 @@ where
             traceparent: self
                 .trace
                 .or_else(crashonly::TraceContext::current)
-                .and_then(|trace| wire::traceparent(&trace)),
-            family: t.family.clone(),
-            entity: t.key.clone(),
-            msg_type: <A::Msg as Remote>::TYPE_ID.to_owned(),
+                .and_then(|trace| wire::traceparent(&trace))
+                .map(Cow::Owned),
+            family: Cow::Borrowed(&t.family),
+            entity: Cow::Borrowed(&t.key),
+            msg_type: Cow::Borrowed(<A::Msg as Remote>::TYPE_ID),
             msg_version: <A::Msg as Remote>::VERSION,
-            payload: postcard::to_allocvec(&self.msg).expect("postcard encodes the message"),
+            payload: Cow::Owned(wire::payload(&self.msg)),
         };
         let retry = self.retrying && self.idempotent;
         loop {

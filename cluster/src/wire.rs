@@ -7,6 +7,7 @@
 //! type or version) is [`Rejected`] with the reason, never a panic, so that a rolling upgrade meets
 //! a clear answer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +19,12 @@ pub const FORMAT: u8 = 2;
 pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// A request to an entity on another node.
+///
+/// Its text and payload are borrowed from the frame it was decoded from (and, when sent, from
+/// the ref and the message it was built from), so that neither side copies them per request;
+/// `Cow` lets a caller build one from owned values as well.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
+pub struct Request<'a> {
     /// The envelope id (unique per sender).
     pub id: u64,
     /// Time left before the deadline when it was sent, in milliseconds.
@@ -33,19 +38,22 @@ pub struct Request {
     /// Which attempt this is (1 for the first).
     pub attempt: u32,
     /// W3C trace context (`traceparent`), if the request is part of a trace.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Cow<'a, str>>,
     /// The entity family.
-    pub family: String,
+    #[serde(borrow)]
+    pub family: Cow<'a, str>,
     /// The entity's key, as text.
-    pub entity: String,
+    #[serde(borrow)]
+    pub entity: Cow<'a, str>,
     /// The message type's stable id.
-    pub msg_type: String,
+    #[serde(borrow)]
+    pub msg_type: Cow<'a, str>,
     /// The message type's version.
     pub msg_version: u16,
     /// The message, encoded by its type (as bytes: the same frame as a sequence of `u8`, read and
     /// written in one piece).
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: Cow<'a, [u8]>,
 }
 
 /// The answer to a [`Request`].
@@ -105,11 +113,48 @@ impl fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 /// A frame: the format byte, then the value.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.push(FORMAT);
-    // Writing our own types to a Vec cannot fail.
-    postcard::to_extend(value, out).expect("postcard encodes every wire type")
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    exact(&[FORMAT], value)
+}
+
+/// The frame of `Reply::Ok` carrying `value`'s own frame: the same bytes as
+/// `encode(&Reply::Ok(encode(value)))`, written once, without the value's own buffer.
+pub fn encode_ok<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("postcard sizes every value it encodes");
+    // The format, `Ok`'s variant index (0), the inner frame's length as a varint, then the inner
+    // frame: its format byte and the value.
+    let mut head = [FORMAT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut len = 2;
+    let mut n = size + 1;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        head[len] = byte | if n == 0 { 0 } else { 0x80 };
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    head[len] = FORMAT;
+    exact(&head[..=len], value)
+}
+
+/// A message's own encoding (a request's payload).
+pub fn payload<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    exact(&[], value)
+}
+
+/// `prefix` then `value`, in a buffer of exactly their size: no growth while writing, and a
+/// `Bytes` made of it takes the buffer as it is (a buffer with room to spare costs `Bytes` an
+/// allocation of its own).
+fn exact<T: Serialize + ?Sized>(prefix: &[u8], value: &T) -> Vec<u8> {
+    // Sizing our own types (and any `Serialize` message) cannot fail.
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("postcard sizes every value it encodes");
+    let mut out = Vec::with_capacity(prefix.len() + size);
+    out.extend_from_slice(prefix);
+    postcard::to_extend(value, out).expect("postcard encodes every value it sizes")
 }
 
 /// Reads a frame written by [`encode`]; every failure is a [`Rejected`].
@@ -147,7 +192,7 @@ pub fn parse_traceparent(value: &str) -> Option<crashonly::TraceContext> {
 mod tests {
     use super::*;
 
-    fn request() -> Request {
+    fn request() -> Request<'static> {
         Request {
             id: 7,
             ttl_ms: 1500,
@@ -160,14 +205,14 @@ mod tests {
             entity: "cart-9".into(),
             msg_type: "cart.add".into(),
             msg_version: 1,
-            payload: vec![1, 2, 3],
+            payload: vec![1, 2, 3].into(),
         }
     }
 
     #[test]
     fn a_request_and_every_reply_round_trip() {
         let r = request();
-        assert_eq!(decode::<Request>(&encode(&r)), Ok(r));
+        assert_eq!(decode::<Request<'_>>(&encode(&r)), Ok(r));
         for reply in [
             Reply::Ok(vec![9]),
             Reply::RetryAfter(250),
@@ -181,24 +226,63 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_written_in_buffers_of_their_exact_size() {
+        let r = request();
+        let frame = encode(&r);
+        assert_eq!(frame.len(), frame.capacity());
+        assert_eq!(frame[0], FORMAT);
+        // `encode_ok` writes what `Reply::Ok` of the value's frame writes, for short and long
+        // values (one-, two- and three-byte lengths).
+        for value in [vec![], vec![7u8; 3], vec![1u8; 120], vec![1u8; 200], vec![2u8; 20_000]] {
+            let ok = encode_ok(&value);
+            assert_eq!(ok, encode(&Reply::Ok(encode(&value))));
+            assert_eq!(ok.len(), ok.capacity());
+            let Ok(Reply::Ok(inner)) = decode::<Reply>(&ok) else {
+                panic!("an Ok reply")
+            };
+            assert_eq!(decode::<Vec<u8>>(&inner), Ok(value));
+        }
+        let p = payload(&("cart", 3u32));
+        assert_eq!(p, postcard::to_allocvec(&("cart", 3u32)).unwrap());
+        assert_eq!(p.len(), p.capacity());
+    }
+
+    #[test]
+    fn a_decoded_request_borrows_its_text_and_payload_from_the_frame() {
+        let frame = encode(&request());
+        let r = decode::<Request<'_>>(&frame).unwrap();
+        for borrowed in [
+            matches!(r.family, Cow::Borrowed(_)),
+            matches!(r.entity, Cow::Borrowed(_)),
+        ] {
+            assert!(borrowed);
+        }
+        assert!(matches!(r.msg_type, Cow::Borrowed(_)) && matches!(r.payload, Cow::Borrowed(_)));
+        assert_eq!(r, request());
+    }
+
+    #[test]
     fn damaged_frames_are_rejected_never_a_panic() {
         let frame = encode(&request());
-        assert!(matches!(decode::<Request>(&[]), Err(Rejected::Malformed(_))));
-        assert_eq!(decode::<Request>(&[1, 0, 0]), Err(Rejected::Format(1)));
+        assert!(matches!(decode::<Request<'_>>(&[]), Err(Rejected::Malformed(_))));
+        assert_eq!(decode::<Request<'_>>(&[1, 0, 0]), Err(Rejected::Format(1)));
         for cut in 1..frame.len() {
-            assert!(decode::<Request>(&frame[..cut]).is_err(), "truncated at {cut} decoded");
+            assert!(
+                decode::<Request<'_>>(&frame[..cut]).is_err(),
+                "truncated at {cut} decoded"
+            );
         }
         let mut longer = frame.clone();
         longer.push(0);
-        assert!(matches!(decode::<Request>(&longer), Err(Rejected::Malformed(m)) if m.contains("trailing")));
+        assert!(matches!(decode::<Request<'_>>(&longer), Err(Rejected::Malformed(m)) if m.contains("trailing")));
         let big = vec![FORMAT; MAX_FRAME + 1];
-        assert_eq!(decode::<Request>(&big), Err(Rejected::Oversized(MAX_FRAME + 1)));
+        assert_eq!(decode::<Request<'_>>(&big), Err(Rejected::Oversized(MAX_FRAME + 1)));
         // Every single-byte change decodes to something or is rejected.
         for i in 0..frame.len() {
             for bit in 0..8 {
                 let mut f = frame.clone();
                 f[i] ^= 1 << bit;
-                let _ = decode::<Request>(&f);
+                let _ = decode::<Request<'_>>(&f);
             }
         }
         // Random bytes: pseudo-random, fixed seed.
@@ -212,7 +296,7 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Request<'_>>(&bytes);
             let _ = decode::<Reply>(&bytes);
         }
     }
@@ -240,8 +324,8 @@ mod tests {
     fn the_fuzz_corpus_seeds_are_valid_frames() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/cluster_envelope");
         let read = |name: &str| std::fs::read(format!("{dir}/{name}")).unwrap();
-        assert_eq!(decode::<Request>(&read("request_full")), Ok(request()));
-        assert!(decode::<Request>(&read("request_min")).is_ok());
+        assert_eq!(decode::<Request<'_>>(&read("request_full")), Ok(request()));
+        assert!(decode::<Request<'_>>(&read("request_min")).is_ok());
         assert_eq!(decode::<Reply>(&read("reply_ok")), Ok(Reply::Ok(vec![9])));
         assert_eq!(decode::<Reply>(&read("reply_retry")), Ok(Reply::RetryAfter(250)));
         assert_eq!(decode::<Reply>(&read("reply_redirect")), Ok(Reply::Redirect(3)));

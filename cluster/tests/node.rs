@@ -199,7 +199,7 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         entity: "k".into(),
         msg_type: "test.counter.op".into(),
         msg_version: 1,
-        payload: postcard_of(&Op::Get),
+        payload: postcard_of(&Op::Get).into(),
     };
     assert!(matches!(send(wire::encode(&good)).await, Reply::Ok(_)));
     let unknown_family = Request {
@@ -227,7 +227,7 @@ async fn frames_that_cannot_be_taken_are_rejected_with_the_reason() {
         Reply::Rejected(Rejected::UnknownType(_))
     ));
     let bad_payload = Request {
-        payload: vec![0xff; 3],
+        payload: vec![0xff; 3].into(),
         ..good
     };
     assert!(matches!(
