@@ -316,3 +316,67 @@ async fn a_recovery_agent_can_crash_reboot_an_actor_from_outside() {
     let seen = get(&a).await;
     assert_eq!((seen.instance, seen.n), (2, 0));
 }
+
+/// `__private::ask_with` (how a cluster node answers a remote ask): the outcome is handed to a
+/// function in the actor's task, once, whatever becomes of the message.
+#[tokio::test(start_paused = true)]
+async fn an_ask_with_a_reply_function_is_answered_once_where_the_reply_is_made() {
+    use crashonly::__private::{ask_with, OnReply};
+    type Outcome = (Option<tokio::task::Id>, Result<u64, DeliveryError>);
+    let on_reply = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome>();
+        let f = OnReply::new(move |r: Result<common::Seen, DeliveryError>| {
+            let _ = tx.send((tokio::task::try_id(), r.map(|s| s.n)));
+        });
+        (f, rx)
+    };
+    let system = System::new();
+    let a = system
+        .spawn(
+            ActorSpec::<Probe>::named("replies", Probes::default())
+                .mailbox_capacity(1)
+                .restart(Restart::Transient),
+        )
+        .unwrap();
+    // Delivered at once (no future to poll); answered by the actor's task, not this one.
+    let (f, rx) = on_reply();
+    assert!(ask_with(a.ask(Cmd::Add(2)), f).is_none());
+    let (task, outcome) = rx.await.unwrap();
+    assert_eq!(outcome, Ok(2));
+    assert!(task.is_some(), "called in the actor's task");
+    // A crash while handling it.
+    let (f, rx) = on_reply();
+    assert!(ask_with(a.ask(Cmd::Panic("boom")), f).is_none());
+    assert!(matches!(rx.await.unwrap().1, Err(DeliveryError::Crashed(_))));
+    // A full mailbox: a future that waits for room until the deadline, then gives up.
+    let gate = Arc::new(Semaphore::new(0));
+    a.tell(Cmd::Wait(gate.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await; // the actor takes it and blocks
+    a.try_tell(Cmd::Add(1)).unwrap();
+    let (f, mut late) = on_reply();
+    let waiting = ask_with(a.ask(Cmd::Add(10)).ttl(Duration::from_millis(50)), f).expect("waits for room");
+    waiting.await;
+    assert_eq!(late.try_recv().unwrap().1, Err(DeliveryError::MailboxFull));
+    let (f, rx) = on_reply();
+    let waiting = ask_with(a.ask(Cmd::Add(10)).ttl(Duration::from_secs(10)), f).expect("waits for room");
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    gate.add_permits(1);
+    waiting.await.unwrap();
+    assert_eq!(rx.await.unwrap().1, Ok(11));
+    // An expired ask is answered so, in the actor's task.
+    let (f, rx) = on_reply();
+    assert!(ask_with(a.ask(Cmd::Get).ttl(Duration::ZERO), f).is_none());
+    assert_eq!(rx.await.unwrap().1, Err(DeliveryError::Expired));
+    // A dead actor (it ended, and is not restarted): answered at once, here.
+    a.ask(Cmd::Stop).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (f, mut rx) = on_reply();
+    assert!(ask_with(a.ask(Cmd::Get), f).is_none());
+    assert_eq!(rx.try_recv().unwrap().1, Err(DeliveryError::Dead));
+    // Dropped unanswered: called with `Dead`, exactly once.
+    let (f, mut rx) = on_reply();
+    drop(f);
+    assert_eq!(rx.try_recv().unwrap().1, Err(DeliveryError::Dead));
+}

@@ -39,6 +39,7 @@ mod pg;
 mod placement;
 mod rebalance;
 mod remote_ref;
+mod serve;
 mod slots;
 pub mod wire;
 

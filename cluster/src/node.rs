@@ -13,14 +13,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::Subject;
-use crashonly::{DeliveryError, Entities, Entity, Remote};
+use crashonly::{Entities, Entity, Remote};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,178 +28,9 @@ use crate::membership::{Member, Membership, MembershipOptions};
 use crate::placement::{choose, Claim, Placement};
 use crate::rebalance::{Idle, MOVES_PER_PASS};
 use crate::remote_ref::RemoteRef;
+use crate::serve::{Answer, BoxFuture, Replier, Serve, Served};
 use crate::slots::Slots;
 use crate::wire::{self, Rejected, Reply, Request};
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// What serving a request gives: a reply, or the frame of an `Ok` reply written at once (for a
-/// request from another node: the reply's value is encoded straight into the frame it goes out
-/// in).
-enum Answer {
-    Reply(Reply),
-    OkFrame(Vec<u8>),
-}
-
-impl Answer {
-    /// The frame to send back.
-    fn into_frame(self) -> Vec<u8> {
-        match self {
-            Answer::Reply(reply) => wire::encode(&reply),
-            Answer::OkFrame(frame) => frame,
-        }
-    }
-
-    /// The reply (for a request served on the node that sent it).
-    fn into_reply(self) -> Reply {
-        match self {
-            Answer::Reply(reply) => reply,
-            Answer::OkFrame(frame) => wire::decode(&frame).unwrap_or_else(Reply::Rejected),
-        }
-    }
-}
-
-/// A served family, type-erased: decodes a request, asks the local entity, encodes the reply.
-trait Serve: Send + Sync {
-    fn msg_type(&self) -> &'static str;
-    /// Serves `req`; `framed`: an `Ok` reply as the whole frame ([`Answer::OkFrame`]).
-    fn serve(&self, req: &Request<'_>, framed: bool) -> BoxFuture<Answer>;
-    /// Passivates the entity `key` for a hand-off, if it is live and idle.
-    fn passivate(&self, key: &str) -> Idle;
-}
-
-struct Served<A: Entity> {
-    entities: Entities<A>,
-}
-
-impl<A> Serve for Served<A>
-where
-    A: Entity,
-    A::Msg: Remote + Serialize + DeserializeOwned,
-    A::Reply: Serialize + DeserializeOwned,
-    A::Key: FromStr,
-{
-    fn msg_type(&self) -> &'static str {
-        <A::Msg as Remote>::TYPE_ID
-    }
-
-    fn passivate(&self, key: &str) -> Idle {
-        // A key that does not parse was never activated here.
-        let Ok(key) = key.parse::<A::Key>() else {
-            return Idle::NotLive;
-        };
-        let entity = self.entities.get(key);
-        if entity.activation().is_none() {
-            Idle::NotLive
-        } else if entity.passivate() {
-            Idle::Passivated
-        } else {
-            Idle::Busy
-        }
-    }
-
-    fn serve(&self, req: &Request<'_>, framed: bool) -> BoxFuture<Answer> {
-        // Everything the future needs is taken out of the request (which borrows its frame) now.
-        let prepared = prepare::<A>(req);
-        let entities = self.entities.clone();
-        let opts = Delivery {
-            ttl: Duration::from_millis(u64::from(req.ttl_ms)),
-            idempotent: req.idempotent,
-            key: req.key,
-            // One trace across nodes: the local envelope continues the caller's trace.
-            trace: req.traceparent.as_deref().and_then(wire::parse_traceparent),
-        };
-        let is_tell = req.tell;
-        Box::pin(async move {
-            let (key, msg) = match prepared {
-                Ok(p) => p,
-                Err(rejected) => return Answer::Reply(Reply::Rejected(rejected)),
-            };
-            let entity = entities.get(key);
-            if is_tell {
-                return Answer::Reply(tell(&entity, msg, opts).await);
-            }
-            let mut ask = entity.ask(msg).ttl(opts.ttl).set_idempotent(opts.idempotent);
-            if let Some(k) = opts.key {
-                ask = ask.key(k);
-            }
-            if let Some(trace) = opts.trace {
-                ask = ask.trace(trace);
-            }
-            Answer::Reply(match ask.await {
-                Ok(reply) if framed => return Answer::OkFrame(wire::encode_ok(&reply)),
-                Ok(reply) => Reply::Ok(wire::encode(&reply)),
-                Err(DeliveryError::RetryAfter(d)) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
-                Err(DeliveryError::Expired) => Reply::Expired,
-                Err(DeliveryError::Crashed(report)) => Reply::Crashed(report.to_string()),
-                Err(DeliveryError::KeyTooLong { len, max }) => {
-                    Reply::Rejected(Rejected::Malformed(format!("key of {len} bytes, over {max}")))
-                }
-                Err(other) => Reply::RetryAfter(retry_ms(&other)),
-            })
-        })
-    }
-}
-
-/// How a request is delivered locally: what its envelope carries besides the message.
-struct Delivery {
-    ttl: Duration,
-    idempotent: bool,
-    key: Option<u64>,
-    trace: Option<crashonly::TraceContext>,
-}
-
-/// A tell: answered once the entity's mailbox has it (an empty `Ok`).
-async fn tell<A: Entity>(entity: &crashonly::EntityRef<A>, msg: A::Msg, opts: Delivery) -> Reply
-where
-    A::Msg: Remote,
-{
-    let mut tell = entity.tell(msg).ttl(opts.ttl).set_idempotent(opts.idempotent);
-    if let Some(k) = opts.key {
-        tell = tell.key(k);
-    }
-    if let Some(trace) = opts.trace {
-        tell = tell.trace(trace);
-    }
-    match tell.await {
-        Ok(()) => Reply::Ok(Vec::new()),
-        Err(e) => match e.error() {
-            DeliveryError::RetryAfter(d) => Reply::RetryAfter(d.as_millis().min(u128::from(u32::MAX)) as u32),
-            DeliveryError::Expired => Reply::Expired,
-            DeliveryError::Crashed(report) => Reply::Crashed(report.to_string()),
-            other => Reply::RetryAfter(retry_ms(other)),
-        },
-    }
-}
-
-fn retry_ms(e: &DeliveryError) -> u32 {
-    match e {
-        DeliveryError::MailboxFull => 10,
-        _ => 100,
-    }
-}
-
-/// The key and message of a request for entities `A`, or why it cannot be taken.
-fn prepare<A>(req: &Request<'_>) -> Result<(A::Key, A::Msg), Rejected>
-where
-    A: Entity,
-    A::Msg: Remote + Serialize + DeserializeOwned,
-    A::Key: FromStr,
-{
-    let id = <A::Msg as Remote>::TYPE_ID;
-    if req.msg_type != id {
-        return Err(Rejected::UnknownType(req.msg_type.clone().into_owned()));
-    }
-    if req.msg_version != <A::Msg as Remote>::VERSION {
-        return Err(Rejected::UnknownVersion {
-            msg_type: req.msg_type.clone().into_owned(),
-            version: req.msg_version,
-        });
-    }
-    let key = A::Key::from_str(&req.entity).map_err(|_| Rejected::Malformed(format!("entity key {:?}", req.entity)))?;
-    let msg = postcard::from_bytes(&req.payload).map_err(|e| Rejected::Malformed(format!("message: {e}")))?;
-    Ok((key, msg))
-}
 
 /// Options of [`Node::start`].
 #[derive(Clone, Debug)]
@@ -242,7 +71,7 @@ pub struct Node {
 struct Inner {
     membership: Membership,
     placement: Placement,
-    nats: async_nats::Client,
+    nats: Arc<async_nats::Client>,
     prefix: String,
     families: RwLock<HashMap<String, Arc<dyn Serve>>>,
     /// Claims this node holds: (family, key) -> token.
@@ -295,7 +124,7 @@ impl Node {
         let inner = Arc::new(Inner {
             placement: Placement::new(&membership),
             membership,
-            nats,
+            nats: Arc::new(nats),
             prefix,
             families: RwLock::new(HashMap::new()),
             held: Mutex::new(Slots::default()),
@@ -417,6 +246,56 @@ impl Node {
         self.inner.handed_off.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Takes one request addressed to this node: at once when it is an ask for an entity this node
+    /// holds (delivered with its reply published by the entity's task), else as a future that
+    /// answers it.
+    fn take(&self, msg: async_nats::Message) -> Option<BoxFuture<()>> {
+        let taken = match (&msg.reply, wire::decode::<Request<'_>>(&msg.payload)) {
+            (Some(to), Ok(req)) if !req.tell && self.inner.membership.is_fenced().is_none() => {
+                let family = self.inner.families.read().unwrap().get(&*req.family).cloned();
+                let held = || self.inner.held.lock().unwrap().contains(&req.family, &req.entity);
+                match family {
+                    Some(family) if held() => {
+                        let reply = Replier {
+                            nats: Arc::downgrade(&self.inner.nats),
+                            to: to.clone(),
+                        };
+                        Some(family.ask_remote(&req, reply))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match taken {
+            Some(Ok(waiting)) => waiting,
+            Some(Err(rejected)) => {
+                let reply = Replier {
+                    nats: Arc::downgrade(&self.inner.nats),
+                    to: msg.reply.expect("taken with a reply subject"),
+                };
+                self.count_rejected(&rejected);
+                reply.send(wire::encode(&Reply::Rejected(rejected)));
+                None
+            }
+            // Everything else: decoded again, and answered by a future.
+            None => {
+                let node = self.clone();
+                Some(Box::pin(async move {
+                    let frame = node.answer(&msg.payload).await;
+                    if let Some(to) = msg.reply {
+                        let _ = node.inner.nats.publish(to, frame.into()).await;
+                    }
+                }))
+            }
+        }
+    }
+
+    fn count_rejected(&self, why: &Rejected) {
+        self.inner.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(rejected = %why, "rejected a request");
+    }
+
     /// Answers one frame addressed to this node (the frame of the reply); a frame it cannot take
     /// is counted and logged.
     async fn answer(&self, frame: &[u8]) -> Vec<u8> {
@@ -425,8 +304,7 @@ impl Node {
             Err(rejected) => Answer::Reply(Reply::Rejected(rejected)),
         };
         if let Answer::Reply(Reply::Rejected(why)) = &answer {
-            self.inner.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(rejected = %why, "rejected a request");
+            self.count_rejected(why);
         }
         answer.into_frame()
     }
@@ -681,9 +559,9 @@ fn rebalance_every(weak: std::sync::Weak<Inner>, every: Duration) -> tokio::task
     })
 }
 
-/// The server loop of an incarnation's subject: one task answers every request of this node, the
-/// requests in flight polled together with the subscription (no task spawned per request, no
-/// hand-over between threads; the entities' own work runs in their tasks).
+/// The server loop of an incarnation's subject: one task takes every request of this node (see
+/// `serve`'s notes); the requests that need a future are polled together with the subscription
+/// (no task spawned per request; the entities' own work runs in their tasks).
 fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -694,13 +572,9 @@ fn serve_subject(weak: std::sync::Weak<Inner>, mut sub: async_nats::Subscriber) 
                 msg = sub.next() => {
                     let Some(msg) = msg else { return };
                     let Some(inner) = weak.upgrade() else { return };
-                    let node = Node { inner };
-                    in_flight.push(async move {
-                        let frame = node.answer(&msg.payload).await;
-                        if let Some(to) = msg.reply {
-                            let _ = node.inner.nats.publish(to, frame.into()).await;
-                        }
-                    });
+                    if let Some(waiting) = (Node { inner }).take(msg) {
+                        in_flight.push(waiting);
+                    }
                 }
             }
         }

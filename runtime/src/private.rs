@@ -17,8 +17,21 @@ pub use crate::call::{Call, CallAsk, ReplyFuture};
 pub use crate::context::Context;
 pub use crate::entity::{Entity, EntityRef, EntitySpec};
 pub use crate::remote::Remote;
-pub use crate::reply::ReplyPort;
+pub use crate::reply::{OnReply, ReplyPort};
 pub use crate::request::Ask;
+
+/// Sends `ask` once with its outcome handed to `on_reply` where it is made (in the actor's task),
+/// for a sender that does not wait for the reply itself: crashonly-cluster's node answers a
+/// remote ask so, its reply published by the entity's task. `None` once the message is in the
+/// mailbox (or its delivery failed: `on_reply` has the error); else a future that waits for room
+/// in a full mailbox until the deadline (a message whose actor is torn down meanwhile is
+/// answered `RetryAfter`). A retrying ask's options are ignored: it is sent once.
+pub fn ask_with<A: Actor>(
+    ask: Ask<'_, A>,
+    on_reply: OnReply<A::Reply>,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    crate::request::ask_with(ask, on_reply)
+}
 pub use crate::supervisor::{ActorSpec, Restart};
 
 #[cfg(feature = "macros")]

@@ -11,14 +11,65 @@ use tokio::sync::oneshot;
 use crate::clock::{Clock, Instant};
 use crate::error::DeliveryError;
 
-/// The sending half of an ask's reply.
-pub(crate) type ReplyTo<R> = oneshot::Sender<Result<R, DeliveryError>>;
+/// The sending half of an ask's reply: the channel its asker waits on, or a function called
+/// with the outcome where it is made (see [`OnReply`]).
+pub(crate) enum ReplyTo<R> {
+    Chan(oneshot::Sender<Result<R, DeliveryError>>),
+    Call(Box<OnReply<R>>),
+}
+
+impl<R> ReplyTo<R> {
+    /// Hands over the outcome; false when nobody takes it any more (the asker gave up).
+    fn send(self, outcome: Result<R, DeliveryError>) -> bool {
+        match self {
+            ReplyTo::Chan(tx) => tx.send(outcome).is_ok(),
+            ReplyTo::Call(mut call) => {
+                if let Some(f) = call.0.take() {
+                    f(outcome);
+                }
+                true
+            }
+        }
+    }
+}
 
 /// Sends the outcome to the asker, if there is one still waiting.
 pub(crate) fn answer<R>(reply: Option<ReplyTo<R>>, outcome: Result<R, DeliveryError>) {
     if let Some(tx) = reply {
         // The asker may have given up at its deadline; nobody is left to tell.
         let _ = tx.send(outcome);
+    }
+}
+
+/// The reply of an ask sent with [`ask_with`](crate::__private::ask_with): a function called
+/// with the outcome where it is made, in the actor's task (or where the delivery failed), for a
+/// sender that does not wait for it itself. crashonly-cluster answers a remote ask so: the
+/// entity's task publishes the reply, without a hop back through the node's server task.
+///
+/// Called exactly once: an envelope dropped unanswered (its actor torn down) calls it with
+/// [`DeliveryError::Dead`]. It runs on the actor's task: it must not block.
+pub struct OnReply<R>(Option<CallReply<R>>);
+
+type CallReply<R> = Box<dyn FnOnce(Result<R, DeliveryError>) + Send + Sync>;
+
+impl<R> OnReply<R> {
+    /// `f`, to be called with the outcome.
+    pub fn new(f: impl FnOnce(Result<R, DeliveryError>) + Send + Sync + 'static) -> Self {
+        OnReply(Some(Box::new(f)))
+    }
+}
+
+impl<R> fmt::Debug for OnReply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnReply").field("called", &self.0.is_none()).finish()
+    }
+}
+
+impl<R> Drop for OnReply<R> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(DeliveryError::Dead));
+        }
     }
 }
 
@@ -90,7 +141,7 @@ impl<T: Send + 'static> ReplyPort<T> {
         deadline: Instant,
         clock: Clock,
     ) -> Self {
-        let deliver = tx.map(|tx| -> Deliver<T> { Box::new(move |outcome| tx.send(outcome.map(map)).is_ok()) });
+        let deliver = tx.map(|tx| -> Deliver<T> { Box::new(move |outcome| tx.send(outcome.map(map))) });
         ReplyPort {
             deliver,
             deadline,

@@ -20,7 +20,7 @@ use crate::clock::Instant;
 use crate::envelope::{CopyFn, Envelope, Header, IdempotencyKey, Inherited, TraceContext};
 use crate::error::{DeliveryError, SendError};
 use crate::mailbox::PushError;
-use crate::reply::ReplyTo;
+use crate::reply::{answer, OnReply, ReplyTo};
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::sync::Arc;
@@ -62,6 +62,16 @@ pub(crate) trait Resolve<A: Actor>: Send + Sync {
 pub(crate) enum SlotOf<'a, A: Actor> {
     Borrowed(&'a Arc<Slot<A>>),
     Owned(Arc<Slot<A>>),
+}
+
+impl<A: Actor> SlotOf<'_, A> {
+    /// The slot, owned (to wait on it beyond the send's borrow).
+    fn into_owned(self) -> Arc<Slot<A>> {
+        match self {
+            SlotOf::Borrowed(slot) => slot.clone(),
+            SlotOf::Owned(slot) => slot,
+        }
+    }
 }
 
 impl<A: Actor> Deref for SlotOf<'_, A> {
@@ -645,7 +655,7 @@ impl<'a, A: Actor> Ask<'a, A> {
 /// One attempt of an ask.
 async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply, DeliveryError> {
     let (tx, rx) = oneshot::channel();
-    let env = opts.envelope(msg, Some(tx));
+    let env = opts.envelope(msg, Some(ReplyTo::Chan(tx)));
     let deadline = env.header.deadline;
     let clock = opts.target.shared().clock();
     deliver(opts.target, opts.copy, env, true).await.map_err(|(e, _)| e)?;
@@ -654,6 +664,35 @@ async fn ask_once<A: Actor>(opts: &Opts<'_, A>, msg: A::Msg) -> Result<A::Reply,
         // The envelope was dropped unanswered: its slot was torn down with it.
         Some(Err(_)) => Err(DeliveryError::Dead),
         None => Err(DeliveryError::Expired),
+    }
+}
+
+/// An ask sent once, its outcome handed to `on_reply` (see [`OnReply`]): `None` once it is in the
+/// mailbox or has failed (`on_reply` has the error), else a future that waits for room in the
+/// mailbox until the deadline. The options of a retrying ask are ignored: it is sent once.
+pub(crate) fn ask_with<A: Actor>(ask: Ask<'_, A>, on_reply: OnReply<A::Reply>) -> Option<BoxFut<'static, ()>> {
+    let Ask { opts, msg } = ask;
+    let env = opts.envelope(msg, Some(ReplyTo::Call(Box::new(on_reply))));
+    match try_deliver(opts.target, opts.copy, env, true) {
+        Step::Done => None,
+        Step::Failed(e, env) => {
+            answer(env.reply, Err(e));
+            None
+        }
+        Step::Full(slot, env) => {
+            let slot = slot.into_owned();
+            Some(Box::pin(async move {
+                let deadline = env.header.deadline;
+                let clock = slot.shared().clock().clone();
+                match slot.mailbox.push_until(env, deadline, &clock).await {
+                    Ok(()) => {}
+                    Err(PushError::Full(env)) => answer(env.reply, Err(DeliveryError::MailboxFull)),
+                    // Torn down while the message waited (a crash): the next activation is
+                    // not waited for here; the sender may send it again.
+                    Err(PushError::Closed(env)) => answer(env.reply, Err(DeliveryError::RetryAfter(Duration::ZERO))),
+                }
+            }))
+        }
     }
 }
 
