@@ -7,8 +7,11 @@
 //! may record while holding its own.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
 
-use crate::sync::PlainMutex;
+use crate::crash::CrashReport;
+use crate::sync::{Arc, PlainMutex};
 
 /// Events kept; older ones are dropped (and counted).
 const CAPACITY: usize = 1024;
@@ -37,6 +40,28 @@ impl Kind {
     }
 }
 
+/// What an event says: kept as it was given and formatted only when the page reads it, so that
+/// recording a crash or a restart (on the restart path, feature `observer`) formats nothing.
+#[derive(Clone, Debug)]
+pub(crate) enum Detail {
+    /// A crash: its reason.
+    Crash(Arc<CrashReport>),
+    /// A restart decided: `"{what} after {delay:?}"`.
+    Restart { what: &'static str, delay: Duration },
+    /// Anything else, formatted already.
+    Text(String),
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::Crash(report) => report.reason.fmt(f),
+            Detail::Restart { what, delay } => write!(f, "{what} after {delay:?}"),
+            Detail::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// One recorded event.
 #[derive(Clone, Debug)]
 pub(crate) struct Event {
@@ -44,7 +69,7 @@ pub(crate) struct Event {
     pub(crate) seq: u64,
     pub(crate) kind: Kind,
     pub(crate) path: String,
-    pub(crate) detail: String,
+    pub(crate) detail: Detail,
     /// Milliseconds since the Unix epoch (the operator's wall clock, not the system's clock).
     pub(crate) unix_ms: u64,
 }
@@ -64,7 +89,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Records an event, dropping the oldest past the capacity.
-    pub(crate) fn record(&self, kind: Kind, path: &str, detail: String) {
+    pub(crate) fn record(&self, kind: Kind, path: &str, detail: Detail) {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -100,7 +125,7 @@ mod tests {
     fn the_journal_keeps_the_newest_and_counts_what_it_dropped() {
         let j = Journal::default();
         for i in 0..CAPACITY + 10 {
-            j.record(Kind::Crash, "/a", i.to_string());
+            j.record(Kind::Crash, "/a", Detail::Text(i.to_string()));
         }
         let (all, dropped) = j.since(0);
         assert_eq!(all.len(), CAPACITY);
@@ -108,6 +133,25 @@ mod tests {
         assert_eq!(all[0].seq, 11);
         let (tail, _) = j.since(all[CAPACITY - 2].seq);
         assert_eq!(tail.len(), 1);
-        assert_eq!(tail[0].detail, (CAPACITY + 9).to_string());
+        assert_eq!(tail[0].detail.to_string(), (CAPACITY + 9).to_string());
+    }
+
+    #[test]
+    fn details_read_as_they_were_formatted_before() {
+        let report = Arc::new(CrashReport::new(
+            "/a",
+            crate::crash::CrashReason::Panic {
+                message: "boom".into(),
+                location: Some("src/a.rs:1:2".into()),
+            },
+        ));
+        assert_eq!(Detail::Crash(report.clone()).to_string(), report.reason.to_string());
+        let delay = Duration::from_micros(1500);
+        let restart = Detail::Restart {
+            what: "OneForOne",
+            delay,
+        };
+        assert_eq!(restart.to_string(), "OneForOne after 1.5ms");
+        assert_eq!(Detail::Text("x".into()).to_string(), "x");
     }
 }

@@ -403,11 +403,11 @@ impl<A: Entity> Family<A> {
         if !passivating && e.recent.len() <= self.cfg.entity.max_restarts as usize {
             let delay = self.cfg.backoff.delay(e.recent.len(), self.shared.random());
             #[cfg(feature = "observer")]
-            let detail = format!("entity after {delay:?}");
-            #[cfg(feature = "observer")]
-            self.shared
-                .journal()
-                .record(crate::journal::Kind::Restart, ChildHandle::path(&*e.slot), detail);
+            self.shared.journal().record(
+                crate::journal::Kind::Restart,
+                ChildHandle::path(&*e.slot),
+                crate::journal::Detail::Restart { what: "entity", delay },
+            );
             return Decision::Restart {
                 scope: Scope::One,
                 delay,
@@ -419,7 +419,7 @@ impl<A: Entity> Family<A> {
             self.counters.given_up.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(family = %self.path, key = %key, crash = %report, "entity gave up: quarantined");
             #[cfg(feature = "observer")]
-            let detail = format!("entity quarantined: {}", report.reason);
+            let detail = crate::journal::Detail::Text(format!("entity quarantined: {}", report.reason));
             #[cfg(feature = "observer")]
             self.shared
                 .journal()

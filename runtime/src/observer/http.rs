@@ -164,7 +164,7 @@ fn frame(
                 seq: e.seq,
                 kind: e.kind.as_str(),
                 path: e.path,
-                detail: e.detail,
+                detail: e.detail.to_string(),
                 unix_ms: e.unix_ms,
             })
             .collect(),

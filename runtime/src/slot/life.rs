@@ -356,9 +356,11 @@ impl<A: Actor> Inspect for Slot<A> {
             lease_ms: self.opts.handling.as_millis(),
         };
         #[cfg(feature = "observer")]
-        self.shared
-            .journal()
-            .record(crate::journal::Kind::Watchdog, &self.path, reason.to_string());
+        self.shared.journal().record(
+            crate::journal::Kind::Watchdog,
+            &self.path,
+            crate::journal::Detail::Text(reason.to_string()),
+        );
         let _ = self.crash_from_outside(reason);
     }
 

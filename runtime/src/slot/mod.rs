@@ -568,15 +568,18 @@ impl<A: Actor> Slot<A> {
     }
 
     fn crash(&self, reason: CrashReason, envelope: Option<Header>) -> Exit {
-        #[cfg(feature = "observer")]
-        self.shared
-            .journal()
-            .record(crate::journal::Kind::Crash, &self.path, reason.to_string());
-        Exit::Crash(Arc::new(CrashReport {
+        let report = Arc::new(CrashReport {
             path: self.path.to_string(),
             reason,
             envelope,
-        }))
+        });
+        #[cfg(feature = "observer")]
+        self.shared.journal().record(
+            crate::journal::Kind::Crash,
+            &self.path,
+            crate::journal::Detail::Crash(report.clone()),
+        );
+        Exit::Crash(report)
     }
 
     pub(crate) fn identity(&self) -> *const () {

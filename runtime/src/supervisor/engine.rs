@@ -422,19 +422,21 @@ impl Parent for SupNode {
         st.restarts.push_back(now);
         if st.restarts.len() > self.intensity.max_restarts as usize {
             st.failed = true;
-            let report = CrashReport {
+            let report = Arc::new(CrashReport {
                 path: self.path.to_string(),
                 reason: CrashReason::IntensityExceeded {
                     max_restarts: self.intensity.max_restarts,
                     period_ms: period.as_millis(),
                 },
                 envelope: None,
-            };
+            });
             #[cfg(feature = "observer")]
-            self.shared
-                .journal()
-                .record(crate::journal::Kind::Escalation, &self.path, report.reason.to_string());
-            return Decision::Escalate(Arc::new(report));
+            self.shared.journal().record(
+                crate::journal::Kind::Escalation,
+                &self.path,
+                crate::journal::Detail::Crash(report.clone()),
+            );
+            return Decision::Escalate(report);
         }
         let recent = &mut st.children[idx].recent;
         while recent
@@ -449,7 +451,14 @@ impl Parent for SupNode {
         self.shared.journal().record(
             crate::journal::Kind::Restart,
             st.children[idx].handle.path(),
-            format!("{:?} after {delay:?}", self.strategy),
+            crate::journal::Detail::Restart {
+                what: match self.strategy {
+                    Strategy::OneForOne => "OneForOne",
+                    Strategy::OneForAll => "OneForAll",
+                    Strategy::RestForOne => "RestForOne",
+                },
+                delay,
+            },
         );
         let scope = match self.strategy {
             Strategy::OneForOne => Scope::One,
