@@ -86,12 +86,15 @@ impl Monitors {
     /// Tells every watcher. The list is not locked while they run (a link's notice crashes the
     /// linked actor, which fires, and may edit, that actor's own watchers, possibly this list); a
     /// watcher that returns `false` is then removed, and only that one. They run with no current
-    /// envelope: a notice sent from inside a handler does not take on its deadline.
-    pub(crate) fn fire(&self, down: &Down) {
+    /// envelope: a notice sent from inside a handler does not take on its deadline. The notice
+    /// is made only if someone watches (most actors have no watcher: every restart and stop
+    /// would otherwise copy the path and the report for nobody).
+    pub(crate) fn fire(&self, make: impl FnOnce() -> Down) {
         let watchers: Vec<(Watcher, Notify)> = self.list.lock().clone();
         if watchers.is_empty() {
             return;
         }
+        let down = &make();
         let done: Vec<Notify> = crash::without_current(|| {
             watchers
                 .into_iter()

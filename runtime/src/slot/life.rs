@@ -312,7 +312,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         self.set_state(SlotState::Stopped);
         self.close_mailbox();
         self.down.store(1, Ordering::Relaxed);
-        self.monitors.fire(&Down {
+        self.monitors.fire(|| Down {
             id: self.id,
             path: self.path.to_string(),
             reason: DownReason::Ended,

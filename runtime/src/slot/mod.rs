@@ -424,15 +424,14 @@ impl<A: Actor> Slot<A> {
     }
 
     fn fire_monitors(&self, exit: &Exit, restarting: bool) {
-        let reason = match exit {
-            Exit::Crash(r) => DownReason::Crashed(r.clone()),
-            Exit::Normal => DownReason::Ended,
-            Exit::Rejuvenated => DownReason::Rejuvenated,
-        };
-        self.monitors.fire(&Down {
+        self.monitors.fire(|| Down {
             id: self.id,
             path: self.path.to_string(),
-            reason,
+            reason: match exit {
+                Exit::Crash(r) => DownReason::Crashed(r.clone()),
+                Exit::Normal => DownReason::Ended,
+                Exit::Rejuvenated => DownReason::Rejuvenated,
+            },
             restarting,
         });
     }
