@@ -164,16 +164,20 @@ pub(crate) struct Replier {
 
 impl Replier {
     /// Publishes `frame` without waiting: at once when the connection's queue has room (the
-    /// usual case), else from a task of its own.
+    /// usual case), else from a task of its own. It may run where no runtime is (an envelope
+    /// dropped on the watchdog's thread answers `Dead`): then a reply that cannot go at once is
+    /// dropped, and the requester's own timeout answers it.
     pub(crate) fn send(self, frame: Vec<u8>) {
         let Some(nats) = self.nats.upgrade() else { return };
         let payload = bytes::Bytes::from(frame);
         // Outside tokio's cooperative budget: a queue with room takes it on the first poll.
         let sent = tokio::task::unconstrained(nats.publish(self.to.clone(), payload.clone())).now_or_never();
         if sent.is_none() {
-            tokio::spawn(async move {
-                let _ = nats.publish(self.to, payload).await;
-            });
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = nats.publish(self.to, payload).await;
+                });
+            }
         }
     }
 }
@@ -244,4 +248,51 @@ where
     let key = A::Key::from_str(&req.entity).map_err(|_| Rejected::Malformed(format!("entity key {:?}", req.entity)))?;
     let msg = postcard::from_bytes(&req.payload).map_err(|e| Rejected::Malformed(format!("message: {e}")))?;
     Ok((key, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use futures::StreamExt;
+
+    /// An `OnReply` may be called where no runtime is (an envelope dropped on the watchdog's
+    /// thread): the reply still goes out when the connection's queue has room, and nothing panics.
+    #[test]
+    fn a_reply_published_from_a_thread_with_no_runtime_arrives() {
+        let Ok(url) = std::env::var("CRASHONLY_NATS_URL") else {
+            crashonly::testing::skipped("CRASHONLY_NATS_URL is not set (a reply published off the runtime)");
+            return;
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (nats, mut sub, to) = rt.block_on(async {
+            let nats = Arc::new(async_nats::connect(&url).await.unwrap());
+            let to = Subject::from(nats.new_inbox());
+            let sub = nats.subscribe(to.clone()).await.unwrap();
+            (nats, sub, to)
+        });
+        let reply = Replier {
+            nats: Arc::downgrade(&nats),
+            to,
+        };
+        std::thread::spawn(move || {
+            assert!(
+                tokio::runtime::Handle::try_current().is_err(),
+                "no runtime on this thread"
+            );
+            reply.send(wire::encode(&Reply::RetryAfter(7)));
+        })
+        .join()
+        .expect("sent without a panic");
+        let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), sub.next()).await });
+        let msg = got.expect("the reply arrived").expect("a message");
+        assert_eq!(wire::decode::<Reply>(&msg.payload), Ok(Reply::RetryAfter(7)));
+        // A node dropped meanwhile (its client gone): nothing is sent, nothing panics.
+        let gone = Replier {
+            nats: Weak::new(),
+            to: Subject::from("nowhere"),
+        };
+        gone.send(Vec::new());
+    }
 }
