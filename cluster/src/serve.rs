@@ -96,16 +96,10 @@ where
     }
 
     fn serve(&self, req: &Request<'_>, framed: bool) -> BoxFuture<Answer> {
-        // Everything the future needs is taken out of the request (which borrows its frame) now.
+        // Everything the future needs is taken out of the request now.
         let prepared = prepare::<A>(req);
         let entities = self.entities.clone();
-        let opts = Delivery {
-            ttl: Duration::from_millis(u64::from(req.ttl_ms)),
-            idempotent: req.idempotent,
-            key: req.key,
-            // One trace across nodes: the local envelope continues the caller's trace.
-            trace: req.traceparent.as_deref().and_then(wire::parse_traceparent),
-        };
+        let opts = Delivery::of(req);
         let is_tell = req.tell;
         Box::pin(async move {
             let (key, msg) = match prepared {
@@ -116,14 +110,7 @@ where
             if is_tell {
                 return Answer::Reply(tell(&entity, msg, opts).await);
             }
-            let mut ask = entity.ask(msg).ttl(opts.ttl).set_idempotent(opts.idempotent);
-            if let Some(k) = opts.key {
-                ask = ask.key(k);
-            }
-            if let Some(trace) = opts.trace {
-                ask = ask.trace(trace);
-            }
-            match ask.await {
+            match opts.ask(&entity, msg).await {
                 Ok(reply) if framed => Answer::OkFrame(wire::encode_ok(&reply)),
                 Ok(reply) => Answer::Reply(Reply::Ok(wire::encode(&reply))),
                 Err(e) => Answer::Reply(reply_of(e)),
@@ -134,16 +121,7 @@ where
     fn ask_remote(&self, req: &Request<'_>, reply: Replier) -> Result<Option<BoxFuture<()>>, Rejected> {
         let (key, msg) = prepare::<A>(req)?;
         let entity = self.entities.get(key);
-        let mut ask = entity
-            .ask(msg)
-            .ttl(Duration::from_millis(u64::from(req.ttl_ms)))
-            .set_idempotent(req.idempotent);
-        if let Some(k) = req.key {
-            ask = ask.key(k);
-        }
-        if let Some(trace) = req.traceparent.as_deref().and_then(wire::parse_traceparent) {
-            ask = ask.trace(trace);
-        }
+        let ask = Delivery::of(req).ask(&entity, msg);
         // Called by the entity's task with the outcome (or here, if the delivery failed).
         let on_reply = OnReply::new(move |outcome: Result<A::Reply, DeliveryError>| {
             reply.send(match outcome {
@@ -201,6 +179,34 @@ struct Delivery {
     idempotent: bool,
     key: Option<u64>,
     trace: Option<crashonly::TraceContext>,
+}
+
+impl Delivery {
+    /// What `req`'s local envelope carries (taken out of the request, which borrows its frame).
+    fn of(req: &Request<'_>) -> Self {
+        Delivery {
+            ttl: Duration::from_millis(u64::from(req.ttl_ms)),
+            idempotent: req.idempotent,
+            key: req.key,
+            // One trace across nodes: the local envelope continues the caller's trace.
+            trace: req.traceparent.as_deref().and_then(wire::parse_traceparent),
+        }
+    }
+
+    /// An ask of `msg` to `entity` carrying these.
+    fn ask<A: Entity>(self, entity: &crashonly::EntityRef<A>, msg: A::Msg) -> crashonly::Ask<'_, A>
+    where
+        A::Msg: Remote,
+    {
+        let mut ask = entity.ask(msg).ttl(self.ttl).set_idempotent(self.idempotent);
+        if let Some(k) = self.key {
+            ask = ask.key(k);
+        }
+        if let Some(trace) = self.trace {
+            ask = ask.trace(trace);
+        }
+        ask
+    }
 }
 
 /// A tell: answered once the entity's mailbox has it (an empty `Ok`).
