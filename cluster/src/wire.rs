@@ -120,24 +120,16 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// The frame of `Reply::Ok` carrying `value`'s own frame: the same bytes as
 /// `encode(&Reply::Ok(encode(value)))`, written once, without the value's own buffer.
 pub fn encode_ok<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .expect("postcard sizes every value it encodes");
-    // The format, `Ok`'s variant index (0), the inner frame's length as a varint, then the inner
-    // frame: its format byte and the value.
-    let mut head = [FORMAT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let mut len = 2;
-    let mut n = size + 1;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        head[len] = byte | if n == 0 { 0 } else { 0x80 };
-        len += 1;
-        if n == 0 {
-            break;
-        }
-    }
-    head[len] = FORMAT;
-    exact(&head[..=len], value)
+    let size = encoded_size(value);
+    // The format, `Ok`'s variant index (0), the inner frame's length (postcard's varint, as it
+    // writes every length), then the inner frame: its format byte and the value.
+    let mut head = [0u8; 2 + 10 + 1];
+    head[0] = FORMAT;
+    let len = postcard::to_slice(&(size + 1), &mut head[2..12])
+        .expect("a usize's varint fits in 10 bytes")
+        .len();
+    head[2 + len] = FORMAT;
+    write_exact(&head[..3 + len], value, size)
 }
 
 /// A message's own encoding (a request's payload).
@@ -149,9 +141,18 @@ pub fn payload<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// `Bytes` made of it takes the buffer as it is (a buffer with room to spare costs `Bytes` an
 /// allocation of its own).
 fn exact<T: Serialize + ?Sized>(prefix: &[u8], value: &T) -> Vec<u8> {
+    write_exact(prefix, value, encoded_size(value))
+}
+
+/// How many bytes postcard writes for `value`.
+fn encoded_size<T: Serialize + ?Sized>(value: &T) -> usize {
     // Sizing our own types (and any `Serialize` message) cannot fail.
-    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .expect("postcard sizes every value it encodes");
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("postcard sizes every value it encodes")
+}
+
+/// `prefix` then `value`, whose encoding is `size` bytes, in a buffer of exactly that length.
+fn write_exact<T: Serialize + ?Sized>(prefix: &[u8], value: &T, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + size);
     out.extend_from_slice(prefix);
     postcard::to_extend(value, out).expect("postcard encodes every value it sizes")
