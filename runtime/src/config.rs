@@ -34,6 +34,12 @@ pub struct Config {
     /// tokio worker is blocked or `main` never reaches [`System::wait`](crate::System::wait).
     /// `None` leaves the exit to `main` (tests that make a system fail on purpose).
     pub exit_on_failure: Option<Duration>,
+    /// An actor idle for this long hibernates: its task ends and only its state stays, in its
+    /// slot, until the next message resumes it (OTP's `hibernate_after`; an actor that starts to
+    /// an empty mailbox hibernates at once). A hibernating actor costs its slot and its state,
+    /// not a task; waking one costs a task spawn. `None`: actors keep their tasks while idle.
+    /// Actors on a dedicated thread and actors with an age limit never hibernate.
+    pub hibernate_after: Option<Duration>,
     /// Whether the actors count into the system's Prometheus meters (feature `metrics`; on by
     /// default). Off, `crashonly::metrics::render` still answers, with the system-wide gauges only:
     /// for measuring what counting costs in one run.
@@ -42,14 +48,15 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms, and an exit 1 s after a
-    /// failure that `main` did not act on.
+    /// The default policy, mailboxes of 1024, a watchdog pass every 50 ms, an exit 1 s after a
+    /// failure that `main` did not act on, and hibernation after 1 s idle.
     fn default() -> Self {
         Config {
             policy: Policy::default(),
             mailbox_capacity: 1024,
             watchdog_every: Duration::from_millis(50),
             exit_on_failure: Some(Duration::from_secs(1)),
+            hibernate_after: Some(Duration::from_secs(1)),
             #[cfg(feature = "metrics")]
             metrics: true,
         }
@@ -65,6 +72,8 @@ with_setters!(Config {
     with_watchdog_every => watchdog_every: Duration,
     /// Sets the grace before the process exits after a failure (`None`: never by itself).
     with_exit_on_failure => exit_on_failure: Option<Duration>,
+    /// Sets how long an actor stays idle before it hibernates (`None`: never).
+    with_hibernate_after => hibernate_after: Option<Duration>,
 });
 
 #[cfg(feature = "metrics")]

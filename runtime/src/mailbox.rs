@@ -154,6 +154,20 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Makes `waker` the consumer's if nothing is queued and the mailbox is open (the actor
+    /// hibernates: the next push, close or `wake_consumer` wakes `waker`). Whether it did.
+    pub(crate) fn park_consumer(&self, waker: &Waker) -> bool {
+        let mut local = self.local.lock();
+        let mut inner = self.inner.lock();
+        if inner.closed || !local.queue.is_empty() || !inner.queue.is_empty() {
+            return false;
+        }
+        Self::report(&mut local, &mut inner);
+        local.yielded = false;
+        inner.consumer = Some(waker.clone());
+        true
+    }
+
     /// Wakes the consumer, if it is parked, so that it looks at its flags again.
     pub(crate) fn wake_consumer(&self) {
         let consumer = self.inner.lock().consumer.take();

@@ -76,6 +76,12 @@ pub(crate) trait Inspect: Send + Sync {
     fn meters(&self) -> Option<(Arc<crate::meters::SlotMeters>, usize)> {
         None
     }
+    /// Whether it is an actor running in a task, idle since before `now - after` (clock nanos).
+    fn is_idle_for(&self, _now: u64, _after: u64) -> bool {
+        false
+    }
+    /// Asks it to hibernate (see `Config::hibernate_after`).
+    fn hibernate(&self) {}
     /// Abandons its aborted task (counted once, whoever calls first).
     #[cfg_attr(crashonly_loom, allow(dead_code))]
     fn abandon(&self) {}
@@ -240,9 +246,10 @@ impl Registry {
         inner.slots.iter().filter_map(|(_, e)| e.inspect.upgrade()).collect()
     }
 
-    /// One watchdog pass at `now`: the slots past their handling lease, and (given an
-    /// abandonment `limit`) the slots whose aborted task has outlived it.
-    pub(crate) fn watch(&self, now: u64, limit: Option<std::time::Duration>) -> Watch {
+    /// One watchdog pass at `now`: the slots past their handling lease, (given an abandonment
+    /// `limit`) the slots whose aborted task has outlived it, and (given a hibernation delay
+    /// `idle`, in nanos) the running actors idle for longer.
+    pub(crate) fn watch(&self, now: u64, limit: Option<std::time::Duration>, idle: Option<u64>) -> Watch {
         let mut found = Watch::default();
         let inner = self.inner.lock();
         for (_, e) in inner.slots.iter() {
@@ -250,6 +257,9 @@ impl Registry {
             let overdue = limit.is_some_and(|limit| i.is_overdue(now, limit));
             if i.is_hung(now) {
                 found.hung.push(i.clone());
+            }
+            if idle.is_some_and(|after| i.is_idle_for(now, after)) {
+                found.idle.push(i.clone());
             }
             if overdue {
                 found.overdue.push(i);
@@ -325,4 +335,6 @@ pub(crate) struct Watch {
     pub(crate) hung: Vec<Arc<dyn Inspect>>,
     /// Aborted, and their task still running past the abandonment limit.
     pub(crate) overdue: Vec<Arc<dyn Inspect>>,
+    /// Running in a task, and idle past the hibernation delay.
+    pub(crate) idle: Vec<Arc<dyn Inspect>>,
 }

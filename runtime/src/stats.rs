@@ -64,6 +64,11 @@ pub struct Stats {
     pub last_crash_at: Option<Instant>,
     /// While backing off before a restart: when the next start is due.
     pub next_start_at: Option<Instant>,
+    /// The instance is hibernating: idle, with no task (see `Config::hibernate_after`); its next
+    /// message resumes it.
+    pub hibernating: bool,
+    /// Times its instances hibernated.
+    pub hibernations: u64,
 }
 
 /// What the observer page shows of a slot, a supervisor or an entity family beyond [`Stats`]

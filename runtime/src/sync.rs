@@ -19,11 +19,15 @@
 //!    `Registry::inner` (entity/family.rs: an activation is registered, and a passivating one's
 //!    mailbox looked at, closed or moved to the next activation, under it). No slot is launched,
 //!    aborted or joined under it; a reply may be sent (a oneshot send only wakes a task).
+//! 5. A slot's `Life` before its mailbox's locks (rule 1 inside them): an instance hibernates
+//!    (slot/hibernate.rs: its waker is registered, and the instance parked, under `Life`). A
+//!    hibernation waker takes `Life` when woken, which the mailbox does only after releasing its
+//!    own locks.
 //!
 //! `Monitors::list` is not held while its watchers run (a link's notice crashes the linked actor,
 //! whose own watchers may edit this list).
 //!
-//! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life` and `Rare` (last crash,
+//! Leaf locks: a supervisor's `SupState` and `Life`, a slot's `Life` (but for rule 5) and `Rare` (last crash,
 //! abort reason, waiters for the first start: a `PlainMutex`), `Monitors::list`, the dedup window, the
 //! in-memory lease map, the model executor's wakers, the store's commit-record position, the redb
 //! writer's channel and thread handle, the PostgreSQL idle-connection list, a
@@ -153,6 +157,12 @@ impl Stat {
     /// Takes the value, leaving 0. AcqRel: a single owner of what the value stood for.
     pub(crate) fn swap_zero(&self) -> u64 {
         self.0.swap(0, Ordering::AcqRel)
+    }
+    /// Replaces `current` with `new`; whether it was `current`. AcqRel: one winner.
+    pub(crate) fn replace_if(&self, current: u64, new: u64) -> bool {
+        self.0
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 

@@ -144,7 +144,8 @@ impl SystemBuilder {
                 let mut wait = every;
                 loop {
                     shared.clock().sleep(wait).await;
-                    wait = crate::watchdog::scan(shared.registry(), shared.nanos(), None, every);
+                    let hibernate_after = shared.config().hibernate_after;
+                    wait = crate::watchdog::scan(shared.registry(), shared.nanos(), (None, hibernate_after), every);
                     // About once a second: histogram samples are drained even if nobody scrapes.
                     #[cfg(feature = "metrics")]
                     {

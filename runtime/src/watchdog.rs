@@ -48,14 +48,23 @@ pub(crate) fn pace(every: Duration, pass: Duration) -> Duration {
     every.max(pass.saturating_mul(50))
 }
 
-/// One pass at `now`: crash-restart every slot past its handling lease, and (given the
-/// abandonment `limit`) abandon every aborted task that outlived it. Returns the wait before the
-/// next pass ([`pace`] of `every` and this pass's own time).
-pub(crate) fn scan(registry: &Registry, now: u64, limit: Option<Duration>, every: Duration) -> Duration {
+/// One pass at `now`: crash-restart every slot past its handling lease, (given the
+/// abandonment `limit`) abandon every aborted task that outlived it, and (given `hibernate_after`)
+/// ask every actor idle for longer to hibernate. Returns the wait before the next pass ([`pace`]
+/// of `every` and this pass's own time).
+pub(crate) fn scan(
+    registry: &Registry,
+    now: u64,
+    (limit, hibernate_after): (Option<Duration>, Option<Duration>),
+    every: Duration,
+) -> Duration {
     let began = std::time::Instant::now();
-    let found = registry.watch(now, limit);
+    let found = registry.watch(now, limit, hibernate_after.map(|d| d.as_nanos() as u64));
     for hung in found.hung {
         hung.hang(now);
+    }
+    for idle in found.idle {
+        idle.hibernate();
     }
     for stuck in found.overdue {
         stuck.abandon();
@@ -106,7 +115,7 @@ fn guard(weak: Weak<Shared>, every: Duration) {
         wait = {
             let _runtime = shared.executor().enter();
             let limit = Some(shared.policy().abandon_after());
-            scan(shared.registry(), shared.nanos(), limit, every)
+            scan(shared.registry(), shared.nanos(), (limit, None), every)
         };
         let Some(report) = shared.failure() else { continue };
         wait = every;

@@ -19,7 +19,7 @@ use crate::sync::{Arc, Ordering};
 
 /// Clears the slot's `aborted_at` when its task's future ends or is dropped: the task has
 /// stopped. Only for its own launch: an abandoned task that ends late clears nothing of a newer one.
-struct TaskEnded<A: Actor>(Arc<Slot<A>>, u64);
+pub(super) struct TaskEnded<A: Actor>(pub(super) Arc<Slot<A>>, pub(super) u64);
 
 impl<A: Actor> Drop for TaskEnded<A> {
     fn drop(&mut self) {
@@ -40,7 +40,13 @@ impl<A: Actor> Slot<A> {
         let state = self.state();
         let now = self.shared.nanos();
         let mut life = self.life.lock();
-        let mut was_running = false;
+        // A hibernating instance has no task: it is dropped here (after the lock), which is its
+        // power-off.
+        let parked = life.parked.take();
+        let mut was_running = parked.is_some();
+        if parked.is_some() {
+            self.hibernation.store(super::hibernate::LIVE, Ordering::Relaxed);
+        }
         if let Some(a) = life.abort.take() {
             if !a.is_finished() {
                 // Before the abort: a task that ends at once clears it again (`TaskEnded`).
@@ -52,6 +58,7 @@ impl<A: Actor> Slot<A> {
         }
         life.timers.drain(..).for_each(|t| t.abort());
         drop(life);
+        drop(parked);
         self.busy_since.store(0, Ordering::Relaxed);
         if !matches!(state, SlotState::Dead | SlotState::Stopped) {
             self.set_state(SlotState::Restarting);
@@ -252,7 +259,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
                 // Boxed: a rare path, kept out of every idle actor's task.
                 Box::pin(me.shared.clock().sleep(delay)).await;
             }
-            me.clone().run().await;
+            me.clone().run(None).await;
         };
         let task = if self.opts.dedicated {
             self.shared.executor().spawn_thread(&self.path, run)
@@ -380,6 +387,14 @@ impl<A: Actor> Inspect for Slot<A> {
     #[cfg(feature = "observer")]
     fn rejuvenate_now(&self) {
         self.request_rejuvenation();
+    }
+
+    fn is_idle_for(&self, now: u64, after: u64) -> bool {
+        Slot::is_idle_for(self, now, after)
+    }
+
+    fn hibernate(&self) {
+        self.ask_to_hibernate();
     }
 
     fn is_overdue(&self, now: u64, limit: Duration) -> bool {

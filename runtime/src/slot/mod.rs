@@ -13,6 +13,7 @@
 //!
 //! `life.rs` holds what the supervisor and the watchdog do to a slot from outside.
 
+mod hibernate;
 mod life;
 
 use std::fmt;
@@ -41,13 +42,37 @@ use crate::shared::Shared;
 use crate::stats::{SlotState, Stats};
 use crate::supervisor::{Decision, Exit, Parent, Scope};
 use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, PlainMutex, SetOnce, Stat, Weak};
+use hibernate::Parked;
 
-#[derive(Debug, Default)]
-struct Life {
+struct Life<A> {
     task: Option<Task>,
     abort: Option<AbortHandle>,
     timers: Vec<AbortHandle>,
     launched: bool,
+    /// The hibernating instance (see `hibernate`).
+    parked: Option<Box<Parked<A>>>,
+}
+
+impl<A> Default for Life<A> {
+    fn default() -> Self {
+        Life {
+            task: None,
+            abort: None,
+            timers: Vec::new(),
+            launched: false,
+            parked: None,
+        }
+    }
+}
+
+impl<A> fmt::Debug for Life<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Life")
+            .field("task", &self.task)
+            .field("launched", &self.launched)
+            .field("hibernating", &self.parked.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The last crash of a slot. An abort by the supervisor (a sibling's group restart) is kept
@@ -83,7 +108,7 @@ pub(crate) struct Slot<A: Actor> {
     args: A::Args,
     parent: Weak<dyn Parent>,
     me: Weak<Slot<A>>,
-    life: Mutex<Life>,
+    life: Mutex<Life<A>>,
     rare: PlainMutex<Option<Box<Rare>>>,
     opts: SlotOptions,
     /// Boxed: opt-in (`ActorSpec::dedup`), and 104 bytes inline in every slot otherwise.
@@ -122,6 +147,11 @@ pub(crate) struct Slot<A: Actor> {
     start_ewma: Stat,
     /// Set to ask the instance to end after its current message (rejuvenation).
     rejuvenate: AtomicU8,
+    /// Whether the instance runs, was asked to hibernate, or hibernates (`hibernate::LIVE`,
+    /// `ASKED`, `PARKED`). Std even under loom: models never hibernate.
+    hibernation: Stat,
+    /// Times an instance of this slot hibernated.
+    hibernations: Stat,
     /// Senders answered `RetryAfter` at once (the observer page).
     #[cfg(feature = "observer")]
     pub(crate) retried_after: Stat,
@@ -146,6 +176,7 @@ pub(crate) struct SlotOptions {
 enum Next<E> {
     Envelope(Option<E>),
     Rejuvenate,
+    Hibernate,
 }
 
 impl<A: Actor> fmt::Debug for Slot<A> {
@@ -196,6 +227,8 @@ impl<A: Actor> Slot<A> {
             next_start: Stat::new(0),
             start_ewma: Stat::new(0),
             rejuvenate: AtomicU8::new(0),
+            hibernation: Stat::new(hibernate::LIVE),
+            hibernations: Stat::new(0),
             #[cfg(feature = "observer")]
             retried_after: Stat::new(0),
             copy: SetOnce::default(),
@@ -241,6 +274,8 @@ impl<A: Actor> Slot<A> {
             last_crash_at: last.as_ref().and_then(|(_, at)| *at),
             last_crash: last.map(|(report, _)| report),
             next_start_at: (next != 0).then(|| clock.instant_of(next)),
+            hibernating: self.is_hibernating(),
+            hibernations: self.hibernations.load(Ordering::Relaxed),
         }
     }
 
@@ -283,10 +318,19 @@ impl<A: Actor> Slot<A> {
         self.me.upgrade()
     }
 
-    /// Runs instances until the supervisor takes over or the slot dies.
-    async fn run(self: Arc<Self>) {
+    /// Runs instances (resuming `parked` first, if given) until the supervisor takes over, the
+    /// slot dies or the instance hibernates.
+    async fn run(self: Arc<Self>, mut parked: Option<Box<Parked<A>>>) {
         loop {
-            let exit = self.clone().incarnation().await;
+            let exit = match parked.take() {
+                Some(parked) => {
+                    let ctx = Context::new(ActorRef::from_slot(self.clone()), parked.incarnation);
+                    self.clone().serve(parked, ctx).await
+                }
+                None => self.clone().incarnation().await,
+            };
+            // Hibernated: the task ends, the instance waits in the slot.
+            let Some(exit) = exit else { return };
             if !self.claim_exit() {
                 // Crashed from outside meanwhile (or killed): that path decides, and this task
                 // is being aborted.
@@ -436,8 +480,9 @@ impl<A: Actor> Slot<A> {
         });
     }
 
-    /// One instance: recover in `start`, then handle messages until it crashes or stops.
-    async fn incarnation(self: Arc<Self>) -> Exit {
+    /// One instance: recover in `start`, then handle messages until it crashes or stops (`None`:
+    /// it hibernated).
+    async fn incarnation(self: Arc<Self>) -> Option<Exit> {
         self.set_state(SlotState::Starting);
         self.rejuvenate.store(0, Ordering::Relaxed);
         self.next_start.store(0, Ordering::Relaxed);
@@ -453,10 +498,10 @@ impl<A: Actor> Slot<A> {
         let mut ctx = Context::new(ActorRef::from_slot(self.clone()), n);
         // Boxed: `start` runs once per instance, and an inline start future would make every
         // idle actor's task as large as the largest `start`.
-        let mut actor = match Box::pin(crash::catch(A::start(&self.args, &mut ctx))).await {
+        let actor = match Box::pin(crash::catch(A::start(&self.args, &mut ctx))).await {
             Ok(Ok(actor)) => actor,
-            Ok(Err(e)) => return self.crash(CrashReason::StartFailed(e.to_string()), None),
-            Err(panic) => return self.crash(panic, None),
+            Ok(Err(e)) => return Some(self.crash(CrashReason::StartFailed(e.to_string()), None)),
+            Err(panic) => return Some(self.crash(panic, None)),
         };
         let took = clock.nanos().saturating_sub(began);
         let ewma = self.start_ewma.load(Ordering::Relaxed);
@@ -468,12 +513,32 @@ impl<A: Actor> Slot<A> {
         self.last_active.store(clock.nanos(), Ordering::Relaxed);
         self.set_state(SlotState::Running);
         self.mark_started();
+        let mut parked = Box::new(Parked {
+            actor,
+            incarnation: n,
+            handled: 0,
+        });
+        // Started to an empty mailbox: nothing to do until a message comes, so no task either.
+        if self.may_hibernate() && !ctx.stop_requested() {
+            match self.try_hibernate(parked) {
+                Ok(()) => return None,
+                Err(back) => parked = back,
+            }
+        }
+        self.serve(parked, ctx).await
+    }
+
+    /// Handles messages with an instance until it crashes, stops or (`None`) hibernates.
+    async fn serve(self: Arc<Self>, mut parked: Box<Parked<A>>, mut ctx: Context<A>) -> Option<Exit> {
+        let clock = self.shared.clock();
         let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
-        let mut handled_here = 0u64;
         loop {
             let next = poll_fn(|cx| {
                 if self.rejuvenate.load(Ordering::Relaxed) != 0 {
                     return Poll::Ready(Next::Rejuvenate);
+                }
+                if self.hibernation.load(Ordering::Relaxed) == hibernate::ASKED {
+                    return Poll::Ready(Next::Hibernate);
                 }
                 if let Some(age) = age.as_mut()
                     && age.as_mut().poll(cx).is_ready()
@@ -485,8 +550,15 @@ impl<A: Actor> Slot<A> {
             .await;
             let env = match next {
                 Next::Envelope(Some(env)) => env,
-                Next::Envelope(None) => return Exit::Normal,
-                Next::Rejuvenate => return Exit::Rejuvenated,
+                Next::Envelope(None) => return Some(Exit::Normal),
+                Next::Rejuvenate => return Some(Exit::Rejuvenated),
+                Next::Hibernate => match self.try_hibernate(parked) {
+                    Ok(()) => return None,
+                    Err(back) => {
+                        parked = back;
+                        continue;
+                    }
+                },
             };
             let now = clock.now();
             if env.header.is_expired(now) {
@@ -530,7 +602,7 @@ impl<A: Actor> Slot<A> {
             let began = clock.nanos_of(now);
             self.busy_since.store(began, Ordering::Relaxed);
             self.last_active.store(began, Ordering::Relaxed);
-            let handling = crash::catch_handling(header.inherited(), actor.handle(msg, &mut ctx));
+            let handling = crash::catch_handling(header.inherited(), parked.actor.handle(msg, &mut ctx));
             let outcome = match span {
                 Some(span) => Either::Left(handling.instrument(span)),
                 None => Either::Right(handling),
@@ -559,14 +631,14 @@ impl<A: Actor> Slot<A> {
                 if let Exit::Crash(report) = &exit {
                     ctx.crashed(report.clone());
                 }
-                return exit;
+                return Some(exit);
             }
             if ctx.stop_requested() {
-                return Exit::Normal;
+                return Some(Exit::Normal);
             }
-            handled_here += 1;
-            if self.opts.rejuvenate_messages.is_some_and(|n| handled_here >= n) {
-                return Exit::Rejuvenated;
+            parked.handled += 1;
+            if self.opts.rejuvenate_messages.is_some_and(|n| parked.handled >= n) {
+                return Some(Exit::Rejuvenated);
             }
         }
     }
@@ -637,6 +709,7 @@ mod tests {
     /// allocated with `posix_memalign` (2,042 bytes per idle actor then, 1,692 now).
     #[test]
     fn a_slot_is_plainly_aligned_and_within_720_bytes() {
+        // Dedicated threads' task parts are boxed (`rt`): room for the hibernating instance.
         type Slot = super::Slot<crate::__private::doc::Counter>;
         let (size, align) = (std::mem::size_of::<Slot>(), std::mem::align_of::<Slot>());
         // The features add a counter (`observer`) and the slot's meters (`metrics`).

@@ -1,0 +1,169 @@
+//! Hibernation: an idle actor gives up its task and keeps only its state.
+//!
+//! An instance that has nothing to do (it started to an empty mailbox, or the watchdog found it
+//! idle for `Config::hibernate_after`) moves its actor into the slot's `Life` and lets its task
+//! end. The mailbox's consumer waker is then the slot's own hibernation waker: the next push (or
+//! close, or rejuvenation request) spawns a task that resumes the same instance where it stopped.
+//! Nothing is lost or restarted: the actor's state, its incarnation and its mailbox are the ones
+//! it had. Like OTP's `hibernate_after`, but what goes is the whole task (768 bytes per idle
+//! actor), not only a stack.
+//!
+//! Invariants:
+//! - A hibernating instance is held in `Life::parked` and nowhere else; it is taken out under the
+//!   `Life` lock, by the task that resumes it or by `power_off` (which drops it: the external
+//!   power-off switch works on a hibernating actor as on a running one). So at most one instance
+//!   exists, and an aborted one never comes back.
+//! - The instance hibernates under the `Life` lock and only if `Life::abort` still names its own
+//!   task (`power_off` takes it): an instance aborted while about to hibernate ends instead.
+//! - The waker registered under that same lock (with the mailbox's locks taken inside it, lock
+//!   order rule 5 of `sync.rs`) is registered only if the mailbox is empty and open: a message
+//!   pushed before is taken by the instance, one pushed after wakes the waker, which waits for the
+//!   `Life` lock and then finds the instance parked. No wake-up is lost.
+//! - The waker holds the slot weakly: a hibernating actor keeps nothing alive.
+//! - Dedicated-thread actors, actors with an age limit (their timer lives in the task), and every
+//!   actor in a loom model never hibernate.
+
+use std::mem::ManuallyDrop;
+use std::task::{RawWaker, RawWakerVTable, Waker};
+
+use super::life::TaskEnded;
+use super::Slot;
+use crate::actor::Actor;
+use crate::stats::SlotState;
+use crate::sync::{Ordering, Weak};
+
+/// The instance of a slot, between messages: what a hibernating actor keeps.
+pub(super) struct Parked<A> {
+    pub(super) actor: A,
+    /// Its number (the `Context`'s incarnation), for the context rebuilt when it resumes.
+    pub(super) incarnation: u64,
+    /// Messages handled by this instance (for `rejuvenate_messages`).
+    pub(super) handled: u64,
+}
+
+/// `Slot::hibernation`: the instance runs in a task.
+pub(super) const LIVE: u64 = 0;
+/// `Slot::hibernation`: the watchdog asked the running instance to hibernate when idle.
+pub(super) const ASKED: u64 = 1;
+/// `Slot::hibernation`: the instance is parked; its task has ended.
+pub(super) const PARKED: u64 = 2;
+
+impl<A: Actor> Slot<A> {
+    /// Whether this slot's instances may hibernate at all.
+    pub(super) fn may_hibernate(&self) -> bool {
+        !cfg!(crashonly_loom)
+            && !self.opts.dedicated
+            && self.opts.rejuvenate_age.is_none()
+            && self.shared.config().hibernate_after.is_some()
+    }
+
+    /// Parks the instance and lets the caller's task end, if the mailbox is empty and open and the
+    /// task has not been aborted; otherwise hands the instance back to be served on.
+    pub(super) fn try_hibernate(&self, parked: Box<Parked<A>>) -> Result<(), Box<Parked<A>>> {
+        let mut life = self.life.lock();
+        // `power_off` takes `abort`: an aborted instance must end, not hibernate.
+        if life.abort.is_none() || self.state() != SlotState::Running {
+            self.hibernation.store(LIVE, Ordering::Relaxed);
+            return Err(parked);
+        }
+        if !self.mailbox.park_consumer(&self.hibernation_waker()) {
+            self.hibernation.store(LIVE, Ordering::Relaxed);
+            return Err(parked);
+        }
+        life.parked = Some(parked);
+        self.hibernation.store(PARKED, Ordering::Relaxed);
+        self.hibernations.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The mailbox woke a hibernating instance: a task resumes it (nothing when it was taken
+    /// meanwhile, by `power_off` or an earlier wake-up).
+    fn wake_hibernated(&self) {
+        let Some(me) = self.myself() else { return };
+        let mut life = self.life.lock();
+        let Some(parked) = life.parked.take() else { return };
+        self.hibernation.store(LIVE, Ordering::Relaxed);
+        let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        let task = self.shared.spawn(async move {
+            let ended = TaskEnded(me, generation);
+            ended.0.clone().run(Some(parked)).await;
+        });
+        life.abort = Some(task.abort_handle());
+        life.task = Some(task);
+    }
+
+    /// Whether the instance runs in a task and has been idle since before `now - after` (clock
+    /// nanos): the watchdog then asks it to hibernate. Atomics only (read under the registry's
+    /// lock).
+    pub(crate) fn is_idle_for(&self, now: u64, after: u64) -> bool {
+        self.hibernation.load(Ordering::Relaxed) == LIVE
+            && self.busy_since.load(Ordering::Relaxed) == 0
+            && now.saturating_sub(self.last_active.load(Ordering::Relaxed)) >= after
+            && self.state() == SlotState::Running
+            && self.may_hibernate()
+    }
+
+    /// Asks the running instance to hibernate when it next finds its mailbox empty.
+    pub(crate) fn ask_to_hibernate(&self) {
+        if self.hibernation.replace_if(LIVE, ASKED) {
+            self.mailbox.wake_consumer();
+        }
+    }
+
+    /// Whether the instance is parked (for `Stats`).
+    pub(super) fn is_hibernating(&self) -> bool {
+        self.hibernation.load(Ordering::Relaxed) == PARKED
+    }
+
+    /// A waker that resumes this slot's hibernating instance; it holds the slot weakly.
+    fn hibernation_waker(&self) -> Waker {
+        let data = Weak::into_raw(self.me.clone()).cast::<()>();
+        // SAFETY: `data` comes from `Weak::<Slot<A>>::into_raw`, and every function of the
+        // vtable treats it as such (see `vtable`).
+        unsafe { Waker::from_raw(RawWaker::new(data, Self::vtable())) }
+    }
+
+    /// The hibernation waker's functions.
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(Self::clone_waker, Self::wake, Self::wake_by_ref, Self::drop_waker);
+
+    fn vtable() -> &'static RawWakerVTable {
+        &Self::VTABLE
+    }
+
+    /// The weak reference a waker's data stands for, not dropped when the value is.
+    ///
+    /// # Safety
+    /// `data` is a pointer from `Weak::<Slot<A>>::into_raw` that the waker still owns.
+    unsafe fn weak(data: *const ()) -> ManuallyDrop<Weak<Self>> {
+        // SAFETY: as the caller promises.
+        ManuallyDrop::new(unsafe { Weak::from_raw(data.cast::<Self>()) })
+    }
+
+    unsafe fn clone_waker(data: *const ()) -> RawWaker {
+        // SAFETY: `data` is the waker's own (the vtable's contract).
+        let weak = unsafe { Self::weak(data) };
+        RawWaker::new(Weak::into_raw(Weak::clone(&weak)).cast::<()>(), Self::vtable())
+    }
+
+    unsafe fn wake(data: *const ()) {
+        // SAFETY: `data` is the waker's own, and waking consumes it.
+        let weak = ManuallyDrop::into_inner(unsafe { Self::weak(data) });
+        if let Some(slot) = weak.upgrade() {
+            slot.wake_hibernated();
+        }
+    }
+
+    unsafe fn wake_by_ref(data: *const ()) {
+        // SAFETY: `data` is the waker's own (the vtable's contract).
+        let weak = unsafe { Self::weak(data) };
+        if let Some(slot) = weak.upgrade() {
+            slot.wake_hibernated();
+        }
+    }
+
+    unsafe fn drop_waker(data: *const ()) {
+        // SAFETY: `data` is the waker's own, and dropping consumes it.
+        drop(ManuallyDrop::into_inner(unsafe { Self::weak(data) }));
+    }
+}
