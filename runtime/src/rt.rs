@@ -67,6 +67,14 @@ pub(crate) async fn within_deadline<F: std::future::Future>(
     }
 }
 
+/// Lets the other tasks of this worker run once.
+pub(crate) async fn yield_now() {
+    #[cfg(not(crashonly_loom))]
+    tokio::task::yield_now().await;
+    #[cfg(crashonly_loom)]
+    loom::thread::yield_now();
+}
+
 /// Runs `f` on tokio's blocking pool (a thread of its own), so that long CPU work (an observer
 /// frame of 100,000 actors) never stalls the workers that run the actors; a panic in `f` is
 /// raised again here. Not used in loom models.

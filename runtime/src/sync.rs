@@ -182,6 +182,9 @@ pub(crate) struct Mutex<T>(Inner<T>);
 #[cfg(not(crashonly_loom))]
 pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
 
+#[cfg(crashonly_loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
         Mutex(Inner::new(value))
@@ -193,7 +196,7 @@ impl<T> Mutex<T> {
     }
 
     #[cfg(crashonly_loom)]
-    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -23,14 +23,59 @@
 //! - Dedicated-thread actors, actors with an age limit (their timer lives in the task), and every
 //!   actor in a loom model never hibernate.
 
+use std::future::Future;
 use std::mem::ManuallyDrop;
-use std::task::{RawWaker, RawWakerVTable, Waker};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::life::TaskEnded;
-use super::Slot;
+use super::{Life, Recovered, Slot};
 use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::context::Context;
 use crate::stats::SlotState;
-use crate::sync::{Ordering, Weak};
+use crate::supervisor::Exit;
+use crate::sync::{Arc, MutexGuard, Ordering, Weak};
+
+/// Where a slot's task begins (16 bytes: it is part of every actor task's state).
+pub(super) enum Begin<A: Actor> {
+    /// A new instance: recover in `start`.
+    Recover,
+    /// A hibernating instance.
+    Resume(Box<Parked<A>>),
+    /// Where a `start` polled in the launcher's thread left off.
+    Inline(Box<Inline<A>>),
+}
+
+/// Where a `start` polled in the launcher's thread left off, for the task that takes over.
+pub(super) enum Inline<A: Actor> {
+    /// It had to wait.
+    Recovering(Recovering<A>),
+    /// An instance started in the launcher's thread that has messages already (and whether its
+    /// `start` asked to stop).
+    Recovered(Box<Parked<A>>, bool),
+    /// A `start` in the launcher's thread failed: the exit is handled as any.
+    Exited(Exit),
+}
+
+/// A `start` being awaited (boxed: `start` runs once per instance, and an inline start future
+/// would make every idle actor's task as large as the largest `start`).
+pub(super) type Recovering<A> = Pin<Box<dyn Future<Output = Recovered<A>> + Send>>;
+
+/// How a task's instance opens: served at once, after its `start`, or not at all.
+pub(super) enum Opening<A: Actor> {
+    Serve(Box<Parked<A>>, Context<A>),
+    Recover(Recovering<A>),
+    Exit(Exit),
+}
+
+/// `Life::inline`: no `start` is being polled outside a task.
+pub(super) const INLINE_NONE: u8 = 0;
+/// `Life::inline`: a `start` is being polled in its launcher's thread.
+pub(super) const INLINE_POLLING: u8 = 1;
+/// `Life::inline`: and the slot was powered off meanwhile: the instance is dropped when the poll
+/// returns.
+pub(super) const INLINE_ABORTED: u8 = 2;
 
 /// The instance of a slot, between messages: what a hibernating actor keeps.
 pub(super) struct Parked<A> {
@@ -62,11 +107,16 @@ impl<A: Actor> Slot<A> {
     pub(super) fn try_hibernate(&self, parked: Box<Parked<A>>) -> Result<(), Box<Parked<A>>> {
         let mut life = self.life.lock();
         // `power_off` takes `abort`: an aborted instance must end, not hibernate.
-        if life.abort.is_none() || self.state() != SlotState::Running {
+        if life.abort.is_none() {
             self.hibernation.store(LIVE, Ordering::Relaxed);
             return Err(parked);
         }
-        if !self.mailbox.park_consumer(&self.hibernation_waker()) {
+        self.hibernate_locked(&mut life, parked)
+    }
+
+    /// `try_hibernate` under the `Life` lock, once the instance is known not to be powered off.
+    fn hibernate_locked(&self, life: &mut Life<A>, parked: Box<Parked<A>>) -> Result<(), Box<Parked<A>>> {
+        if self.state() != SlotState::Running || !self.mailbox.park_consumer(&self.hibernation_waker()) {
             self.hibernation.store(LIVE, Ordering::Relaxed);
             return Err(parked);
         }
@@ -86,10 +136,93 @@ impl<A: Actor> Slot<A> {
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
         let task = self.shared.spawn(async move {
             let ended = TaskEnded(me, generation);
-            ended.0.clone().run(Some(parked)).await;
+            ended.0.clone().run(Begin::Resume(parked)).await;
         });
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
+    }
+
+    /// How the task that begins with `begin` opens.
+    pub(super) fn opening(self: &Arc<Self>, begin: Begin<A>) -> Opening<A> {
+        let context = |parked: &Parked<A>| Context::new(ActorRef::from_slot(self.clone()), parked.incarnation);
+        match begin {
+            Begin::Recover => Opening::Recover(Box::pin(self.clone().recover())),
+            Begin::Resume(parked) => {
+                let ctx = context(&parked);
+                Opening::Serve(parked, ctx)
+            }
+            Begin::Inline(inline) => match *inline {
+                Inline::Recovering(recovering) => Opening::Recover(recovering),
+                Inline::Exited(exit) => Opening::Exit(exit),
+                Inline::Recovered(parked, stop) => {
+                    let mut ctx = context(&parked);
+                    if stop {
+                        ctx.stop();
+                    }
+                    Opening::Serve(parked, ctx)
+                }
+            },
+        }
+    }
+
+    /// Launches a new instance without a task of its own, if it can: `start` is polled once here,
+    /// in the launcher's thread (as OTP's `init` runs before `start_link` returns). Started to an
+    /// empty mailbox, the instance hibernates at once and no task is ever made for it; otherwise
+    /// (messages are waiting, `start` has to wait, or it failed) a task takes over from where it
+    /// is. Whether it launched (false: the caller spawns the usual task). Called with the `Life`
+    /// lock held and `generation` counted; releases the lock while `start` runs.
+    pub(super) fn launch_inline<'a>(
+        &'a self,
+        mut life: MutexGuard<'a, Life<A>>,
+        generation: u64,
+    ) -> Option<MutexGuard<'a, Life<A>>> {
+        let me = match self.myself() {
+            Some(me) if self.may_hibernate() => me,
+            _ => return Some(life),
+        };
+        life.inline = INLINE_POLLING;
+        drop(life);
+        let mut recovering: Recovering<A> = Box::pin(me.clone().recover());
+        let polled = {
+            let _runtime = self.shared.executor().enter();
+            recovering.as_mut().poll(&mut TaskContext::from_waker(Waker::noop()))
+        };
+        let mut life = self.life.lock();
+        let aborted = life.inline == INLINE_ABORTED;
+        life.inline = INLINE_NONE;
+        if aborted {
+            // Powered off while it started: the instance (or its `start`) ends here, unheard of
+            // (the power-off's caller decides what comes next).
+            drop(life);
+            drop(polled);
+            drop(recovering);
+            return None;
+        }
+        let inline = match polled {
+            Poll::Ready(Ok((parked, ctx))) => {
+                let stop = ctx.stop_requested();
+                drop(ctx);
+                if stop {
+                    Inline::Recovered(parked, true)
+                } else {
+                    match self.hibernate_locked(&mut life, parked) {
+                        Ok(()) => return None,
+                        Err(parked) => Inline::Recovered(parked, false),
+                    }
+                }
+            }
+            Poll::Ready(Err(exit)) => Inline::Exited(exit),
+            // The next poll, in the task, registers the task's waker (the no-op one goes).
+            Poll::Pending => Inline::Recovering(recovering),
+        };
+        let begin = Begin::Inline(Box::new(inline));
+        let task = self.shared.spawn(async move {
+            let ended = TaskEnded(me, generation);
+            ended.0.clone().run(begin).await;
+        });
+        life.abort = Some(task.abort_handle());
+        life.task = Some(task);
+        None
     }
 
     /// Whether the instance runs in a task and has been idle since before `now - after` (clock

@@ -44,6 +44,11 @@ impl<A: Actor> Slot<A> {
         // power-off.
         let parked = life.parked.take();
         let mut was_running = parked.is_some();
+        if life.inline == super::hibernate::INLINE_POLLING {
+            // A `start` polled in its launcher's thread: its instance is dropped when it returns.
+            life.inline = super::hibernate::INLINE_ABORTED;
+            was_running = true;
+        }
         if parked.is_some() {
             self.hibernation.store(super::hibernate::LIVE, Ordering::Relaxed);
         }
@@ -239,8 +244,9 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         self.forget_last_instance();
         let mut life = self.life.lock();
-        if life.abort.as_ref().is_some_and(|a| !a.is_finished()) {
-            // Never two instances: the running task must be aborted (and joined) first.
+        if life.abort.as_ref().is_some_and(|a| !a.is_finished()) || life.inline != super::hibernate::INLINE_NONE {
+            // Never two instances: the running task (or a `start` polled in its launcher's
+            // thread) must be aborted (and joined) first.
             return;
         }
         if life.launched {
@@ -249,6 +255,12 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         life.launched = true;
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        if delay.is_zero() {
+            let Some(back) = self.launch_inline(life, generation) else {
+                return;
+            };
+            life = back;
+        }
         // The backoff is the new task's first step: aborting the slot cancels a pending restart,
         // and the supervisor is free to restart other children meanwhile.
         let run = async move {
@@ -259,7 +271,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
                 // Boxed: a rare path, kept out of every idle actor's task.
                 Box::pin(me.shared.clock().sleep(delay)).await;
             }
-            me.clone().run(None).await;
+            me.clone().run(super::hibernate::Begin::Recover).await;
         };
         let task = if self.opts.dedicated {
             self.shared.executor().spawn_thread(&self.path, run)
@@ -301,6 +313,11 @@ impl<A: Actor> ChildHandle for Slot<A> {
     fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let task = self.life.lock().task.take();
         Box::pin(async move {
+            // A `start` polled in its launcher's thread (another thread: this one is here) ends
+            // by itself, within its one poll.
+            while self.life.lock().inline != super::hibernate::INLINE_NONE {
+                crate::rt::yield_now().await;
+            }
             if let Some(task) = task {
                 // A task stuck in blocking code never sees its abort: it is abandoned and counted.
                 if task.join_within(self.shared.policy().abandon_after()).await {

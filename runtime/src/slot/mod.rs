@@ -42,7 +42,7 @@ use crate::shared::Shared;
 use crate::stats::{SlotState, Stats};
 use crate::supervisor::{Decision, Exit, Parent, Scope};
 use crate::sync::{Arc, AtomicU64, AtomicU8, Mutex, Ordering, PlainMutex, SetOnce, Stat, Weak};
-use hibernate::Parked;
+use hibernate::{Begin, Opening, Parked, INLINE_NONE};
 
 struct Life<A> {
     task: Option<Task>,
@@ -51,6 +51,8 @@ struct Life<A> {
     launched: bool,
     /// The hibernating instance (see `hibernate`).
     parked: Option<Box<Parked<A>>>,
+    /// A `start` is being polled in its launcher's thread (`INLINE_*`, see `hibernate`).
+    inline: u8,
 }
 
 impl<A> Default for Life<A> {
@@ -61,6 +63,7 @@ impl<A> Default for Life<A> {
             timers: Vec::new(),
             launched: false,
             parked: None,
+            inline: INLINE_NONE,
         }
     }
 }
@@ -95,6 +98,9 @@ struct Rare {
     /// The supervisor did not restart the slot after a crash before its first start.
     gave_up: bool,
 }
+
+/// A new instance and its context, or the exit of a `start` that failed.
+type Recovered<A> = Result<(Box<Parked<A>>, Context<A>), Exit>;
 
 /// The envelopes of a slot's mailbox.
 pub(crate) type Env<A> = Envelope<<A as Actor>::Msg, ReplyTo<<A as Actor>::Reply>>;
@@ -318,17 +324,14 @@ impl<A: Actor> Slot<A> {
         self.me.upgrade()
     }
 
-    /// Runs instances (resuming `parked` first, if given) until the supervisor takes over, the
-    /// slot dies or the instance hibernates.
-    async fn run(self: Arc<Self>, mut parked: Option<Box<Parked<A>>>) {
+    /// Runs instances (beginning where `begin` says) until the supervisor takes over, the slot
+    /// dies or the instance hibernates.
+    async fn run(self: Arc<Self>, mut begin: Begin<A>) {
         loop {
-            let exit = match parked.take() {
-                Some(parked) => {
-                    let ctx = Context::new(ActorRef::from_slot(self.clone()), parked.incarnation);
-                    self.clone().serve(parked, ctx).await
-                }
-                None => self.clone().incarnation().await,
-            };
+            let exit = self
+                .clone()
+                .instance(std::mem::replace(&mut begin, Begin::Recover))
+                .await;
             // Hibernated: the task ends, the instance waits in the slot.
             let Some(exit) = exit else { return };
             if !self.claim_exit() {
@@ -480,9 +483,8 @@ impl<A: Actor> Slot<A> {
         });
     }
 
-    /// One instance: recover in `start`, then handle messages until it crashes or stops (`None`:
-    /// it hibernated).
-    async fn incarnation(self: Arc<Self>) -> Option<Exit> {
+    /// A new instance, recovered in `start`, and its context; the exit when `start` failed.
+    async fn recover(self: Arc<Self>) -> Recovered<A> {
         self.set_state(SlotState::Starting);
         self.rejuvenate.store(0, Ordering::Relaxed);
         self.next_start.store(0, Ordering::Relaxed);
@@ -496,12 +498,10 @@ impl<A: Actor> Slot<A> {
             self.expect_ready_in(Duration::ZERO);
         }
         let mut ctx = Context::new(ActorRef::from_slot(self.clone()), n);
-        // Boxed: `start` runs once per instance, and an inline start future would make every
-        // idle actor's task as large as the largest `start`.
-        let actor = match Box::pin(crash::catch(A::start(&self.args, &mut ctx))).await {
+        let actor = match crash::catch(A::start(&self.args, &mut ctx)).await {
             Ok(Ok(actor)) => actor,
-            Ok(Err(e)) => return Some(self.crash(CrashReason::StartFailed(e.to_string()), None)),
-            Err(panic) => return Some(self.crash(panic, None)),
+            Ok(Err(e)) => return Err(self.crash(CrashReason::StartFailed(e.to_string()), None)),
+            Err(panic) => return Err(self.crash(panic, None)),
         };
         let took = clock.nanos().saturating_sub(began);
         let ewma = self.start_ewma.load(Ordering::Relaxed);
@@ -513,23 +513,37 @@ impl<A: Actor> Slot<A> {
         self.last_active.store(clock.nanos(), Ordering::Relaxed);
         self.set_state(SlotState::Running);
         self.mark_started();
-        let mut parked = Box::new(Parked {
+        let parked = Box::new(Parked {
             actor,
             incarnation: n,
             handled: 0,
         });
-        // Started to an empty mailbox: nothing to do until a message comes, so no task either.
-        if self.may_hibernate() && !ctx.stop_requested() {
-            match self.try_hibernate(parked) {
-                Ok(()) => return None,
-                Err(back) => parked = back,
-            }
-        }
-        self.serve(parked, ctx).await
+        Ok((parked, ctx))
     }
 
-    /// Handles messages with an instance until it crashes, stops or (`None`) hibernates.
-    async fn serve(self: Arc<Self>, mut parked: Box<Parked<A>>, mut ctx: Context<A>) -> Option<Exit> {
+    /// One instance (a new one recovered in `start`, or one resumed from hibernation or from a
+    /// `start` begun in its launcher's thread): handles messages until it crashes or stops, or
+    /// (`None`) hibernates.
+    async fn instance(self: Arc<Self>, begin: Begin<A>) -> Option<Exit> {
+        let (mut parked, mut ctx) = match self.opening(begin) {
+            Opening::Serve(parked, ctx) => (parked, ctx),
+            Opening::Exit(exit) => return Some(exit),
+            Opening::Recover(recovering) => {
+                let (parked, ctx) = match recovering.await {
+                    Ok(recovered) => recovered,
+                    Err(exit) => return Some(exit),
+                };
+                // Started to an empty mailbox: nothing to do until a message comes, so no task.
+                if !self.may_hibernate() || ctx.stop_requested() {
+                    (parked, ctx)
+                } else {
+                    match self.try_hibernate(parked) {
+                        Ok(()) => return None,
+                        Err(parked) => (parked, ctx),
+                    }
+                }
+            }
+        };
         let clock = self.shared.clock();
         let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
         loop {
@@ -716,5 +730,22 @@ mod tests {
         let most = 720 + 8 * usize::from(cfg!(feature = "observer")) + 8 * usize::from(cfg!(feature = "metrics"));
         assert!(size <= most, "a slot is {size} bytes");
         assert!(align <= 16, "a slot is {align}-aligned");
+    }
+}
+
+#[cfg(all(test, not(crashonly_loom)))]
+mod task_size {
+    /// A running actor's task is tokio's 128-aligned cell around `run`'s future: at most 640
+    /// bytes of future keep it in a 768-byte cell. `start` is boxed, and there is one `instance`
+    /// future whether it recovers or resumes (one for each made it 928 bytes).
+    #[tokio::test]
+    async fn the_actor_task_future_stays_within_640_bytes() {
+        let system = crate::System::new();
+        let r = system
+            .spawn(crate::ActorSpec::<crate::__private::doc::Counter>::new(0))
+            .unwrap();
+        let run = r.slot().clone().run(super::hibernate::Begin::Recover);
+        let size = std::mem::size_of_val(&run);
+        assert!(size <= 640, "the task's future is {size} bytes");
     }
 }
