@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{get, Cmd, Probe, Probes};
@@ -281,4 +282,141 @@ async fn no_message_is_lost_when_hibernation_races_the_senders() {
         until(Duration::from_secs(5), || refs.iter().all(|r| r.stats().hibernating)).await,
         "idle actors hibernate again"
     );
+}
+
+// ---- the first step of `start` runs where the actor is launched ----
+
+/// Records the thread its `start` began on and, when told to, the one it finished on after
+/// awaiting a timer.
+struct Where {
+    began: std::thread::ThreadId,
+    finished: std::thread::ThreadId,
+}
+
+impl Actor for Where {
+    type Args = bool;
+    type Msg = ();
+    type Reply = (std::thread::ThreadId, std::thread::ThreadId);
+    type Error = String;
+
+    async fn start(wait: &bool, _: &mut Context<Self>) -> Result<Self, String> {
+        let began = std::thread::current().id();
+        if *wait {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Where {
+            began,
+            finished: std::thread::current().id(),
+        })
+    }
+
+    async fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<Self::Reply, String> {
+        Ok((self.began, self.finished))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_runs_where_the_actor_is_launched_until_it_first_waits() {
+    let system = System::new();
+    let spawner = system.clone();
+    let (here, (quick, slow)) = tokio::task::spawn_blocking(move || {
+        let quick = spawner.spawn(ActorSpec::<Where>::new(false)).unwrap();
+        let slow = spawner.spawn(ActorSpec::<Where>::new(true)).unwrap();
+        (std::thread::current().id(), (quick, slow))
+    })
+    .await
+    .unwrap();
+    // Finished without waiting: entirely on the spawning thread, then hibernated.
+    assert_eq!(quick.ask(()).await.unwrap(), (here, here));
+    // Waited for a timer: begun on the spawning thread, finished in a task of its own.
+    let (began, finished) = slow.ask(()).await.unwrap();
+    assert_eq!(began, here);
+    assert_ne!(finished, here);
+}
+
+/// Blocks its first instance's `start` until released, and counts live instances.
+#[derive(Clone)]
+struct Held {
+    entered: std::sync::mpsc::SyncSender<u64>,
+    release: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    probes: Probes,
+}
+
+struct Blocked {
+    instance: u64,
+    live: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Actor for Blocked {
+    type Args = Held;
+    type Msg = ();
+    type Reply = u64;
+    type Error = String;
+
+    async fn start(h: &Held, _: &mut Context<Self>) -> Result<Self, String> {
+        if h.probes.live.fetch_add(1, Ordering::SeqCst) != 0 {
+            h.probes.overlap.store(true, Ordering::SeqCst);
+        }
+        let me = Blocked {
+            instance: h.probes.starts.fetch_add(1, Ordering::SeqCst) + 1,
+            live: h.probes.live.clone(),
+        };
+        h.entered.send(me.instance).unwrap();
+        if me.instance == 1 {
+            // Blocking on purpose: the first start is polled in its launcher's thread.
+            h.release.lock().unwrap().recv().unwrap();
+        }
+        Ok(me)
+    }
+
+    async fn handle(&mut self, _: (), _: &mut Context<Self>) -> Result<u64, String> {
+        Ok(self.instance)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_powered_off_while_its_start_runs_in_the_launcher_is_dropped_before_the_next_starts() {
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(4);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let probes = Probes::default();
+    let held = Held {
+        entered: entered_tx,
+        release: Arc::new(std::sync::Mutex::new(release_rx)),
+        probes: probes.clone(),
+    };
+    let system = System::new();
+    let spawner = system.clone();
+    let launcher = std::thread::spawn(move || spawner.spawn(ActorSpec::<Blocked>::named("held", held)).map(|_| ()));
+    let entered = Arc::new(std::sync::Mutex::new(entered));
+    let next = {
+        let entered = entered.clone();
+        move || {
+            let entered = entered.clone();
+            tokio::task::spawn_blocking(move || entered.lock().unwrap().recv_timeout(Duration::from_secs(10)))
+        }
+    };
+    assert_eq!(next().await.unwrap(), Ok(1), "the first start runs in the launcher");
+    let r = system.lookup::<Blocked>("/held").unwrap();
+    r.kill().unwrap();
+    // The supervisor's restart waits for the start in the launcher to return.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        probes.starts.load(Ordering::SeqCst),
+        1,
+        "no second start beside the first"
+    );
+    release.send(()).unwrap();
+    launcher.join().unwrap().unwrap();
+    assert_eq!(next().await.unwrap(), Ok(2));
+    assert_eq!(r.ask(()).ttl(Duration::from_secs(10)).await, Ok(2));
+    assert_eq!(probes.live.load(Ordering::SeqCst), 1, "the first instance was dropped");
+    assert!(!probes.overlap.load(Ordering::SeqCst), "before the second started");
+    let s = r.stats();
+    assert_eq!((s.incarnation, s.crashes), (2, 1), "{s:?}");
 }
