@@ -32,22 +32,24 @@ pub(crate) enum PushError<T> {
     Closed(T),
 }
 
-/// The consumer's half and the producers' half are kept 128 bytes apart (adjacent-line prefetch
-/// pairs 64-byte lines), so that they never share a cache line: the consumer locks `local` for
-/// every message, producers lock `inner`. A gap, not an alignment: a 128-byte-aligned mailbox made
-/// every slot 128-aligned (rounded up to a multiple of 128 and allocated with `posix_memalign`),
-/// 475 bytes more per idle actor than the gap costs.
+/// The consumer's half and the producers' half are kept at least 128 bytes apart (adjacent-line
+/// prefetch pairs 64-byte lines), so that they never share a cache line: the consumer locks
+/// `local` for every message, producers lock `inner`. Apart, not aligned: a 128-byte-aligned
+/// mailbox made every slot 128-aligned (rounded up to a multiple of 128 and allocated with
+/// `posix_memalign`), 475 bytes more per idle actor. What lies between them, `middle`, is the
+/// owner's: an empty [`Gap`], or (a slot's) fields that neither side writes on its path, so that
+/// the separation costs no memory of its own.
 #[derive(Debug)]
 #[repr(C)]
-pub(crate) struct Mailbox<T> {
+pub(crate) struct Mailbox<T, M = Gap> {
     local: Mutex<Local<T>>,
-    _gap: Gap,
+    middle: M,
     inner: Mutex<Inner<T>>,
     capacity: usize,
 }
 
 /// 128 bytes that nothing reads or writes.
-struct Gap(#[expect(dead_code, reason = "only its size matters")] [u8; 128]);
+pub(crate) struct Gap(#[expect(dead_code, reason = "only its size matters")] [u8; 128]);
 
 impl fmt::Debug for Gap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,7 +87,17 @@ struct Inner<T> {
 }
 
 impl<T> Mailbox<T> {
+    /// A mailbox whose halves an empty gap keeps apart.
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::with_middle(capacity, Gap([0; 128]))
+    }
+}
+
+impl<T, M> Mailbox<T, M> {
+    /// A mailbox whose halves `middle` keeps apart: at least 128 bytes (checked at compile time)
+    /// that neither the consumer nor the producers write on their paths.
+    pub(crate) fn with_middle(capacity: usize, middle: M) -> Self {
+        const { assert!(std::mem::size_of::<M>() >= 128, "the halves must be 128 bytes apart") };
         Mailbox {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
@@ -95,7 +107,7 @@ impl<T> Mailbox<T> {
                 sender_waits: false,
                 closed: false,
             }),
-            _gap: Gap([0; 128]),
+            middle,
             local: Mutex::new(Local {
                 queue: VecDeque::new(),
                 unreported: 0,
@@ -103,6 +115,11 @@ impl<T> Mailbox<T> {
             }),
             capacity: capacity.max(1),
         }
+    }
+
+    /// What lies between the halves.
+    pub(crate) fn middle(&self) -> &M {
+        &self.middle
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -339,6 +356,15 @@ impl<T> Mailbox<T> {
     }
 }
 
+/// Where the consumer's half of a `Mailbox<T, M>` ends and the producers' half begins (tests).
+#[cfg(all(test, not(crashonly_loom)))]
+pub(crate) fn halves<T, M>() -> (usize, usize) {
+    (
+        std::mem::offset_of!(Mailbox<T, M>, local) + std::mem::size_of::<Mutex<Local<T>>>(),
+        std::mem::offset_of!(Mailbox<T, M>, inner),
+    )
+}
+
 #[cfg(all(test, not(crashonly_loom)))]
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
@@ -347,14 +373,12 @@ mod tests {
 
     #[test]
     fn the_consumers_half_and_the_producers_half_never_share_a_cache_line_pair() {
-        type Mb = Mailbox<u64>;
-        let local_end = std::mem::offset_of!(Mb, local) + std::mem::size_of::<Mutex<Local<u64>>>();
-        let inner = std::mem::offset_of!(Mb, inner);
+        let (local_end, inner) = super::halves::<u64, super::Gap>();
         assert!(
             inner >= local_end + 128,
             "local ends at {local_end}, inner begins at {inner}"
         );
-        assert!(std::mem::align_of::<Mb>() <= 16);
+        assert!(std::mem::align_of::<Mailbox<u64>>() <= 16);
     }
 
     #[tokio::test(start_paused = true)]

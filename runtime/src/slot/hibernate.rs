@@ -97,15 +97,15 @@ impl<A: Actor> Slot<A> {
     /// Whether this slot's instances may hibernate at all.
     pub(super) fn may_hibernate(&self) -> bool {
         !cfg!(crashonly_loom)
-            && !self.opts.dedicated
-            && self.opts.rejuvenate_age.is_none()
+            && !self.cold().opts.dedicated
+            && self.cold().opts.rejuvenate_age.is_none()
             && self.shared.config().hibernate_after.is_some()
     }
 
     /// Parks the instance and lets the caller's task end, if the mailbox is empty and open and the
     /// task has not been aborted; otherwise hands the instance back to be served on.
     pub(super) fn try_hibernate(&self, parked: Box<Parked<A>>) -> Result<(), Box<Parked<A>>> {
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         // `power_off` takes `abort`: an aborted instance must end, not hibernate.
         if life.abort.is_none() {
             self.hibernation.store(LIVE, Ordering::Relaxed);
@@ -130,7 +130,7 @@ impl<A: Actor> Slot<A> {
     /// meanwhile, by `power_off` or an earlier wake-up).
     fn wake_hibernated(&self) {
         let Some(me) = self.myself() else { return };
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         let Some(parked) = life.parked.take() else { return };
         self.hibernation.store(LIVE, Ordering::Relaxed);
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -187,7 +187,7 @@ impl<A: Actor> Slot<A> {
             let _runtime = self.shared.executor().enter();
             recovering.as_mut().poll(&mut TaskContext::from_waker(Waker::noop()))
         };
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         let aborted = life.inline == INLINE_ABORTED;
         life.inline = INLINE_NONE;
         if aborted {
@@ -250,7 +250,7 @@ impl<A: Actor> Slot<A> {
 
     /// A waker that resumes this slot's hibernating instance; it holds the slot weakly.
     fn hibernation_waker(&self) -> Waker {
-        let data = Weak::into_raw(self.me.clone()).cast::<()>();
+        let data = Weak::into_raw(self.cold().me.clone()).cast::<()>();
         // SAFETY: `data` comes from `Weak::<Slot<A>>::into_raw`, and every function of the
         // vtable treats it as such (see `vtable`).
         unsafe { Waker::from_raw(RawWaker::new(data, Self::vtable())) }

@@ -39,7 +39,7 @@ impl<A: Actor> Slot<A> {
         }
         let state = self.state();
         let now = self.shared.nanos();
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         // A hibernating instance has no task: it is dropped here (after the lock), which is its
         // power-off.
         let parked = life.parked.take();
@@ -88,7 +88,7 @@ impl<A: Actor> Slot<A> {
         }
         self.power_off(Some(reason.clone()));
         let exit = self.crash(reason, None);
-        let Some(parent) = self.parent.upgrade() else {
+        let Some(parent) = self.cold().parent.upgrade() else {
             return Ok(());
         };
         let decision = parent.decide(self.identity(), &exit);
@@ -114,7 +114,7 @@ impl<A: Actor> Slot<A> {
     /// Why instance `incarnation` was aborted from outside, for its in-flight asker (taken once;
     /// a reason noted for another instance is left alone).
     pub(crate) fn take_abort_reason(&self, incarnation: u64) -> Option<CrashReason> {
-        let mut rare = self.rare.lock();
+        let mut rare = self.cold().rare.lock();
         let r = rare.as_mut()?;
         match &r.abort_reason {
             Some((n, _)) if *n == incarnation => r.abort_reason.take().map(|(_, reason)| reason),
@@ -125,7 +125,7 @@ impl<A: Actor> Slot<A> {
     /// A new task starts: what was noted for the old ones no longer holds.
     fn forget_last_instance(&self) {
         self.down.store(0, Ordering::Relaxed);
-        if let Some(r) = self.rare.lock().as_mut() {
+        if let Some(r) = self.cold().rare.lock().as_mut() {
             r.abort_reason = None;
             r.gave_up = false;
         }
@@ -154,6 +154,7 @@ impl<A: Actor> Slot<A> {
 
     pub(super) fn wake_waiters(&self) {
         let waiters = self
+            .cold()
             .rare
             .lock()
             .as_mut()
@@ -243,7 +244,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             return;
         }
         self.forget_last_instance();
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         if life.abort.as_ref().is_some_and(|a| !a.is_finished()) || life.inline != super::hibernate::INLINE_NONE {
             // Never two instances: the running task (or a `start` polled in its launcher's
             // thread) must be aborted (and joined) first.
@@ -251,7 +252,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         }
         if life.launched {
             self.restarts.fetch_add(1, Ordering::Relaxed);
-            meter!(self.opts.meters, restarted());
+            meter!(self.cold().opts.meters, restarted());
         }
         life.launched = true;
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -273,7 +274,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             }
             me.clone().run(super::hibernate::Begin::Recover).await;
         };
-        let task = if self.opts.dedicated {
+        let task = if self.cold().opts.dedicated {
             self.shared.executor().spawn_thread(&self.path, run)
         } else {
             self.shared.spawn(run)
@@ -298,7 +299,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             // Aborted by its supervisor (a sibling's group restart, its subtree restarting):
             // counted, and remembered without a report or a second clock read.
             self.crashes.fetch_add(1, Ordering::Relaxed);
-            meter!(self.opts.meters, crashed());
+            meter!(self.cold().opts.meters, crashed());
             #[cfg(not(crashonly_loom))]
             let at = Some(self.shared.clock().instant_of(now));
             #[cfg(crashonly_loom)]
@@ -311,11 +312,11 @@ impl<A: Actor> ChildHandle for Slot<A> {
     }
 
     fn join(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let task = self.life.lock().task.take();
+        let task = self.cold().life.lock().task.take();
         Box::pin(async move {
             // A `start` polled in its launcher's thread (another thread: this one is here) ends
             // by itself, within its one poll.
-            while self.life.lock().inline != super::hibernate::INLINE_NONE {
+            while self.cold().life.lock().inline != super::hibernate::INLINE_NONE {
                 crate::rt::yield_now().await;
             }
             if let Some(task) = task {
@@ -362,11 +363,11 @@ impl<A: Actor> Inspect for Slot<A> {
 
     #[cfg(feature = "metrics")]
     fn meters(&self) -> Option<(Arc<crate::meters::SlotMeters>, usize)> {
-        Some((self.opts.meters.clone()?, self.mailbox.len()))
+        Some((self.cold().opts.meters.clone()?, self.mailbox.len()))
     }
 
     fn is_hung(&self, now: u64) -> bool {
-        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.opts.handling, now)
+        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.cold().opts.handling, now)
     }
 
     /// The watchdog's crash-restart: power off from outside first, then the usual decision.
@@ -377,7 +378,7 @@ impl<A: Actor> Inspect for Slot<A> {
         }
         let reason = CrashReason::Hung {
             busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
-            lease_ms: self.opts.handling.as_millis(),
+            lease_ms: self.cold().opts.handling.as_millis(),
         };
         #[cfg(feature = "observer")]
         self.shared.journal().record(
@@ -391,7 +392,7 @@ impl<A: Actor> Inspect for Slot<A> {
     #[cfg(feature = "observer")]
     fn observe(&self) -> crate::stats::Observed {
         crate::stats::Observed::Actor {
-            capacity: self.opts.capacity,
+            capacity: self.cold().opts.capacity,
             retry_after: self.retried_after.load(Ordering::Relaxed),
         }
     }
@@ -420,7 +421,7 @@ impl<A: Actor> Inspect for Slot<A> {
 
     fn abandon(&self) {
         let finished = {
-            let life = self.life.lock();
+            let life = self.cold().life.lock();
             match &life.task {
                 Some(t) => t.abort_handle().is_finished(),
                 // Taken by a supervisor's join in progress: the join decides.

@@ -102,6 +102,24 @@ struct Rare {
 /// A new instance and its context, or the exit of a `start` that failed.
 type Recovered<A> = Result<(Box<Parked<A>>, Context<A>), Exit>;
 
+/// The fields of a slot that neither a sender nor the actor's loop writes per message: they keep
+/// the mailbox's two halves apart (at least 128 bytes, checked when the mailbox is made), which
+/// an empty gap did at a cost of 128 bytes per actor.
+pub(crate) struct Cold<A: Actor> {
+    args: A::Args,
+    parent: Weak<dyn Parent>,
+    me: Weak<Slot<A>>,
+    /// Locked to launch, abort, join, hibernate and wake: not per message while the actor runs.
+    life: Mutex<Life<A>>,
+    rare: PlainMutex<Option<Box<Rare>>>,
+    opts: SlotOptions,
+    /// Boxed: opt-in (`ActorSpec::dedup`), and 104 bytes inline in every slot otherwise.
+    dedup: Option<Box<Dedup<A::Reply>>>,
+    /// How to copy a message for redelivery: known once an idempotent message was sent (its
+    /// sender proved `A::Msg: Clone`); messages need not be `Clone` otherwise. Set once.
+    copy: SetOnce<CopyFn<A::Msg>>,
+}
+
 /// The envelopes of a slot's mailbox.
 pub(crate) type Env<A> = Envelope<<A as Actor>::Msg, ReplyTo<<A as Actor>::Reply>>;
 
@@ -109,16 +127,9 @@ pub(crate) struct Slot<A: Actor> {
     pub(crate) id: ActorId,
     pub(crate) path: Arc<str>,
     shared: Arc<Shared>,
-    pub(crate) mailbox: Mailbox<Envelope<A::Msg, ReplyTo<A::Reply>>>,
+    /// With the slot's read-mostly fields between its two halves (see `Cold`).
+    pub(crate) mailbox: Mailbox<Envelope<A::Msg, ReplyTo<A::Reply>>, Cold<A>>,
     pub(crate) monitors: Monitors,
-    args: A::Args,
-    parent: Weak<dyn Parent>,
-    me: Weak<Slot<A>>,
-    life: Mutex<Life<A>>,
-    rare: PlainMutex<Option<Box<Rare>>>,
-    opts: SlotOptions,
-    /// Boxed: opt-in (`ActorSpec::dedup`), and 104 bytes inline in every slot otherwise.
-    dedup: Option<Box<Dedup<A::Reply>>>,
     // Relaxed: counters are statistics; nothing is ordered by them.
     handled: Stat,
     crashes: Stat,
@@ -161,9 +172,6 @@ pub(crate) struct Slot<A: Actor> {
     /// Senders answered `RetryAfter` at once (the observer page).
     #[cfg(feature = "observer")]
     pub(crate) retried_after: Stat,
-    /// How to copy a message for redelivery: known once an idempotent message was sent (its
-    /// sender proved `A::Msg: Clone`); messages need not be `Clone` otherwise.
-    copy: SetOnce<CopyFn<A::Msg>>,
 }
 
 /// Per-slot settings, already tightened by the policy.
@@ -207,13 +215,20 @@ impl<A: Actor> Slot<A> {
             id,
             path,
             shared,
-            mailbox: Mailbox::new(opts.capacity),
+            mailbox: Mailbox::with_middle(
+                opts.capacity,
+                Cold {
+                    args,
+                    parent,
+                    me: me.clone(),
+                    life: Mutex::new(Life::default()),
+                    rare: PlainMutex::new(None),
+                    opts,
+                    dedup: dedup.map(Box::new),
+                    copy: SetOnce::default(),
+                },
+            ),
             monitors: Monitors::default(),
-            args,
-            parent,
-            me: me.clone(),
-            life: Mutex::new(Life::default()),
-            rare: PlainMutex::new(None),
             handled: Stat::new(0),
             crashes: Stat::new(0),
             expired: Stat::new(0),
@@ -224,8 +239,6 @@ impl<A: Actor> Slot<A> {
             waiting: Stat::new(0),
             down: Stat::new(0),
             task_gen: Stat::new(0),
-            opts,
-            dedup: dedup.map(Box::new),
             busy_since: AtomicU64::new(0),
             last_active: Stat::new(0),
             aborted_at: Stat::new(0),
@@ -237,8 +250,12 @@ impl<A: Actor> Slot<A> {
             hibernations: Stat::new(0),
             #[cfg(feature = "observer")]
             retried_after: Stat::new(0),
-            copy: SetOnce::default(),
         })
+    }
+
+    /// The read-mostly fields, between the mailbox's halves.
+    fn cold(&self) -> &Cold<A> {
+        self.mailbox.middle()
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -247,18 +264,18 @@ impl<A: Actor> Slot<A> {
 
     /// Records how to copy this slot's messages (by the sender of an idempotent message).
     pub(crate) fn set_copy(&self, copy: CopyFn<A::Msg>) {
-        if self.copy.get().is_none() {
-            self.copy.set(copy);
+        if self.cold().copy.get().is_none() {
+            self.cold().copy.set(copy);
         }
     }
 
     pub(crate) fn copy_fn(&self) -> Option<CopyFn<A::Msg>> {
-        self.copy.get()
+        self.cold().copy.get()
     }
 
     /// Runs `f` on the rarely used part, allocating it on first use.
     fn rare<R>(&self, f: impl FnOnce(&mut Rare) -> R) -> R {
-        let mut rare = self.rare.lock();
+        let mut rare = self.cold().rare.lock();
         f(rare.get_or_insert_with(Box::default))
     }
 
@@ -310,18 +327,18 @@ impl<A: Actor> Slot<A> {
     }
 
     pub(crate) fn add_timer(&self, timer: AbortHandle) {
-        let mut life = self.life.lock();
+        let mut life = self.cold().life.lock();
         life.timers.retain(|t| !t.is_finished());
         life.timers.push(timer);
     }
 
     fn cancel_timers(&self) {
-        let timers = std::mem::take(&mut self.life.lock().timers);
+        let timers = std::mem::take(&mut self.cold().life.lock().timers);
         timers.iter().for_each(AbortHandle::abort);
     }
 
     fn myself(&self) -> Option<Arc<Self>> {
-        self.me.upgrade()
+        self.cold().me.upgrade()
     }
 
     /// Runs instances (beginning where `begin` says) until the supervisor takes over, the slot
@@ -345,11 +362,11 @@ impl<A: Actor> Slot<A> {
                 // the restart intensity.
                 self.fire_monitors(&exit, true);
                 self.restarts.fetch_add(1, Ordering::Relaxed);
-                meter!(self.opts.meters, restarted());
+                meter!(self.cold().opts.meters, restarted());
                 tracing::info!(actor = %self.path, "rejuvenating actor");
                 continue;
             }
-            let Some(parent) = self.parent.upgrade() else {
+            let Some(parent) = self.cold().parent.upgrade() else {
                 return;
             };
             let decision = parent.decide(self.identity(), &exit);
@@ -360,7 +377,7 @@ impl<A: Actor> Slot<A> {
                         Box::pin(self.shared.clock().sleep(delay)).await;
                     }
                     self.restarts.fetch_add(1, Ordering::Relaxed);
-                    meter!(self.opts.meters, restarted());
+                    meter!(self.cold().opts.meters, restarted());
                     tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
                 }
                 None => return,
@@ -370,7 +387,7 @@ impl<A: Actor> Slot<A> {
 
     /// The last crash, with its report made if it was an abort.
     fn last_crash(&self) -> Option<(Arc<CrashReport>, Option<Instant>)> {
-        let last = self.rare.lock().as_ref().and_then(|r| r.last_crash.clone())?;
+        let last = self.cold().rare.lock().as_ref().and_then(|r| r.last_crash.clone())?;
         Some(match last {
             LastCrash::Report(report, at) => (report, at),
             LastCrash::Aborted(at) => {
@@ -387,7 +404,7 @@ impl<A: Actor> Slot<A> {
     /// Counts a crash and remembers it (for `Stats` and `started()`).
     fn record_crash(&self, report: &Arc<CrashReport>) {
         self.crashes.fetch_add(1, Ordering::Relaxed);
-        meter!(self.opts.meters, crashed());
+        meter!(self.cold().opts.meters, crashed());
         // In a loom model reading the clock is an interleaving point of its own; a statistic is
         // not worth multiplying the search for, so a model records no crash time.
         #[cfg(not(crashonly_loom))]
@@ -457,7 +474,7 @@ impl<A: Actor> Slot<A> {
         if ready == 0 || ready <= self.shared.clock().nanos_of(deadline) {
             return None;
         }
-        meter!(self.opts.meters, retry_after());
+        meter!(self.cold().opts.meters, retry_after());
         let wait = ready.saturating_sub(self.shared.clock().nanos()).max(1_000_000);
         #[cfg(feature = "observer")]
         self.retried_after.fetch_add(1, Ordering::Relaxed);
@@ -498,7 +515,7 @@ impl<A: Actor> Slot<A> {
             self.expect_ready_in(Duration::ZERO);
         }
         let mut ctx = Context::new(ActorRef::from_slot(self.clone()), n);
-        let actor = match crash::catch(A::start(&self.args, &mut ctx)).await {
+        let actor = match crash::catch(A::start(&self.cold().args, &mut ctx)).await {
             Ok(Ok(actor)) => actor,
             Ok(Err(e)) => return Err(self.crash(CrashReason::StartFailed(e.to_string()), None)),
             Err(panic) => return Err(self.crash(panic, None)),
@@ -545,7 +562,7 @@ impl<A: Actor> Slot<A> {
             }
         };
         let clock = self.shared.clock();
-        let mut age = self.opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
+        let mut age = self.cold().opts.rejuvenate_age.map(|a| Box::pin(clock.sleep(a)));
         loop {
             let next = poll_fn(|cx| {
                 if self.rejuvenate.load(Ordering::Relaxed) != 0 {
@@ -577,14 +594,14 @@ impl<A: Actor> Slot<A> {
             let now = clock.now();
             if env.header.is_expired(now) {
                 self.expired.fetch_add(1, Ordering::Relaxed);
-                meter!(self.opts.meters, expired());
+                meter!(self.cold().opts.meters, expired());
                 expire(&self.path, env);
                 continue;
             }
             let msg = ctx.begin(env);
             // The header stays in `ctx` (not copied per message, nor kept in this task's state).
             let header = ctx.header().expect("the envelope being handled");
-            if let (Some(dedup), Some(k)) = (&self.dedup, &header.key)
+            if let (Some(dedup), Some(k)) = (&self.cold().dedup, &header.key)
                 && let Some(reply) = dedup.get(k)
             {
                 // Seen before: answered from the window, not executed again.
@@ -625,10 +642,13 @@ impl<A: Actor> Slot<A> {
             self.busy_since.store(0, Ordering::Relaxed);
             #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
             let n = self.handled.fetch_add(1, Ordering::Relaxed);
-            meter!(self.opts.meters, handled(n, || clock.nanos().saturating_sub(began)));
+            meter!(
+                self.cold().opts.meters,
+                handled(n, || clock.nanos().saturating_sub(began))
+            );
             let reason = match outcome {
                 Ok(Ok(reply)) => {
-                    if let Some(dedup) = &self.dedup
+                    if let Some(dedup) = &self.cold().dedup
                         && !ctx.deferred()
                         && let Some(k) = ctx.header().and_then(|h| h.key.as_ref())
                     {
@@ -651,7 +671,12 @@ impl<A: Actor> Slot<A> {
                 return Some(Exit::Normal);
             }
             parked.handled += 1;
-            if self.opts.rejuvenate_messages.is_some_and(|n| parked.handled >= n) {
+            if self
+                .cold()
+                .opts
+                .rejuvenate_messages
+                .is_some_and(|n| parked.handled >= n)
+            {
                 return Some(Exit::Rejuvenated);
             }
         }
@@ -718,18 +743,21 @@ fn expire<M, R>(path: &str, env: Envelope<M, ReplyTo<R>>) {
 #[cfg(all(test, not(crashonly_loom)))]
 mod tests {
     /// Every live actor holds one slot. Fields that most actors never use (a dedup window, the
-    /// rare crash bookkeeping) are boxed, and the mailbox keeps its two halves apart with a gap,
-    /// not an alignment: a 128-byte-aligned slot was rounded up to a multiple of 128 bytes and
-    /// allocated with `posix_memalign` (2,042 bytes per idle actor then, 1,692 now).
+    /// rare crash bookkeeping) are boxed; the mailbox keeps its two halves apart with the slot's
+    /// read-mostly fields between them, not with an alignment (a 128-byte-aligned slot was
+    /// rounded up to a multiple of 128 bytes and allocated with `posix_memalign`: 2,042 bytes
+    /// per idle actor then) nor with an empty gap (128 bytes more: 720 bytes then, 592 now).
     #[test]
-    fn a_slot_is_plainly_aligned_and_within_720_bytes() {
-        // Dedicated threads' task parts are boxed (`rt`): room for the hibernating instance.
-        type Slot = super::Slot<crate::__private::doc::Counter>;
+    fn a_slot_is_plainly_aligned_and_within_592_bytes() {
+        type A = crate::__private::doc::Counter;
+        type Slot = super::Slot<A>;
         let (size, align) = (std::mem::size_of::<Slot>(), std::mem::align_of::<Slot>());
         // The features add a counter (`observer`) and the slot's meters (`metrics`).
-        let most = 720 + 8 * usize::from(cfg!(feature = "observer")) + 8 * usize::from(cfg!(feature = "metrics"));
+        let most = 592 + 8 * usize::from(cfg!(feature = "observer")) + 8 * usize::from(cfg!(feature = "metrics"));
         assert!(size <= most, "a slot is {size} bytes");
         assert!(align <= 16, "a slot is {align}-aligned");
+        let (local_end, inner) = crate::mailbox::halves::<super::Env<A>, super::Cold<A>>();
+        assert!(inner >= local_end + 128, "the mailbox's halves: {local_end}, {inner}");
     }
 }
 
