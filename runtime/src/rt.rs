@@ -130,6 +130,14 @@ mod tokio_exec {
             }
         }
 
+        /// Whether this is the handle of the task being polled on this thread.
+        pub(crate) fn is_current(&self) -> bool {
+            match self {
+                AbortHandle::Tokio(h) => tokio::task::try_id() == Some(h.id()),
+                AbortHandle::Thread(_) => false,
+            }
+        }
+
         pub(crate) fn is_finished(&self) -> bool {
             match self {
                 AbortHandle::Tokio(h) => h.is_finished(),
@@ -279,6 +287,11 @@ mod model_exec {
 
         pub(crate) fn is_finished(&self) -> bool {
             self.state.finished.load(Ordering::Acquire) != 0
+        }
+
+        /// Models never hibernate, which is what asks.
+        pub(crate) fn is_current(&self) -> bool {
+            false
         }
     }
 

@@ -68,23 +68,29 @@ macro_rules! atomic {
 
         #[allow(dead_code)]
         impl $name {
+            #[inline]
             pub(crate) fn new(v: $int) -> Self {
                 $name(atomic_impl::$name::new(v))
             }
+            #[inline]
             pub(crate) fn load(&self, order: Ordering) -> $int {
                 self.0.load(order)
             }
+            #[inline]
             pub(crate) fn store(&self, v: $int, order: Ordering) {
                 self.0.store(v, order)
             }
+            #[inline]
             pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
                 self.0.fetch_add(v, order)
             }
             /// Takes the value, leaving 0. AcqRel: a single owner of what the value stood for.
+            #[inline]
             pub(crate) fn swap_zero(&self) -> $int {
                 self.0.swap(0, Ordering::AcqRel)
             }
             /// Replaces `current` with `new`; whether it was `current`. AcqRel: one winner.
+            #[inline]
             pub(crate) fn replace_if(&self, current: $int, new: $int) -> bool {
                 self.0
                     .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
@@ -142,23 +148,29 @@ impl<T> PlainMutex<T> {
 pub(crate) struct Stat(std::sync::atomic::AtomicU64);
 
 impl Stat {
+    #[inline]
     pub(crate) fn new(v: u64) -> Self {
         Stat(std::sync::atomic::AtomicU64::new(v))
     }
+    #[inline]
     pub(crate) fn load(&self, order: Ordering) -> u64 {
         self.0.load(order)
     }
+    #[inline]
     pub(crate) fn store(&self, v: u64, order: Ordering) {
         self.0.store(v, order)
     }
+    #[inline]
     pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
         self.0.fetch_add(v, order)
     }
     /// Takes the value, leaving 0. AcqRel: a single owner of what the value stood for.
+    #[inline]
     pub(crate) fn swap_zero(&self) -> u64 {
         self.0.swap(0, Ordering::AcqRel)
     }
     /// Replaces `current` with `new`; whether it was `current`. AcqRel: one winner.
+    #[inline]
     pub(crate) fn replace_if(&self, current: u64, new: u64) -> bool {
         self.0
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)

@@ -33,6 +33,7 @@ use super::{Life, Recovered, Slot};
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::context::Context;
+use crate::rt::AbortHandle;
 use crate::stats::SlotState;
 use crate::supervisor::Exit;
 use crate::sync::{Arc, MutexGuard, Ordering, Weak};
@@ -106,8 +107,9 @@ impl<A: Actor> Slot<A> {
     /// task has not been aborted; otherwise hands the instance back to be served on.
     pub(super) fn try_hibernate(&self, parked: Box<Parked<A>>) -> Result<(), Box<Parked<A>>> {
         let mut life = self.cold().life.lock();
-        // `power_off` takes `abort`: an aborted instance must end, not hibernate.
-        if life.abort.is_none() {
+        // `power_off` takes `abort`, and a relaunch puts its own task's there: an aborted
+        // instance (even one whose task was abandoned and ran on) must end, not hibernate.
+        if !life.abort.as_ref().is_some_and(AbortHandle::is_current) {
             self.hibernation.store(LIVE, Ordering::Relaxed);
             return Err(parked);
         }
