@@ -22,7 +22,9 @@
 //! 5. A slot's `Life` before its mailbox's locks (rule 1 inside them): an instance hibernates
 //!    (slot/hibernate.rs: its waker is registered, and the instance parked, under `Life`). A
 //!    hibernation waker takes `Life` when woken, which the mailbox does only after releasing its
-//!    own locks.
+//!    own locks, and which an entity family may do under its `Inner` (rule 4: a mailbox closed
+//!    under it): `Inner` before `Life`, never the other way (no code holds `Life` while it takes
+//!    anything but the mailbox's locks; `start` runs outside it).
 //!
 //! `Monitors::list` is not held while its watchers run (a link's notice crashes the linked actor,
 //! whose own watchers may edit this list).

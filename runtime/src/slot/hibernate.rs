@@ -171,8 +171,9 @@ impl<A: Actor> Slot<A> {
     /// in the launcher's thread (as OTP's `init` runs before `start_link` returns). Started to an
     /// empty mailbox, the instance hibernates at once and no task is ever made for it; otherwise
     /// (messages are waiting, `start` has to wait, or it failed) a task takes over from where it
-    /// is. Whether it launched (false: the caller spawns the usual task). Called with the `Life`
-    /// lock held and `generation` counted; releases the lock while `start` runs.
+    /// is. Called with the `Life` lock held and `generation` counted; releases the lock while
+    /// `start` runs. `None` once launched; the lock back when the slot cannot hibernate (the
+    /// caller spawns the usual task).
     pub(super) fn launch_inline<'a>(
         &'a self,
         mut life: MutexGuard<'a, Life<A>>,
