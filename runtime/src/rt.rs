@@ -334,6 +334,9 @@ mod model_exec {
             Executor::default()
         }
 
+        /// Models have no runtime context to enter.
+        pub(crate) fn enter(&self) {}
+
         /// A model runs tasks on loom threads; none of them is a scarce worker.
         pub(crate) fn workers(&self) -> usize {
             1
