@@ -120,6 +120,21 @@ async fn a_frame_shows_intensity_counters_and_the_journal() {
     assert!(kinds.contains(&"escalation"), "{kinds:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernating_actor_shows_as_hibernating_until_a_message_wakes_it() {
+    let system = System::new();
+    let idle = system.spawn(Worker::spec(Worker).name("idle")).unwrap();
+    let addr = serve(&system, ObserverOptions::default()).await;
+    // It started to an empty mailbox: it hibernates (no task) at once.
+    idle.started().await.unwrap();
+    assert!(idle.stats().hibernating);
+    let f = json(addr, "/api/tree").await;
+    assert_eq!(node(&f["tree"], "/idle")["state"], "hibernating", "{}", f["tree"]);
+    assert_eq!(idle.ping().await.unwrap(), "pong");
+    let f = json(addr, "/api/tree").await;
+    assert_eq!(node(&f["tree"], "/idle")["state"], "running", "woken by its message");
+}
+
 /// Reads server-sent events until `n` frames have come, and returns them.
 async fn frames(addr: SocketAddr, n: usize) -> Vec<Value> {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -42,7 +42,7 @@ pub(crate) struct NodeView {
     name: String,
     /// `supervisor`, `family` or `actor`.
     kind: &'static str,
-    /// `running`, `starting`, `backing off`, `restarting`, `stopped` or `dead`.
+    /// `running`, `hibernating`, `starting`, `backing off`, `restarting`, `stopped` or `dead`.
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     restarts: Option<u64>,
@@ -255,6 +255,7 @@ fn view_of(e: &Entry, shape: &Shape<'_>) -> NodeView {
     if let Some(s) = &e.snap.stats {
         v.state = match s.state {
             SlotState::Starting => "starting",
+            SlotState::Running if s.hibernating => "hibernating",
             SlotState::Running => "running",
             SlotState::Restarting if s.next_start_at.is_some() => "backing off",
             SlotState::Restarting => "restarting",
