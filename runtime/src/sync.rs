@@ -171,9 +171,29 @@ impl Stat {
     pub(crate) fn swap_zero(&self) -> u64 {
         self.0.swap(0, Ordering::AcqRel)
     }
+}
+
+/// A flag or small state that, like [`Stat`], no model checks (std atomics even under loom): one
+/// byte where a `Stat` takes eight (every slot has several).
+#[derive(Debug, Default)]
+pub(crate) struct Flag(std::sync::atomic::AtomicU8);
+
+impl Flag {
+    #[inline]
+    pub(crate) fn new(v: u8) -> Self {
+        Flag(std::sync::atomic::AtomicU8::new(v))
+    }
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> u8 {
+        self.0.load(order)
+    }
+    #[inline]
+    pub(crate) fn store(&self, v: u8, order: Ordering) {
+        self.0.store(v, order)
+    }
     /// Replaces `current` with `new`; whether it was `current`. AcqRel: one winner.
     #[inline]
-    pub(crate) fn replace_if(&self, current: u64, new: u64) -> bool {
+    pub(crate) fn replace_if(&self, current: u8, new: u8) -> bool {
         self.0
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()

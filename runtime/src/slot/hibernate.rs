@@ -88,11 +88,11 @@ pub(super) struct Parked<A> {
 }
 
 /// `Slot::hibernation`: the instance runs in a task.
-pub(super) const LIVE: u64 = 0;
+pub(super) const LIVE: u8 = 0;
 /// `Slot::hibernation`: the watchdog asked the running instance to hibernate when idle.
-pub(super) const ASKED: u64 = 1;
+pub(super) const ASKED: u8 = 1;
 /// `Slot::hibernation`: the instance is parked; its task has ended.
-pub(super) const PARKED: u64 = 2;
+pub(super) const PARKED: u8 = 2;
 
 impl<A: Actor> Slot<A> {
     /// Whether this slot's instances may hibernate at all.
