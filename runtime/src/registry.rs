@@ -50,15 +50,16 @@ struct Inner {
     names: HashMap<Arc<str>, ActorId>,
 }
 
+/// One slot's entry: the slot itself is reached through `inspect` (upcast to `Any` to be
+/// downcast by its ref), one pointer for both.
 struct Entry {
     generation: u64,
     path: Option<Arc<str>>,
-    slot: Weak<dyn Any + Send + Sync>,
     inspect: Weak<dyn Inspect>,
 }
 
 /// What the watchdog and `System::snapshot` need from a slot or supervisor.
-pub(crate) trait Inspect: Send + Sync {
+pub(crate) trait Inspect: Any + Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// Whether it has been handling one message for longer than its handling lease, at `now`
     /// (clock nanos).
@@ -151,10 +152,6 @@ impl Registry {
             .clone()
             .unwrap_or_else(|| format!("{parent}{sep}#{generation}").into());
         let slot = make(id, path);
-        let weak: Weak<dyn Any + Send + Sync> = {
-            let any: Arc<dyn Any + Send + Sync> = slot.clone();
-            Arc::downgrade(&any)
-        };
         let inspect: Weak<dyn Inspect> = {
             let i: Arc<dyn Inspect> = slot.clone();
             Arc::downgrade(&i)
@@ -162,7 +159,6 @@ impl Registry {
         entry.insert(Entry {
             generation,
             path: named.clone(),
-            slot: weak,
             inspect,
         });
         if let Some(path) = named {
@@ -187,12 +183,10 @@ impl Registry {
             generation,
         };
         let slot = make(id, path);
-        let any: Arc<dyn Any + Send + Sync> = slot.clone();
         let inspect: Arc<dyn Inspect> = slot.clone();
         entry.insert(Entry {
             generation,
             path: None,
-            slot: Arc::downgrade(&any),
             inspect: Arc::downgrade(&inspect),
         });
         slot
@@ -220,7 +214,8 @@ impl Registry {
         if entry.generation != id.generation {
             return None;
         }
-        entry.slot.upgrade()
+        let slot: Arc<dyn Any + Send + Sync> = entry.inspect.upgrade()?;
+        Some(slot)
     }
 
     /// The id registered under a path.
