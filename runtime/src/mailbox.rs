@@ -117,6 +117,12 @@ impl<T, M> Mailbox<T, M> {
         }
     }
 
+    /// How many messages it holds at most.
+    #[cfg_attr(not(feature = "observer"), allow(dead_code))]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// What lies between the halves.
     pub(crate) fn middle(&self) -> &M {
         &self.middle

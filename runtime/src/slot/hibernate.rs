@@ -99,7 +99,7 @@ impl<A: Actor> Slot<A> {
     pub(super) fn may_hibernate(&self) -> bool {
         !cfg!(crashonly_loom)
             && !self.cold().opts.dedicated
-            && self.cold().opts.rejuvenate_age.is_none()
+            && self.cold().opts.rejuvenate_age_ns == 0
             && self.shared.config().hibernate_after.is_some()
     }
 

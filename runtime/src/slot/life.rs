@@ -61,7 +61,7 @@ impl<A: Actor> Slot<A> {
             }
             a.abort();
         }
-        life.timers.drain(..).for_each(|t| t.abort());
+        life.timers.take().iter().flat_map(|t| t.iter()).for_each(|t| t.abort());
         drop(life);
         drop(parked);
         self.busy_since.store(0, Ordering::Relaxed);
@@ -367,7 +367,11 @@ impl<A: Actor> Inspect for Slot<A> {
     }
 
     fn is_hung(&self, now: u64) -> bool {
-        crate::watchdog::is_hung(self.busy_since.load(Ordering::Relaxed), self.cold().opts.handling, now)
+        crate::watchdog::is_hung(
+            self.busy_since.load(Ordering::Relaxed),
+            self.cold().opts.handling(),
+            now,
+        )
     }
 
     /// The watchdog's crash-restart: power off from outside first, then the usual decision.
@@ -378,7 +382,7 @@ impl<A: Actor> Inspect for Slot<A> {
         }
         let reason = CrashReason::Hung {
             busy_ms: Duration::from_nanos(now.saturating_sub(busy)).as_millis(),
-            lease_ms: self.cold().opts.handling.as_millis(),
+            lease_ms: self.cold().opts.handling().as_millis(),
         };
         #[cfg(feature = "observer")]
         self.shared.journal().record(
@@ -392,7 +396,7 @@ impl<A: Actor> Inspect for Slot<A> {
     #[cfg(feature = "observer")]
     fn observe(&self) -> crate::stats::Observed {
         crate::stats::Observed::Actor {
-            capacity: self.cold().opts.capacity,
+            capacity: self.mailbox.capacity(),
             retry_after: self.retried_after.load(Ordering::Relaxed),
         }
     }
