@@ -78,7 +78,8 @@ struct Inner<T> {
     /// The consumer, parked on an empty mailbox.
     consumer: Option<Waker>,
     /// Producers parked on a full mailbox.
-    producers: Vec<Waker>,
+    /// Boxed while any waits: a full mailbox is rare (8 bytes in every mailbox, not 24).
+    producers: Option<Box<Vec<Waker>>>,
     /// Size of the batch in `local` until it is used up.
     in_local: usize,
     /// The last item pushed came from a sender that now waits for it (see `try_push_waiting`).
@@ -102,7 +103,7 @@ impl<T, M> Mailbox<T, M> {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 consumer: None,
-                producers: Vec::new(),
+                producers: None,
                 in_local: 0,
                 sender_waits: false,
                 closed: false,
@@ -156,9 +157,16 @@ impl<T, M> Mailbox<T, M> {
         }
         if inner.queue.len() + inner.in_local >= self.capacity {
             if let Some(cx) = cx
-                && !inner.producers.iter().any(|w| w.will_wake(cx.waker()))
+                && !inner
+                    .producers
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .any(|w| w.will_wake(cx.waker()))
             {
-                inner.producers.push(cx.waker().clone());
+                inner
+                    .producers
+                    .get_or_insert_with(Box::default)
+                    .push(cx.waker().clone());
             }
             return Err(PushError::Full(item));
         }
@@ -277,9 +285,6 @@ impl<T, M> Mailbox<T, M> {
                     local.queue = VecDeque::new();
                 }
             }
-            if inner.producers.capacity() > 0 {
-                inner.producers = Vec::new();
-            }
             if let Some(cx) = cx
                 && !inner.consumer.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
             {
@@ -299,7 +304,9 @@ impl<T, M> Mailbox<T, M> {
         local.unreported = 0;
         // Only the rare full-mailbox path pays for this. Waking while holding the lock is fine:
         // a woken task runs only after we return.
-        inner.producers.drain(..).for_each(Waker::wake);
+        if let Some(producers) = inner.producers.take() {
+            producers.into_iter().for_each(Waker::wake);
+        }
     }
 
     /// Takes the next item; `None` once the mailbox is closed.
@@ -354,7 +361,7 @@ impl<T, M> Mailbox<T, M> {
         local.unreported = 0;
         inner.in_local = 0;
         let consumer = inner.consumer.take();
-        let producers = std::mem::take(&mut inner.producers);
+        let producers = inner.producers.take().map(|p| *p).unwrap_or_default();
         drop(inner);
         drop(local);
         consumer.into_iter().chain(producers).for_each(Waker::wake);
@@ -459,7 +466,7 @@ mod tests {
             let (local, inner) = (mb.local.lock(), mb.inner.lock());
             assert_eq!(local.queue.capacity(), 0, "round {round}");
             assert!(inner.queue.capacity() > 0, "round {round}");
-            assert_eq!(inner.producers.capacity(), 0, "round {round}");
+            assert!(inner.producers.is_none(), "round {round}");
         }
     }
 

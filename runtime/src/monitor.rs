@@ -49,7 +49,8 @@ pub(crate) enum Watcher {
 /// fired) and is then forgotten.
 #[derive(Default)]
 pub(crate) struct Monitors {
-    list: Mutex<Vec<(Watcher, Notify)>>,
+    /// Boxed on the first watcher: most actors have none (16 bytes in every slot, not 32).
+    list: Mutex<Option<Box<Vec<(Watcher, Notify)>>>>,
 }
 
 impl fmt::Debug for Monitors {
@@ -62,6 +63,7 @@ impl Monitors {
     /// Adds a watcher; a monitor or link replaces an earlier one of the same watcher.
     pub(crate) fn add(&self, key: Watcher, notify: impl Fn(&Down) -> bool + Send + Sync + 'static) {
         let mut list = self.list.lock();
+        let list = list.get_or_insert_with(Box::default);
         if key != Watcher::Stream {
             list.retain(|(k, _)| *k != key);
         }
@@ -71,6 +73,7 @@ impl Monitors {
     /// Removes a watcher; whether it was there.
     pub(crate) fn remove(&self, key: Watcher) -> bool {
         let mut list = self.list.lock();
+        let Some(list) = list.as_mut() else { return false };
         let before = list.len();
         list.retain(|(k, _)| *k != key);
         list.len() != before
@@ -79,7 +82,7 @@ impl Monitors {
     /// Forgets every watcher (the slot is gone; links hold the other actor, so this also breaks
     /// their reference cycles).
     pub(crate) fn clear(&self) {
-        let gone = std::mem::take(&mut *self.list.lock());
+        let gone = self.list.lock().take();
         drop(gone);
     }
 
@@ -90,10 +93,10 @@ impl Monitors {
     /// is made only if someone watches (most actors have no watcher: every restart and stop
     /// would otherwise copy the path and the report for nobody).
     pub(crate) fn fire(&self, make: impl FnOnce() -> Down) {
-        let watchers: Vec<(Watcher, Notify)> = self.list.lock().clone();
-        if watchers.is_empty() {
-            return;
-        }
+        let watchers: Vec<(Watcher, Notify)> = match self.list.lock().as_deref() {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => return,
+        };
         let down = &make();
         let done: Vec<Notify> = crash::without_current(|| {
             watchers
@@ -102,10 +105,10 @@ impl Monitors {
                 .map(|(_, notify)| notify)
                 .collect()
         });
-        if !done.is_empty() {
-            self.list
-                .lock()
-                .retain(|(_, n)| !done.iter().any(|d| Arc::ptr_eq(d, n)));
+        if !done.is_empty()
+            && let Some(list) = self.list.lock().as_mut()
+        {
+            list.retain(|(_, n)| !done.iter().any(|d| Arc::ptr_eq(d, n)));
         }
     }
 }

@@ -51,10 +51,10 @@ struct Inner {
 }
 
 /// One slot's entry: the slot itself is reached through `inspect` (upcast to `Any` to be
-/// downcast by its ref), one pointer for both.
+/// downcast by its ref), one pointer for both; a name is in `names` only (its slot knows its
+/// path, and gives it back when it is removed).
 struct Entry {
     generation: u64,
-    path: Option<Arc<str>>,
     inspect: Weak<dyn Inspect>,
 }
 
@@ -115,8 +115,7 @@ impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
             .field("generation", &self.generation)
-            .field("path", &self.path)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,11 +155,7 @@ impl Registry {
             let i: Arc<dyn Inspect> = slot.clone();
             Arc::downgrade(&i)
         };
-        entry.insert(Entry {
-            generation,
-            path: named.clone(),
-            inspect,
-        });
+        entry.insert(Entry { generation, inspect });
         if let Some(path) = named {
             inner.names.insert(path, id);
         }
@@ -186,23 +181,24 @@ impl Registry {
         let inspect: Arc<dyn Inspect> = slot.clone();
         entry.insert(Entry {
             generation,
-            path: None,
             inspect: Arc::downgrade(&inspect),
         });
         slot
     }
 
-    /// Forgets a dead slot; its index may be reused with a new generation.
-    pub(crate) fn remove(&self, id: ActorId) {
+    /// Forgets a dead slot (and its name, given its `path`); its index may be reused with a new
+    /// generation.
+    pub(crate) fn remove(&self, id: ActorId, path: &str) {
         let mut inner = self.inner.lock();
         if inner
             .slots
             .get(id.index as usize)
             .is_some_and(|e| e.generation == id.generation)
         {
-            let entry = inner.slots.remove(id.index as usize);
-            if let Some(path) = entry.path {
-                inner.names.remove(&path);
+            inner.slots.remove(id.index as usize);
+            // Its name, if it had one, is free again (an unnamed path was never in `names`).
+            if inner.names.get(path) == Some(&id) {
+                inner.names.remove(path);
             }
         }
     }
@@ -307,7 +303,7 @@ mod loom_tests {
             let churn = {
                 let reg = reg.clone();
                 loom::thread::spawn(move || {
-                    reg.remove(old_id);
+                    reg.remove(old_id, "/a");
                     let new = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(2))).unwrap();
                     (reg.lookup("/a").unwrap(), new)
                 })

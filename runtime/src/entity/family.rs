@@ -701,7 +701,7 @@ impl<A: Entity> ChildHandle for Family<A> {
     fn kill(&self) {
         ChildHandle::abort(self);
         ChildHandle::stop(self);
-        self.shared.registry().remove(self.id);
+        self.shared.registry().remove(self.id, &self.path);
     }
 
     fn rejuvenate(&self) {

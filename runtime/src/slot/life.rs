@@ -212,7 +212,7 @@ impl<A: Actor> Slot<A> {
     pub(super) fn kill(&self) {
         self.set_state(SlotState::Dead);
         self.close_mailbox();
-        self.shared.registry().remove(self.id);
+        self.shared.registry().remove(self.id, &self.path);
         // Links hold the linked actor: forgetting the watchers also breaks those cycles.
         self.monitors.clear();
         self.down.store(1, Ordering::Relaxed);

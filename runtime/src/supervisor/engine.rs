@@ -589,7 +589,7 @@ impl ChildHandle for SupNode {
             e.handle.kill();
         }
         self.events.close();
-        self.shared.registry().remove(self.id);
+        self.shared.registry().remove(self.id, &self.path);
     }
 }
 
