@@ -15,6 +15,10 @@
 
 mod hibernate;
 mod life;
+mod options;
+
+pub(crate) use options::SlotOptions;
+use options::Tuned;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -173,59 +177,6 @@ pub(crate) struct Slot<A: Actor> {
     /// Senders answered `RetryAfter` at once (the observer page).
     #[cfg(feature = "observer")]
     pub(crate) retried_after: Stat,
-}
-
-/// Per-slot settings, already tightened by the policy.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SlotOptions {
-    pub(crate) capacity: usize,
-    pub(crate) handling: Duration,
-    pub(crate) rejuvenate_messages: Option<u64>,
-    pub(crate) rejuvenate_age: Option<Duration>,
-    pub(crate) dedicated: bool,
-    /// Its label set's meters (none for a slot built without them, such as in a unit test).
-    #[cfg(feature = "metrics")]
-    pub(crate) meters: Option<Arc<crate::meters::SlotMeters>>,
-}
-
-/// `SlotOptions` as a slot keeps them: durations in nanoseconds and 0 for none, the capacity
-/// left to the mailbox (40 bytes instead of 72 in every slot).
-struct Tuned {
-    handling_ns: u64,
-    rejuvenate_messages: u64,
-    rejuvenate_age_ns: u64,
-    dedicated: bool,
-    #[cfg(feature = "metrics")]
-    meters: Option<Arc<crate::meters::SlotMeters>>,
-}
-
-impl Tuned {
-    fn of(opts: SlotOptions) -> Self {
-        Tuned {
-            handling_ns: opts.handling.as_nanos().try_into().unwrap_or(u64::MAX),
-            // Both builders (actors and entities) make it at least 1: 0 here means none.
-            rejuvenate_messages: opts.rejuvenate_messages.unwrap_or(0),
-            rejuvenate_age_ns: opts
-                .rejuvenate_age
-                .map_or(0, |a| a.as_nanos().try_into().unwrap_or(u64::MAX).max(1)),
-            dedicated: opts.dedicated,
-            #[cfg(feature = "metrics")]
-            meters: opts.meters,
-        }
-    }
-
-    /// The handling lease of one message.
-    fn handling(&self) -> Duration {
-        Duration::from_nanos(self.handling_ns)
-    }
-
-    fn rejuvenate_age(&self) -> Option<Duration> {
-        (self.rejuvenate_age_ns != 0).then(|| Duration::from_nanos(self.rejuvenate_age_ns))
-    }
-
-    fn rejuvenate_messages(&self) -> Option<u64> {
-        (self.rejuvenate_messages != 0).then_some(self.rejuvenate_messages)
-    }
 }
 
 enum Next<E> {
@@ -778,41 +729,4 @@ fn expire<M, R>(path: &str, env: Envelope<M, ReplyTo<R>>) {
 }
 
 #[cfg(all(test, not(crashonly_loom)))]
-mod tests {
-    /// Every live actor holds one slot. Fields that most actors never use (a dedup window, the
-    /// rare crash bookkeeping) are boxed; the mailbox keeps its two halves apart with the slot's
-    /// read-mostly fields between them, not with an alignment (a 128-byte-aligned slot was
-    /// rounded up to a multiple of 128 bytes and allocated with `posix_memalign`: 2,042 bytes
-    /// per idle actor then) nor with an empty gap (128 bytes more: 720 bytes then); its flags are
-    /// bytes, not 8-byte counters, its options compact, and its timers, watchers and waiting
-    /// producers boxed on first use (592 bytes before those, 480 now).
-    #[test]
-    fn a_slot_is_plainly_aligned_and_within_480_bytes() {
-        type A = crate::__private::doc::Counter;
-        type Slot = super::Slot<A>;
-        let (size, align) = (std::mem::size_of::<Slot>(), std::mem::align_of::<Slot>());
-        // The features add a counter (`observer`) and the slot's meters (`metrics`).
-        let most = 480 + 8 * usize::from(cfg!(feature = "observer")) + 8 * usize::from(cfg!(feature = "metrics"));
-        assert!(size <= most, "a slot is {size} bytes");
-        assert!(align <= 16, "a slot is {align}-aligned");
-        let (local_end, inner) = crate::mailbox::halves::<super::Env<A>, super::Cold<A>>();
-        assert!(inner >= local_end + 128, "the mailbox's halves: {local_end}, {inner}");
-    }
-}
-
-#[cfg(all(test, not(crashonly_loom)))]
-mod task_size {
-    /// A running actor's task is tokio's 128-aligned cell around `run`'s future: at most 640
-    /// bytes of future keep it in a 768-byte cell. `start` is boxed, and there is one `instance`
-    /// future whether it recovers or resumes (one for each made it 928 bytes).
-    #[tokio::test]
-    async fn the_actor_task_future_stays_within_640_bytes() {
-        let system = crate::System::new();
-        let r = system
-            .spawn(crate::ActorSpec::<crate::__private::doc::Counter>::new(0))
-            .unwrap();
-        let run = r.slot().clone().run(super::hibernate::Begin::Recover);
-        let size = std::mem::size_of_val(&run);
-        assert!(size <= 640, "the task's future is {size} bytes");
-    }
-}
+mod layout;
