@@ -79,6 +79,7 @@ struct Inner<T> {
     consumer: Option<Waker>,
     /// Producers parked on a full mailbox.
     /// Boxed while any waits: a full mailbox is rare (8 bytes in every mailbox, not 24).
+    #[expect(clippy::box_collection, reason = "8 bytes in every mailbox instead of a Vec's 24")]
     producers: Option<Box<Vec<Waker>>>,
     /// Size of the batch in `local` until it is used up.
     in_local: usize,

@@ -50,8 +50,11 @@ pub(crate) enum Watcher {
 #[derive(Default)]
 pub(crate) struct Monitors {
     /// Boxed on the first watcher: most actors have none (16 bytes in every slot, not 32).
-    list: Mutex<Option<Box<Vec<(Watcher, Notify)>>>>,
+    list: Mutex<Option<Box<Watchers>>>,
 }
+
+/// The watchers of one actor.
+type Watchers = Vec<(Watcher, Notify)>;
 
 impl fmt::Debug for Monitors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -52,6 +52,7 @@ struct Life<A> {
     task: Option<Task>,
     abort: Option<AbortHandle>,
     /// Boxed on the first timer: most actors arm none (8 bytes in every slot, not 24).
+    #[expect(clippy::box_collection, reason = "8 bytes in every slot instead of a Vec's 24")]
     timers: Option<Box<Vec<AbortHandle>>>,
     launched: bool,
     /// The hibernating instance (see `hibernate`).
@@ -133,7 +134,7 @@ pub(crate) struct Slot<A: Actor> {
     pub(crate) path: Arc<str>,
     shared: Arc<Shared>,
     /// With the slot's read-mostly fields between its two halves (see `Cold`).
-    pub(crate) mailbox: Mailbox<Envelope<A::Msg, ReplyTo<A::Reply>>, Cold<A>>,
+    pub(crate) mailbox: Mailbox<Env<A>, Cold<A>>,
     pub(crate) monitors: Monitors,
     // Relaxed: counters are statistics; nothing is ordered by them.
     handled: Stat,
