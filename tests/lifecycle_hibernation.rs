@@ -36,6 +36,15 @@ async fn until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// A probe that has added `n` and then hibernated (idle past the system's `hibernate_after`).
+async fn hibernating_probe(system: &System, n: u64) -> (ActorRef<Probe>, Probes) {
+    let probes = Probes::default();
+    let r = system.spawn(ActorSpec::<Probe>::new(probes.clone())).unwrap();
+    r.tell(Cmd::Add(n)).await.unwrap();
+    assert!(until(Duration::from_secs(3), || r.stats().hibernating).await);
+    (r, probes)
+}
+
 #[tokio::test]
 async fn an_actor_that_starts_to_an_empty_mailbox_hibernates_and_holds_no_task() {
     const N: usize = 500;
@@ -155,10 +164,7 @@ async fn a_group_restart_powers_off_hibernating_siblings() {
 #[tokio::test(start_paused = true)]
 async fn a_crash_reboot_of_a_hibernating_actor_drops_its_state_and_recovers() {
     let system = system(Some(Duration::from_secs(1)));
-    let probes = Probes::default();
-    let r = system.spawn(ActorSpec::<Probe>::new(probes.clone())).unwrap();
-    r.tell(Cmd::Add(4)).await.unwrap();
-    assert!(until(Duration::from_secs(3), || r.stats().hibernating).await);
+    let (r, probes) = hibernating_probe(&system, 4).await;
     r.kill().unwrap();
     let seen = get(&r).await;
     assert_eq!(
@@ -199,10 +205,7 @@ async fn a_hibernating_child_terminated_by_its_supervisor_is_dropped_and_answers
 #[tokio::test(start_paused = true)]
 async fn rejuvenating_a_hibernating_actor_starts_a_new_instance() {
     let system = system(Some(Duration::from_secs(1)));
-    let probes = Probes::default();
-    let r = system.spawn(ActorSpec::<Probe>::new(probes.clone())).unwrap();
-    r.tell(Cmd::Add(3)).await.unwrap();
-    assert!(until(Duration::from_secs(3), || r.stats().hibernating).await);
+    let (r, probes) = hibernating_probe(&system, 3).await;
     r.rejuvenate();
     assert!(until(Duration::from_secs(2), || r.stats().incarnation == 2).await);
     let seen = get(&r).await;

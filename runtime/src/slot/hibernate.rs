@@ -99,7 +99,7 @@ impl<A: Actor> Slot<A> {
     pub(super) fn may_hibernate(&self) -> bool {
         !cfg!(crashonly_loom)
             && !self.cold().opts.dedicated
-            && self.cold().opts.rejuvenate_age_ns == 0
+            && self.cold().opts.rejuvenate_age().is_none()
             && self.shared.config().hibernate_after.is_some()
     }
 
@@ -130,15 +130,20 @@ impl<A: Actor> Slot<A> {
 
     /// The mailbox woke a hibernating instance: a task resumes it (nothing when it was taken
     /// meanwhile, by `power_off` or an earlier wake-up).
-    fn wake_hibernated(&self) {
-        let Some(me) = self.myself() else { return };
+    fn wake_hibernated(self: Arc<Self>) {
         let mut life = self.cold().life.lock();
         let Some(parked) = life.parked.take() else { return };
         self.hibernation.store(LIVE, Ordering::Relaxed);
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        self.take_over(&mut life, self.clone(), generation, Begin::Resume(parked));
+    }
+
+    /// Spawns the task (launch number `generation`) that runs this slot from `begin`, and makes
+    /// it the one `life` aborts and joins.
+    fn take_over(&self, life: &mut Life<A>, me: Arc<Self>, generation: u64, begin: Begin<A>) {
         let task = self.shared.spawn(async move {
             let ended = TaskEnded(me, generation);
-            ended.0.clone().run(Begin::Resume(parked)).await;
+            ended.0.clone().run(begin).await;
         });
         life.abort = Some(task.abort_handle());
         life.task = Some(task);
@@ -218,13 +223,7 @@ impl<A: Actor> Slot<A> {
             // The next poll, in the task, registers the task's waker (the no-op one goes).
             Poll::Pending => Inline::Recovering(recovering),
         };
-        let begin = Begin::Inline(Box::new(inline));
-        let task = self.shared.spawn(async move {
-            let ended = TaskEnded(me, generation);
-            ended.0.clone().run(begin).await;
-        });
-        life.abort = Some(task.abort_handle());
-        life.task = Some(task);
+        self.take_over(&mut life, me, generation, Begin::Inline(Box::new(inline)));
         None
     }
 
@@ -283,10 +282,10 @@ impl<A: Actor> Slot<A> {
     }
 
     unsafe fn wake(data: *const ()) {
-        // SAFETY: `data` is the waker's own, and waking consumes it.
-        let weak = ManuallyDrop::into_inner(unsafe { Self::weak(data) });
-        if let Some(slot) = weak.upgrade() {
-            slot.wake_hibernated();
+        // SAFETY: `data` is the waker's own; waking consumes it, so it is dropped after.
+        unsafe {
+            Self::wake_by_ref(data);
+            Self::drop_waker(data);
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) struct SlotOptions {
 pub(super) struct Tuned {
     handling_ns: u64,
     rejuvenate_messages: u64,
-    pub(super) rejuvenate_age_ns: u64,
+    rejuvenate_age_ns: u64,
     pub(super) dedicated: bool,
     #[cfg(feature = "metrics")]
     pub(super) meters: Option<Arc<crate::meters::SlotMeters>>,
