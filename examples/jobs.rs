@@ -60,7 +60,7 @@ impl Worker {
         let (key, job) = &jobs[pick];
         let name = String::from_utf8_lossy(key).into_owned();
         let lease = match store
-            .acquire_lease(&format!("lease:{name}"), ctx.myself().path(), LEASE)
+            .acquire_lease(&format!("lease:{name}"), &ctx.myself().path().to_string(), LEASE)
             .await
         {
             Ok(l) => l,

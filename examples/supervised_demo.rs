@@ -53,7 +53,7 @@ impl Counter {
     /// The recovery path, run on every start: take the counter's lease and load its value.
     #[start]
     async fn recover((key, store): &CounterArgs, ctx: &mut Context<Self>) -> Result<Self, StoreError> {
-        let holder = ctx.myself().path().to_owned();
+        let holder = ctx.myself().path().to_string();
         let state = DurableState::recover(store.clone(), &format!("counter/{key}"), &holder, LEASE).await?;
         let value = decode(state.value());
         tracing::info!(key, value, "counter recovered");

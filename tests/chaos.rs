@@ -80,7 +80,7 @@ impl Actor for Worker {
     type Error = StoreError;
 
     async fn start(store: &Arc<FlakyStore>, ctx: &mut Context<Self>) -> Result<Self, StoreError> {
-        let key = ctx.myself().path().as_bytes().to_vec();
+        let key = ctx.myself().path().to_string().into_bytes();
         let n = match store.get(&key).await? {
             Some(v) => u64::from_le_bytes(v.value.try_into().unwrap_or([0; 8])),
             None => 0,

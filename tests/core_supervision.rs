@@ -135,7 +135,7 @@ async fn names_are_unique_per_parent_and_validated() {
         .unwrap_err();
     assert!(matches!(err, crashonly::SpawnError::BadName(_)));
     let anon = system.spawn(ActorSpec::<Probe>::new(Probes::default())).unwrap();
-    assert!(anon.path().starts_with("/#"));
+    assert!(anon.path().to_string().starts_with("/#"));
 }
 
 /// root(1 in 60 s) -> mid(max 1 in 60 s) -> leaf

@@ -26,9 +26,14 @@ impl Counter {
     #[start]
     async fn recover(setup: &Setup, ctx: &mut Context<Self>) -> Result<Self, String> {
         let key = Self::STORE_KEY.expect("set by #[actor(store_key)]");
-        let state = DurableState::recover(setup.store.clone(), key, ctx.myself().path(), Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
+        let state = DurableState::recover(
+            setup.store.clone(),
+            key,
+            &ctx.myself().path().to_string(),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let n = state
             .value()
             .map(|b| u64::from_le_bytes(b.try_into().unwrap()))

@@ -7,6 +7,7 @@ use crate::actor::Actor;
 use crate::crash::CrashReason;
 use crate::error::{DeliveryError, SendError};
 use crate::monitor::Monitors;
+use crate::path::ActorPath;
 use crate::registry::ActorId;
 use crate::request::{Ask, Target, Tell};
 use crate::slot::Slot;
@@ -35,7 +36,7 @@ impl<A: Actor> fmt::Debug for ActorRef<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActorRef")
             .field("id", &self.slot.id)
-            .field("path", &self.slot.path)
+            .field("path", &self.slot.path())
             .finish()
     }
 }
@@ -96,8 +97,8 @@ impl<A: Actor> ActorRef<A> {
     /// assert_eq!(counter.path(), "/app/counter");
     /// # }
     /// ```
-    pub fn path(&self) -> &str {
-        &self.slot.path
+    pub fn path(&self) -> ActorPath<'_> {
+        self.slot.path()
     }
 
     /// Whether the slot still accepts messages (false once it is dead for good).

@@ -16,17 +16,31 @@ pub type Instant = tokio::time::Instant;
 /// Under `--cfg crashonly_loom` it is a manual clock: time stands still until a test calls
 /// `Clock::advance`, so TTLs, ask deadlines, backoff and intensity windows are
 /// model-checked without real time.
+///
+/// The paths taken for every message (a sender stamping a deadline, an actor checking it and
+/// noting when it began) read a coarse clock instead where there is one (Linux's
+/// `CLOCK_MONOTONIC_COARSE`: a few ns instead of the 50 ns of a precise read in a virtual
+/// machine, where two precise reads were a fifth of a tell's CPU time), never later than the
+/// precise time and at most one tick (4 ms at the usual `HZ=250`) behind it; see
+/// [`coarse`](Clock::coarse) for where that may and may not decide.
 #[derive(Clone, Debug)]
 pub struct Clock {
     epoch: Instant,
+    /// The coarse clock: where it stands at `epoch`, and its resolution. None where there is
+    /// none, and when tokio's time is paused (tests: the coarse clock is real time).
+    #[cfg(all(target_os = "linux", not(crashonly_loom)))]
+    coarse: Option<coarse::Coarse>,
     #[cfg(crashonly_loom)]
     manual: crate::sync::Arc<manual::Manual>,
 }
 
 impl Default for Clock {
     fn default() -> Self {
+        let epoch = Instant::now();
         Clock {
-            epoch: Instant::now(),
+            #[cfg(all(target_os = "linux", not(crashonly_loom)))]
+            coarse: coarse::Coarse::at(epoch),
+            epoch,
             #[cfg(crashonly_loom)]
             manual: Default::default(),
         }
@@ -64,6 +78,33 @@ impl Clock {
     #[cfg(not(crashonly_loom))]
     pub fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    /// Now for the per-message paths, as an instant and as [`nanos_of`](Self::nanos_of): the
+    /// coarse clock where there is one, never later than [`now`](Self::now) and at most
+    /// [`slack`](Self::slack) earlier; else the precise time. A decision that a difference as
+    /// small as the slack could change (is a deadline that close past?) must read
+    /// [`now`](Self::now) instead.
+    #[inline]
+    pub(crate) fn coarse(&self) -> (Instant, u64) {
+        #[cfg(all(target_os = "linux", not(crashonly_loom)))]
+        if let Some(c) = &self.coarse {
+            let since = c.since_epoch();
+            return (self.epoch + Duration::from_nanos(since), since + 1);
+        }
+        let now = self.now();
+        (now, self.nanos_of(now))
+    }
+
+    /// How far [`coarse`](Self::coarse) may be behind [`now`](Self::now): two ticks of the
+    /// coarse clock (a tick may be late), zero where there is no coarse clock.
+    #[inline]
+    pub(crate) fn slack(&self) -> Duration {
+        #[cfg(all(target_os = "linux", not(crashonly_loom)))]
+        if let Some(c) = &self.coarse {
+            return c.slack;
+        }
+        Duration::ZERO
     }
 
     /// The current time: the epoch plus every [`advance`](Clock::advance) so far.
@@ -120,6 +161,78 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Out
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) async fn sleep(delay: Duration) {
     tokio::time::sleep(delay).await
+}
+
+#[cfg(all(target_os = "linux", not(crashonly_loom)))]
+mod coarse {
+    //! Linux's coarse monotonic clock: the time of the last timer tick, read from the vDSO
+    //! without the timestamp counter.
+
+    use std::time::Duration;
+
+    use super::Instant;
+
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Coarse {
+        /// The monotonic clock's nanos at the epoch.
+        epoch: u64,
+        pub(super) slack: Duration,
+    }
+
+    /// `clock`'s time (`get`: `clock_gettime`) or resolution (`clock_getres`), in nanos.
+    #[inline]
+    fn read(get: bool, clock: libc::clockid_t) -> u64 {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `t` is a valid, writable timespec for the call's duration, and both calls
+        // only write it; they cannot fail for these clocks (zero stays zero if they did).
+        unsafe {
+            if get {
+                libc::clock_gettime(clock, &mut t);
+            } else {
+                libc::clock_getres(clock, &mut t);
+            }
+        }
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    }
+
+    impl Coarse {
+        /// The coarse clock for a clock whose epoch is `epoch`, just read; none while tokio's
+        /// time is paused (the coarse clock would go on in real time) or when its resolution is
+        /// too coarse to be worth it (above 10 ms).
+        pub(super) fn at(epoch: Instant) -> Option<Coarse> {
+            // `std`'s monotonic clock is `CLOCK_MONOTONIC`, the coarse clock's base: read just
+            // after the epoch, this is where the epoch stands on it (a few ns later at most,
+            // which makes coarse readings earlier, never later).
+            let at = read(true, libc::CLOCK_MONOTONIC);
+            if paused(epoch) {
+                return None;
+            }
+            let res = Duration::from_nanos(read(false, libc::CLOCK_MONOTONIC_COARSE));
+            (!res.is_zero() && res <= Duration::from_millis(10)).then_some(Coarse {
+                epoch: at,
+                slack: res * 2,
+            })
+        }
+
+        /// Nanos since the epoch, on the coarse clock.
+        #[inline]
+        pub(super) fn since_epoch(&self) -> u64 {
+            read(true, libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.epoch)
+        }
+    }
+
+    /// Whether tokio's clock is paused: it stands still while real time passes (a precise read
+    /// moves within a microsecond otherwise). Paused time only moves when the runtime is idle,
+    /// never during this spin.
+    fn paused(epoch: Instant) -> bool {
+        let real = std::time::Instant::now();
+        while real.elapsed() < Duration::from_micros(2) {
+            std::hint::spin_loop();
+        }
+        Instant::now() == epoch
+    }
 }
 
 #[cfg(crashonly_loom)]

@@ -469,7 +469,7 @@ impl<A: Actor> Context<A> {
             shared.clock(),
             shared.executor(),
             resource,
-            self.myself.path(),
+            &self.myself.path().to_string(),
             ttl,
         )?;
         slot.add_timer(renewals);
@@ -564,7 +564,7 @@ impl<A: Actor> Drop for Context<A> {
             let slot = self.myself.slot();
             let reason = slot.take_abort_reason(self.incarnation).unwrap_or(CrashReason::Aborted);
             let report = Arc::new(CrashReport {
-                path: slot.path.to_string(),
+                path: slot.path().to_string(),
                 reason,
                 envelope: Some(inflight.header.clone()),
             });

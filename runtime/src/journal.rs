@@ -89,7 +89,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Records an event, dropping the oldest past the capacity.
-    pub(crate) fn record(&self, kind: Kind, path: &str, detail: Detail) {
+    pub(crate) fn record(&self, kind: Kind, path: impl std::fmt::Display, detail: Detail) {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -103,7 +103,7 @@ impl Journal {
         ring.events.push_back(Event {
             seq,
             kind,
-            path: path.to_owned(),
+            path: path.to_string(),
             detail,
             unix_ms,
         });

@@ -106,6 +106,7 @@ mod mailbox;
 #[cfg(feature = "metrics")]
 mod meters;
 mod monitor;
+mod path;
 mod policy;
 mod registry;
 mod remote;
@@ -148,6 +149,7 @@ pub use envelope::{EnvelopeId, Header, IdempotencyKey, SpanId, TraceContext, Tra
 pub use error::{ChildError, DeliveryError, SendError, SpawnError, SystemError};
 pub use lease::{Lease, LeaseError, LeaseTable};
 pub use monitor::{Down, DownReason, MonitorStream};
+pub use path::ActorPath;
 pub use policy::{Backoff, Intensity, Policy, PolicyBuilder, PolicyError};
 pub use registry::{ActorId, Snapshot};
 pub use remote::Remote;

@@ -272,9 +272,13 @@ impl SlotMeters {
     /// for one message in [`SAMPLE_EVERY`] only.
     pub(crate) fn handled(&self, n: u64, took: impl FnOnce() -> u64) {
         self.handled_n.fetch_add(1, Ordering::Relaxed);
-        if n.is_multiple_of(SAMPLE_EVERY) {
+        if Self::sampled(n) {
             self.handling.record(took() as f64 * 1e-9);
         }
+    }
+    /// Whether the handling time of the `n`th message (from 0) is recorded.
+    pub(crate) fn sampled(n: u64) -> bool {
+        n.is_multiple_of(SAMPLE_EVERY)
     }
     /// Copies the counts kept outside the recorder into it (before a render).
     pub(crate) fn publish(&self) {

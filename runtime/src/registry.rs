@@ -120,12 +120,13 @@ impl fmt::Debug for Entry {
 }
 
 impl Registry {
-    /// Registers a new slot made by `make(id, path)`. A named slot's path is `parent/name` and must be
-    /// free; an unnamed one gets `parent/#generation`.
-    pub(crate) fn insert<T, F>(&self, parent: &str, name: Option<&str>, make: F) -> Result<Arc<T>, SpawnError>
+    /// Registers a new slot made by `make(id, base, named)`. A named slot's path is `parent/name`
+    /// (the base) and must be free; an unnamed one's is `parent/#generation` (see `path`), and its
+    /// base is its parent's path, shared.
+    pub(crate) fn insert<T, F>(&self, parent: &Arc<str>, name: Option<&str>, make: F) -> Result<Arc<T>, SpawnError>
     where
         T: Any + Inspect + Send + Sync,
-        F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
+        F: FnOnce(ActorId, Arc<str>, bool) -> Arc<T>,
     {
         let sep = if parent.ends_with('/') { "" } else { "/" };
         let mut inner = self.inner.lock();
@@ -147,10 +148,10 @@ impl Registry {
             index: entry.key() as u32,
             generation,
         };
-        let path = named
-            .clone()
-            .unwrap_or_else(|| format!("{parent}{sep}#{generation}").into());
-        let slot = make(id, path);
+        let slot = match &named {
+            Some(path) => make(id, path.clone(), true),
+            None => make(id, parent.clone(), false),
+        };
         let inspect: Weak<dyn Inspect> = {
             let i: Arc<dyn Inspect> = slot.clone();
             Arc::downgrade(&i)
@@ -167,7 +168,7 @@ impl Registry {
     pub(crate) fn insert_at<T, F>(&self, path: Arc<str>, make: F) -> Arc<T>
     where
         T: Any + Inspect + Send + Sync,
-        F: FnOnce(ActorId, Arc<str>) -> Arc<T>,
+        F: FnOnce(ActorId, Arc<str>, bool) -> Arc<T>,
     {
         let mut inner = self.inner.lock();
         inner.generation += 1;
@@ -177,7 +178,7 @@ impl Registry {
             index: entry.key() as u32,
             generation,
         };
-        let slot = make(id, path);
+        let slot = make(id, path, true);
         let inspect: Arc<dyn Inspect> = slot.clone();
         entry.insert(Entry {
             generation,
@@ -186,9 +187,9 @@ impl Registry {
         slot
     }
 
-    /// Forgets a dead slot (and its name, given its `path`); its index may be reused with a new
-    /// generation.
-    pub(crate) fn remove(&self, id: ActorId, path: &str) {
+    /// Forgets a dead slot (and its name, given the path of a named one); its index may be reused
+    /// with a new generation.
+    pub(crate) fn remove(&self, id: ActorId, named: Option<&str>) {
         let mut inner = self.inner.lock();
         if inner
             .slots
@@ -197,7 +198,9 @@ impl Registry {
         {
             inner.slots.remove(id.index as usize);
             // Its name, if it had one, is free again (an unnamed path was never in `names`).
-            if inner.names.get(path) == Some(&id) {
+            if let Some(path) = named
+                && inner.names.get(path) == Some(&id)
+            {
                 inner.names.remove(path);
             }
         }

@@ -42,7 +42,7 @@ impl<A: Actor> Copy for Target<'_, A> {}
 impl<A: Actor> fmt::Debug for Target<'_, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Actor(a) => f.write_str(a.path()),
+            Target::Actor(a) => write!(f, "{}", a.path()),
             Target::Entity(e) => f.write_str(&e.describe()),
         }
     }
@@ -255,7 +255,7 @@ impl<'a, A: Actor> Opts<'a, A> {
     fn envelope(&self, payload: A::Msg, reply: Option<ReplyTo<A::Reply>>) -> Envelope<A::Msg, ReplyTo<A::Reply>> {
         let shared = self.target.shared();
         let inherited = self.inherited();
-        let deadline = self.deadline(shared.now(), inherited);
+        let deadline = self.deadline(shared.now_for_ttl(self.ttl), inherited);
         let id = shared.next_envelope_id();
         let trace = self
             .trace

@@ -20,6 +20,9 @@ use crate::registry::Registry;
 use crate::rt::{Executor, Task};
 use crate::sync::{Arc, AtomicU8, Ordering, Stat};
 
+/// Spans from this long up are measured on the coarse clock (see [`Shared::now_within`]).
+pub(crate) const COARSE_TTL: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: Config,
@@ -121,6 +124,24 @@ impl Shared {
 
     pub(crate) fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// Now, for stamping a deadline `ttl` from now (the policy's default when `None`).
+    #[inline]
+    pub(crate) fn now_for_ttl(&self, ttl: Option<Duration>) -> Instant {
+        self.now_within(self.config.policy.ttl(ttl))
+    }
+
+    /// Now, for a time span as long as `span` (a TTL, an intensity period): the coarse clock
+    /// when the span is at least [`COARSE_TTL`] long (it is then at most two coarse ticks, 8 ms,
+    /// early: under 1% of the span), the precise one for shorter spans.
+    #[inline]
+    pub(crate) fn now_within(&self, span: Duration) -> Instant {
+        if span >= COARSE_TTL {
+            self.clock.coarse().0
+        } else {
+            self.clock.now()
+        }
     }
 
     /// Now, in clock nanos (see [`Clock::nanos_of`]).

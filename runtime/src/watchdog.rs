@@ -74,7 +74,7 @@ pub(crate) fn scan(
 
 /// The abandonment rule: counts a task abandoned in blocking code; past the policy's
 /// `max_abandoned` the system gives up, so that the process is restarted from outside.
-pub(crate) fn abandoned(shared: &Shared, path: &str) {
+pub(crate) fn abandoned(shared: &Shared, path: impl std::fmt::Display) {
     let n = shared.count_abandoned();
     tracing::error!(actor = %path, abandoned = n, "task did not stop after its abort; abandoned");
     if n > u64::from(shared.max_abandoned()) {

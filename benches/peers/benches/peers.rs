@@ -405,6 +405,47 @@ fn restart_latency(c: &mut Criterion) {
     g.finish();
 }
 
+/// Restart latency after a crash without unwinding: the handler returns `Err` (crashonly); actix's
+/// `ctx.stop()` (its restart row's workload, which never unwinds either).
+fn restart_err(c: &mut Criterion) {
+    let mut g = c.benchmark_group("restart_err");
+    let rt = runtime();
+    let sys = rt.block_on(async { co::system(Strategy::OneForOne) });
+    let a = rt.block_on(async { co::spawn(&sys, None) });
+    g.bench_function("crashonly", |b| {
+        b.to_async(&rt).iter(|| async {
+            a.tell(co::Msg::Fail).await.unwrap();
+            a.ask(co::Msg::Get).await.unwrap()
+        })
+    });
+    let rt1 = one_thread();
+    let sys1 = rt1.block_on(async { co::system(Strategy::OneForOne) });
+    let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
+    g.bench_function("crashonly-1t", |b| {
+        b.to_async(&rt1).iter(|| async {
+            a1.tell(co::Msg::Fail).await.unwrap();
+            a1.ask(co::Msg::Get).await.unwrap()
+        })
+    });
+    {
+        let sys = actix_rt::System::new();
+        let a = sys.block_on(async { actix::Supervisor::start(|_| ax::Bench::new(None)) });
+        g.bench_function("actix", |b| {
+            b.iter_custom(|iters| {
+                sys.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        a.do_send(ax::Fail);
+                        a.send(ax::Get).await.unwrap();
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 fn subtree_1000(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("one_for_all_1000");
@@ -496,11 +537,12 @@ fn all(c: &mut Criterion) {
     }
     let only = std::env::var("PEERS_ROWS").unwrap_or_default();
     let want = |row: &str| only.is_empty() || only.split(',').any(|r| r == row);
-    let rows: [(&str, fn(&mut Criterion)); 5] = [
+    let rows: [(&str, fn(&mut Criterion)); 6] = [
         ("spawn", spawn_100k),
         ("tell", tell_1m),
         ("ask", ask_round_trip),
         ("restart", restart_latency),
+        ("restart_err", restart_err),
         ("subtree", subtree_1000),
     ];
     for (name, row) in rows {

@@ -83,13 +83,25 @@ pub mod co {
         Add(u64),
         Get,
         Panic,
+        /// The handler returns `Err`: a crash without unwinding.
+        Fail,
+    }
+
+    /// What `Msg::Fail` returns.
+    #[derive(Debug)]
+    pub struct Failed;
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bench failure")
+        }
     }
 
     impl Actor for Bench {
         type Args = Option<Arc<Starts>>;
         type Msg = Msg;
         type Reply = u64;
-        type Error = std::convert::Infallible;
+        type Error = Failed;
 
         async fn start(starts: &Option<Arc<Starts>>, _: &mut Context<Self>) -> Result<Self, Self::Error> {
             if let Some(s) = starts {
@@ -103,6 +115,7 @@ pub mod co {
                 Msg::Add(k) => self.n += k,
                 Msg::Get => {}
                 Msg::Panic => panic!("bench crash"),
+                Msg::Fail => return Err(Failed),
             }
             Ok(self.n)
         }

@@ -19,12 +19,13 @@ const FRAMEWORKS: [&str; 6] = ["crashonly", "crashonly-1t", "actix", "ractor", "
 const IDLE_N: usize = 100_000;
 
 /// (criterion group, label, unit divisor, unit)
-const ROWS: [(&str, &str); 7] = [
+const ROWS: [(&str, &str); 8] = [
     ("spawn_100k", "spawn 100k actors until started"),
     ("tell_1m_1_sender", "tell 1M messages, 1 sender"),
     ("tell_1m_4_senders", "tell 1M messages, 4 senders"),
     ("ask_round_trip", "ask round trip"),
     ("restart_latency", "restart latency (panic -> next message handled)"),
+    ("restart_err", "restart latency (handler returns Err -> next message handled)"),
     ("one_for_all_1000", "restart a 1,000-child subtree (one-for-all)"),
     ("memory", "memory per idle actor"),
 ];

@@ -22,6 +22,7 @@ use crate::clock::Instant;
 use crate::crash::{CrashReason, CrashReport};
 use crate::dedup::Dedup;
 use crate::error::DeliveryError;
+use crate::path::ActorPath;
 use crate::policy::{Backoff, Intensity};
 use crate::registry::ActorId;
 use crate::reply::answer;
@@ -191,10 +192,9 @@ impl<A: Entity> Family<A> {
         let dedup = self.cfg.dedup.map(|(window, clone)| Dedup::new(window, clone));
         let opts = self.cfg.slot.clone();
         let shared = self.shared.clone();
-        let slot = self
-            .shared
-            .registry()
-            .insert_at(path, |id, path| Slot::new((id, path), shared, args, weak, opts, dedup));
+        let slot = self.shared.registry().insert_at(path, |id, path, named| {
+            Slot::new((id, path, named), shared, args, weak, opts, dedup)
+        });
         self.counters.activations.fetch_add(1, Ordering::Relaxed);
         meter!(self.cfg.slot.meters, activated());
         (slot, link)
@@ -581,8 +581,8 @@ impl<A: Entity> Family<A> {
 }
 
 impl<A: Entity> ChildHandle for Family<A> {
-    fn path(&self) -> &str {
-        &self.path
+    fn path(&self) -> ActorPath<'_> {
+        ActorPath::named(&self.path)
     }
 
     fn identity(&self) -> *const () {
@@ -701,7 +701,7 @@ impl<A: Entity> ChildHandle for Family<A> {
     fn kill(&self) {
         ChildHandle::abort(self);
         ChildHandle::stop(self);
-        self.shared.registry().remove(self.id, &self.path);
+        self.shared.registry().remove(self.id, Some(&self.path));
     }
 
     fn rejuvenate(&self) {

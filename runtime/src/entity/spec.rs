@@ -412,9 +412,11 @@ impl<A: Entity> EntitySpec<A> {
         };
         let weak: Weak<dyn Parent> = Arc::downgrade(&(parent.clone() as Arc<dyn Parent>));
         let make = self.make;
-        let family = shared.registry().insert(parent.path(), Some(&self.name), |id, path| {
-            Family::new((id, path), shared.clone(), weak, make, cfg)
-        })?;
+        let family = shared
+            .registry()
+            .insert(parent.path_arc(), Some(&self.name), |id, path, _| {
+                Family::new((id, path), shared.clone(), weak, make, cfg)
+            })?;
         parent.adopt(family.clone(), self.restart)?;
         Ok(family)
     }

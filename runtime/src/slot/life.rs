@@ -12,6 +12,7 @@ use crate::actor::Actor;
 use crate::crash::{CrashReason, CrashReport};
 use crate::error::DeliveryError;
 use crate::monitor::{Down, DownReason};
+use crate::path::ActorPath;
 use crate::registry::{Inspect, Snapshot};
 use crate::reply::answer;
 use crate::supervisor::{ChildHandle, Decision, Scope};
@@ -135,7 +136,7 @@ impl<A: Actor> Slot<A> {
     /// or the watchdog's thread).
     fn abandon_task(&self) {
         if self.aborted_at.swap_zero() != 0 {
-            crate::watchdog::abandoned(&self.shared, &self.path);
+            crate::watchdog::abandoned(&self.shared, self.path());
         }
     }
 
@@ -184,7 +185,7 @@ impl<A: Actor> Slot<A> {
                 return Poll::Ready(Err(match &r.last_crash {
                     Some(LastCrash::Report(report, _)) => DeliveryError::Crashed(report.clone()),
                     Some(LastCrash::Aborted(_)) => DeliveryError::Crashed(Arc::new(CrashReport {
-                        path: self.path.to_string(),
+                        path: self.path().to_string(),
                         reason: CrashReason::Aborted,
                         envelope: None,
                     })),
@@ -212,7 +213,9 @@ impl<A: Actor> Slot<A> {
     pub(super) fn kill(&self) {
         self.set_state(SlotState::Dead);
         self.close_mailbox();
-        self.shared.registry().remove(self.id, &self.path);
+        self.shared
+            .registry()
+            .remove(self.id, self.named.then_some(&*self.base));
         // Links hold the linked actor: forgetting the watchers also breaks those cycles.
         self.monitors.clear();
         self.down.store(1, Ordering::Relaxed);
@@ -221,8 +224,8 @@ impl<A: Actor> Slot<A> {
 }
 
 impl<A: Actor> ChildHandle for Slot<A> {
-    fn path(&self) -> &str {
-        &self.path
+    fn path(&self) -> ActorPath<'_> {
+        Slot::path(self)
     }
 
     fn rejuvenate(&self) {
@@ -251,8 +254,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             return;
         }
         if life.launched {
-            self.restarts.fetch_add(1, Ordering::Relaxed);
-            meter!(self.cold().opts.meters, restarted());
+            self.count_restart();
         }
         life.launched = true;
         let generation = self.task_gen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -275,7 +277,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
             me.clone().run(super::hibernate::Begin::Recover).await;
         };
         let task = if self.cold().opts.dedicated {
-            self.shared.executor().spawn_thread(&self.path, run)
+            self.shared.executor().spawn_thread(&self.path().to_string(), run)
         } else {
             self.shared.spawn(run)
         };
@@ -298,7 +300,6 @@ impl<A: Actor> ChildHandle for Slot<A> {
         if let Some(now) = self.power_off(None) {
             // Aborted by its supervisor (a sibling's group restart, its subtree restarting):
             // counted, and remembered without a report or a second clock read.
-            self.crashes.fetch_add(1, Ordering::Relaxed);
             meter!(self.cold().opts.meters, crashed());
             #[cfg(not(crashonly_loom))]
             let at = Some(self.shared.clock().instant_of(now));
@@ -307,7 +308,10 @@ impl<A: Actor> ChildHandle for Slot<A> {
                 let _ = now;
                 None
             };
-            self.rare(|r| r.last_crash = Some(LastCrash::Aborted(at)));
+            self.rare(|r| {
+                r.crashes += 1;
+                r.last_crash = Some(LastCrash::Aborted(at));
+            });
         }
     }
 
@@ -339,7 +343,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         self.down.store(1, Ordering::Relaxed);
         self.monitors.fire(|| Down {
             id: self.id,
-            path: self.path.to_string(),
+            path: self.path().to_string(),
             reason: DownReason::Ended,
             restarting: false,
         });
@@ -356,7 +360,7 @@ impl<A: Actor> Inspect for Slot<A> {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             id: self.id,
-            path: self.path.to_string(),
+            path: self.path().to_string(),
             stats: Some(self.stats()),
         }
     }
@@ -387,7 +391,7 @@ impl<A: Actor> Inspect for Slot<A> {
         #[cfg(feature = "observer")]
         self.shared.journal().record(
             crate::journal::Kind::Watchdog,
-            &self.path,
+            self.path(),
             crate::journal::Detail::Text(reason.to_string()),
         );
         let _ = self.crash_from_outside(reason);

@@ -16,6 +16,8 @@
 mod hibernate;
 mod life;
 mod options;
+mod ready;
+mod record;
 
 pub(crate) use options::SlotOptions;
 use options::Tuned;
@@ -23,7 +25,7 @@ use options::Tuned;
 use std::fmt;
 use std::future::poll_fn;
 use std::future::Future;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::future::Either;
@@ -31,7 +33,6 @@ use tracing::Instrument;
 
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
-use crate::clock::Instant;
 use crate::context::Context;
 use crate::crash::{self, CrashReason, CrashReport};
 use crate::dedup::Dedup;
@@ -39,6 +40,7 @@ use crate::envelope::{CopyFn, Envelope, Header};
 use crate::error::DeliveryError;
 use crate::mailbox::Mailbox;
 use crate::monitor::{Down, DownReason, Monitors};
+use crate::path::ActorPath;
 use crate::registry::ActorId;
 use crate::reply::{answer, ReplyTo};
 use crate::rt::{AbortHandle, Task};
@@ -47,6 +49,7 @@ use crate::stats::{SlotState, Stats};
 use crate::supervisor::{Decision, Exit, Parent, Scope};
 use crate::sync::{Arc, AtomicU64, AtomicU8, Flag, Mutex, Ordering, PlainMutex, SetOnce, Stat, Weak};
 use hibernate::{Begin, Opening, Parked, INLINE_NONE};
+use record::{LastCrash, Rare};
 
 struct Life<A> {
     task: Option<Task>,
@@ -84,27 +87,6 @@ impl<A> fmt::Debug for Life<A> {
     }
 }
 
-/// The last crash of a slot. An abort by the supervisor (a sibling's group restart) is kept
-/// without a report, made only if someone asks: a 1,000-child group restart records 999 of them.
-#[derive(Debug, Clone)]
-enum LastCrash {
-    Report(Arc<CrashReport>, Option<Instant>),
-    Aborted(Option<Instant>),
-}
-
-/// What a slot rarely needs, allocated on first use: most actors never crash.
-#[derive(Debug, Default)]
-struct Rare {
-    last_crash: Option<LastCrash>,
-    /// Why an instance (by its number) is being aborted from outside (hung, killed), for its
-    /// in-flight asker.
-    abort_reason: Option<(u64, CrashReason)>,
-    /// `started()` futures waiting for the first start.
-    waiters: Vec<Waker>,
-    /// The supervisor did not restart the slot after a crash before its first start.
-    gave_up: bool,
-}
-
 /// A new instance and its context, or the exit of a `start` that failed.
 type Recovered<A> = Result<(Box<Parked<A>>, Context<A>), Exit>;
 
@@ -138,7 +120,8 @@ pub(crate) type Env<A> = Envelope<<A as Actor>::Msg, ReplyTo<<A as Actor>::Reply
 pub(crate) struct Slot<A: Actor> {
     // Read by senders, rarely written.
     pub(crate) id: ActorId,
-    pub(crate) path: Arc<str>,
+    /// The path of a named slot; its parent's, shared, for an unnamed one (see `path`).
+    base: Arc<str>,
     shared: Arc<Shared>,
     /// Clock nanos when the slot is expected to serve again (0: serving). For `RetryAfter`.
     ready_at: Stat,
@@ -151,12 +134,12 @@ pub(crate) struct Slot<A: Actor> {
     /// Someone waits in `started()`: keeps the first start from locking `rare` when nobody does.
     /// Only ever goes 0 -> 1 (std even under loom, like the statistics).
     waiting: Flag,
+    /// Spawned with a name: `base` is its path.
+    named: bool,
     /// Killed or stopped (for `started()` waiters, read under `rare`); cleared by a relaunch.
     down: Flag,
     // Written on rare events: a start, a crash, an abort, a hibernation.
     // Relaxed: counters are statistics; nothing is ordered by them.
-    crashes: Stat,
-    restarts: Stat,
     incarnations: Stat,
     /// Counts launches, so that an old abandoned task that ends late clears nothing of a newer one.
     task_gen: Stat,
@@ -200,14 +183,14 @@ impl<A: Actor> fmt::Debug for Slot<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Slot")
             .field("id", &self.id)
-            .field("path", &self.path)
+            .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }
 
 impl<A: Actor> Slot<A> {
     pub(crate) fn new(
-        (id, path): (ActorId, Arc<str>),
+        (id, base, named): (ActorId, Arc<str>, bool),
         shared: Arc<Shared>,
         args: A::Args,
         parent: Weak<dyn Parent>,
@@ -216,7 +199,8 @@ impl<A: Actor> Slot<A> {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Slot {
             id,
-            path,
+            base,
+            named,
             shared,
             mailbox: Mailbox::with_middle(
                 opts.capacity,
@@ -233,9 +217,7 @@ impl<A: Actor> Slot<A> {
             ),
             monitors: Monitors::default(),
             handled: Stat::new(0),
-            crashes: Stat::new(0),
             expired: Stat::new(0),
-            restarts: Stat::new(0),
             incarnations: Stat::new(0),
             state: AtomicU8::new(SlotState::Starting as u8),
             started: Flag::new(0),
@@ -277,9 +259,13 @@ impl<A: Actor> Slot<A> {
     }
 
     /// Runs `f` on the rarely used part, allocating it on first use.
-    fn rare<R>(&self, f: impl FnOnce(&mut Rare) -> R) -> R {
-        let mut rare = self.cold().rare.lock();
-        f(rare.get_or_insert_with(Box::default))
+    /// Its path in the tree.
+    pub(crate) fn path(&self) -> ActorPath<'_> {
+        if self.named {
+            ActorPath::named(&self.base)
+        } else {
+            ActorPath::unnamed(&self.base, self.id.generation())
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -287,13 +273,19 @@ impl<A: Actor> Slot<A> {
         let clock = self.shared.clock();
         let now = clock.nanos();
         let next = self.next_start.load(Ordering::Relaxed);
+        let (crashes, restarts) = self
+            .cold()
+            .rare
+            .lock()
+            .as_ref()
+            .map_or((0, 0), |r| (r.crashes, r.restarts));
         let last = self.last_crash();
         Stats {
             busy_for: (busy != 0).then(|| Duration::from_nanos(now.saturating_sub(busy))),
             handled: self.handled.load(Ordering::Relaxed),
-            crashes: self.crashes.load(Ordering::Relaxed),
+            crashes,
             expired: self.expired.load(Ordering::Relaxed),
-            restarts: self.restarts.load(Ordering::Relaxed),
+            restarts,
             mailbox_len: self.mailbox.len(),
             state: self.state(),
             incarnation: self.incarnations.load(Ordering::Relaxed),
@@ -365,9 +357,8 @@ impl<A: Actor> Slot<A> {
                 // A planned restart through the same path: not a failure, not counted against
                 // the restart intensity.
                 self.fire_monitors(&exit, true);
-                self.restarts.fetch_add(1, Ordering::Relaxed);
-                meter!(self.cold().opts.meters, restarted());
-                tracing::info!(actor = %self.path, "rejuvenating actor");
+                self.count_restart();
+                tracing::info!(actor = %self.path(), "rejuvenating actor");
                 continue;
             }
             let Some(parent) = self.cold().parent.upgrade() else {
@@ -380,42 +371,12 @@ impl<A: Actor> Slot<A> {
                     if !delay.is_zero() {
                         Box::pin(self.shared.clock().sleep(delay)).await;
                     }
-                    self.restarts.fetch_add(1, Ordering::Relaxed);
-                    meter!(self.cold().opts.meters, restarted());
-                    tracing::info!(actor = %self.path, delay_ms = delay.as_millis() as u64, "restarting actor");
+                    self.count_restart();
+                    tracing::info!(actor = %self.path(), delay_ms = delay.as_millis() as u64, "restarting actor");
                 }
                 None => return,
             }
         }
-    }
-
-    /// The last crash, with its report made if it was an abort.
-    fn last_crash(&self) -> Option<(Arc<CrashReport>, Option<Instant>)> {
-        let last = self.cold().rare.lock().as_ref().and_then(|r| r.last_crash.clone())?;
-        Some(match last {
-            LastCrash::Report(report, at) => (report, at),
-            LastCrash::Aborted(at) => {
-                let report = CrashReport {
-                    path: self.path.to_string(),
-                    reason: CrashReason::Aborted,
-                    envelope: None,
-                };
-                (Arc::new(report), at)
-            }
-        })
-    }
-
-    /// Counts a crash and remembers it (for `Stats` and `started()`).
-    fn record_crash(&self, report: &Arc<CrashReport>) {
-        self.crashes.fetch_add(1, Ordering::Relaxed);
-        meter!(self.cold().opts.meters, crashed());
-        // In a loom model reading the clock is an interleaving point of its own; a statistic is
-        // not worth multiplying the search for, so a model records no crash time.
-        #[cfg(not(crashonly_loom))]
-        let at = Some(self.shared.now());
-        #[cfg(crashonly_loom)]
-        let at = None;
-        self.rare(|r| r.last_crash = Some(LastCrash::Report(report.clone(), at)));
     }
 
     /// Reports an exit and carries out the decision, except a one-for-one restart, which it
@@ -455,36 +416,6 @@ impl<A: Actor> Slot<A> {
         }
     }
 
-    /// Records when the slot should serve again: after `delay` and a typical `start`.
-    fn expect_ready_in(&self, delay: Duration) {
-        self.expect_ready_at(self.shared.clock().nanos(), delay);
-    }
-
-    /// [`expect_ready_in`](Self::expect_ready_in) from `now` (clock nanos).
-    fn expect_ready_at(&self, now: u64, delay: Duration) {
-        let at = now + delay.as_nanos() as u64 + self.start_ewma.load(Ordering::Relaxed);
-        self.ready_at.store(at, Ordering::Relaxed);
-        if !delay.is_zero() {
-            self.next_start.store(now + delay.as_nanos() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// `Some(estimate)` when the slot is recovering and will not serve before `deadline`: the
-    /// caller gets `RetryAfter` at once instead of waiting to time out. The estimate is spread
-    /// over [n, 1.5 n] so that callers do not all come back at the same instant.
-    pub(crate) fn retry_after(&self, deadline: Instant) -> Option<Duration> {
-        // Relaxed: a hint; a stale value only makes the caller wait in the mailbox or retry.
-        let ready = self.ready_at.load(Ordering::Relaxed);
-        if ready == 0 || ready <= self.shared.clock().nanos_of(deadline) {
-            return None;
-        }
-        meter!(self.cold().opts.meters, retry_after());
-        let wait = ready.saturating_sub(self.shared.clock().nanos()).max(1_000_000);
-        #[cfg(feature = "observer")]
-        self.retried_after.fetch_add(1, Ordering::Relaxed);
-        Some(Duration::from_nanos(wait + self.shared.random() % (wait / 2 + 1)))
-    }
-
     /// Asks the running instance to end after its current message and start again.
     pub(crate) fn request_rejuvenation(&self) {
         self.rejuvenate.store(1, Ordering::Relaxed);
@@ -494,7 +425,7 @@ impl<A: Actor> Slot<A> {
     fn fire_monitors(&self, exit: &Exit, restarting: bool) {
         self.monitors.fire(|| Down {
             id: self.id,
-            path: self.path.to_string(),
+            path: self.path().to_string(),
             reason: match exit {
                 Exit::Crash(r) => DownReason::Crashed(r.clone()),
                 Exit::Normal => DownReason::Ended,
@@ -526,14 +457,15 @@ impl<A: Actor> Slot<A> {
             Ok(Err(e)) => return Err(self.crash(CrashReason::StartFailed(e.to_string()), None)),
             Err(panic) => return Err(self.crash(panic, None)),
         };
-        let took = clock.nanos().saturating_sub(began);
+        let ended = clock.nanos();
+        let took = ended.saturating_sub(began);
         let ewma = self.start_ewma.load(Ordering::Relaxed);
         self.start_ewma.store(
             if ewma == 0 { took.max(1) } else { (3 * ewma + took) / 4 },
             Ordering::Relaxed,
         );
         self.ready_at.store(0, Ordering::Relaxed);
-        self.last_active.store(clock.nanos(), Ordering::Relaxed);
+        self.last_active.store(ended, Ordering::Relaxed);
         self.set_state(SlotState::Running);
         self.mark_started();
         let parked = Box::new(Parked {
@@ -590,13 +522,13 @@ impl<A: Actor> Slot<A> {
                     }
                 },
             };
-            let now = clock.now();
-            if env.header.is_expired(now) {
-                self.expired.fetch_add(1, Ordering::Relaxed);
+            let Some(began) = self.unexpired(&env) else {
+                // Only this loop writes the loop's counters.
+                self.expired.bump();
                 meter!(self.cold().opts.meters, expired());
-                expire(&self.path, env);
+                expire(self.path(), env);
                 continue;
-            }
+            };
             let msg = ctx.begin(env);
             // The header stays in `ctx` (not copied per message, nor kept in this task's state).
             let header = ctx.header().expect("the envelope being handled");
@@ -615,7 +547,7 @@ impl<A: Actor> Slot<A> {
                 .then(|| {
                     tracing::debug_span!(
                         "envelope",
-                        actor = %self.path,
+                        actor = %self.path(),
                         id = header.id.get(),
                         attempt = header.attempt,
                         trace_id = %header.trace.trace_id,
@@ -629,9 +561,14 @@ impl<A: Actor> Slot<A> {
                 crate::otel::attach(span, &header.trace, header.id.span_id());
             }
             // Relaxed: the watchdog only needs to see it eventually.
-            let began = clock.nanos_of(now);
             self.busy_since.store(began, Ordering::Relaxed);
             self.last_active.store(began, Ordering::Relaxed);
+            // A sampled handling time is measured on the precise clock.
+            #[cfg(feature = "metrics")]
+            let began = match &self.cold().opts.meters {
+                Some(_) if crate::meters::SlotMeters::sampled(self.handled.load(Ordering::Relaxed)) => clock.nanos(),
+                _ => began,
+            };
             let handling = crash::catch_handling(header.inherited(), parked.actor.handle(msg, &mut ctx));
             let outcome = match span {
                 Some(span) => Either::Left(handling.instrument(span)),
@@ -640,7 +577,7 @@ impl<A: Actor> Slot<A> {
             .await;
             self.busy_since.store(0, Ordering::Relaxed);
             #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-            let n = self.handled.fetch_add(1, Ordering::Relaxed);
+            let n = self.handled.bump();
             meter!(
                 self.cold().opts.meters,
                 handled(n, || clock.nanos().saturating_sub(began))
@@ -683,14 +620,14 @@ impl<A: Actor> Slot<A> {
 
     fn crash(&self, reason: CrashReason, envelope: Option<Header>) -> Exit {
         let report = Arc::new(CrashReport {
-            path: self.path.to_string(),
+            path: self.path().to_string(),
             reason,
             envelope,
         });
         #[cfg(feature = "observer")]
         self.shared.journal().record(
             crate::journal::Kind::Crash,
-            &self.path,
+            self.path(),
             crate::journal::Detail::Crash(report.clone()),
         );
         Exit::Crash(report)
@@ -734,7 +671,7 @@ fn report_crash(report: &CrashReport, restarting: bool) {
 }
 
 /// Answers an expired envelope: the asker gets `Expired`; a tell is reported, never dropped silently.
-fn expire<M, R>(path: &str, env: Envelope<M, ReplyTo<R>>) {
+fn expire<M, R>(path: ActorPath<'_>, env: Envelope<M, ReplyTo<R>>) {
     tracing::warn!(actor = %path, id = env.header.id.get(), "dropped expired envelope");
     answer(env.reply, Err(DeliveryError::Expired));
 }

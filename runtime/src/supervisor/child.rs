@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::crash::CrashReport;
+use crate::path::ActorPath;
 use crate::sync::Arc;
 
 /// How an actor instance ended.
@@ -37,7 +38,7 @@ pub(crate) enum Decision {
 
 /// What a supervisor needs from a child, actor or supervisor alike.
 pub(crate) trait ChildHandle: Send + Sync + 'static {
-    fn path(&self) -> &str;
+    fn path(&self) -> ActorPath<'_>;
     /// Pointer identity, to find the child in its supervisor's list.
     fn identity(&self) -> *const ();
     /// Starts a fresh instance (or subtree). The previous one must have been aborted and joined.

@@ -15,6 +15,7 @@ use crate::clock::Instant;
 use crate::crash::{CrashReason, CrashReport};
 use crate::error::{ChildError, SpawnError};
 use crate::mailbox::Mailbox;
+use crate::path::ActorPath;
 use crate::policy::{Backoff, Intensity};
 use crate::registry::{ActorId, Inspect, Snapshot};
 use crate::rt::{AbortHandle, Task};
@@ -85,6 +86,11 @@ impl SupNode {
         &self.path
     }
 
+    /// The path, shared (the base of its unnamed children's paths).
+    pub(crate) fn path_arc(&self) -> &Arc<str> {
+        &self.path
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -96,11 +102,12 @@ impl SupNode {
         parent: Option<&Arc<SupNode>>,
     ) -> Result<Arc<SupNode>, SpawnError> {
         let (parent_path, name) = match parent {
-            Some(p) => (p.path.to_string(), Some(spec.name.as_str())),
-            None => (String::new(), None),
+            Some(p) => (p.path.clone(), Some(spec.name.as_str())),
+            None => (Arc::from(""), None),
         };
         let weak_parent = parent.map(Arc::downgrade).unwrap_or_default();
-        let node = shared.registry().insert(&parent_path, name, |id, path| {
+        let node = shared.registry().insert(&parent_path, name, |id, path, _| {
+            // A supervisor is named, but for the root.
             let path: Arc<str> = if parent.is_none() { "/".into() } else { path };
             Arc::new_cyclic(|me| SupNode {
                 id,
@@ -174,7 +181,7 @@ impl SupNode {
             .lock()
             .children
             .iter()
-            .map(|e| e.handle.path().to_owned())
+            .map(|e| e.handle.path().to_string())
             .collect()
     }
 
@@ -313,7 +320,7 @@ impl SupNode {
         let handle = self.with_child(name, |children, i| {
             let e = &mut children[i];
             if !e.stopped || e.terminating {
-                return Err(ChildError::Running(e.handle.path().to_owned()));
+                return Err(ChildError::Running(e.handle.path().to_string()));
             }
             e.stopped = false;
             e.recent = None;
@@ -412,8 +419,8 @@ impl Parent for SupNode {
             st.children.remove(idx);
             return Decision::Remove;
         }
-        let now = self.shared.now();
         let period = self.intensity.period;
+        let now = self.shared.now_within(period);
         while st
             .restarts
             .front()
@@ -494,8 +501,8 @@ impl Parent for SupNode {
 }
 
 impl ChildHandle for SupNode {
-    fn path(&self) -> &str {
-        &self.path
+    fn path(&self) -> ActorPath<'_> {
+        ActorPath::named(&self.path)
     }
 
     fn rejuvenate(&self) {
@@ -590,7 +597,7 @@ impl ChildHandle for SupNode {
             e.handle.kill();
         }
         self.events.close();
-        self.shared.registry().remove(self.id, &self.path);
+        self.shared.registry().remove(self.id, Some(&self.path));
     }
 }
 
@@ -605,8 +612,8 @@ impl Inspect for SupNode {
 
     #[cfg(feature = "observer")]
     fn observe(&self) -> crate::stats::Observed {
-        let now = self.shared.now();
         let period = self.intensity.period;
+        let now = self.shared.now_within(period);
         let st = self.state.lock();
         let used = st
             .restarts

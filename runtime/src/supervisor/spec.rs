@@ -300,8 +300,8 @@ impl<A: Actor> ActorSpec<A> {
         let dedup = self.dedup;
         let slot = shared
             .registry()
-            .insert(parent.path(), self.name.as_deref(), |id, path| {
-                Slot::<A>::new((id, path), shared.clone(), args, weak, opts, dedup)
+            .insert(parent.path_arc(), self.name.as_deref(), |id, base, named| {
+                Slot::<A>::new((id, base, named), shared.clone(), args, weak, opts, dedup)
             })?;
         parent.adopt(slot.clone(), self.restart)?;
         Ok(slot)
