@@ -34,10 +34,12 @@ where
 
 /// Runs `fut` until `deadline` on `clock` (`None` when the deadline came first), like
 /// `Clock::timeout_at`, but arms the timer only when `fut` is still pending after one yield of
-/// the task (tokio's yield: the wake is deferred until the worker has run the tasks it had
-/// ready). An ask's answer usually comes in that time (the actor was woken by the push), and
+/// the task (it wakes itself and returns pending once: it runs again after the tasks its worker
+/// had ready). An ask's answer usually comes in that time (the actor was woken by the push), and
 /// then no timer entry is made and removed (7% of an ask round trip's instructions,
-/// `benches/instructions.rs`). The deadline is absolute, so arming it late moves it nowhere: one
+/// `benches/instructions.rs`). Not `tokio::task::yield_now`: its deferred wake makes the worker
+/// poll its I/O driver (an `epoll_wait` system call) and read the clock before the task runs
+/// again, a fifth of a one-thread ask round trip's time. The deadline is absolute, so arming it late moves it nowhere: one
 /// already past fires at the first poll after the yield. In a loom model the timer is armed at
 /// once (the clock is manual, and nothing is gained).
 pub(crate) async fn within_deadline<F: std::future::Future>(
@@ -52,12 +54,17 @@ pub(crate) async fn within_deadline<F: std::future::Future>(
         use std::future::Future as _;
         use std::task::Poll;
         let mut fut = std::pin::pin!(fut);
-        let mut yielded = std::pin::pin!(tokio::task::yield_now());
+        let mut yielded = false;
         if let Some(v) = std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(v));
             }
-            yielded.as_mut().poll(cx).map(|()| None)
+            if yielded {
+                return Poll::Ready(None);
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
         })
         .await
         {
