@@ -51,7 +51,6 @@ pub(crate) async fn within_deadline<F: std::future::Future>(
     return clock.timeout_at(deadline, fut).await;
     #[cfg(not(crashonly_loom))]
     {
-        use std::future::Future as _;
         use std::task::Poll;
         let mut fut = std::pin::pin!(fut);
         let mut yielded = false;
