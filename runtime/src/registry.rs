@@ -294,7 +294,8 @@ mod loom_tests {
     fn loom_a_reused_index_never_reaches_a_stale_id() {
         crate::sync::model(|| {
             let reg = Arc::new(Registry::default());
-            let old = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(1))).unwrap();
+            let root: Arc<str> = Arc::from("/");
+            let old = reg.insert(&root, Some("a"), |_, _, _| Arc::new(Slot(1))).unwrap();
             let old_id = {
                 let id = reg.lookup("/a").unwrap();
                 assert_eq!(
@@ -306,8 +307,8 @@ mod loom_tests {
             let churn = {
                 let reg = reg.clone();
                 loom::thread::spawn(move || {
-                    reg.remove(old_id, "/a");
-                    let new = reg.insert("/", Some("a"), |_, _| Arc::new(Slot(2))).unwrap();
+                    reg.remove(old_id, Some("/a"));
+                    let new = reg.insert(&root, Some("a"), |_, _, _| Arc::new(Slot(2))).unwrap();
                     (reg.lookup("/a").unwrap(), new)
                 })
             };
