@@ -147,20 +147,31 @@ async fn a_minute_of_chaos_leaves_a_whole_tree() {
         .child(b)
         .child(worker("w1"))
         .child(worker("w2"));
-    // Idle actors keep their tasks here: the task-count check below compares against a baseline
-    // of one task per actor, which an actor hibernating after 1 s idle (a slow run under a full
-    // suite's load) would otherwise undercut. Hibernation's own task count is checked in
-    // `tests/lifecycle_hibernation.rs`.
-    let sys = System::builder()
-        .config(Config::default().with_hibernate_after(None))
-        .root(root)
-        .start()
-        .unwrap();
+    // Idle actors hibernate (after 1 s, the default) and then hold no task: the task-count check
+    // below counts a hibernating actor as the task it would hold.
+    let sys = System::builder().root(root).start().unwrap();
     let paths = ["/a/a1", "/a/a2", "/a/a3", "/b/b1", "/b/b2", "/b/b3", "/w1", "/w2"];
     let workers: Vec<ActorRef<Worker>> = paths.iter().map(|p| sys.lookup::<Worker>(p).unwrap()).collect();
     all_serve(&workers).await;
     let metrics = tokio::runtime::Handle::current().metrics();
-    let baseline = metrics.num_alive_tasks();
+    // Live tasks, plus one for each hibernating worker (read before and after the task count,
+    // until both agree, so that a worker hibernating meanwhile is not counted twice or missed).
+    let tasks = || loop {
+        let hibernating = || workers.iter().filter(|w| w.stats().hibernating).count();
+        let before = hibernating();
+        let alive = metrics.num_alive_tasks();
+        if hibernating() == before {
+            return alive + before;
+        }
+    };
+    // Steady (a worker between parking its instance and ending its task counts twice).
+    let baseline = loop {
+        let first = tasks();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tasks() == first {
+            break first;
+        }
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let crashes = Arc::new(AtomicU64::new(0));
@@ -224,10 +235,10 @@ async fn a_minute_of_chaos_leaves_a_whole_tree() {
     }
     // Task count back to its baseline (aborted instances, timers and requests all gone).
     let settle = Instant::now();
-    while metrics.num_alive_tasks() != baseline && settle.elapsed() < Duration::from_secs(10) {
+    while tasks() != baseline && settle.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(metrics.num_alive_tasks(), baseline, "tasks left behind");
+    assert_eq!(tasks(), baseline, "tasks left behind");
     let stats: Vec<_> = workers.iter().map(|w| w.stats()).collect();
     let restarts: u64 = stats.iter().map(|s| s.restarts).sum();
     let handled: u64 = stats.iter().map(|s| s.handled).sum();

@@ -21,8 +21,10 @@ pub type Instant = tokio::time::Instant;
 /// noting when it began) read a coarse clock instead where there is one (Linux's
 /// `CLOCK_MONOTONIC_COARSE`: a few ns instead of the 50 ns of a precise read in a virtual
 /// machine, where two precise reads were a fifth of a tell's CPU time), never later than the
-/// precise time and at most one tick (4 ms at the usual `HZ=250`) behind it; see
-/// [`coarse`](Clock::coarse) for where that may and may not decide.
+/// precise time and at most two ticks (8 ms at the usual `HZ=250`) behind it. A deadline that
+/// close is checked on the precise clock, so a message expires exactly when its deadline passes;
+/// a deadline is stamped on the coarse clock only for a TTL of 1 s or more. While tokio's time is
+/// paused (tests), the clock always reads it precisely: that is decided when the clock is made.
 #[derive(Clone, Debug)]
 pub struct Clock {
     epoch: Instant,
