@@ -312,40 +312,7 @@ fn restart_latency(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("restart_latency");
 
-    let sys = rt.block_on(async { co::system(Strategy::OneForOne) });
-    let a = rt.block_on(async { co::spawn(&sys, None) });
-    g.bench_function("crashonly", |b| {
-        b.to_async(&rt).iter(|| async {
-            a.tell(co::Msg::Panic).await.unwrap();
-            a.ask(co::Msg::Get).await.unwrap()
-        })
-    });
-
-    let rt1 = one_thread();
-    let sys1 = rt1.block_on(async { co::system(Strategy::OneForOne) });
-    let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
-    g.bench_function("crashonly-1t", |b| {
-        b.to_async(&rt1).iter(|| async {
-            a1.tell(co::Msg::Panic).await.unwrap();
-            a1.ask(co::Msg::Get).await.unwrap()
-        })
-    });
-    {
-        let sys = actix_rt::System::new();
-        let a = sys.block_on(async { actix::Supervisor::start(|_| ax::Bench::new(None)) });
-        g.bench_function("actix", |b| {
-            b.iter_custom(|iters| {
-                sys.block_on(async {
-                    let t = Instant::now();
-                    for _ in 0..iters {
-                        a.do_send(ax::Fail);
-                        a.send(ax::Get).await.unwrap();
-                    }
-                    t.elapsed()
-                })
-            })
-        });
-    }
+    crash_then_ask(&mut g, &rt, co::Msg::Panic);
 
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = tokio::sync::Mutex::new(rx);
@@ -410,11 +377,18 @@ fn restart_latency(c: &mut Criterion) {
 fn restart_err(c: &mut Criterion) {
     let mut g = c.benchmark_group("restart_err");
     let rt = runtime();
+    crash_then_ask(&mut g, &rt, co::Msg::Fail);
+    g.finish();
+}
+
+/// The restart rows' cells for crashonly (2 workers on `rt`, and one thread) and actix: `crash`
+/// told, then an ask answered by the next instance. actix's failure is always its `ctx.stop()`.
+fn crash_then_ask(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, rt: &Runtime, crash: co::Msg) {
     let sys = rt.block_on(async { co::system(Strategy::OneForOne) });
     let a = rt.block_on(async { co::spawn(&sys, None) });
     g.bench_function("crashonly", |b| {
-        b.to_async(&rt).iter(|| async {
-            a.tell(co::Msg::Fail).await.unwrap();
+        b.to_async(rt).iter(|| async {
+            a.tell(crash.clone()).await.unwrap();
             a.ask(co::Msg::Get).await.unwrap()
         })
     });
@@ -423,27 +397,24 @@ fn restart_err(c: &mut Criterion) {
     let a1 = rt1.block_on(async { co::spawn(&sys1, None) });
     g.bench_function("crashonly-1t", |b| {
         b.to_async(&rt1).iter(|| async {
-            a1.tell(co::Msg::Fail).await.unwrap();
+            a1.tell(crash.clone()).await.unwrap();
             a1.ask(co::Msg::Get).await.unwrap()
         })
     });
-    {
-        let sys = actix_rt::System::new();
-        let a = sys.block_on(async { actix::Supervisor::start(|_| ax::Bench::new(None)) });
-        g.bench_function("actix", |b| {
-            b.iter_custom(|iters| {
-                sys.block_on(async {
-                    let t = Instant::now();
-                    for _ in 0..iters {
-                        a.do_send(ax::Fail);
-                        a.send(ax::Get).await.unwrap();
-                    }
-                    t.elapsed()
-                })
+    let sys = actix_rt::System::new();
+    let a = sys.block_on(async { actix::Supervisor::start(|_| ax::Bench::new(None)) });
+    g.bench_function("actix", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    a.do_send(ax::Fail);
+                    a.send(ax::Get).await.unwrap();
+                }
+                t.elapsed()
             })
-        });
-    }
-    g.finish();
+        })
+    });
 }
 
 fn subtree_1000(c: &mut Criterion) {

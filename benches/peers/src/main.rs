@@ -25,7 +25,10 @@ const ROWS: [(&str, &str); 8] = [
     ("tell_1m_4_senders", "tell 1M messages, 4 senders"),
     ("ask_round_trip", "ask round trip"),
     ("restart_latency", "restart latency (panic -> next message handled)"),
-    ("restart_err", "restart latency (handler returns Err -> next message handled)"),
+    (
+        "restart_err",
+        "restart latency (handler returns Err -> next message handled)",
+    ),
     ("one_for_all_1000", "restart a 1,000-child subtree (one-for-all)"),
     ("memory", "memory per idle actor"),
 ];
