@@ -238,6 +238,21 @@ impl<A: Actor> Slot<A> {
             && self.may_hibernate()
     }
 
+    /// What the instance was asked to do between messages (set by another thread, which then
+    /// wakes the consumer): rejuvenate, or hibernate. The loop looks before it polls its
+    /// mailbox and again after it has registered its waker there (the asker's store comes before
+    /// its `wake_consumer`, which takes the same lock as the registration: either the wake finds
+    /// the waker or the second look sees the flag).
+    pub(super) fn asked<E>(&self) -> Option<super::Next<E>> {
+        if self.rejuvenate.load(Ordering::Relaxed) != 0 {
+            Some(super::Next::Rejuvenate)
+        } else if self.hibernation.load(Ordering::Relaxed) == ASKED {
+            Some(super::Next::Hibernate)
+        } else {
+            None
+        }
+    }
+
     /// Asks the running instance to hibernate when it next finds its mailbox empty.
     pub(crate) fn ask_to_hibernate(&self) {
         if self.hibernation.replace_if(LIVE, ASKED) {

@@ -496,18 +496,21 @@ impl<A: Actor> Slot<A> {
         let mut age = self.cold().opts.rejuvenate_age().map(|a| Box::pin(clock.sleep(a)));
         loop {
             let next = poll_fn(|cx| {
-                if self.rejuvenate.load(Ordering::Relaxed) != 0 {
-                    return Poll::Ready(Next::Rejuvenate);
-                }
-                if self.hibernation.load(Ordering::Relaxed) == hibernate::ASKED {
-                    return Poll::Ready(Next::Hibernate);
+                if let Some(asked) = self.asked() {
+                    return Poll::Ready(asked);
                 }
                 if let Some(age) = age.as_mut()
                     && age.as_mut().poll(cx).is_ready()
                 {
                     return Poll::Ready(Next::Rejuvenate);
                 }
-                self.mailbox.poll_pop(cx).map(Next::Envelope)
+                match self.mailbox.poll_pop(cx) {
+                    // Asked again now that the waker is registered: a request made after the
+                    // look above woke no one if it came before the registration (`wake_consumer`
+                    // found no waker), and then nothing else would ever wake this loop for it.
+                    Poll::Pending => self.asked().map_or(Poll::Pending, Poll::Ready),
+                    popped => popped.map(Next::Envelope),
+                }
             })
             .await;
             let env = match next {
