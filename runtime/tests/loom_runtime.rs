@@ -178,6 +178,45 @@ fn loom_one_for_all_restart_racing_new_message() {
     });
 }
 
+/// Says so on a channel each time it starts.
+struct Born;
+
+type Births = Arc<Mutex<model::loom::sync::mpsc::Sender<()>>>;
+
+impl Actor for Born {
+    type Args = Births;
+    type Msg = ();
+    type Reply = ();
+    type Error = Infallible;
+
+    async fn start(births: &Births, _: &mut Context<Self>) -> Result<Self, Infallible> {
+        births.lock().unwrap().send(()).unwrap();
+        Ok(Born)
+    }
+
+    async fn handle(&mut self, (): (), _: &mut Context<Self>) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// A rejuvenation requested while the actor goes idle after a message, at every point loom
+/// chooses: the actor starts again without another message to wake it (the request's wake may
+/// come before the loop has registered its waker; the loop must then see the request itself,
+/// or every thread waits and loom reports the deadlock).
+#[test]
+fn loom_rejuvenation_request_racing_the_loop_going_idle() {
+    model::check(|| {
+        let sys = ModelSystem::new();
+        let (births, born) = model::loom::sync::mpsc::channel();
+        let a = sys.spawn(ActorSpec::<Born>::new(Arc::new(Mutex::new(births))));
+        born.recv().unwrap();
+        model::block_on(a.tell(())).unwrap();
+        a.rejuvenate();
+        born.recv().unwrap();
+        assert_eq!(a.stats().incarnation, 2);
+    });
+}
+
 /// An entity that counts its live instances (up in `start`, down when dropped), in a log that
 /// outlives them (like a store).
 struct Visit {
