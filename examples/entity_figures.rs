@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --bin entity-figures -- memory [--keys 1000000] [--max-active 10000] [--cold | --direct]
 //! cargo run --release --bin entity-figures -- latency [--n 20000] [--local] [--quiet-watchdog]
-//! cargo run --release --bin entity-figures -- idle-memory entity|actor [--n 100000]
+//! cargo run --release --bin entity-figures -- idle-memory entity|actor|counter-entity|counter-actor [--n 100000]
 //! cargo run --release --bin entity-figures -- all
 //! ```
 //!
@@ -21,7 +21,10 @@
 //!   at a time, two rounds (2-worker runtime, the caller on a worker and then outside the runtime;
 //!   `--local`: current-thread).
 //! - `idle-memory`: RSS growth per idle cart over `--n` carts, activated as entities or spawned as
-//!   plain actors (the same actor type recovering the same state, from a memory store).
+//!   plain actors (the same actor type recovering the same state, from a memory store);
+//!   `counter-entity` and `counter-actor` do the same with an actor whose whole state is one
+//!   `u64` and that reads no store, which leaves what the runtime itself holds per live idle
+//!   entity or actor after one message.
 //! - `all`: each of the above in a child process, one after the other.
 
 #[path = "support/entity_carts.rs"]
@@ -111,6 +114,10 @@ enum Kind {
     Entity,
     /// Plain actors.
     Actor,
+    /// Entities whose state is one number.
+    CounterEntity,
+    /// Plain actors whose state is one number.
+    CounterActor,
 }
 
 /// A count, `_` allowed between digits (`1_000_000`).
@@ -137,13 +144,12 @@ fn main() {
             local,
             quiet_watchdog,
         } => latency(n, local, quiet_watchdog),
-        What::IdleMemory { kind, n } => idle_memory(
-            match kind {
-                Kind::Entity => "entity",
-                Kind::Actor => "actor",
-            },
-            n,
-        ),
+        What::IdleMemory { kind, n } => match kind {
+            Kind::Entity => idle_memory("entity", n),
+            Kind::Actor => idle_memory("actor", n),
+            Kind::CounterEntity => idle_counters(true, n),
+            Kind::CounterActor => idle_counters(false, n),
+        },
         What::All => {
             for sub in [
                 &["memory"][..],
@@ -153,6 +159,8 @@ fn main() {
                 &["latency", "--local"],
                 &["idle-memory", "actor"],
                 &["idle-memory", "entity"],
+                &["idle-memory", "counter-actor"],
+                &["idle-memory", "counter-entity"],
             ] {
                 println!("\n$ entity-figures {}", sub.join(" "));
                 let status = Command::new(std::env::current_exe().expect("this binary"))
@@ -433,6 +441,79 @@ fn idle_memory(kind: &str, n: usize) {
             "{n} idle carts as {kind}: RSS +{} = {} B each",
             mib(after - before),
             (after - before) / n as u64
+        );
+        drop(keep);
+        drop(system);
+    });
+}
+
+/// The smallest useful entity: one number, no store.
+struct Counter(u64);
+
+impl Actor for Counter {
+    type Args = ();
+    type Msg = u64;
+    type Reply = u64;
+    type Error = std::convert::Infallible;
+
+    async fn start((): &(), _: &mut Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Counter(0))
+    }
+
+    async fn handle(&mut self, add: u64, _: &mut Context<Self>) -> Result<u64, Self::Error> {
+        self.0 += add;
+        Ok(self.0)
+    }
+}
+
+impl Entity for Counter {
+    type Key = u64;
+}
+
+/// RSS growth per live idle [`Counter`], `n` of them, each asked once: activated as entities
+/// (`entity`) or spawned as plain actors.
+fn idle_counters(entity: bool, n: usize) {
+    let rt = runtime(false);
+    rt.block_on(async {
+        let system = System::new();
+        let family = system
+            .spawn_entities(
+                EntitySpec::<Counter>::new("counters", |_: &u64| ())
+                    .max_active(2 * n)
+                    .idle(Duration::from_secs(3600)),
+            )
+            .expect("spawn the counter family");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut keep = Vec::with_capacity(if entity { 0 } else { n });
+        let (before, heap_before) = (rss_bytes(), heap_in_use());
+        if entity {
+            for k in 0..n as u64 {
+                assert_eq!(family.get(k).ask(7).await.expect("ask a counter"), 7);
+            }
+            assert_eq!(family.stats().active, n);
+        } else {
+            keep.extend((0..n).map(|_| system.spawn(ActorSpec::<Counter>::new(())).expect("spawn a counter")));
+            for a in &keep {
+                assert_eq!(a.ask(7).await.expect("ask a counter"), 7);
+            }
+        }
+        // Let every instance settle (and hibernate: the default `hibernate_after` is 1 s).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (after, heap_after) = (rss_bytes(), heap_in_use());
+        let hibernating = if entity {
+            family.stats().active
+        } else {
+            keep.iter().filter(|a| a.stats().hibernating).count()
+        };
+        println!(
+            "{n} live idle counters as {}: RSS +{} = {} B each; heap in use {} B each; {hibernating} hibernating",
+            if entity { "entities" } else { "actors" },
+            mib(after - before),
+            (after - before) / n as u64,
+            match (heap_before, heap_after) {
+                (Some(b), Some(a)) => (a.saturating_sub(b) / n as u64).to_string(),
+                _ => "?".into(),
+            }
         );
         drop(keep);
         drop(system);

@@ -187,13 +187,18 @@ impl<T, M> Mailbox<T, M> {
     }
 
     /// Makes `waker` the consumer's if nothing is queued and the mailbox is open (the actor
-    /// hibernates: the next push, close or `wake_consumer` wakes `waker`). Whether it did.
+    /// hibernates: the next push, close or `wake_consumer` wakes `waker`). Whether it did. The
+    /// queue's buffer goes too (the one an idle consumer keeps for the next push, about 600 B at
+    /// this runtime's envelope size): a hibernating actor holds no queue memory, and its next
+    /// message, which spawns a task anyway, allocates a buffer again.
     pub(crate) fn park_consumer(&self, waker: &Waker) -> bool {
         let mut local = self.local.lock();
         let mut inner = self.inner.lock();
         if inner.closed || !local.queue.is_empty() || !inner.queue.is_empty() {
             return false;
         }
+        local.queue = VecDeque::new();
+        inner.queue = VecDeque::new();
         Self::report(&mut local, &mut inner);
         local.yielded = false;
         inner.consumer = Some(waker.clone());
