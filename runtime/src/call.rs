@@ -84,7 +84,7 @@ impl<'a, A: Actor> CallAsk<'a, A> for Ask<'a, A> {
         Ask::retrying(self)
     }
     fn send(self) -> ReplyFuture<'a, A> {
-        self.into_future()
+        Box::pin(self.into_future())
     }
 }
 

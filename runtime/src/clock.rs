@@ -159,6 +159,13 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Out
     tokio::time::timeout(limit, fut).await.ok()
 }
 
+/// Completes at `deadline` on tokio's clock: what [`Clock::sleep_until`] does outside a model,
+/// for a waiter that holds no clock (an ask whose reply is late).
+#[cfg(not(crashonly_loom))]
+pub(crate) fn sleep_until(deadline: Instant) -> Sleep {
+    tokio::time::sleep_until(deadline)
+}
+
 /// Completes after `delay` of real time (see [`timeout`]).
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) async fn sleep(delay: Duration) {

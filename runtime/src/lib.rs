@@ -154,7 +154,7 @@ pub use policy::{Backoff, Intensity, Policy, PolicyBuilder, PolicyError};
 pub use registry::{ActorId, Snapshot};
 pub use remote::Remote;
 pub use reply::ReplyPort;
-pub use request::{Ask, Tell, TellFuture};
+pub use request::{Ask, AskFuture, Tell, TellFuture};
 pub use stats::{SlotState, Stats};
 pub use supervised_store::{StoreFailed, StoreKeeper, SupervisedStore};
 pub use supervisor::{ActorSpec, ChildSpec, Restart, Strategy, SupervisorRef, SupervisorSpec};

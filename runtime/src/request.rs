@@ -170,7 +170,16 @@ async fn deliver<A: Actor>(
     env: Env<A>,
     waits: bool,
 ) -> Result<(), (DeliveryError, Env<A>)> {
-    let mut step = try_deliver(target, copy, env, waits);
+    deliver_from(target, copy, try_deliver(target, copy, env, waits), waits).await
+}
+
+/// [`deliver`] from where a first [`try_deliver`] left it.
+async fn deliver_from<A: Actor>(
+    target: Target<'_, A>,
+    copy: Option<CopyFn<A::Msg>>,
+    mut step: Step<'_, A>,
+    waits: bool,
+) -> Result<(), (DeliveryError, Env<A>)> {
     for _ in 0..MAX_LOOKUPS {
         let (slot, env) = match step {
             Step::Done => return Ok(()),
@@ -696,11 +705,113 @@ pub(crate) fn ask_with<A: Actor>(ask: Ask<'_, A>, on_reply: OnReply<A::Reply>) -
     }
 }
 
+/// The future of an [`Ask`]: its reply, or why there is none.
+///
+/// A plain ask is pushed when the future is made (as a [`Tell`] is) and then waits for its
+/// reply with no allocation of its own: it looks once, lets the other tasks of its worker run
+/// once (an actor on the same thread often answers then), and only then arms a timer for its
+/// deadline. A retrying ask, or one that must wait for room in the mailbox, runs boxed.
+#[must_use = "futures do nothing unless polled"]
+pub struct AskFuture<'a, A: Actor> {
+    state: AskState<'a, A>,
+}
+
+enum AskState<'a, A: Actor> {
+    /// In the mailbox: the reply, until `deadline`.
+    #[cfg_attr(crashonly_loom, allow(dead_code))]
+    Waiting {
+        rx: oneshot::Receiver<Result<A::Reply, DeliveryError>>,
+        deadline: Instant,
+        yielded: bool,
+        timer: Option<Pin<Box<crate::clock::Sleep>>>,
+    },
+    Done(Option<Result<A::Reply, DeliveryError>>),
+    Boxed(BoxFut<'a, Result<A::Reply, DeliveryError>>),
+}
+
+impl<A: Actor> fmt::Debug for AskFuture<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AskFuture").finish_non_exhaustive()
+    }
+}
+
+// No field is structurally pinned: the timer and the slow paths are boxed, the receiver is Unpin.
+impl<A: Actor> Unpin for AskFuture<'_, A> {}
+
+impl<A: Actor> Future for AskFuture<'_, A> {
+    type Output = Result<A::Reply, DeliveryError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            AskState::Waiting {
+                rx,
+                deadline,
+                yielded,
+                timer,
+            } => {
+                if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
+                    // An envelope dropped unanswered: its slot was torn down with it.
+                    return Poll::Ready(r.unwrap_or(Err(DeliveryError::Dead)));
+                }
+                // The same steps as `rt::within_deadline`: a yield first, the timer after it.
+                if !*yielded {
+                    *yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                #[cfg(not(crashonly_loom))]
+                let timer = timer.get_or_insert_with(|| Box::pin(crate::clock::sleep_until(*deadline)));
+                #[cfg(crashonly_loom)]
+                let (timer, _) = (timer.as_mut().expect("models ask boxed"), deadline);
+                timer.as_mut().poll(cx).map(|()| Err(DeliveryError::Expired))
+            }
+            AskState::Done(out) => Poll::Ready(out.take().expect("AskFuture polled after completion")),
+            AskState::Boxed(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
     type Output = Result<A::Reply, DeliveryError>;
-    type IntoFuture = BoxFut<'a, Result<A::Reply, DeliveryError>>;
+    type IntoFuture = AskFuture<'a, A>;
 
     fn into_future(self) -> Self::IntoFuture {
+        // In a model the clock is manual: every ask takes the boxed path, whose timer reads it.
+        if cfg!(crashonly_loom) || (self.opts.retrying && self.opts.copy.is_some()) {
+            return AskFuture {
+                state: AskState::Boxed(self.boxed()),
+            };
+        }
+        let Ask { opts, msg } = self;
+        let (tx, rx) = oneshot::channel();
+        let env = opts.envelope(msg, Some(ReplyTo::Chan(tx)));
+        let deadline = env.header.deadline;
+        let (target, copy) = (opts.target, opts.copy);
+        let state = match try_deliver(target, copy, env, true) {
+            Step::Done => AskState::Waiting {
+                rx,
+                deadline,
+                yielded: false,
+                timer: None,
+            },
+            Step::Failed(e, _) => AskState::Done(Some(Err(e))),
+            step @ Step::Full(..) => AskState::Boxed(Box::pin(async move {
+                deliver_from(target, copy, step, true).await.map_err(|(e, _)| e)?;
+                let clock = target.shared().clock();
+                match crate::rt::within_deadline(clock, deadline, rx).await {
+                    Some(Ok(outcome)) => outcome,
+                    Some(Err(_)) => Err(DeliveryError::Dead),
+                    None => Err(DeliveryError::Expired),
+                }
+            })),
+        };
+        AskFuture { state }
+    }
+}
+
+impl<'a, A: Actor> Ask<'a, A> {
+    /// The ask as one boxed future: retrying, or in a model.
+    fn boxed(self) -> BoxFut<'a, Result<A::Reply, DeliveryError>> {
         let Ask { mut opts, msg } = self;
         Box::pin(async move {
             let copy = match (opts.retrying, opts.copy) {

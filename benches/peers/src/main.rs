@@ -40,10 +40,11 @@ fn main() {
         ["table"] => table(),
         ["scale", fw] => scale(fw, 1_000_000),
         ["scale", fw, n] => scale(fw, n.parse().expect("a count")),
+        ["asks", fw, n] => asks(fw, n.parse().expect("a count")),
         _ => {
             eprintln!(
                 "usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
-                 | crashonly-peers scale <crashonly|floor> [n]"
+                 | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks <crashonly-1t|actix> <n>"
             );
             std::process::exit(2);
         }
@@ -278,4 +279,48 @@ fn table() {
     println!();
     println!("Ratios are the peer's figure divided by crashonly's (2 workers): above 1.00x, crashonly is ahead.");
     println!("crashonly-1t is crashonly on a current-thread runtime; actix (always one thread) is compared with it where it was measured.");
+}
+
+/// `n` ask round trips on one thread, one at a time (the one-thread cells of the ask row), for
+/// instruction counts and system-call counts outside criterion: `valgrind --tool=callgrind
+/// --toggle-collect='*measured_asks*'`, `strace -c`, `perf stat`. A warm-up of 1,000 first.
+fn asks(fw: &str, n: u64) {
+    match fw {
+        "crashonly-1t" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async {
+                let sys = co::system(Strategy::OneForOne);
+                let a = co::spawn(&sys, None);
+                measured_asks_crashonly(&a, 1_000).await;
+                measured_asks_crashonly(&a, n).await;
+            });
+        }
+        "actix" => {
+            use actix::Actor;
+            let sys = actix_rt::System::new();
+            sys.block_on(async {
+                let a = ax::Bench::new(None).start();
+                measured_asks_actix(&a, 1_000).await;
+                measured_asks_actix(&a, n).await;
+            });
+        }
+        other => panic!("asks: crashonly-1t or actix, not {other}"),
+    }
+}
+
+#[inline(never)]
+async fn measured_asks_crashonly(a: &crashonly::ActorRef<co::Bench>, n: u64) {
+    for _ in 0..n {
+        std::hint::black_box(a.ask(co::Msg::Get).await.unwrap());
+    }
+}
+
+#[inline(never)]
+async fn measured_asks_actix(a: &actix::Addr<ax::Bench>, n: u64) {
+    for _ in 0..n {
+        std::hint::black_box(a.send(ax::Get).await.unwrap());
+    }
 }
