@@ -564,7 +564,7 @@ impl<A: Actor> Drop for Context<A> {
             let slot = self.myself.slot();
             let reason = slot.take_abort_reason(self.incarnation).unwrap_or(CrashReason::Aborted);
             let report = Arc::new(CrashReport {
-                path: slot.path().to_string(),
+                path: slot.path().owned(),
                 reason,
                 envelope: Some(inflight.header.clone()),
             });

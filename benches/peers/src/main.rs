@@ -40,11 +40,12 @@ fn main() {
         ["table"] => table(),
         ["scale", fw] => scale(fw, 1_000_000),
         ["scale", fw, n] => scale(fw, n.parse().expect("a count")),
-        ["asks", fw, n] => asks(fw, n.parse().expect("a count")),
+        ["asks", fw, n] => asks(fw, n.parse().expect("a count"), false),
+        ["restarts", fw, n] => asks(fw, n.parse().expect("a count"), true),
         _ => {
             eprintln!(
                 "usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
-                 | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks <crashonly-1t|actix> <n>"
+                 | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks|restarts <crashonly-1t|actix> <n>"
             );
             std::process::exit(2);
         }
@@ -281,10 +282,12 @@ fn table() {
     println!("crashonly-1t is crashonly on a current-thread runtime; actix (always one thread) is compared with it where it was measured.");
 }
 
-/// `n` ask round trips on one thread, one at a time (the one-thread cells of the ask row), for
-/// instruction counts and system-call counts outside criterion: `valgrind --tool=callgrind
-/// --toggle-collect='*measured_asks*'`, `strace -c`, `perf stat`. A warm-up of 1,000 first.
-fn asks(fw: &str, n: u64) {
+/// `n` ask round trips on one thread, one at a time (the one-thread cells of the ask row), each
+/// after a crash (`restarts`: a handler's `Err`, actix's `ctx.stop()` under its supervisor, the
+/// `restart_err` row) or not (`asks`), for instruction and system-call counts outside criterion:
+/// `valgrind --tool=callgrind` at two `n` (the difference over the difference of `n`),
+/// `strace -c`, `perf stat`. A warm-up of 1,000 first.
+fn asks(fw: &str, n: u64, crash: bool) {
     match fw {
         "crashonly-1t" => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -294,17 +297,16 @@ fn asks(fw: &str, n: u64) {
             rt.block_on(async {
                 let sys = co::system(Strategy::OneForOne);
                 let a = co::spawn(&sys, None);
-                measured_asks_crashonly(&a, 1_000).await;
-                measured_asks_crashonly(&a, n).await;
+                measured_asks_crashonly(&a, 1_000, crash).await;
+                measured_asks_crashonly(&a, n, crash).await;
             });
         }
         "actix" => {
-            use actix::Actor;
             let sys = actix_rt::System::new();
             sys.block_on(async {
-                let a = ax::Bench::new(None).start();
-                measured_asks_actix(&a, 1_000).await;
-                measured_asks_actix(&a, n).await;
+                let a = actix::Supervisor::start(|_| ax::Bench::new(None));
+                measured_asks_actix(&a, 1_000, crash).await;
+                measured_asks_actix(&a, n, crash).await;
             });
         }
         other => panic!("asks: crashonly-1t or actix, not {other}"),
@@ -312,15 +314,21 @@ fn asks(fw: &str, n: u64) {
 }
 
 #[inline(never)]
-async fn measured_asks_crashonly(a: &crashonly::ActorRef<co::Bench>, n: u64) {
+async fn measured_asks_crashonly(a: &crashonly::ActorRef<co::Bench>, n: u64, crash: bool) {
     for _ in 0..n {
+        if crash {
+            a.tell(co::Msg::Fail).await.unwrap();
+        }
         std::hint::black_box(a.ask(co::Msg::Get).await.unwrap());
     }
 }
 
 #[inline(never)]
-async fn measured_asks_actix(a: &actix::Addr<ax::Bench>, n: u64) {
+async fn measured_asks_actix(a: &actix::Addr<ax::Bench>, n: u64, crash: bool) {
     for _ in 0..n {
+        if crash {
+            a.do_send(ax::Fail);
+        }
         std::hint::black_box(a.send(ax::Get).await.unwrap());
     }
 }

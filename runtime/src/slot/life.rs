@@ -185,7 +185,7 @@ impl<A: Actor> Slot<A> {
                 return Poll::Ready(Err(match &r.last_crash {
                     Some(LastCrash::Report(report, _)) => DeliveryError::Crashed(report.clone()),
                     Some(LastCrash::Aborted(_)) => DeliveryError::Crashed(Arc::new(CrashReport {
-                        path: self.path().to_string(),
+                        path: self.path().owned(),
                         reason: CrashReason::Aborted,
                         envelope: None,
                     })),
@@ -343,7 +343,7 @@ impl<A: Actor> ChildHandle for Slot<A> {
         self.down.store(1, Ordering::Relaxed);
         self.monitors.fire(|| Down {
             id: self.id,
-            path: self.path().to_string(),
+            path: self.path().owned(),
             reason: DownReason::Ended,
             restarting: false,
         });
@@ -360,7 +360,7 @@ impl<A: Actor> Inspect for Slot<A> {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             id: self.id,
-            path: self.path().to_string(),
+            path: self.path().owned(),
             stats: Some(self.stats()),
         }
     }

@@ -425,7 +425,7 @@ impl<A: Actor> Slot<A> {
     fn fire_monitors(&self, exit: &Exit, restarting: bool) {
         self.monitors.fire(|| Down {
             id: self.id,
-            path: self.path().to_string(),
+            path: self.path().owned(),
             reason: match exit {
                 Exit::Crash(r) => DownReason::Crashed(r.clone()),
                 Exit::Normal => DownReason::Ended,
@@ -623,7 +623,7 @@ impl<A: Actor> Slot<A> {
 
     fn crash(&self, reason: CrashReason, envelope: Option<Header>) -> Exit {
         let report = Arc::new(CrashReport {
-            path: self.path().to_string(),
+            path: self.path().owned(),
             reason,
             envelope,
         });

@@ -53,7 +53,7 @@ impl<A: Actor> Slot<A> {
             LastCrash::Report(report, at) => (report, at),
             LastCrash::Aborted(at) => {
                 let report = CrashReport {
-                    path: self.path().to_string(),
+                    path: self.path().owned(),
                     reason: CrashReason::Aborted,
                     envelope: None,
                 };
