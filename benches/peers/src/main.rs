@@ -5,14 +5,14 @@
 //!
 //! `crashonly-peers scale <crashonly|floor> [n]`: the scaling row, in a process of its own: `n`
 //! actors (1,000,000 by default) spawned until each has confirmed its start, then one ask to each
-//! (10,000 in flight), then idle for a second; times and RSS growth.
+//! (10,000 in flight), then idle for 2.5 s; times, RSS growth and heap in use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crashonly::prelude::Strategy;
-use crashonly_peers::{ax, co, floor, ka, ra, rss_bytes, runtime, Starts, PATIENCE};
+use crashonly_peers::{ax, co, floor, heap_in_use, ka, ra, rss_bytes, runtime, Starts, PATIENCE};
 use kameo::actor::Spawn;
 
 const FRAMEWORKS: [&str; 6] = ["crashonly", "crashonly-1t", "actix", "ractor", "kameo", "floor"];
@@ -117,10 +117,10 @@ fn scale(fw: &str, n: usize) {
     let starts = Starts::new();
     starts.arm(n);
     let rt = runtime();
-    let (spawned, asked, rss) = rt.block_on(async {
-        let base = rss_bytes();
+    let (spawned, asked, rss, heap) = rt.block_on(async {
+        let (base, heap_base) = (rss_bytes(), heap_in_use());
         let t = Instant::now();
-        let (spawned, asked, rss) = match fw {
+        let (spawned, asked, rss, heap) = match fw {
             "crashonly" => {
                 let sys = co::system(Strategy::OneForOne);
                 let refs: Vec<_> = (0..n).map(|_| co::spawn(&sys, Some(starts.clone()))).collect();
@@ -139,30 +139,37 @@ fn scale(fw: &str, n: usize) {
             }
             other => panic!("scale: crashonly or floor, not {other}"),
         };
-        (spawned, asked, rss.map(|r| r.saturating_sub(base)))
+        (
+            spawned,
+            asked,
+            rss.map(|r| r.saturating_sub(base)),
+            heap.saturating_sub(heap_base),
+        )
     });
     println!(
         "scale {fw} {n}: spawn until started {:.2} s, one ask each {:.2} s, RSS growth {:.0} MB \
-         started ({} B/actor), {:.0} MB idle after the asks ({} B/actor)",
+         started ({} B/actor), {:.0} MB idle after the asks ({} B/actor; heap in use {} B/actor)",
         spawned.as_secs_f64(),
         asked.as_secs_f64(),
         rss[0] as f64 / 1e6,
         rss[0] / n as u64,
         rss[1] as f64 / 1e6,
         rss[1] / n as u64,
+        heap / n as u64,
     );
 }
 
 /// The measured phases of [`scale`] once its `handles` are spawned (at `t`): until every start is
 /// confirmed, one `ask` to each (10,000 in flight; more rounds with `SCALE_ROUNDS`, to see what
-/// an actor keeps after several), then a second idle. Returns the spawn time, the first round's
-/// time and RSS when started and when idle (the handles still held).
+/// an actor keeps after several), then idle for 2.5 s (an idle crashonly actor hibernates after
+/// 1 s). Returns the spawn time, the first round's
+/// time, RSS when started and when idle, and the heap in use when idle (the handles still held).
 async fn scale_phases<H>(
     t: Instant,
     starts: &Starts,
     handles: &[H],
     ask: impl AsyncFn(&H, u64),
-) -> (Duration, Duration, [u64; 2]) {
+) -> (Duration, Duration, [u64; 2], u64) {
     use futures::StreamExt;
     tokio::time::timeout(PATIENCE * 10, starts.reached())
         .await
@@ -182,8 +189,8 @@ async fn scale_phases<H>(
             asked = t.elapsed();
         }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    (spawned, asked, [started_rss, rss_bytes()])
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    (spawned, asked, [started_rss, rss_bytes()], heap_in_use())
 }
 
 async fn wait(starts: &Starts) {
