@@ -501,7 +501,9 @@ fn idle_counters(entity: bool, n: usize) {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let (after, heap_after) = (rss_bytes(), heap_in_use());
         let hibernating = if entity {
-            family.stats().active
+            (0..n as u64)
+                .filter(|&k| family.get(k).activation().is_some_and(|a| a.stats().hibernating))
+                .count()
         } else {
             keep.iter().filter(|a| a.stats().hibernating).count()
         };
