@@ -508,7 +508,8 @@ fn all(c: &mut Criterion) {
     }
     let only = std::env::var("PEERS_ROWS").unwrap_or_default();
     let want = |row: &str| only.is_empty() || only.split(',').any(|r| r == row);
-    let rows: [(&str, fn(&mut Criterion)); 6] = [
+    type Row = (&'static str, fn(&mut Criterion));
+    let rows: [Row; 6] = [
         ("spawn", spawn_100k),
         ("tell", tell_1m),
         ("ask", ask_round_trip),

@@ -469,7 +469,7 @@ pub mod floor {
 
     pub async fn ask(tx: &mpsc::Sender<Msg>) -> u64 {
         let (rtx, rrx) = oneshot::channel();
-        tx.send(Msg::Ask(rtx)).await.ok().expect("floor send");
+        assert!(tx.send(Msg::Ask(rtx)).await.is_ok(), "floor send");
         rrx.await.expect("floor reply")
     }
 }
