@@ -144,6 +144,17 @@ impl Shared {
         }
     }
 
+    /// [`now_within`](Self::now_within) in clock nanos (no `Instant` arithmetic: a restart's
+    /// intensity windows compare these).
+    #[inline]
+    pub(crate) fn nanos_within(&self, span: Duration) -> u64 {
+        if span >= COARSE_TTL {
+            self.clock.coarse().1
+        } else {
+            self.clock.nanos()
+        }
+    }
+
     /// Now, in clock nanos (see [`Clock::nanos_of`]).
     pub(crate) fn nanos(&self) -> u64 {
         self.clock.nanos()

@@ -11,7 +11,6 @@ use super::child::{ChildHandle, Decision, Exit, Parent, Scope};
 use super::spec::{ActorSpec, ChildSpec, Kind, Restart, Strategy, SupervisorSpec};
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
-use crate::clock::Instant;
 use crate::crash::{CrashReason, CrashReport};
 use crate::error::{ChildError, SpawnError};
 use crate::mailbox::Mailbox;
@@ -33,13 +32,14 @@ struct Entry {
     /// one crash-looping child does not slow down the restarts of its healthy siblings. Boxed on
     /// a child's first restart: most children never restart (8 bytes per child, not 32).
     #[expect(clippy::box_collection, reason = "8 bytes per child instead of a VecDeque's 32")]
-    recent: Option<Box<VecDeque<Instant>>>,
+    recent: Option<Box<VecDeque<u64>>>,
 }
 
 #[derive(Default)]
 struct SupState {
     children: Vec<Entry>,
-    restarts: VecDeque<Instant>,
+    /// When the restarts within the intensity period happened (clock nanos).
+    restarts: VecDeque<u64>,
     failed: bool,
 }
 
@@ -420,12 +420,10 @@ impl Parent for SupNode {
             return Decision::Remove;
         }
         let period = self.intensity.period;
-        let now = self.shared.now_within(period);
-        while st
-            .restarts
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= period)
-        {
+        // Clock nanos: the windows compare integers, not `Instant`s (two subtractions with
+        // checks per restart).
+        let (now, span) = (self.shared.nanos_within(period), period.as_nanos() as u64);
+        while st.restarts.front().is_some_and(|t| now.saturating_sub(*t) >= span) {
             st.restarts.pop_front();
         }
         st.restarts.push_back(now);
@@ -448,10 +446,7 @@ impl Parent for SupNode {
             return Decision::Escalate(report);
         }
         let recent = st.children[idx].recent.get_or_insert_with(Box::default);
-        while recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= period)
-        {
+        while recent.front().is_some_and(|t| now.saturating_sub(*t) >= span) {
             recent.pop_front();
         }
         recent.push_back(now);
@@ -613,13 +608,9 @@ impl Inspect for SupNode {
     #[cfg(feature = "observer")]
     fn observe(&self) -> crate::stats::Observed {
         let period = self.intensity.period;
-        let now = self.shared.now_within(period);
+        let (now, span) = (self.shared.nanos_within(period), period.as_nanos() as u64);
         let st = self.state.lock();
-        let used = st
-            .restarts
-            .iter()
-            .filter(|t| now.saturating_duration_since(**t) < period)
-            .count();
+        let used = st.restarts.iter().filter(|t| now.saturating_sub(**t) < span).count();
         crate::stats::Observed::Supervisor {
             strategy: format!("{:?}", self.strategy),
             used,
