@@ -708,9 +708,9 @@ pub(crate) fn ask_with<A: Actor>(ask: Ask<'_, A>, on_reply: OnReply<A::Reply>) -
 /// The future of an [`Ask`]: its reply, or why there is none.
 ///
 /// A plain ask is pushed when the future is made (as a [`Tell`] is) and then waits for its
-/// reply with no allocation of its own: it looks once, lets the other tasks of its worker run
-/// once (an actor on the same thread often answers then), and only then arms a timer for its
-/// deadline. A retrying ask, or one that must wait for room in the mailbox, runs boxed.
+/// reply with no allocation of its own: it lets the other tasks of its worker run once (an actor
+/// on the same thread answers then), looks, and only then arms a timer for its deadline. A
+/// retrying ask, or one that must wait for room in the mailbox, runs boxed.
 #[must_use = "futures do nothing unless polled"]
 pub struct AskFuture<'a, A: Actor> {
     state: AskState<'a, A>,
@@ -749,16 +749,21 @@ impl<A: Actor> Future for AskFuture<'_, A> {
                 yielded,
                 timer,
             } => {
-                if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
-                    // An envelope dropped unanswered: its slot was torn down with it.
-                    return Poll::Ready(r.unwrap_or(Err(DeliveryError::Dead)));
-                }
-                // The same steps as `rt::within_deadline`: a yield first, the timer after it.
+                // A yield first, before looking: the message was pushed a moment ago, and the
+                // actor (woken by the push) answers while the other tasks run, most often on
+                // this same worker. Not looking yet leaves the receiver without a waker, so the
+                // answer wakes no one (this task woke itself): a look, a waker's clone and a wake
+                // fewer per ask.
                 if !*yielded {
                     *yielded = true;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
+                if let Poll::Ready(r) = Pin::new(rx).poll(cx) {
+                    // An envelope dropped unanswered: its slot was torn down with it.
+                    return Poll::Ready(r.unwrap_or(Err(DeliveryError::Dead)));
+                }
+                // Then the timer, as in `rt::within_deadline`.
                 #[cfg(not(crashonly_loom))]
                 let timer = timer.get_or_insert_with(|| Box::pin(crate::clock::sleep_until(*deadline)));
                 #[cfg(crashonly_loom)]
