@@ -7,6 +7,9 @@
 //!
 //! One test in this binary: the heap is the whole process's.
 
+#[path = "../examples/support/entity_carts.rs"]
+mod entity_carts;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -40,9 +43,7 @@ impl Entity for Counter {
 /// glibc's heap in use, in bytes.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
-    (m.uordblks + m.hblkhd) as u64
+    entity_carts::heap_in_use().expect("glibc's heap counters (another allocator serves this process)")
 }
 
 /// Waits until `f` holds, for at most `limit`.

@@ -301,20 +301,25 @@ fn location_text(file: &str, line: u32, column: u32) -> String {
     text.push_str(file);
     for n in [line, column] {
         text.push(':');
-        let mut digits = [0u8; 10];
-        let mut i = digits.len();
-        let mut n = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        text.extend(digits[i..].iter().map(|&d| char::from(d)));
+        push_decimal(&mut text, n.into());
     }
     text
+}
+
+/// Appends `n` in decimal, without the formatting machinery: for the strings a crash makes on
+/// the restart path (a panic's location here, an unnamed actor's path in its report).
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 fn payload_message(payload: &(dyn Any + Send)) -> String {

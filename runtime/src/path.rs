@@ -56,27 +56,16 @@ impl<'a> ActorPath<'a> {
     /// The path as a `String`, formed without `fmt` (a crash report takes one for every crash:
     /// through `Display`, 580 of the 3,200 instructions a restart cost).
     pub(crate) fn owned(&self) -> String {
-        let Some(mut n) = self.number else {
+        let Some(n) = self.number else {
             return self.base.to_owned();
         };
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let digits = &digits[at..];
-        let mut s = String::with_capacity(self.base.len() + 2 + digits.len());
+        let mut s = String::with_capacity(self.base.len() + 22);
         s.push_str(self.base);
         if !self.base.ends_with('/') {
             s.push('/');
         }
         s.push('#');
-        digits.iter().for_each(|&d| s.push(d as char));
+        crate::crash::push_decimal(&mut s, n);
         s
     }
 

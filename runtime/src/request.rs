@@ -792,25 +792,32 @@ impl<'a, A: Actor> IntoFuture for Ask<'a, A> {
         let env = opts.envelope(msg, Some(ReplyTo::Chan(tx)));
         let deadline = env.header.deadline;
         let (target, copy) = (opts.target, opts.copy);
-        let state = match try_deliver(target, copy, env, true) {
-            Step::Done => AskState::Waiting {
+        match try_deliver(target, copy, env, true) {
+            Step::Done => AskFuture::waiting(rx, deadline),
+            Step::Failed(e, _) => AskFuture {
+                state: AskState::Done(Some(Err(e))),
+            },
+            step @ Step::Full(..) => AskFuture {
+                state: AskState::Boxed(Box::pin(async move {
+                    deliver_from(target, copy, step, true).await.map_err(|(e, _)| e)?;
+                    AskFuture::<A>::waiting(rx, deadline).await
+                })),
+            },
+        }
+    }
+}
+
+impl<A: Actor> AskFuture<'_, A> {
+    /// The reply to a message now in the mailbox, until `deadline`.
+    fn waiting(rx: oneshot::Receiver<Result<A::Reply, DeliveryError>>, deadline: Instant) -> Self {
+        AskFuture {
+            state: AskState::Waiting {
                 rx,
                 deadline,
                 yielded: false,
                 timer: None,
             },
-            Step::Failed(e, _) => AskState::Done(Some(Err(e))),
-            step @ Step::Full(..) => AskState::Boxed(Box::pin(async move {
-                deliver_from(target, copy, step, true).await.map_err(|(e, _)| e)?;
-                let clock = target.shared().clock();
-                match crate::rt::within_deadline(clock, deadline, rx).await {
-                    Some(Ok(outcome)) => outcome,
-                    Some(Err(_)) => Err(DeliveryError::Dead),
-                    None => Err(DeliveryError::Expired),
-                }
-            })),
-        };
-        AskFuture { state }
+        }
     }
 }
 
