@@ -319,7 +319,8 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always UTF-8 (one copy, where pushing them as chars checked each).
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 fn payload_message(payload: &(dyn Any + Send)) -> String {

@@ -149,7 +149,7 @@ impl Shared {
     #[inline]
     pub(crate) fn nanos_within(&self, span: Duration) -> u64 {
         if span >= COARSE_TTL {
-            self.clock.coarse().1
+            self.clock.coarse_nanos()
         } else {
             self.clock.nanos()
         }

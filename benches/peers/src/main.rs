@@ -40,12 +40,18 @@ fn main() {
         ["table"] => table(),
         ["scale", fw] => scale(fw, 1_000_000),
         ["scale", fw, n] => scale(fw, n.parse().expect("a count")),
-        ["asks", fw, n] => asks(fw, n.parse().expect("a count"), false),
-        ["restarts", fw, n] => asks(fw, n.parse().expect("a count"), true),
+        ["asks", fw, n] => asks(fw, n.parse().expect("a count"), None),
+        ["restarts", fw, n] => asks(fw, n.parse().expect("a count"), Some(co::Msg::Fail)),
+        ["panics", fw, n] => {
+            std::panic::set_hook(Box::new(|_| {}));
+            asks(fw, n.parse().expect("a count"), Some(co::Msg::Panic))
+        }
+        ["bare-panics", n] => bare_panics(n.parse().expect("a count")),
         _ => {
             eprintln!(
                 "usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
-                 | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks|restarts <crashonly-1t|actix> <n>"
+                 | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks|restarts <crashonly-1t|actix> <n> | crashonly-peers panics crashonly-1t <n> \
+                 | crashonly-peers bare-panics <n>"
             );
             std::process::exit(2);
         }
@@ -291,10 +297,11 @@ fn table() {
 
 /// `n` ask round trips on one thread, one at a time (the one-thread cells of the ask row), each
 /// after a crash (`restarts`: a handler's `Err`, actix's `ctx.stop()` under its supervisor, the
-/// `restart_err` row) or not (`asks`), for instruction and system-call counts outside criterion:
+/// `restart_err` row; `panics`: a panic in the handler, crashonly only, the `restart_latency` row)
+/// or not (`asks`), for instruction and system-call counts outside criterion:
 /// `valgrind --tool=callgrind` at two `n` (the difference over the difference of `n`),
 /// `strace -c`, `perf stat`. A warm-up of 1,000 first.
-fn asks(fw: &str, n: u64, crash: bool) {
+fn asks(fw: &str, n: u64, crash: Option<co::Msg>) {
     match fw {
         "crashonly-1t" => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -304,7 +311,7 @@ fn asks(fw: &str, n: u64, crash: bool) {
             rt.block_on(async {
                 let sys = co::system(Strategy::OneForOne);
                 let a = co::spawn(&sys, None);
-                measured_asks_crashonly(&a, 1_000, crash).await;
+                measured_asks_crashonly(&a, 1_000, crash.clone()).await;
                 measured_asks_crashonly(&a, n, crash).await;
             });
         }
@@ -312,6 +319,7 @@ fn asks(fw: &str, n: u64, crash: bool) {
             let sys = actix_rt::System::new();
             sys.block_on(async {
                 let a = actix::Supervisor::start(|_| ax::Bench::new(None));
+                let crash = crash.is_some();
                 measured_asks_actix(&a, 1_000, crash).await;
                 measured_asks_actix(&a, n, crash).await;
             });
@@ -321,12 +329,21 @@ fn asks(fw: &str, n: u64, crash: bool) {
 }
 
 #[inline(never)]
-async fn measured_asks_crashonly(a: &crashonly::ActorRef<co::Bench>, n: u64, crash: bool) {
+async fn measured_asks_crashonly(a: &crashonly::ActorRef<co::Bench>, n: u64, crash: Option<co::Msg>) {
     for _ in 0..n {
-        if crash {
-            a.tell(co::Msg::Fail).await.unwrap();
+        if let Some(crash) = &crash {
+            a.tell(crash.clone()).await.unwrap();
         }
         std::hint::black_box(a.ask(co::Msg::Get).await.unwrap());
+    }
+}
+
+/// `n` panics caught by a bare `catch_unwind` under a silent hook, after a warm-up of 1,000 (the
+/// `bare-panic` cell of the restart row, for callgrind beside `panics`).
+fn bare_panics(n: u64) {
+    std::panic::set_hook(Box::new(|_| {}));
+    for _ in 0..1_000 + n {
+        std::hint::black_box(std::panic::catch_unwind(|| -> u64 { panic!("bench crash") }).is_err());
     }
 }
 

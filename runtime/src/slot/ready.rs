@@ -12,7 +12,7 @@ impl<A: Actor> Slot<A> {
     /// Records when the slot should serve again: after `delay` and a typical `start`.
     pub(super) fn expect_ready_in(&self, delay: Duration) {
         // An estimate: the coarse clock is close enough.
-        self.expect_ready_at(self.shared.clock().coarse().1, delay);
+        self.expect_ready_at(self.shared.clock().coarse_nanos(), delay);
     }
 
     /// [`expect_ready_in`](Self::expect_ready_in) from `now` (clock nanos).
