@@ -74,7 +74,6 @@ impl Clock {
     /// Now, as [`nanos_of`](Self::nanos_of). In real time (where there is a coarse clock),
     /// read from `CLOCK_MONOTONIC` itself, which is what `Instant::now` reads, without the
     /// `Instant` arithmetic (300 of the 450 instructions a read cost, twice per restart).
-    #[inline]
     pub(crate) fn nanos(&self) -> u64 {
         #[cfg(all(target_os = "linux", not(crashonly_loom)))]
         if let Some(c) = &self.coarse {
