@@ -3,6 +3,11 @@
 //!
 //! `crashonly-peers mem <framework>` is the probe that `table` runs once per framework.
 //!
+//! `crashonly-peers rounds <k>`: runs every cell `k` times, interleaved, each in a fresh process
+//! of the peers bench (built first with `cargo bench --bench peers --no-run`), and prints the
+//! table of the medians with each cell's range: single runs of the tell and ask cells move by
+//! 20-40% on a 2-core virtual machine.
+//!
 //! `crashonly-peers scale <crashonly|floor> [n]`: the scaling row, in a process of its own: `n`
 //! actors (1,000,000 by default) spawned until each has confirmed its start, then one ask to each
 //! (10,000 in flight), then idle for 2.5 s; times, RSS growth and heap in use.
@@ -38,6 +43,7 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["mem", fw] => println!("{}", idle_bytes(fw)),
         ["table"] => table(),
+        ["rounds", k] => rounds(k.parse().expect("a count")),
         ["scale", fw] => scale(fw, 1_000_000),
         ["scale", fw, n] => scale(fw, n.parse().expect("a count")),
         ["asks", fw, n] => asks(fw, n.parse().expect("a count"), None),
@@ -49,7 +55,7 @@ fn main() {
         ["bare-panics", n] => bare_panics(n.parse().expect("a count")),
         _ => {
             eprintln!(
-                "usage: crashonly-peers table | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
+                "usage: crashonly-peers table | crashonly-peers rounds <k> | crashonly-peers mem <crashonly|actix|ractor|kameo|floor> \
                  | crashonly-peers scale <crashonly|floor> [n] | crashonly-peers asks|restarts <crashonly-1t|actix> <n> | crashonly-peers panics crashonly-1t <n> \
                  | crashonly-peers bare-panics <n>"
             );
@@ -215,14 +221,18 @@ fn target_dir() -> PathBuf {
 
 /// Criterion's mean estimate for one bench, in nanoseconds.
 fn estimate(group: &str, fw: &str) -> Option<f64> {
-    let path = target_dir()
+    let text = std::fs::read_to_string(estimate_file(group, fw)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+/// Where criterion keeps its estimate of one bench.
+fn estimate_file(group: &str, fw: &str) -> PathBuf {
+    target_dir()
         .join("criterion")
         .join(group)
         .join(fw)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
+        .join("new/estimates.json")
 }
 
 fn human_ns(ns: f64) -> String {
@@ -236,24 +246,29 @@ fn human_ns(ns: f64) -> String {
 }
 
 fn table() {
+    let mem: Vec<Option<f64>> = FRAMEWORKS.iter().map(|fw| memory(fw)).collect();
+    print_table(estimate, &mem);
+}
+
+/// Memory per idle actor of `fw`, measured in a fresh process (`None` for the one-thread cells).
+fn memory(fw: &str) -> Option<f64> {
+    if fw.ends_with("-1t") {
+        return None;
+    }
     let exe = std::env::current_exe().expect("own path");
-    let mem: Vec<Option<f64>> = FRAMEWORKS
-        .iter()
-        .map(|fw| {
-            if fw.ends_with("-1t") {
-                return None;
-            }
-            let out = Command::new(&exe).args(["mem", fw]).output().ok()?;
-            String::from_utf8(out.stdout).ok()?.trim().parse::<f64>().ok()
-        })
-        .collect();
+    let out = Command::new(&exe).args(["mem", fw]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse::<f64>().ok()
+}
+
+/// The table of `figure(row, framework)` (nanoseconds) and `mem` (bytes, per framework).
+fn print_table(figure: impl Fn(&str, &str) -> Option<f64>, mem: &[Option<f64>]) {
     println!("| workload | {} |", FRAMEWORKS.join(" | "));
     println!("|---|{}", "---|".repeat(FRAMEWORKS.len()));
     for (group, label) in ROWS {
         let figures: Vec<Option<f64>> = if group == "memory" {
-            mem.clone()
+            mem.to_vec()
         } else {
-            FRAMEWORKS.iter().map(|fw| estimate(group, fw)).collect()
+            FRAMEWORKS.iter().map(|fw| figure(group, fw)).collect()
         };
         let cells: Vec<String> = figures
             .iter()
@@ -280,8 +295,8 @@ fn table() {
         println!("| {label} | {} |", cells.join(" | "));
     }
     if let (Some(bare), Some(one)) = (
-        estimate("restart_latency", "bare-panic"),
-        estimate("restart_latency", "crashonly-1t"),
+        figure("restart_latency", "bare-panic"),
+        figure("restart_latency", "crashonly-1t"),
     ) {
         println!();
         println!(
@@ -293,6 +308,81 @@ fn table() {
     println!();
     println!("Ratios are the peer's figure divided by crashonly's (2 workers): above 1.00x, crashonly is ahead.");
     println!("crashonly-1t is crashonly on a current-thread runtime; actix (always one thread) is compared with it where it was measured.");
+}
+
+/// `k` rounds of every cell, interleaved (round 1 runs every cell once, in the table's order,
+/// then round 2...), each cell in a fresh process of the peers bench; then the table of the
+/// medians, and each cell's range. A cell's figure counts only if criterion wrote it during that
+/// run (a cell a framework does not have leaves nothing, and an old file is not read as new).
+fn rounds(k: usize) {
+    let bench = peers_bench().expect("no peers bench executable: run `cargo bench --bench peers --no-run` first");
+    let mut runs: std::collections::HashMap<(&str, &str), Vec<f64>> = Default::default();
+    let mut mem: Vec<Vec<f64>> = vec![Vec::new(); FRAMEWORKS.len()];
+    for round in 1..=k {
+        for (group, _) in ROWS.iter().filter(|(g, _)| *g != "memory") {
+            let extra: &[&str] = if *group == "restart_latency" {
+                &["bare-panic"]
+            } else {
+                &[]
+            };
+            for fw in FRAMEWORKS.iter().chain(extra) {
+                let began = std::time::SystemTime::now();
+                let status = Command::new(&bench)
+                    .args(["--bench", &format!("^{group}/{fw}$")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let fresh = estimate_file(group, fw)
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at >= began);
+                if let (true, Ok(_), Some(v)) = (fresh, status, estimate(group, fw)) {
+                    runs.entry((group, fw)).or_default().push(v);
+                }
+            }
+        }
+        for (i, fw) in FRAMEWORKS.iter().enumerate() {
+            mem[i].extend(memory(fw));
+        }
+        eprintln!("round {round} of {k} done");
+    }
+    let median = |v: &[f64]| -> Option<f64> {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let mem: Vec<Option<f64>> = mem.iter().map(|v| median(v)).collect();
+    println!("Medians of {k} interleaved rounds:");
+    println!();
+    print_table(|g, fw| runs.get(&(g, fw)).and_then(|v| median(v)), &mem);
+    println!();
+    println!("Each cell's range over the rounds (min-max):");
+    println!();
+    for (group, _) in ROWS.iter().filter(|(g, _)| *g != "memory") {
+        let cells: Vec<String> = FRAMEWORKS
+            .iter()
+            .filter_map(|fw| {
+                let v = runs.get(&(*group, *fw))?;
+                let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                Some(format!("{fw} {}-{}", human_ns(lo), human_ns(hi)))
+            })
+            .collect();
+        println!("- {group}: {}", cells.join(", "));
+    }
+}
+
+/// The newest build of the peers bench (`cargo bench --bench peers --no-run`).
+fn peers_bench() -> Option<PathBuf> {
+    std::fs::read_dir(target_dir().join("release/deps"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("peers-") && !n.contains('.'))
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
 }
 
 /// `n` ask round trips on one thread, one at a time (the one-thread cells of the ask row), each
