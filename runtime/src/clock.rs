@@ -338,7 +338,8 @@ mod tests {
     use super::*;
 
     /// In real time, the direct read of `CLOCK_MONOTONIC` agrees with the `Instant` arithmetic
-    /// (to the few ns between the two reads of the epoch), and the coarse clock is never ahead.
+    /// (to the time of one clock read: the error of the epoch's calibration, which only ever
+    /// makes the direct read earlier), and the coarse clock is never ahead.
     #[test]
     fn the_direct_reads_agree_with_instant_arithmetic() {
         let clock = Clock::default();
